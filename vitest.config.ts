@@ -1,0 +1,22 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    setupFiles: ['./bin/polyfill.js'],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    // Two cores: keep parallel files low so timing-sensitive suites are not starved.
+    maxWorkers: 2,
+    projects: [
+      {
+        extends: true,
+        test: { name: 'unit', include: ['protocol/**/*.test.ts', 'registry/**/*.test.ts', 'tracker/**/*.test.ts', 'peer-agent/**/*.test.ts', 'cli/**/*.test.ts'] },
+      },
+      { extends: true, test: { name: 'integration', include: ['test/integration/**/*.test.ts'] } },
+      {
+        extends: true,
+        test: { name: 'e2e', include: ['test/e2e/**/*.test.ts'], testTimeout: 300_000, hookTimeout: 300_000, fileParallelism: false },
+      },
+    ],
+  },
+})
