@@ -1,0 +1,129 @@
+/**
+ * The registry's configuration section: its schema, its defaults and the one parser
+ * that reports every problem at once. Config files, environment variables
+ * (SHOAL_REGISTRY_<SETTING>) and command-line flags (--<setting>) all map onto the
+ * names defined here; the CLI derives those names from this schema, so adding a
+ * setting here adds its variable and flag too.
+ */
+import { z } from 'zod'
+import { ConfigError } from '../../protocol/src/index.js'
+
+const MINUTE_MS = 60_000
+const HOUR_MS = 60 * MINUTE_MS
+
+/** A TCP listen address `host:port` (IPv6 hosts in brackets); port 0 picks a free port. */
+export const listenAddressSchema = z.string().refine((value) => parseListenAddress(value) !== undefined, {
+  message: 'expected host:port with a port from 0 to 65535 (IPv6 hosts in brackets, e.g. [::1]:5000)',
+})
+
+/** Log levels pino understands, plus `silent`. */
+export const logLevelSchema = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
+
+/** One upstream registry that the pull-through cache may fetch from. */
+export const upstreamSchema = z.strictObject({
+  /** Base URL of the upstream registry, e.g. `https://registry-1.docker.io`. */
+  url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }),
+  /**
+   * Repository prefix this upstream serves (`docker.io` makes `docker.io/library/x`
+   * come from this upstream as `library/x`); without it the upstream serves every name.
+   */
+  prefix: z.string().min(1).optional(),
+  username: z.string().optional(),
+  password: z.string().optional(),
+})
+
+const nonNegativeInt = () => z.number().int().nonnegative()
+
+/**
+ * Every registry setting. Field names carry their unit (`Ms`, `Bytes`). Each field's
+ * `.describe()` text is the one-line documentation shown in `--help`.
+ */
+export const registryConfigSchema = z.strictObject({
+  listen: listenAddressSchema
+    .default('127.0.0.1:5000')
+    .describe('address the HTTP API listens on (host:port)'),
+  dataDir: z
+    .string()
+    .min(1)
+    .default('.shoal/registry')
+    .describe('folder holding blobs, manifests and uploads (filesystem storage)'),
+  storageDriver: z
+    .enum(['filesystem', 'memory'])
+    .default('filesystem')
+    .describe('where content is stored: filesystem (under dataDir) or memory (lost at exit)'),
+  maxManifestBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(4 * 1024 * 1024)
+    .describe('largest manifest accepted on push, in bytes'),
+  uploadTtlMs: nonNegativeInt()
+    .default(24 * HOUR_MS)
+    .describe('idle upload sessions older than this are removed, in milliseconds'),
+  gcIntervalMs: nonNegativeInt()
+    .default(HOUR_MS)
+    .describe('how often garbage collection runs, in milliseconds (0 disables it)'),
+  gcGraceMs: nonNegativeInt()
+    .default(HOUR_MS)
+    .describe('unreferenced content younger than this survives garbage collection, in milliseconds'),
+  upstreams: z
+    .array(upstreamSchema)
+    .default([])
+    .describe('upstream registries for the pull-through cache ([prefix=]url; none disables it)'),
+  tagTtlMs: nonNegativeInt()
+    .default(MINUTE_MS)
+    .describe('how long a tag resolved from an upstream is trusted before asking again, in milliseconds'),
+  logLevel: logLevelSchema.default('info').describe('log level'),
+})
+
+/** The registry's configuration after defaults were applied. */
+export type RegistryConfig = z.infer<typeof registryConfigSchema>
+/** One pull-through upstream. */
+export type UpstreamConfig = z.infer<typeof upstreamSchema>
+/** What a config file, the environment or flags may give before defaults: any subset. */
+export type RegistryConfigInput = z.input<typeof registryConfigSchema>
+
+/**
+ * Validates raw settings (merged from file, environment and flags) and fills in
+ * defaults. Throws ConfigError whose `problems` lists every problem found, each as
+ * `path: message`, so that a user can fix them all in one go.
+ */
+export function parseRegistryConfig(raw: unknown): RegistryConfig {
+  return parseWithSchema(registryConfigSchema, raw ?? {})
+}
+
+/**
+ * Parses `raw` with any zod schema and turns all of its issues into one ConfigError.
+ * Shared by the config parsers so that every component reports problems alike.
+ */
+export function parseWithSchema<S extends z.ZodType>(schema: S, raw: unknown): z.output<S> {
+  const result = schema.safeParse(raw)
+  if (result.success) return result.data
+  throw new ConfigError(result.error.issues.map(formatIssue))
+}
+
+function formatIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path.length === 0 ? '(root)' : issue.path.map(String).join('.')
+  if (issue.code === 'unrecognized_keys') {
+    return `${path}: unknown setting${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`
+  }
+  return `${path}: ${issue.message}`
+}
+
+/** A parsed listen address. */
+export interface ListenAddress {
+  host: string
+  port: number
+}
+
+/**
+ * Splits `host:port` (or `[v6]:port`) into its parts; undefined when it is not a
+ * valid listen address.
+ */
+export function parseListenAddress(value: string): ListenAddress | undefined {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(value)
+  if (!match) return undefined
+  const port = Number(match[3])
+  if (port > 65535) return undefined
+  return { host: (match[1] ?? match[2])!, port }
+}
