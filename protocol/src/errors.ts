@@ -55,6 +55,10 @@ export class TooLargeError extends defineError('TooLargeError', 'request entity 
 export class RangeInvalidError extends defineError('RangeInvalidError', 'requested range not satisfiable') {}
 /** The operation is not supported by this registry or configuration. */
 export class UnsupportedError extends defineError('UnsupportedError', 'the operation is unsupported') {}
+/** No API endpoint answers at the requested path. */
+export class RouteUnknownError extends defineError('RouteUnknownError', 'no such API endpoint') {}
+/** A request parameter (such as a page size) is malformed or out of range. */
+export class ParameterInvalidError extends defineError('ParameterInvalidError', 'invalid request parameter') {}
 /** The client did not authenticate. */
 export class UnauthorizedError extends defineError('UnauthorizedError', 'authentication required') {}
 /** The client is authenticated but not allowed to do this. */

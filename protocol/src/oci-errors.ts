@@ -47,6 +47,9 @@ const TABLE: Record<string, OciErrorMapping> = {
   TooLargeError: { code: 'SIZE_INVALID', status: 413 },
   RangeInvalidError: { code: 'RANGE_INVALID', status: 416 },
   UnsupportedError: { code: 'UNSUPPORTED', status: 405 },
+  // The spec's UNSUPPORTED covers "a missing implementation or invalid set of parameters".
+  RouteUnknownError: { code: 'UNSUPPORTED', status: 404 },
+  ParameterInvalidError: { code: 'UNSUPPORTED', status: 400 },
   UnauthorizedError: { code: 'UNAUTHORIZED', status: 401 },
   DeniedError: { code: 'DENIED', status: 403 },
   TooManyRequestsError: { code: 'TOOMANYREQUESTS', status: 429 },
