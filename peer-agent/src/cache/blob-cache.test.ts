@@ -1,0 +1,252 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { type Digest, digestOf } from '../../../protocol/src/index.js'
+import { type BlobCache, type BlobCacheInit, createBlobCache } from './blob-cache.js'
+import { blobPaths } from './paths.js'
+
+const PIECE = 16 * 1024
+
+interface Fixture {
+  bytes: Buffer
+  digest: Digest
+  pieces: Buffer[]
+}
+
+function fixture(size: number, pieceSize = PIECE): Fixture {
+  const bytes = randomBytes(size)
+  const pieces: Buffer[] = []
+  for (let off = 0; off < size; off += pieceSize) pieces.push(bytes.subarray(off, off + pieceSize))
+  return { bytes, digest: digestOf(bytes), pieces }
+}
+
+async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of stream) chunks.push(Buffer.from(c))
+  return Buffer.concat(chunks)
+}
+
+async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield bytes
+}
+
+describe('blob cache', () => {
+  let root: string
+  const caches: BlobCache[] = []
+
+  async function makeCache(init: Partial<BlobCacheInit> = {}): Promise<BlobCache> {
+    const cache = createBlobCache({}, { root, quotaBytes: 1 << 30, readChunkBytes: 8 * 1024, ...init })
+    await cache.start()
+    caches.push(cache)
+    return cache
+  }
+
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'shoal-cache-'))
+  })
+
+  afterEach(async () => {
+    for (const c of caches.splice(0)) await c.stop()
+    await rm(root, { recursive: true, force: true })
+  })
+
+  it('stores pieces, serves ranges and completes after the digest check', async () => {
+    const cache = await makeCache()
+    const f = fixture(5 * PIECE + 100)
+    const st = await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    expect(st).toMatchObject({ complete: false, pieceCount: 6, piecesHeld: 0 })
+    await cache.writePiece(f.digest, 1, f.pieces[1]!)
+    expect(cache.hasPiece(f.digest, 1)).toBe(true)
+    expect(cache.hasPiece(f.digest, 0)).toBe(false)
+    expect(await readAll(cache.readRange(f.digest, PIECE + 10, PIECE + 5000))).toEqual(
+      f.bytes.subarray(PIECE + 10, PIECE + 5000),
+    )
+    await expect(readAll(cache.readRange(f.digest, 0, 10))).rejects.toMatchObject({
+      name: 'BlobUnknownError',
+    })
+    await expect(cache.complete(f.digest)).rejects.toMatchObject({ name: 'BlobUploadInvalidError' })
+    await expect(cache.writePiece(f.digest, 5, f.pieces[0]!)).rejects.toMatchObject({
+      name: 'SizeInvalidError',
+    })
+    await expect(cache.writePiece(f.digest, 6, f.pieces[5]!)).rejects.toMatchObject({
+      name: 'RangeInvalidError',
+    })
+    for (const i of [0, 2, 3, 4, 5]) await cache.writePiece(f.digest, i, f.pieces[i]!)
+    await cache.complete(f.digest)
+    expect(cache.has(f.digest)).toBe(true)
+    expect(cache.stat(f.digest)).toMatchObject({ complete: true, pieceCount: 6, piecesHeld: 6 })
+    expect(await readAll(cache.readRange(f.digest, 0, f.bytes.length))).toEqual(f.bytes)
+    expect(cache.list()).toEqual([
+      expect.objectContaining({ digest: f.digest, complete: true, piecesHeld: 6 }),
+    ])
+    expect(() => cache.readRange(f.digest, 0, f.bytes.length + 1)).toThrow(
+      expect.objectContaining({ name: 'RangeInvalidError' }),
+    )
+  })
+
+  it('resumes a partial download after a restart, trusting only the persisted bitfield', async () => {
+    const f = fixture(4 * PIECE)
+    const layout = { size: f.bytes.length, pieceSize: PIECE }
+    const first = await makeCache()
+    await first.open(f.digest, layout)
+    await first.writePiece(f.digest, 0, f.pieces[0]!)
+    await first.writePiece(f.digest, 2, f.pieces[2]!)
+    await first.stop()
+    // Bytes that reached the data file without their bit (a crash before the bit was
+    // persisted) must not count as held.
+    const paths = blobPaths(root, f.digest)
+    const data = await readFile(paths.partialData)
+    f.pieces[3]!.copy(data, 3 * PIECE)
+    await writeFile(paths.partialData, data)
+
+    const second = await makeCache()
+    expect(second.stat(f.digest)).toMatchObject({ complete: false, piecesHeld: 2, pieceCount: 4 })
+    expect([0, 1, 2, 3].map((i) => second.hasPiece(f.digest, i))).toEqual([true, false, true, false])
+    const again = await second.open(f.digest, layout)
+    expect(again.piecesHeld).toBe(2)
+    expect(second.list()[0]!.bitfield).toEqual(Uint8Array.of(0b1010_0000))
+    await second.writePiece(f.digest, 1, f.pieces[1]!)
+    await second.writePiece(f.digest, 3, f.pieces[3]!)
+    await second.complete(f.digest)
+    expect(await readAll(second.readRange(f.digest, 0, f.bytes.length))).toEqual(f.bytes)
+    await second.stop()
+
+    const third = await makeCache()
+    expect(third.has(f.digest)).toBe(true)
+    expect(third.stat(f.digest)).toMatchObject({ pieceSize: PIECE, pieceCount: 4 })
+  })
+
+  it('starts over when the persisted bitfield does not fit the layout', async () => {
+    const f = fixture(3 * PIECE)
+    const first = await makeCache()
+    await first.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    await first.writePiece(f.digest, 0, f.pieces[0]!)
+    await first.stop()
+    await writeFile(blobPaths(root, f.digest).partialBits, Buffer.from([0xff, 0xff, 0xff]))
+    const second = await makeCache()
+    expect(second.stat(f.digest)).toMatchObject({ piecesHeld: 0 })
+  })
+
+  it('evicts the least recently used blob to stay under the quota', async () => {
+    const cache = await makeCache({ quotaBytes: 3 * PIECE })
+    const [a, b, c, d] = [fixture(PIECE), fixture(PIECE), fixture(PIECE), fixture(PIECE)]
+    for (const f of [a!, b!, c!]) await cache.putBlob(f.digest, f.bytes.length, once(f.bytes))
+    await readAll(cache.readRange(a!.digest, 0, 10))
+    const evicted: string[] = []
+    cache.events.on('evicted', (e) => evicted.push(e.digest))
+    await cache.putBlob(d!.digest, d!.bytes.length, once(d!.bytes))
+    expect(evicted).toEqual([b!.digest])
+    expect([a, b, c, d].map((f) => cache.has(f!.digest))).toEqual([true, false, true, true])
+    expect(cache.usage().usedBytes).toBe(3 * PIECE)
+    // A partial download reserves its full size up front.
+    const e = fixture(2 * PIECE)
+    await cache.open(e.digest, { size: e.bytes.length, pieceSize: PIECE })
+    expect([a, c, d].map((f) => cache.has(f!.digest))).toEqual([false, false, true])
+    expect(cache.usage().usedBytes).toBe(3 * PIECE)
+  })
+
+  it('never evicts pinned blobs and refuses without corrupting anything when nothing can be evicted', async () => {
+    const cache = await makeCache({ quotaBytes: 2 * PIECE })
+    const [a, b, c] = [fixture(PIECE), fixture(PIECE), fixture(2 * PIECE)]
+    await cache.putBlob(a!.digest, PIECE, once(a!.bytes))
+    await cache.putBlob(b!.digest, PIECE, once(b!.bytes))
+    cache.pin(a!.digest)
+    // A reader being served also pins its blob.
+    const reader = cache.readRange(b!.digest, 0, PIECE)
+    await expect(cache.open(c!.digest, { size: 2 * PIECE, pieceSize: PIECE })).rejects.toMatchObject({
+      name: 'InsufficientStorageError',
+    })
+    await expect(cache.putBlob(c!.digest, 2 * PIECE, once(c!.bytes))).rejects.toMatchObject({
+      name: 'InsufficientStorageError',
+    })
+    expect(cache.has(a!.digest) && cache.has(b!.digest)).toBe(true)
+    expect(await readAll(reader)).toEqual(b!.bytes)
+    expect(await readAll(cache.readRange(a!.digest, 0, PIECE))).toEqual(a!.bytes)
+    // Once the reader is done only the unpinned blob goes.
+    const small = fixture(PIECE)
+    await cache.putBlob(small.digest, PIECE, once(small.bytes))
+    expect([cache.has(a!.digest), cache.has(b!.digest), cache.has(small.digest)]).toEqual([true, false, true])
+    cache.unpin(a!.digest)
+    await cache.open(c!.digest, { size: 2 * PIECE, pieceSize: PIECE })
+    expect(cache.has(a!.digest)).toBe(false)
+  })
+
+  it('detects a corrupted blob at completion and discards it', async () => {
+    const cache = await makeCache()
+    const f = fixture(2 * PIECE)
+    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    const discarded: string[] = []
+    cache.events.on('discarded', (e) => discarded.push(e.digest))
+    await cache.writePiece(f.digest, 0, f.pieces[0]!)
+    await cache.writePiece(f.digest, 1, Buffer.alloc(PIECE, 1))
+    await expect(cache.complete(f.digest)).rejects.toMatchObject({ name: 'DigestMismatchError' })
+    expect(cache.stat(f.digest)).toBeUndefined()
+    expect(discarded).toEqual([f.digest])
+    expect(cache.usage().usedBytes).toBe(0)
+    await expect(readFile(blobPaths(root, f.digest).partialData)).rejects.toMatchObject({ code: 'ENOENT' })
+    // A whole blob that does not hash to its digest is never stored.
+    await expect(
+      cache.putBlob(f.digest, f.bytes.length, once(Buffer.alloc(f.bytes.length))),
+    ).rejects.toMatchObject({
+      name: 'DigestMismatchError',
+    })
+    expect(cache.has(f.digest)).toBe(false)
+  })
+
+  it('streams to concurrent readers while pieces arrive in any order and the blob completes', async () => {
+    const cache = await makeCache()
+    const f = fixture(8 * PIECE + 123)
+    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    const readers = [
+      readAll(cache.readRange(f.digest, 0, f.bytes.length, { wait: true })),
+      readAll(cache.readRange(f.digest, 3 * PIECE + 7, 7 * PIECE + 1, { wait: true })),
+    ]
+    const order = [8, 3, 0, 5, 1, 7, 2, 6, 4]
+    await Promise.all(order.map((i) => cache.writePiece(f.digest, i, f.pieces[i]!)))
+    await cache.complete(f.digest)
+    const [whole, part] = await Promise.all(readers)
+    expect(whole).toEqual(f.bytes)
+    expect(part).toEqual(f.bytes.subarray(3 * PIECE + 7, 7 * PIECE + 1))
+  })
+
+  it('fails waiting readers when the download is discarded or the reader aborts', async () => {
+    const cache = await makeCache()
+    const f = fixture(2 * PIECE)
+    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    const waiting = readAll(cache.readRange(f.digest, 0, f.bytes.length, { wait: true }))
+    const controller = new AbortController()
+    const aborted = cache.waitForPiece(f.digest, 1, { signal: controller.signal })
+    controller.abort(new Error('client went away'))
+    await expect(aborted).rejects.toThrow('client went away')
+    await cache.delete(f.digest)
+    await expect(waiting).rejects.toMatchObject({ name: 'BlobUnknownError' })
+  })
+
+  it('reports a full disk as InsufficientStorageError and keeps what was held', async () => {
+    const f = fixture(3 * PIECE)
+    const layout = { size: f.bytes.length, pieceSize: PIECE }
+    const cache = await makeCache()
+    await cache.open(f.digest, layout)
+    await cache.writePiece(f.digest, 0, f.pieces[0]!)
+    const { partialData } = blobPaths(root, f.digest)
+    // /dev/full fails every write with ENOSPC, like a disk that filled up.
+    await rename(partialData, `${partialData}.saved`)
+    await symlink('/dev/full', partialData)
+    await expect(cache.writePiece(f.digest, 1, f.pieces[1]!)).rejects.toMatchObject({
+      name: 'InsufficientStorageError',
+    })
+    expect(cache.hasPiece(f.digest, 1)).toBe(false)
+    await cache.stop()
+    await rm(partialData)
+    await rename(`${partialData}.saved`, partialData)
+
+    const again = await makeCache()
+    expect([0, 1, 2].map((i) => again.hasPiece(f.digest, i))).toEqual([true, false, false])
+    await again.writePiece(f.digest, 1, f.pieces[1]!)
+    await again.writePiece(f.digest, 2, f.pieces[2]!)
+    await again.complete(f.digest)
+    expect(await readAll(again.readRange(f.digest, 0, f.bytes.length))).toEqual(f.bytes)
+  })
+})

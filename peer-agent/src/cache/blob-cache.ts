@@ -1,0 +1,969 @@
+/**
+ * A content-addressed blob cache on local disk: complete blobs by digest, and partial
+ * downloads (a sparse data file plus a persisted bitfield of verified pieces) that
+ * survive a restart. Space is accounted against a quota; unpinned blobs are evicted
+ * by least-recent use before new data is written. See paths.ts for the on-disk tree.
+ */
+import { createHash } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { constants as fsConstants } from 'node:fs'
+import { type FileHandle, mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import type { Logger } from 'pino'
+import {
+  BlobUnknownError,
+  BlobUploadInvalidError,
+  type Digest,
+  DigestMismatchError,
+  InsufficientStorageError,
+  isDigest,
+  RangeInvalidError,
+  SizeInvalidError,
+} from '../../../protocol/src/index.js'
+import { bitBytes, countBits, getBit, withBit } from './bits.js'
+import { type BlobPaths, blobPaths, blobsDir, partialDir, tmpDir } from './paths.js'
+
+/** How a blob is cut into pieces: every piece is `pieceSize` bytes except the last. */
+export interface PieceLayout {
+  /** Blob size in bytes. */
+  size: number
+  /** Piece size in bytes (a positive integer; a power of two in practice). */
+  pieceSize: number
+}
+
+/** What the cache knows about one blob. */
+export interface BlobStat {
+  digest: Digest
+  size: number
+  complete: boolean
+  /** Undefined for a complete blob stored without a layout and no `pieceSizeFor`. */
+  pieceSize: number | undefined
+  pieceCount: number
+  piecesHeld: number
+}
+
+/** A blob the cache holds, as listed for announces. */
+export interface HeldBlob extends BlobStat {
+  /** Bitfield of held pieces (MSB first); all ones for a complete blob. */
+  bitfield: Uint8Array
+}
+
+/** Events emitted on `cache.events`. */
+export interface BlobCacheEvents {
+  /** A verified piece was persisted. */
+  piece: [{ digest: Digest; index: number; piecesHeld: number; pieceCount: number }]
+  /** A blob passed its whole-digest check and is now complete. */
+  complete: [{ digest: Digest; size: number }]
+  /** A blob (complete or partial) was evicted to make room. */
+  evicted: [{ digest: Digest; bytes: number }]
+  /** A partial download was thrown away (digest mismatch or explicit delete). */
+  discarded: [{ digest: Digest; reason: string }]
+}
+
+/** Options for `createBlobCache`. */
+export interface BlobCacheInit {
+  /** Directory owning every cache file. */
+  root: string
+  /** Disk budget in bytes for complete blobs plus the full size of partial ones. */
+  quotaBytes: number
+  /**
+   * The piece size to assume for a complete blob stored without a layout (putBlob).
+   * @default undefined: such blobs have no piece view until opened with a layout
+   */
+  pieceSizeFor?: (size: number) => number
+  /**
+   * fsync piece data and the bitfield after every piece, so a crash never leaves a
+   * bit set for bytes that were not written. Only tests that measure speed turn it off.
+   * @default true
+   */
+  durable?: boolean
+  /** Size of the chunks readRange yields. @default 1 MiB */
+  readChunkBytes?: number
+}
+
+/** The collaborators the cache uses. */
+export interface BlobCacheComponents {
+  logger?: Logger
+}
+
+/** Options for readRange. */
+export interface ReadRangeOptions {
+  signal?: AbortSignal
+  /**
+   * Wait for missing pieces of a partial blob to arrive instead of failing with
+   * BlobUnknownError; the stream fails if the download is discarded.
+   * @default false
+   */
+  wait?: boolean
+}
+
+/** The blob cache. */
+export interface BlobCache {
+  /** Creates the directories and loads what is on disk (trusting only persisted bitfields). */
+  start(): Promise<void>
+  /** Stops accepting work; safe to call twice. */
+  stop(): Promise<void>
+  /** The cache's events (piece, complete, evicted, discarded). */
+  readonly events: EventEmitter<BlobCacheEvents>
+  /** What the cache holds of `digest`, or undefined. */
+  stat(digest: Digest): BlobStat | undefined
+  /** True when `digest` is held complete. */
+  has(digest: Digest): boolean
+  /** True when piece `index` of `digest` is held (verified). */
+  hasPiece(digest: Digest, index: number): boolean
+  /** Bitfield of held pieces, or undefined when nothing of the blob is held. */
+  bitfield(digest: Digest): Uint8Array | undefined
+  /**
+   * Begins, or resumes, a partial download with the given layout and returns what is
+   * held. A partial with a different layout is discarded and restarted. Reserves the
+   * full size against the quota, evicting least-recently-used unpinned blobs first;
+   * throws InsufficientStorageError (evicting nothing) when that cannot make room.
+   */
+  open(digest: Digest, layout: PieceLayout, options?: { signal?: AbortSignal }): Promise<BlobStat>
+  /**
+   * Persists piece `index` (whose sha256 the caller has verified), then its bitfield
+   * bit, then emits `piece`. A held piece is a no-op. Throws BlobUnknownError when no
+   * download is open, RangeInvalidError / SizeInvalidError for a wrong index or length,
+   * InsufficientStorageError when the disk is full (the piece is then not held).
+   */
+  writePiece(
+    digest: Digest,
+    index: number,
+    bytes: Uint8Array,
+    options?: { signal?: AbortSignal },
+  ): Promise<BlobStat>
+  /**
+   * Checks the whole partial blob against its digest and marks it complete. Throws
+   * BlobUploadInvalidError when pieces are missing; on a mismatch the download is
+   * discarded and DigestMismatchError thrown. A complete blob is a no-op.
+   */
+  complete(digest: Digest, options?: { signal?: AbortSignal }): Promise<void>
+  /**
+   * Stores a whole blob read from `source` (e.g. straight from an upstream), checking
+   * its size and digest before it becomes visible. Throws SizeInvalidError,
+   * DigestMismatchError or InsufficientStorageError; nothing is kept on failure.
+   */
+  putBlob(
+    digest: Digest,
+    size: number,
+    source: AsyncIterable<Uint8Array>,
+    options?: { signal?: AbortSignal; layout?: PieceLayout },
+  ): Promise<void>
+  /**
+   * Streams bytes [start, end) of the blob. The blob is pinned while the stream is
+   * open. Throws BlobUnknownError when the blob is not held and RangeInvalidError for
+   * a range outside it; a missing piece fails the stream unless `wait` is set.
+   */
+  readRange(digest: Digest, start: number, end: number, options?: ReadRangeOptions): Readable
+  /** Resolves once piece `index` is held; rejects when the download is discarded or aborted. */
+  waitForPiece(digest: Digest, index: number, options?: { signal?: AbortSignal }): Promise<void>
+  /** Protects `digest` from eviction (reference counted); may precede `open`. */
+  pin(digest: Digest): void
+  /** Releases one pin. */
+  unpin(digest: Digest): void
+  /** Removes the blob (complete or partial) regardless of pins. */
+  delete(digest: Digest): Promise<void>
+  /** Every held blob with its piece counts, for announces. */
+  list(): HeldBlob[]
+  /** Bytes accounted against the quota. */
+  usage(): { usedBytes: number; quotaBytes: number }
+}
+
+interface Entry {
+  digest: Digest
+  paths: BlobPaths
+  complete: boolean
+  size: number
+  pieceSize: number | undefined
+  pieceCount: number
+  /** In-memory bitfield (partial only); mirrors what is persisted. */
+  bits: Uint8Array
+  held: number
+  lastAccess: number
+  /** Breaks ties between accesses in the same millisecond. */
+  accessSeq: number
+  lastTouchPersisted: number
+  /** Serialises bitfield persistence so concurrent pieces in one byte do not lose bits. */
+  bitsChain: Promise<void>
+  /** Pieces being written now, to fold duplicate writes into one. */
+  writing: Map<number, Promise<BlobStat>>
+  completing: Promise<void> | undefined
+  removed: boolean
+}
+
+const TOUCH_PERSIST_INTERVAL_MS = 60_000
+
+/** Serialises async sections (quota reservation, eviction, state changes). */
+function createMutex(): <T>(fn: () => Promise<T>) => Promise<T> {
+  let tail: Promise<unknown> = Promise.resolve()
+  return <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = tail.then(fn, fn)
+    tail = run.catch(() => {})
+    return run
+  }
+}
+
+function isNoSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG'
+}
+
+function isNotFound(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+}
+
+function pieceCountOf(size: number, pieceSize: number | undefined): number {
+  if (pieceSize === undefined) return 0
+  return size === 0 ? 1 : Math.ceil(size / pieceSize)
+}
+
+function validLayout(layout: unknown): layout is PieceLayout {
+  const l = layout as PieceLayout | undefined
+  return (
+    typeof l === 'object' &&
+    l !== null &&
+    Number.isSafeInteger(l.size) &&
+    l.size >= 0 &&
+    Number.isSafeInteger(l.pieceSize) &&
+    l.pieceSize > 0
+  )
+}
+
+async function writeFileDurably(path: string, data: Uint8Array | string, durable: boolean): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`
+  const fh = await open(tmp, 'w')
+  try {
+    await fh.writeFile(data)
+    if (durable) await fh.sync()
+  } finally {
+    await fh.close()
+  }
+  await rename(tmp, path)
+}
+
+async function syncDir(path: string): Promise<void> {
+  const fh = await open(path, fsConstants.O_RDONLY)
+  try {
+    await fh.sync()
+  } catch {
+    // Some filesystems refuse fsync on directories; the rename is still ordered.
+  } finally {
+    await fh.close()
+  }
+}
+
+async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  let off = 0
+  while (off < bytes.byteLength) {
+    const { bytesWritten } = await fh.write(bytes, off, bytes.byteLength - off, position + off)
+    if (bytesWritten === 0) throw Object.assign(new Error('short write'), { code: 'ENOSPC' })
+    off += bytesWritten
+  }
+}
+
+/**
+ * Creates a blob cache rooted at `init.root` with a `quotaBytes` budget. Call start()
+ * before use.
+ */
+export function createBlobCache(components: BlobCacheComponents, init: BlobCacheInit): BlobCache {
+  const { root, quotaBytes } = init
+  const durable = init.durable ?? true
+  const chunkBytes = init.readChunkBytes ?? 1 << 20
+  const log = components.logger
+  const events = new EventEmitter<BlobCacheEvents>()
+  events.setMaxListeners(0)
+  const entries = new Map<Digest, Entry>()
+  const pins = new Map<Digest, number>()
+  const exclusive = createMutex()
+  let usedBytes = 0
+  let accessCounter = 0
+  let started = false
+
+  function pinned(digest: Digest): boolean {
+    return (pins.get(digest) ?? 0) > 0
+  }
+
+  function touch(entry: Entry): void {
+    const now = Date.now()
+    entry.lastAccess = now
+    entry.accessSeq = ++accessCounter
+    if (now - entry.lastTouchPersisted > TOUCH_PERSIST_INTERVAL_MS) {
+      entry.lastTouchPersisted = now
+      const t = new Date(now)
+      // The access time survives a restart through the file's mtime; best effort.
+      utimes(entry.complete ? entry.paths.blob : entry.paths.partialLayout, t, t).catch(() => {})
+    }
+  }
+
+  function statOf(entry: Entry): BlobStat {
+    return {
+      digest: entry.digest,
+      size: entry.size,
+      complete: entry.complete,
+      pieceSize: entry.pieceSize,
+      pieceCount: entry.pieceCount,
+      piecesHeld: entry.complete ? entry.pieceCount : entry.held,
+    }
+  }
+
+  function entryHasPiece(entry: Entry, index: number): boolean {
+    if (!Number.isInteger(index) || index < 0) return false
+    if (entry.complete) return entry.pieceSize !== undefined && index < entry.pieceCount
+    return index < entry.pieceCount && getBit(entry.bits, index)
+  }
+
+  function newEntry(
+    digest: Digest,
+    complete: boolean,
+    layout: { size: number; pieceSize: number | undefined },
+  ) {
+    const pieceCount = pieceCountOf(layout.size, layout.pieceSize)
+    const entry: Entry = {
+      digest,
+      paths: blobPaths(root, digest),
+      complete,
+      size: layout.size,
+      pieceSize: layout.pieceSize,
+      pieceCount,
+      bits: new Uint8Array(complete ? 0 : bitBytes(pieceCount)),
+      held: 0,
+      lastAccess: Date.now(),
+      accessSeq: ++accessCounter,
+      lastTouchPersisted: Date.now(),
+      bitsChain: Promise.resolve(),
+      writing: new Map(),
+      completing: undefined,
+      removed: false,
+    }
+    return entry
+  }
+
+  async function removeFiles(entry: Entry): Promise<void> {
+    const p = entry.paths
+    const files = entry.complete ? [p.blob, p.blobLayout] : [p.partialData, p.partialLayout, p.partialBits]
+    await Promise.all(files.map((f) => rm(f, { force: true })))
+  }
+
+  /** Drops an entry from memory and disk (caller holds the mutex or owns the entry). */
+  async function dropEntry(entry: Entry): Promise<void> {
+    if (entry.removed) return
+    entry.removed = true
+    if (entries.get(entry.digest) === entry) entries.delete(entry.digest)
+    usedBytes -= entry.size
+    await removeFiles(entry)
+  }
+
+  /**
+   * Makes room for `bytes` more, evicting least-recently-used unpinned blobs (never
+   * `except`). Evicts nothing when eviction cannot make enough room. Mutex held.
+   */
+  async function reserve(bytes: number, except: Digest): Promise<void> {
+    const need = usedBytes + bytes - quotaBytes
+    if (need > 0) {
+      const candidates = [...entries.values()]
+        .filter(
+          (e) =>
+            e.digest !== except && !pinned(e.digest) && e.completing === undefined && e.writing.size === 0,
+        )
+        .sort((a, b) => a.lastAccess - b.lastAccess || a.accessSeq - b.accessSeq)
+      let freeable = 0
+      const victims: Entry[] = []
+      for (const e of candidates) {
+        if (freeable >= need) break
+        victims.push(e)
+        freeable += e.size
+      }
+      if (freeable < need) {
+        throw new InsufficientStorageError(
+          `cache quota exceeded: need ${bytes} bytes, ${quotaBytes - usedBytes} free and ${freeable} evictable`,
+          { quotaBytes, usedBytes, requested: bytes },
+        )
+      }
+      for (const v of victims) {
+        await dropEntry(v)
+        log?.info({ digest: v.digest, bytes: v.size }, 'evicted blob from cache')
+        events.emit('evicted', { digest: v.digest, bytes: v.size })
+      }
+    }
+    usedBytes += bytes
+  }
+
+  async function loadPartial(digest: Digest, paths: BlobPaths): Promise<Entry | undefined> {
+    let layout: unknown
+    try {
+      layout = JSON.parse(await readFile(paths.partialLayout, 'utf8'))
+    } catch {
+      return undefined
+    }
+    if (!validLayout(layout)) return undefined
+    const entry = newEntry(digest, false, layout)
+    let bits: Uint8Array
+    try {
+      bits = new Uint8Array(await readFile(paths.partialBits))
+    } catch {
+      bits = new Uint8Array(0)
+    }
+    if (bits.byteLength === entry.bits.byteLength) {
+      entry.bits = bits
+    } else {
+      // A bitfield that does not fit the layout is not trusted: start from nothing.
+      await writeFileDurably(paths.partialBits, entry.bits, durable)
+    }
+    entry.held = countBits(entry.bits, entry.pieceCount)
+    try {
+      const st = await stat(paths.partialData)
+      if (st.size !== entry.size) {
+        const fh = await open(paths.partialData, 'r+')
+        try {
+          await fh.truncate(entry.size)
+        } finally {
+          await fh.close()
+        }
+      }
+      const st2 = await stat(paths.partialLayout)
+      entry.lastAccess = entry.lastTouchPersisted = st2.mtimeMs
+    } catch {
+      return undefined
+    }
+    return entry
+  }
+
+  async function loadComplete(digest: Digest, paths: BlobPaths): Promise<Entry | undefined> {
+    let size: number
+    let mtime: number
+    try {
+      const st = await stat(paths.blob)
+      size = st.size
+      mtime = st.mtimeMs
+    } catch {
+      return undefined
+    }
+    let pieceSize: number | undefined
+    try {
+      const layout: unknown = JSON.parse(await readFile(paths.blobLayout, 'utf8'))
+      if (validLayout(layout) && layout.size === size) pieceSize = layout.pieceSize
+    } catch {
+      // No layout stored beside the blob.
+    }
+    pieceSize ??= init.pieceSizeFor?.(size)
+    const entry = newEntry(digest, true, { size, pieceSize })
+    entry.lastAccess = entry.lastTouchPersisted = mtime
+    return entry
+  }
+
+  async function scan(): Promise<void> {
+    for (const algorithm of ['sha256', 'sha512']) {
+      const bdir = blobsDir(root, algorithm)
+      const pdir = partialDir(root, algorithm)
+      await mkdir(bdir, { recursive: true })
+      await mkdir(pdir, { recursive: true })
+      for (const name of await readdir(bdir)) {
+        const digest = `${algorithm}:${name}`
+        if (!isDigest(digest)) {
+          // Leftover temp files, and layouts whose blob is gone, are removed.
+          const owner = name.split('.')[0] ?? ''
+          const orphanLayout =
+            name === `${owner}.json` && !(await stat(join(bdir, owner)).catch(() => undefined))
+          if (name.includes('.tmp-') || orphanLayout) await rm(join(bdir, name), { force: true })
+          continue
+        }
+        const entry = await loadComplete(digest, blobPaths(root, digest))
+        if (entry) {
+          entries.set(digest, entry)
+          usedBytes += entry.size
+        }
+      }
+      const partialNames = new Set<string>()
+      for (const name of await readdir(pdir)) {
+        const hex = name.split('.')[0] ?? ''
+        partialNames.add(hex)
+      }
+      for (const hex of partialNames) {
+        const digest = `${algorithm}:${hex}`
+        if (!isDigest(digest)) {
+          continue
+        }
+        const paths = blobPaths(root, digest)
+        if (entries.has(digest)) {
+          // Completed while the leftovers were being removed: the blob wins.
+          await Promise.all(
+            [paths.partialData, paths.partialLayout, paths.partialBits].map((f) => rm(f, { force: true })),
+          )
+          continue
+        }
+        const entry = await loadPartial(digest, paths)
+        if (entry) {
+          entries.set(digest, entry)
+          usedBytes += entry.size
+        } else {
+          await Promise.all(
+            [paths.partialData, paths.partialLayout, paths.partialBits].map((f) => rm(f, { force: true })),
+          )
+        }
+      }
+      for (const name of await readdir(pdir)) {
+        if (name.includes('.tmp-')) await rm(join(pdir, name), { force: true })
+      }
+    }
+  }
+
+  function requireStarted(): void {
+    if (!started) throw new Error('blob cache is not started')
+  }
+
+  function requireEntry(digest: Digest): Entry {
+    const entry = entries.get(digest)
+    if (!entry) throw new BlobUnknownError(`blob not in cache: ${digest}`, { digest })
+    return entry
+  }
+
+  async function persistBit(entry: Entry, index: number): Promise<void> {
+    const run = entry.bitsChain.then(async () => {
+      if (entry.removed || getBit(entry.bits, index)) return
+      const byteIndex = index >> 3
+      const value = withBit(entry.bits, index)
+      const fh = await open(entry.paths.partialBits, 'r+')
+      try {
+        await writeAll(fh, Uint8Array.of(value), byteIndex)
+        if (durable) await fh.datasync()
+      } finally {
+        await fh.close()
+      }
+      entry.bits[byteIndex] = value
+      entry.held++
+    })
+    entry.bitsChain = run.catch(() => {})
+    await run
+  }
+
+  async function doWritePiece(entry: Entry, index: number, bytes: Uint8Array): Promise<BlobStat> {
+    const pieceSize = entry.pieceSize as number
+    let fh: FileHandle
+    try {
+      fh = await open(entry.paths.partialData, 'r+')
+    } catch (err) {
+      if (isNotFound(err)) throw new BlobUnknownError(`download of ${entry.digest} was removed`)
+      throw err
+    }
+    try {
+      await writeAll(fh, bytes, index * pieceSize)
+      if (durable) await fh.datasync()
+    } catch (err) {
+      if (isNoSpace(err)) {
+        throw new InsufficientStorageError(`disk full writing piece ${index} of ${entry.digest}`, undefined, {
+          cause: err,
+        })
+      }
+      throw err
+    } finally {
+      await fh.close()
+    }
+    try {
+      await persistBit(entry, index)
+    } catch (err) {
+      if (isNoSpace(err)) {
+        throw new InsufficientStorageError(`disk full writing bitfield of ${entry.digest}`, undefined, {
+          cause: err,
+        })
+      }
+      throw err
+    }
+    if (entry.removed) throw new BlobUnknownError(`download of ${entry.digest} was removed`)
+    touch(entry)
+    events.emit('piece', {
+      digest: entry.digest,
+      index,
+      piecesHeld: entry.held,
+      pieceCount: entry.pieceCount,
+    })
+    return statOf(entry)
+  }
+
+  async function hashFile(path: string, signal?: AbortSignal): Promise<Digest> {
+    const hash = createHash('sha256')
+    const fh = await open(path, 'r')
+    try {
+      const buf = Buffer.allocUnsafe(1 << 20)
+      let position = 0
+      for (;;) {
+        signal?.throwIfAborted()
+        const { bytesRead } = await fh.read(buf, 0, buf.byteLength, position)
+        if (bytesRead === 0) break
+        hash.update(buf.subarray(0, bytesRead))
+        position += bytesRead
+      }
+    } finally {
+      await fh.close()
+    }
+    return `sha256:${hash.digest('hex')}` as Digest
+  }
+
+  async function doComplete(entry: Entry, signal?: AbortSignal): Promise<void> {
+    await entry.bitsChain
+    if (entry.held < entry.pieceCount) {
+      throw new BlobUploadInvalidError(`blob incomplete: ${entry.held} of ${entry.pieceCount} pieces held`, {
+        digest: entry.digest,
+      })
+    }
+    const actual = await hashFile(entry.paths.partialData, signal)
+    if (actual !== entry.digest) {
+      await exclusive(() => dropEntry(entry))
+      events.emit('discarded', { digest: entry.digest, reason: 'digest mismatch' })
+      throw new DigestMismatchError(undefined, { expected: entry.digest, actual })
+    }
+    await exclusive(async () => {
+      if (entry.removed) throw new BlobUnknownError(`download of ${entry.digest} was removed`)
+      const p = entry.paths
+      await writeFileDurably(
+        p.blobLayout,
+        JSON.stringify({ size: entry.size, pieceSize: entry.pieceSize }),
+        durable,
+      )
+      await rename(p.partialData, p.blob)
+      if (durable) await syncDir(blobsDir(root, entry.digest.split(':')[0] as string))
+      await Promise.all([rm(p.partialLayout, { force: true }), rm(p.partialBits, { force: true })])
+      entry.complete = true
+      entry.bits = new Uint8Array(0)
+      touch(entry)
+    })
+    log?.debug({ digest: entry.digest, size: entry.size }, 'blob complete')
+    events.emit('complete', { digest: entry.digest, size: entry.size })
+  }
+
+  const cache: BlobCache = {
+    events,
+
+    async start() {
+      if (started) return
+      await mkdir(tmpDir(root), { recursive: true })
+      await rm(tmpDir(root), { recursive: true, force: true })
+      await mkdir(tmpDir(root), { recursive: true })
+      await scan()
+      started = true
+    },
+
+    async stop() {
+      started = false
+      await exclusive(async () => {
+        await Promise.all([...entries.values()].map((e) => e.bitsChain))
+      })
+    },
+
+    stat(digest) {
+      const entry = entries.get(digest)
+      return entry ? statOf(entry) : undefined
+    },
+
+    has(digest) {
+      return entries.get(digest)?.complete === true
+    },
+
+    hasPiece(digest, index) {
+      const entry = entries.get(digest)
+      return entry !== undefined && entryHasPiece(entry, index)
+    },
+
+    bitfield(digest) {
+      const entry = entries.get(digest)
+      if (!entry) return undefined
+      if (!entry.complete) return entry.bits.slice()
+      const bits = new Uint8Array(bitBytes(entry.pieceCount))
+      for (let i = 0; i < entry.pieceCount; i++) bits[i >> 3] = withBit(bits, i)
+      return bits
+    },
+
+    async open(digest, layout) {
+      requireStarted()
+      if (!validLayout(layout)) throw new RangeInvalidError('invalid piece layout', layout)
+      return exclusive(async () => {
+        let entry = entries.get(digest)
+        if (entry?.complete) {
+          if (entry.pieceSize === undefined && entry.size === layout.size) {
+            entry.pieceSize = layout.pieceSize
+            entry.pieceCount = pieceCountOf(entry.size, entry.pieceSize)
+            await writeFileDurably(entry.paths.blobLayout, JSON.stringify(layout), durable)
+          }
+          touch(entry)
+          return statOf(entry)
+        }
+        if (entry && (entry.size !== layout.size || entry.pieceSize !== layout.pieceSize)) {
+          await dropEntry(entry)
+          events.emit('discarded', { digest, reason: 'layout changed' })
+          entry = undefined
+        }
+        if (entry) {
+          touch(entry)
+          return statOf(entry)
+        }
+        entry = newEntry(digest, false, layout)
+        await reserve(layout.size, digest)
+        try {
+          const p = entry.paths
+          const fh = await open(p.partialData, 'w')
+          try {
+            await fh.truncate(layout.size)
+          } finally {
+            await fh.close()
+          }
+          await writeFileDurably(p.partialBits, entry.bits, durable)
+          // The layout file is written last: a partial without it is cleaned up at start.
+          await writeFileDurably(
+            p.partialLayout,
+            JSON.stringify({ digest, size: layout.size, pieceSize: layout.pieceSize }),
+            durable,
+          )
+        } catch (err) {
+          usedBytes -= layout.size
+          await removeFiles(entry)
+          if (isNoSpace(err))
+            throw new InsufficientStorageError(`disk full creating ${digest}`, undefined, { cause: err })
+          throw err
+        }
+        entries.set(digest, entry)
+        return statOf(entry)
+      })
+    },
+
+    async writePiece(digest, index, bytes) {
+      requireStarted()
+      const entry = requireEntry(digest)
+      if (!Number.isInteger(index) || index < 0 || index >= entry.pieceCount) {
+        throw new RangeInvalidError(`piece index ${index} out of range`, { digest, index })
+      }
+      if (entry.complete) return statOf(entry)
+      const pieceSize = entry.pieceSize as number
+      const expected = Math.min(pieceSize, entry.size - index * pieceSize)
+      if (bytes.byteLength !== expected) {
+        throw new SizeInvalidError(`piece ${index} has ${bytes.byteLength} bytes, expected ${expected}`, {
+          digest,
+          index,
+        })
+      }
+      if (getBit(entry.bits, index)) return statOf(entry)
+      const inFlight = entry.writing.get(index)
+      if (inFlight) return inFlight
+      const run = doWritePiece(entry, index, bytes).finally(() => entry.writing.delete(index))
+      entry.writing.set(index, run)
+      return run
+    },
+
+    async complete(digest, options = {}) {
+      requireStarted()
+      const entry = requireEntry(digest)
+      if (entry.complete) return
+      if (!entry.completing) {
+        entry.completing = doComplete(entry, options.signal).finally(() => {
+          entry.completing = undefined
+        })
+      }
+      await entry.completing
+    },
+
+    async putBlob(digest, size, source, options = {}) {
+      requireStarted()
+      if (!Number.isSafeInteger(size) || size < 0) throw new SizeInvalidError(`invalid size ${size}`)
+      if (entries.get(digest)?.complete) {
+        // Drain nothing: the caller still owns the source and may cancel it.
+        return
+      }
+      const tmp = join(tmpDir(root), `${digest.replace(':', '-')}-${Math.random().toString(36).slice(2)}`)
+      const reservedFor = `${digest}#put` as Digest
+      await exclusive(() => reserve(size, reservedFor))
+      let reserved = true
+      try {
+        const hash = createHash(digest.startsWith('sha512:') ? 'sha512' : 'sha256')
+        const fh = await open(tmp, 'w')
+        let written = 0
+        try {
+          for await (const chunk of source) {
+            options.signal?.throwIfAborted()
+            written += chunk.byteLength
+            if (written > size) throw new SizeInvalidError(`blob larger than the declared ${size} bytes`)
+            hash.update(chunk)
+            await writeAll(fh, chunk, written - chunk.byteLength)
+          }
+          if (durable) await fh.sync()
+        } finally {
+          await fh.close()
+        }
+        if (written !== size) throw new SizeInvalidError(`blob has ${written} bytes, declared ${size}`)
+        const actual = `${digest.split(':')[0]}:${hash.digest('hex')}` as Digest
+        if (actual !== digest) throw new DigestMismatchError(undefined, { expected: digest, actual })
+        await exclusive(async () => {
+          const existing = entries.get(digest)
+          if (existing?.complete) return
+          if (existing) await dropEntry(existing)
+          const layoutPieceSize = options.layout?.pieceSize ?? init.pieceSizeFor?.(size)
+          const entry = newEntry(digest, true, { size, pieceSize: layoutPieceSize })
+          if (layoutPieceSize !== undefined) {
+            await writeFileDurably(
+              entry.paths.blobLayout,
+              JSON.stringify({ size, pieceSize: layoutPieceSize }),
+              durable,
+            )
+          }
+          await rename(tmp, entry.paths.blob)
+          if (durable) await syncDir(blobsDir(root, digest.split(':')[0] as string))
+          // The reservation moves to the new entry.
+          reserved = false
+          entries.set(digest, entry)
+          touch(entry)
+        })
+        events.emit('complete', { digest, size })
+      } catch (err) {
+        if (isNoSpace(err))
+          throw new InsufficientStorageError(`disk full storing ${digest}`, undefined, { cause: err })
+        throw err
+      } finally {
+        if (reserved) usedBytes -= size
+        await rm(tmp, { force: true })
+      }
+    },
+
+    readRange(digest, start, end, options = {}) {
+      requireStarted()
+      const entry = requireEntry(digest)
+      if (
+        !Number.isSafeInteger(start) ||
+        !Number.isSafeInteger(end) ||
+        start < 0 ||
+        end < start ||
+        end > entry.size
+      ) {
+        throw new RangeInvalidError(`range ${start}-${end} outside blob of ${entry.size} bytes`, { digest })
+      }
+      const { signal, wait = false } = options
+      touch(entry)
+      cache.pin(digest)
+      async function* generate(): AsyncGenerator<Uint8Array> {
+        let fh: FileHandle | undefined
+        try {
+          let position = start
+          while (position < end) {
+            signal?.throwIfAborted()
+            let until = end
+            if (!entry.complete) {
+              const pieceSize = entry.pieceSize as number
+              const index = Math.floor(position / pieceSize)
+              if (!entryHasPiece(entry, index)) {
+                if (!wait)
+                  throw new BlobUnknownError(`piece ${index} of ${digest} is not held`, { digest, index })
+                await cache.waitForPiece(digest, index, { signal })
+              }
+              if (!entry.complete) until = Math.min(end, (index + 1) * pieceSize)
+            }
+            if (entry.removed) throw new BlobUnknownError(`blob ${digest} was removed`, { digest })
+            if (!fh) {
+              // The partial file is renamed into place on completion; the open handle
+              // keeps reading the same bytes either way.
+              try {
+                fh = await open(entry.complete ? entry.paths.blob : entry.paths.partialData, 'r')
+              } catch (err) {
+                if (!isNotFound(err)) throw err
+                fh = await open(entry.complete ? entry.paths.blob : entry.paths.partialData, 'r')
+              }
+            }
+            while (position < until) {
+              const len = Math.min(chunkBytes, until - position)
+              const buf = Buffer.allocUnsafe(len)
+              let filled = 0
+              while (filled < len) {
+                const { bytesRead } = await fh.read(buf, filled, len - filled, position + filled)
+                if (bytesRead === 0) throw new BlobUnknownError(`blob ${digest} is shorter than expected`)
+                filled += bytesRead
+              }
+              position += len
+              yield buf
+            }
+          }
+        } finally {
+          await fh?.close()
+          cache.unpin(digest)
+        }
+      }
+      return Readable.from(generate(), { objectMode: false, highWaterMark: chunkBytes })
+    },
+
+    waitForPiece(digest, index, options = {}) {
+      const { signal } = options
+      return new Promise<void>((resolve, reject) => {
+        const check = (): boolean => {
+          const entry = entries.get(digest)
+          if (!entry) {
+            cleanup()
+            reject(new BlobUnknownError(`blob ${digest} is no longer in the cache`, { digest }))
+            return true
+          }
+          if (entryHasPiece(entry, index) || entry.complete) {
+            cleanup()
+            resolve()
+            return true
+          }
+          return false
+        }
+        const onPiece = (e: { digest: Digest }): void => {
+          if (e.digest === digest) check()
+        }
+        const onGone = (e: { digest: Digest }): void => {
+          if (e.digest !== digest) return
+          cleanup()
+          reject(new BlobUnknownError(`download of ${digest} was discarded`, { digest }))
+        }
+        const onAbort = (): void => {
+          cleanup()
+          reject(signal?.reason)
+        }
+        const cleanup = (): void => {
+          events.off('piece', onPiece)
+          events.off('complete', onPiece)
+          events.off('discarded', onGone)
+          events.off('evicted', onGone)
+          signal?.removeEventListener('abort', onAbort)
+        }
+        if (signal?.aborted) {
+          reject(signal.reason)
+          return
+        }
+        events.on('piece', onPiece)
+        events.on('complete', onPiece)
+        events.on('discarded', onGone)
+        events.on('evicted', onGone)
+        signal?.addEventListener('abort', onAbort, { once: true })
+        check()
+      })
+    },
+
+    pin(digest) {
+      pins.set(digest, (pins.get(digest) ?? 0) + 1)
+    },
+
+    unpin(digest) {
+      const n = (pins.get(digest) ?? 0) - 1
+      if (n > 0) pins.set(digest, n)
+      else pins.delete(digest)
+    },
+
+    async delete(digest) {
+      await exclusive(async () => {
+        const entry = entries.get(digest)
+        if (!entry) return
+        const wasPartial = !entry.complete
+        await dropEntry(entry)
+        if (wasPartial) events.emit('discarded', { digest, reason: 'deleted' })
+      })
+    },
+
+    list() {
+      return [...entries.values()].map((entry) => ({
+        ...statOf(entry),
+        bitfield: cache.bitfield(entry.digest)!,
+      }))
+    },
+
+    usage() {
+      return { usedBytes, quotaBytes }
+    },
+  }
+  return cache
+}
