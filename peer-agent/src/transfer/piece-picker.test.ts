@@ -1,0 +1,136 @@
+import { describe, expect, it } from 'vitest'
+import { createRng, isEndgame, type PickPieceInput, pickPiece, pieceSetOf } from './piece-picker.js'
+
+const ALL: PickPieceInput['peerHas'] = { has: () => true }
+
+function input(over: Partial<PickPieceInput> & { pieceCount: number }): PickPieceInput {
+  return {
+    have: pieceSetOf([]),
+    peerHas: ALL,
+    inFlight: [],
+    availability: new Array(over.pieceCount).fill(1),
+    rng: createRng(1),
+    ...over,
+  }
+}
+
+describe('pickPiece', () => {
+  it('takes the streaming window in order, skipping held, in-flight and missing-at-peer pieces', () => {
+    const base = input({
+      pieceCount: 20,
+      readPosition: 5,
+      windowSize: 4,
+      availability: new Array(20).fill(3),
+    })
+    base.availability = Object.assign(new Array(20).fill(3), { 0: 1 })
+    expect(pickPiece(base)).toEqual({ index: 5, reason: 'window' })
+    expect(pickPiece({ ...base, have: pieceSetOf([5]) })).toEqual({ index: 6, reason: 'window' })
+    const inFlight = Object.assign(new Array(20).fill(0), { 5: 1, 6: 1 })
+    expect(pickPiece({ ...base, inFlight, peerHas: pieceSetOf([7, 8, 0]) })).toEqual({
+      index: 7,
+      reason: 'window',
+    })
+    // Nothing the peer has inside the window: rarest first takes over.
+    expect(pickPiece({ ...base, peerHas: pieceSetOf([0, 15]) })).toEqual({ index: 0, reason: 'rarest' })
+    // The window stops at the end of the blob.
+    expect(pickPiece({ ...base, readPosition: 19 })).toEqual({ index: 19, reason: 'window' })
+  })
+
+  it('picks the rarest piece, breaking ties at random but deterministically per seed', () => {
+    const availability = [5, 2, 9, 2, 2, 7, 3, 2]
+    const picks = new Map<number, number>()
+    for (let seed = 0; seed < 400; seed++) {
+      const a = pickPiece(input({ pieceCount: 8, availability, rng: createRng(seed) }))
+      const b = pickPiece(input({ pieceCount: 8, availability, rng: createRng(seed) }))
+      expect(a).toEqual(b)
+      expect(a?.reason).toBe('rarest')
+      picks.set(a!.index, (picks.get(a!.index) ?? 0) + 1)
+    }
+    expect([...picks.keys()].sort()).toEqual([1, 3, 4, 7])
+    for (const n of picks.values()) expect(n).toBeGreaterThan(60)
+  })
+
+  it('never picks a held piece, a piece the peer lacks, or one already asked of this peer', () => {
+    const rng = createRng(7)
+    for (let round = 0; round < 200; round++) {
+      const have = new Set<number>()
+      const peer = new Set<number>()
+      const asked = new Set<number>()
+      const inFlight: number[] = []
+      for (let i = 0; i < 16; i++) {
+        if (rng() < 0.3) have.add(i)
+        if (rng() < 0.5) peer.add(i)
+        if (rng() < 0.2) asked.add(i)
+        inFlight[i] = asked.has(i) ? 1 : rng() < 0.2 ? 1 : 0
+      }
+      const picked = pickPiece(
+        input({
+          pieceCount: 16,
+          have: pieceSetOf(have),
+          peerHas: pieceSetOf(peer),
+          requestedFromPeer: pieceSetOf(asked),
+          inFlight,
+          readPosition: Math.floor(rng() * 16),
+          endgameThreshold: 16,
+          rng,
+        }),
+      )
+      if (picked) {
+        expect(have.has(picked.index)).toBe(false)
+        expect(peer.has(picked.index)).toBe(true)
+        expect(asked.has(picked.index)).toBe(false)
+      }
+    }
+  })
+
+  it('duplicates in-flight pieces to other peers only in endgame, up to maxDuplicates', () => {
+    const pieceCount = 10
+    const have = pieceSetOf([0, 1, 2, 3])
+    // Six missing, three in flight elsewhere, the other three held only by other peers.
+    const inFlight = [0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
+    const peerHas = pieceSetOf([4, 5, 6])
+    const base = input({ pieceCount, have, inFlight, peerHas, endgameThreshold: 4 })
+    expect(isEndgame(base)).toBe(false)
+    expect(pickPiece(base)).toBeUndefined()
+
+    // Everything missing is requested: endgame, least duplicated piece first.
+    const allAsked = [0, 0, 0, 0, 2, 1, 2, 1, 1, 1]
+    expect(isEndgame({ ...base, inFlight: allAsked })).toBe(true)
+    expect(pickPiece({ ...base, inFlight: allAsked })).toEqual({ index: 5, reason: 'endgame' })
+    expect(pickPiece({ ...base, inFlight: allAsked, requestedFromPeer: pieceSetOf([5]) })).toBeUndefined()
+    expect(
+      pickPiece({ ...base, inFlight: allAsked, maxDuplicates: 3, requestedFromPeer: pieceSetOf([5]) }),
+    ).toEqual({
+      index: expect.any(Number),
+      reason: 'endgame',
+    })
+
+    // Few pieces missing: endgame even though some are unrequested elsewhere.
+    const few = input({
+      pieceCount,
+      have: pieceSetOf([0, 1, 2, 3, 4, 5, 6]),
+      inFlight: [0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
+      peerHas: pieceSetOf([7]),
+      endgameThreshold: 4,
+    })
+    expect(pickPiece(few)).toEqual({ index: 7, reason: 'endgame' })
+  })
+
+  it('returns nothing once every piece is held', () => {
+    const p = input({ pieceCount: 3, have: pieceSetOf([0, 1, 2]), readPosition: 0 })
+    expect(pickPiece(p)).toBeUndefined()
+    expect(isEndgame(p)).toBe(false)
+  })
+})
+
+describe('createRng', () => {
+  it('repeats per seed and stays in [0, 1)', () => {
+    const a = createRng(42)
+    const b = createRng(42)
+    const c = createRng(43)
+    const xs = Array.from({ length: 100 }, () => a())
+    expect(Array.from({ length: 100 }, () => b())).toEqual(xs)
+    expect(Array.from({ length: 100 }, () => c())).not.toEqual(xs)
+    for (const x of xs) expect(x >= 0 && x < 1).toBe(true)
+  })
+})

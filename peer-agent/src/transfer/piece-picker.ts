@@ -1,0 +1,167 @@
+/**
+ * Piece choice, as a pure function of the download's state (no I/O, no clock, no
+ * global randomness), so the scheduler and the simulator share it:
+ *
+ * 1. pieces inside the client's streaming window, in order;
+ * 2. otherwise the rarest piece among the known peers, ties broken at random;
+ * 3. in endgame (every missing piece is requested, or only a few are missing), a
+ *    piece already requested from other peers, so a slow peer cannot hold up the end.
+ */
+
+/** Membership of piece indexes (a Bitfield, a Set wrapper, ...). */
+export interface PieceSet {
+  has(index: number): boolean
+}
+
+/** The state the picker looks at. */
+export interface PickPieceInput {
+  /** Number of pieces in the blob's piece map. */
+  pieceCount: number
+  /** Pieces held (verified) locally. */
+  have: PieceSet
+  /** Pieces the peer we are picking for holds. */
+  peerHas: PieceSet
+  /** Outstanding requests per piece, across all peers (missing entries count as 0). */
+  inFlight: ArrayLike<number>
+  /** Pieces already requested from this peer: never requested from it twice. */
+  requestedFromPeer?: PieceSet
+  /** How many known peers hold each piece (missing entries count as 0). */
+  availability: ArrayLike<number>
+  /** Piece index the local client will read next; undefined when nobody is streaming. */
+  readPosition?: number
+  /**
+   * Pieces from `readPosition` on that are fetched in order before anything else.
+   * @default 4
+   */
+  windowSize?: number
+  /**
+   * Endgame starts when at most this many pieces are missing (it also starts once
+   * every missing piece is in flight).
+   * @default 4
+   */
+  endgameThreshold?: number
+  /**
+   * In endgame, the most outstanding requests one piece may have.
+   * @default 2
+   */
+  maxDuplicates?: number
+  /** Uniform random numbers in [0, 1) for tie-breaks; seed it in tests (createRng). */
+  rng: () => number
+}
+
+/** What was picked and why. */
+export interface PickedPiece {
+  index: number
+  reason: 'window' | 'rarest' | 'endgame'
+}
+
+const EMPTY: PieceSet = { has: () => false }
+
+function count(values: ArrayLike<number>, index: number): number {
+  return values[index] ?? 0
+}
+
+/** True when the download is in endgame: few pieces missing, or all of them requested. */
+export function isEndgame(
+  input: Pick<PickPieceInput, 'pieceCount' | 'have' | 'inFlight' | 'endgameThreshold'>,
+) {
+  const threshold = input.endgameThreshold ?? 4
+  let missing = 0
+  let unrequested = 0
+  for (let i = 0; i < input.pieceCount; i++) {
+    if (input.have.has(i)) continue
+    missing++
+    if (count(input.inFlight, i) === 0) unrequested++
+  }
+  return missing > 0 && (missing <= threshold || unrequested === 0)
+}
+
+/**
+ * Picks the next piece to request from a peer, or undefined when the peer has nothing
+ * we should ask it for now. Never returns a held piece, a piece the peer lacks, or a
+ * piece already requested from this peer.
+ */
+export function pickPiece(input: PickPieceInput): PickedPiece | undefined {
+  const { pieceCount, have, peerHas, inFlight, availability, rng } = input
+  const fromPeer = input.requestedFromPeer ?? EMPTY
+  const windowSize = input.windowSize ?? 4
+  const maxDuplicates = input.maxDuplicates ?? 2
+
+  const wanted = (i: number): boolean => !have.has(i) && peerHas.has(i) && !fromPeer.has(i)
+
+  // 1. The streaming window, in order.
+  if (input.readPosition !== undefined && windowSize > 0) {
+    const end = Math.min(pieceCount, input.readPosition + windowSize)
+    for (let i = Math.max(0, input.readPosition); i < end; i++) {
+      if (wanted(i) && count(inFlight, i) === 0) return { index: i, reason: 'window' }
+    }
+  }
+
+  // 2. Rarest first among pieces nobody is fetching; reservoir sampling breaks ties.
+  let best = -1
+  let bestAvailability = Number.POSITIVE_INFINITY
+  let ties = 0
+  for (let i = 0; i < pieceCount; i++) {
+    if (!wanted(i) || count(inFlight, i) > 0) continue
+    const a = count(availability, i)
+    if (a < bestAvailability) {
+      best = i
+      bestAvailability = a
+      ties = 1
+    } else if (a === bestAvailability) {
+      ties++
+      if (rng() * ties < 1) best = i
+    }
+  }
+  if (best >= 0) return { index: best, reason: 'rarest' }
+
+  // 3. Endgame: duplicate a request that another peer is serving, window pieces
+  // first, then the least duplicated, then the rarest, ties at random.
+  if (!isEndgame(input)) return undefined
+  if (input.readPosition !== undefined && windowSize > 0) {
+    const end = Math.min(pieceCount, input.readPosition + windowSize)
+    for (let i = Math.max(0, input.readPosition); i < end; i++) {
+      if (wanted(i) && count(inFlight, i) < maxDuplicates) return { index: i, reason: 'endgame' }
+    }
+  }
+  best = -1
+  let bestLoad = Number.POSITIVE_INFINITY
+  bestAvailability = Number.POSITIVE_INFINITY
+  ties = 0
+  for (let i = 0; i < pieceCount; i++) {
+    const load = count(inFlight, i)
+    if (!wanted(i) || load >= maxDuplicates) continue
+    const a = count(availability, i)
+    if (load < bestLoad || (load === bestLoad && a < bestAvailability)) {
+      best = i
+      bestLoad = load
+      bestAvailability = a
+      ties = 1
+    } else if (load === bestLoad && a === bestAvailability) {
+      ties++
+      if (rng() * ties < 1) best = i
+    }
+  }
+  return best >= 0 ? { index: best, reason: 'endgame' } : undefined
+}
+
+/**
+ * A small seedable PRNG (mulberry32) returning numbers in [0, 1); the same seed gives
+ * the same sequence, for tests and the simulator.
+ */
+export function createRng(seed: number): () => number {
+  let state = seed >>> 0
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** A PieceSet over a plain set or array of indexes. */
+export function pieceSetOf(indexes: Iterable<number>): PieceSet {
+  const set = new Set(indexes)
+  return { has: (i) => set.has(i) }
+}
