@@ -87,3 +87,16 @@ export class ConfigError extends ShoalError {
 export class DecodeError extends defineError('DecodeError', 'malformed message') {}
 /** There is not enough disk space (or quota) to store the content. */
 export class InsufficientStorageError extends defineError('InsufficientStorageError', 'insufficient storage') {}
+/** A signature (for example on a piece map) is missing, malformed, or not made by the expected signer. */
+export class SignatureInvalidError extends defineError('SignatureInvalidError', 'signature invalid') {}
+/** The tracker could not be reached, timed out, or answered with a server error. */
+export class TrackerUnavailableError extends defineError('TrackerUnavailableError', 'tracker unavailable') {}
+/** The tracker refused a request (a 4xx answer); `status` carries its HTTP status. */
+export class TrackerRejectedError extends ShoalError {
+  readonly status: number
+  constructor(message: string, status = 400, detail?: unknown, options?: { cause?: unknown }) {
+    super(message, detail, options)
+    this.name = 'TrackerRejectedError'
+    this.status = status
+  }
+}

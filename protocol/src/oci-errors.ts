@@ -56,6 +56,9 @@ const TABLE: Record<string, OciErrorMapping> = {
   DecodeError: { code: 'UNKNOWN', status: 400 },
   ConfigError: { code: 'UNKNOWN', status: 500 },
   InsufficientStorageError: { code: 'UNKNOWN', status: 507 },
+  SignatureInvalidError: { code: 'UNKNOWN', status: 502 },
+  TrackerUnavailableError: { code: 'UNKNOWN', status: 503 },
+  TrackerRejectedError: { code: 'UNKNOWN', status: 502 },
 }
 
 /**

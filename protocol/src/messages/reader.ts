@@ -1,0 +1,111 @@
+/**
+ * Reads frames and raw piece bytes from a byte stream (a libp2p 3 stream is an async
+ * iterable of Uint8Array | Uint8ArrayList). Buffers at most one frame or one read.
+ */
+import { Uint8ArrayList } from 'uint8arraylist'
+import { DecodeError } from '../errors.js'
+import { MAX_PIECE_SIZE } from '../piece-map.js'
+import { decodeMessage, FRAME_HEADER_BYTES, MAX_MESSAGE_BYTES, type Message } from './codec.js'
+
+/** Pulls messages and raw bytes, in order, from one byte stream. */
+export interface MessageReader {
+  /**
+   * The next message, or undefined when the stream ends cleanly between frames. Throws
+   * DecodeError for an oversized, truncated or malformed frame.
+   */
+  read(options?: { signal?: AbortSignal }): Promise<Message | undefined>
+  /** Exactly `n` raw bytes (at most MAX_PIECE_SIZE). Throws DecodeError when the stream ends first. */
+  readBytes(n: number, options?: { signal?: AbortSignal }): Promise<Uint8ArrayList>
+  /** Exactly `n` raw bytes as they arrive, chunk by chunk. Throws DecodeError when the stream ends first. */
+  readChunks(n: number, options?: { signal?: AbortSignal }): AsyncGenerator<Uint8Array>
+}
+
+/** Creates a reader over `source`. */
+export function createMessageReader(
+  source: AsyncIterable<Uint8Array | Uint8ArrayList>,
+  init: { maxMessageBytes?: number } = {},
+): MessageReader {
+  const maxMessageBytes = Math.min(init.maxMessageBytes ?? MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES)
+  const iterator = source[Symbol.asyncIterator]()
+  const buffer = new Uint8ArrayList()
+  let ended = false
+
+  /** Pulls one more chunk into the buffer; false at end of stream. */
+  async function pull(signal?: AbortSignal): Promise<boolean> {
+    if (ended) return false
+    signal?.throwIfAborted()
+    let result: IteratorResult<Uint8Array | Uint8ArrayList>
+    if (signal === undefined) {
+      result = await iterator.next()
+    } else {
+      let onAbort: (() => void) | undefined
+      const aborted = new Promise<never>((_, reject) => {
+        onAbort = () => reject(signal.reason)
+        signal.addEventListener('abort', onAbort, { once: true })
+      })
+      try {
+        result = await Promise.race([iterator.next(), aborted])
+      } finally {
+        if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
+      }
+    }
+    if (result.done === true) {
+      ended = true
+      return false
+    }
+    buffer.append(result.value)
+    return true
+  }
+
+  async function fill(n: number, signal?: AbortSignal): Promise<void> {
+    while (buffer.byteLength < n) {
+      if (!(await pull(signal)))
+        throw new DecodeError(`stream ended: wanted ${n} bytes, got ${buffer.byteLength}`)
+    }
+  }
+
+  function checkRaw(n: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > MAX_PIECE_SIZE)
+      throw new RangeError(`invalid raw read length ${n}`)
+  }
+
+  return {
+    async read(options = {}) {
+      while (buffer.byteLength < FRAME_HEADER_BYTES) {
+        if (!(await pull(options.signal))) {
+          if (buffer.byteLength === 0) return undefined
+          throw new DecodeError('stream ended inside a frame header')
+        }
+      }
+      const length = buffer.getUint32(0)
+      if (length > maxMessageBytes)
+        throw new DecodeError(`frame of ${length} bytes exceeds ${maxMessageBytes}`)
+      if (length === 0) throw new DecodeError('empty frame')
+      await fill(FRAME_HEADER_BYTES + length, options.signal)
+      const body = buffer.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + length)
+      buffer.consume(FRAME_HEADER_BYTES + length)
+      return decodeMessage(body)
+    },
+    async readBytes(n, options = {}) {
+      checkRaw(n)
+      await fill(n, options.signal)
+      const out = buffer.sublist(0, n)
+      buffer.consume(n)
+      return out
+    },
+    async *readChunks(n, options = {}) {
+      checkRaw(n)
+      let left = n
+      while (left > 0) {
+        if (buffer.byteLength === 0 && !(await pull(options.signal))) {
+          throw new DecodeError(`stream ended: ${left} of ${n} bytes missing`)
+        }
+        const take = Math.min(left, buffer.byteLength)
+        const chunk = buffer.subarray(0, take)
+        buffer.consume(take)
+        left -= take
+        yield chunk
+      }
+    },
+  }
+}

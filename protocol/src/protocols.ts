@@ -1,0 +1,16 @@
+/**
+ * Versioned libp2p protocol ids spoken between shoal peers. A change to a wire format
+ * gets a new version; peers negotiate through multistream-select.
+ */
+
+/** Piece transfer: a PieceRequest answered by PieceHeader + bytes per piece (messages/). */
+export const PIECES_PROTOCOL = '/shoal/pieces/1.0.0'
+/** What a peer holds of a blob: a HaveRequest answered by a HaveReply with a bitfield. */
+export const HAVE_PROTOCOL = '/shoal/have/1.0.0'
+/** The signed piece map of a blob: a PieceMapRequest answered by a PieceMapReply. */
+export const PIECE_MAP_PROTOCOL = '/shoal/piece-map/1.0.0'
+/** shoal's own Kademlia DHT, kept apart from the public IPFS DHT. */
+export const KAD_PROTOCOL = '/shoal/kad/1.0.0'
+
+/** Every shoal stream protocol (not the DHT). */
+export const SHOAL_PROTOCOLS = [PIECES_PROTOCOL, HAVE_PROTOCOL, PIECE_MAP_PROTOCOL] as const

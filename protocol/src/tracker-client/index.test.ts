@@ -1,0 +1,84 @@
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { digestOf } from '../digest.js'
+import { createTrackerClient } from './index.js'
+
+const digest = digestOf('blob')
+const peerId = '12D3KooWAbc'
+
+let server: Server | undefined
+afterEach(async () => {
+  server?.closeAllConnections()
+  await new Promise<void>((resolve) => (server === undefined ? resolve() : server.close(() => resolve())))
+  server = undefined
+})
+
+async function serve(
+  handler: (path: string, body: string) => { status: number; body: string } | 'hang',
+): Promise<string> {
+  server = createServer((req, res) => {
+    let body = ''
+    req.on('data', (c) => {
+      body += c
+    })
+    req.on('end', () => {
+      const r = handler(req.url ?? '', body)
+      if (r === 'hang') return
+      res.writeHead(r.status, { 'content-type': 'application/json' }).end(r.body)
+    })
+  })
+  await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve))
+  return `http://127.0.0.1:${(server!.address() as AddressInfo).port}`
+}
+
+describe('tracker client', () => {
+  it('announces and parses the answer', async () => {
+    let seen: unknown
+    const url = await serve((path, body) => {
+      seen = { path, body: JSON.parse(body) }
+      return {
+        status: 200,
+        body: JSON.stringify({ peers: [], seeds: [], intervalMs: 1000, allowOrigin: true }),
+      }
+    })
+    const client = createTrackerClient({ url })
+    const res = await client.announce({ peerId, multiaddrs: [], digest, state: 'partial' })
+    expect(res).toEqual({ peers: [], seeds: [], intervalMs: 1000, allowOrigin: true })
+    expect(seen).toMatchObject({ path: '/v1/announce', body: { peerId, role: 'peer', uploadLoad: 0 } })
+  })
+  it('maps 4xx, 5xx, bad answers, timeouts and refused connections to typed errors', async () => {
+    let mode = 'reject'
+    const url = await serve(() => {
+      if (mode === 'reject')
+        return { status: 400, body: JSON.stringify({ error: { code: 'BAD_REQUEST', message: 'nope' } }) }
+      if (mode === 'fail') return { status: 503, body: 'down' }
+      if (mode === 'garbage') return { status: 200, body: '{"peers": 5}' }
+      return 'hang'
+    })
+    const client = createTrackerClient({ url, timeoutMs: 200 })
+    const req = { reporter: peerId, peerId: '12D3KooWBad', digest }
+    await expect(client.reportBadPeer(req)).rejects.toMatchObject({
+      name: 'TrackerRejectedError',
+      status: 400,
+    })
+    mode = 'fail'
+    await expect(client.reportBadPeer(req)).rejects.toMatchObject({ name: 'TrackerUnavailableError' })
+    mode = 'garbage'
+    await expect(client.swarms()).rejects.toMatchObject({ name: 'TrackerUnavailableError' })
+    mode = 'hang'
+    await expect(client.swarms()).rejects.toMatchObject({ name: 'TrackerUnavailableError' })
+    const ac = new AbortController()
+    const p = client.swarm(digest, { signal: ac.signal })
+    ac.abort(new Error('caller gave up'))
+    await expect(p).rejects.toThrow('caller gave up')
+    const dead = createTrackerClient({ url: 'http://127.0.0.1:1', timeoutMs: 1000 })
+    await expect(dead.swarms()).rejects.toMatchObject({ name: 'TrackerUnavailableError' })
+  })
+  it('refuses to send an invalid request', async () => {
+    const client = createTrackerClient({ url: 'http://127.0.0.1:1' })
+    await expect(
+      client.announce({ peerId: 'not valid!', multiaddrs: [], digest, state: 'partial' }),
+    ).rejects.toMatchObject({ name: 'TrackerRejectedError', status: 400 })
+  })
+})

@@ -1,0 +1,153 @@
+/**
+ * A client of the tracker's HTTP API (see protocol/src/tracker-api.ts). Every call has a
+ * deadline (the caller's signal, and `timeoutMs` per request) and fails with a typed
+ * error: TrackerUnavailableError when the tracker cannot be reached, times out, answers
+ * 5xx or answers something unparseable; TrackerRejectedError (with the status) for 4xx.
+ */
+import type { z } from 'zod'
+import { TrackerRejectedError, TrackerUnavailableError } from '../errors.js'
+import {
+  type AnnounceRequestInput,
+  type AnnounceResponse,
+  announceRequestSchema,
+  announceResponseSchema,
+  formatIssues,
+  type ReportBadPeerRequest,
+  type ReportBadPeerResponse,
+  reportBadPeerRequestSchema,
+  reportBadPeerResponseSchema,
+  type SwarmDetail,
+  type SwarmList,
+  swarmDetailSchema,
+  swarmListSchema,
+} from '../tracker-api.js'
+
+/** Options of createTrackerClient. */
+export interface TrackerClientInit {
+  /** Base URL of the tracker, e.g. `http://127.0.0.1:7070`. */
+  url: string
+  /** fetch implementation. @default globalThis.fetch */
+  fetch?: typeof globalThis.fetch
+  /** Deadline of one request in milliseconds. @default 5000 */
+  timeoutMs?: number
+}
+
+/** Talks to one tracker. */
+export interface TrackerClient {
+  /** Announces and returns the peer set. Throws TrackerUnavailableError or TrackerRejectedError (also, status 400 and nothing sent, for a request that fails the schema). */
+  announce(request: AnnounceRequestInput, options?: { signal?: AbortSignal }): Promise<AnnounceResponse>
+  /** Reports a peer that served bad data. Same errors as announce. */
+  reportBadPeer(
+    request: ReportBadPeerRequest,
+    options?: { signal?: AbortSignal },
+  ): Promise<ReportBadPeerResponse>
+  /** Lists swarms (observability). */
+  swarms(options?: { signal?: AbortSignal }): Promise<SwarmList>
+  /** Describes one swarm (observability). */
+  swarm(digest: string, options?: { signal?: AbortSignal }): Promise<SwarmDetail>
+}
+
+/** Creates a tracker client. Throws TypeError for a malformed URL. */
+export function createTrackerClient(init: TrackerClientInit): TrackerClient {
+  const base = new URL(init.url)
+  if (!base.pathname.endsWith('/')) base.pathname += '/'
+  const fetchImpl = init.fetch ?? globalThis.fetch
+  const timeoutMs = init.timeoutMs ?? 5000
+
+  async function call<T>(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    schema: z.ZodType<T>,
+    signal: AbortSignal | undefined,
+  ): Promise<T> {
+    signal?.throwIfAborted()
+    const url = new URL(path, base)
+    const timeout = AbortSignal.timeout(timeoutMs)
+    const combined = signal === undefined ? timeout : AbortSignal.any([signal, timeout])
+    let res: Response
+    let text: string
+    try {
+      res = await fetchImpl(url, {
+        method,
+        headers:
+          body === undefined
+            ? { accept: 'application/json' }
+            : { 'content-type': 'application/json', accept: 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: combined,
+      })
+      text = await res.text()
+    } catch (err) {
+      // A caller's own abort is the caller's business: rethrow its reason unchanged.
+      if (signal?.aborted === true) throw signal.reason
+      const why = timeout.aborted
+        ? `timed out after ${timeoutMs} ms`
+        : err instanceof Error
+          ? err.message
+          : String(err)
+      throw new TrackerUnavailableError(`tracker ${url.origin}: ${why}`, undefined, { cause: err })
+    }
+    if (res.status >= 400) {
+      let message = text.slice(0, 500)
+      let detail: unknown
+      try {
+        const parsed = JSON.parse(text) as { error?: { message?: string; issues?: string[] } }
+        if (typeof parsed.error?.message === 'string') message = parsed.error.message
+        detail = parsed.error?.issues
+      } catch {}
+      if (res.status >= 500)
+        throw new TrackerUnavailableError(`tracker ${url.origin} answered ${res.status}: ${message}`, detail)
+      throw new TrackerRejectedError(
+        `tracker ${url.origin} refused ${method} ${url.pathname} (${res.status}): ${message}`,
+        res.status,
+        detail,
+      )
+    }
+    let json: unknown
+    try {
+      json = JSON.parse(text)
+    } catch (err) {
+      throw new TrackerUnavailableError(`tracker ${url.origin} answered with invalid JSON`, undefined, {
+        cause: err,
+      })
+    }
+    const parsed = schema.safeParse(json)
+    if (!parsed.success) {
+      throw new TrackerUnavailableError(
+        `tracker ${url.origin} answered with an unexpected shape`,
+        formatIssues(parsed.error),
+      )
+    }
+    return parsed.data
+  }
+
+  function validated<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
+    const r = schema.safeParse(value)
+    if (!r.success) throw new TrackerRejectedError('invalid tracker request', 400, formatIssues(r.error))
+    return r.data
+  }
+
+  return {
+    async announce(request, options = {}) {
+      const body = validated(announceRequestSchema, request)
+      return call('POST', 'v1/announce', body, announceResponseSchema, options.signal)
+    },
+    async reportBadPeer(request, options = {}) {
+      const body = validated(reportBadPeerRequestSchema, request)
+      return call('POST', 'v1/report', body, reportBadPeerResponseSchema, options.signal)
+    },
+    swarms(options = {}) {
+      return call('GET', 'v1/swarms', undefined, swarmListSchema, options.signal)
+    },
+    swarm(digest, options = {}) {
+      return call(
+        'GET',
+        `v1/swarms/${encodeURIComponent(digest)}`,
+        undefined,
+        swarmDetailSchema,
+        options.signal,
+      )
+    },
+  }
+}
