@@ -1,0 +1,388 @@
+/**
+ * `npm run bench:registry`: pushes and pulls the same content to shoal's registry and
+ * to CNCF Distribution 2.8 in one run, both on loopback with filesystem storage in
+ * temp folders, and prints shoal / Distribution ratios for blob push, blob pull and
+ * manifest GET rate, plus each server's peak RSS. A measurement, not a test: it exits
+ * 0 whatever the verdicts, and 1 only when something broke.
+ */
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { summarizeCpuProfile } from '../lib/cpu-profile.js'
+import { defaultLoadTool, type LoadTool } from '../lib/http-load.js'
+import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
+import { readProcessCpuSeconds, readWaitedChildrenCpuSeconds } from '../lib/process-sampler.js'
+import { progress } from '../lib/progress.js'
+import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
+import { formatNumber, formatTable } from '../lib/table.js'
+import { createBlobSource } from './blob-source.js'
+import { closeClient } from './oci-client.js'
+import { judgeRows, type ReportRow, renderReport } from './report.js'
+import {
+  benchManifestGet,
+  benchPull,
+  benchPushChunked,
+  benchPushMonolithic,
+  MANIFEST_TAG,
+  prepareManifest,
+  type ThroughputResult,
+} from './scenarios.js'
+import { type RegistryTarget, startDistribution, startShoal } from './servers.js'
+
+const MIB = 1024 * 1024
+/** The registry issue's memory bound for shoal while pushing and pulling a 1 GiB layer. */
+const RSS_LIMIT_BYTES = 200 * 1000 * 1000
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
+
+const USAGE = `usage: npm run bench:registry -- [options]
+
+  --blob-mb N         size of the generated blob (default 512)
+  --chunk-mb N        PATCH size of chunked uploads (default 16)
+  --runs N            runs per push/pull measurement, median reported (default 3, --full 5)
+  --concurrency N     parallel streams of the concurrent pull (default 4)
+  --duration-s N      seconds per manifest GET load run, --runs of them (default 5, --full 10)
+  --connections N     connections of the manifest GET load (default 50)
+  --load-tool T       wrk or autocannon (default wrk when installed)
+  --full              also push and pull a 1 GiB blob and judge shoal's peak RSS on it
+  --json PATH         where to write the JSON result (default bench/results/registry-<time>.json)
+  --candidate KIND    shoal (default) or distribution, to measure Distribution against itself
+  --cpu-prof          run shoal under node --cpu-prof and print where its time went
+  --keep              keep the temp folder (data, logs, profiles)
+  -h, --help          show this help
+`
+
+interface BenchConfig {
+  blobBytes: number
+  chunkBytes: number
+  runs: number
+  concurrency: number
+  durationSeconds: number
+  connections: number
+  loadTool: LoadTool
+  full: boolean
+  largeBlobBytes: number
+  jsonPath: string
+  candidate: 'shoal' | 'distribution'
+  cpuProf: boolean
+  keep: boolean
+}
+
+function parseConfig(argv: string[]): BenchConfig | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'blob-mb': { type: 'string' },
+      'chunk-mb': { type: 'string' },
+      runs: { type: 'string' },
+      concurrency: { type: 'string' },
+      'duration-s': { type: 'string' },
+      connections: { type: 'string' },
+      'load-tool': { type: 'string' },
+      full: { type: 'boolean', default: false },
+      json: { type: 'string' },
+      candidate: { type: 'string', default: 'shoal' },
+      'cpu-prof': { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  })
+  if (values.help) {
+    process.stdout.write(USAGE)
+    return undefined
+  }
+  const problems: string[] = []
+  const positive = (name: string, raw: string | undefined, fallback: number): number => {
+    if (raw === undefined) return fallback
+    const value = Number(raw)
+    if (!Number.isFinite(value) || value <= 0)
+      problems.push(`--${name} must be a positive number, got ${raw}`)
+    return value
+  }
+  const full = values.full
+  const loadTool = (values['load-tool'] ?? defaultLoadTool()) as LoadTool
+  if (loadTool !== 'wrk' && loadTool !== 'autocannon') problems.push(`--load-tool must be wrk or autocannon`)
+  const candidate = values.candidate as BenchConfig['candidate']
+  if (candidate !== 'shoal' && candidate !== 'distribution') {
+    problems.push(`--candidate must be shoal or distribution`)
+  }
+  const config: BenchConfig = {
+    blobBytes: Math.round(positive('blob-mb', values['blob-mb'], 512) * MIB),
+    chunkBytes: Math.round(positive('chunk-mb', values['chunk-mb'], 16) * MIB),
+    runs: Math.round(positive('runs', values.runs, full ? 5 : 3)),
+    concurrency: Math.round(positive('concurrency', values.concurrency, 4)),
+    durationSeconds: Math.round(positive('duration-s', values['duration-s'], full ? 10 : 5)),
+    connections: Math.round(positive('connections', values.connections, 50)),
+    loadTool,
+    full,
+    largeBlobBytes: 1024 * MIB,
+    jsonPath: values.json ?? defaultResultPath('registry'),
+    candidate,
+    cpuProf: values['cpu-prof'],
+    keep: values.keep,
+  }
+  if (problems.length > 0) throw new Error(problems.join('\n') + '\n\n' + USAGE)
+  return config
+}
+
+function sizeLabel(bytes: number): string {
+  return bytes >= 1024 * MIB && bytes % (1024 * MIB) === 0
+    ? `${bytes / 1024 / MIB} GiB`
+    : `${formatNumber(bytes / MIB)} MiB`
+}
+
+async function main(): Promise<void> {
+  const config = parseConfig(process.argv.slice(2))
+  if (!config) return
+  const workDir = await mkdtemp(join(tmpdir(), 'shoal-bench-registry-'))
+  const targets: RegistryTarget[] = []
+  let failed = false
+  try {
+    const startedAt = new Date()
+    const systemAtStart = systemInfo()
+    progress(
+      `work dir ${workDir}; ${systemAtStart.cpuCount} CPUs, load ${systemAtStart.loadAverage.join(' ')}`,
+    )
+    progress(`generating a ${sizeLabel(config.blobBytes)} blob`)
+    const source = await createBlobSource({ dir: workDir, sizeBytes: config.blobBytes })
+
+    const profileDir = join(workDir, 'profiles')
+    await mkdir(profileDir, { recursive: true })
+    const candidateDir = join(workDir, config.candidate === 'shoal' ? 'shoal' : 'distribution-b')
+    const baselineDir = join(workDir, 'distribution')
+    await mkdir(candidateDir)
+    await mkdir(baselineDir)
+    const candidate =
+      config.candidate === 'shoal'
+        ? await startShoal({
+            name: 'shoal',
+            workDir: candidateDir,
+            repoRoot: REPO_ROOT,
+            nodeArgs: config.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+          })
+        : await startDistribution({ name: 'distribution-b', workDir: candidateDir })
+    targets.push(candidate)
+    const baseline = await startDistribution({ name: 'distribution', workDir: baselineDir })
+    targets.push(baseline)
+    for (const target of targets) progress(`${target.name} (pid ${target.pid}) at ${target.url.href}`)
+
+    const machineStart = readMachineCpuTimes()
+    const ownCpuStart = (): number =>
+      readProcessCpuSeconds(process.pid) +
+      readWaitedChildrenCpuSeconds(process.pid) +
+      targets.reduce((sum, target) => sum + readProcessCpuSeconds(target.pid), 0)
+    const oursStart = ownCpuStart()
+
+    progress('pushing the small image for the manifest test')
+    const manifestDigest = await prepareManifest(targets)
+
+    const mono = await benchPushMonolithic(targets, source, config.runs, 'monolithic')
+    const chunked = await benchPushChunked(targets, source, config.runs, config.chunkBytes)
+    const pulledDigest = mono.digests[0]!
+    const pull = await benchPull(targets, pulledDigest, source.size, config.runs, 1, { verifyFirst: true })
+    const pullConcurrent = await benchPull(
+      targets,
+      pulledDigest,
+      source.size,
+      config.runs,
+      config.concurrency,
+      {
+        verifyFirst: false,
+      },
+    )
+    const loadInit = {
+      tool: config.loadTool,
+      connections: config.connections,
+      durationSeconds: config.durationSeconds,
+      warmupSeconds: 2,
+      rounds: config.runs,
+    }
+    const byDigest = await benchManifestGet(targets, manifestDigest, { ...loadInit, order: 0 })
+    const byTag = await benchManifestGet(targets, MANIFEST_TAG, { ...loadInit, order: 1 })
+
+    let large: { push: Record<string, ThroughputResult>; pull: Record<string, ThroughputResult> } | undefined
+    if (config.full) {
+      progress(`generating a ${sizeLabel(config.largeBlobBytes)} blob`)
+      const largeSource = await createBlobSource({ dir: workDir, sizeBytes: config.largeBlobBytes })
+      const largePush = await benchPushMonolithic(targets, largeSource, 1, 'large')
+      const largePull = await benchPull(targets, largePush.digests[0]!, largeSource.size, 1, 1, {
+        verifyFirst: true,
+      })
+      large = { push: largePush.results, pull: largePull }
+    }
+
+    const machineEnd = readMachineCpuTimes()
+    const oursEnd = ownCpuStart()
+    const wallSeconds =
+      machineEnd.totalSeconds / systemAtStart.cpuCount - machineStart.totalSeconds / systemAtStart.cpuCount
+    const otherCores = Math.max(
+      0,
+      (machineEnd.busySeconds - machineStart.busySeconds - (oursEnd - oursStart)) /
+        Math.max(wallSeconds, 1e-9),
+    )
+
+    const c = candidate.name
+    const b = baseline.name
+    const blob = sizeLabel(config.blobBytes)
+    const throughputRows = (metric: string, results: Record<string, ThroughputResult>): ReportRow => ({
+      metric,
+      unit: 'MB/s',
+      candidate: results[c]!.mbPerSecond.median,
+      baseline: results[b]!.mbPerSecond.median,
+      target: { kind: 'ratio-at-least', min: 1 },
+    })
+    const peakOf = (name: string, ...results: Record<string, ThroughputResult>[]): number =>
+      Math.max(...results.map((result) => result[name]!.peakRssBytes))
+    const rows: ReportRow[] = [
+      throughputRows(`blob push ${blob}, monolithic POST+PUT`, mono.results),
+      throughputRows(`blob push ${blob}, chunked ${sizeLabel(config.chunkBytes)} PATCHes`, chunked),
+      throughputRows(`blob pull ${blob}, 1 stream`, pull),
+      throughputRows(`blob pull ${blob}, ${config.concurrency} concurrent streams (sum)`, pullConcurrent),
+      {
+        metric: `manifest GET by digest, ${config.connections} conns, ${config.durationSeconds}s runs`,
+        unit: 'req/s',
+        candidate: byDigest[c]!.requestsPerSecond,
+        baseline: byDigest[b]!.requestsPerSecond,
+        target: { kind: 'ratio-at-least', min: 1 },
+      },
+      {
+        metric: `manifest GET by tag, ${config.connections} conns, ${config.durationSeconds}s runs`,
+        unit: 'req/s',
+        candidate: byTag[c]!.requestsPerSecond,
+        baseline: byTag[b]!.requestsPerSecond,
+        target: { kind: 'ratio-at-least', min: 1 },
+      },
+      {
+        metric: `peak RSS during ${blob} pushes and pulls`,
+        unit: 'MB',
+        candidate: peakOf(c, mono.results, chunked, pull, pullConcurrent) / 1e6,
+        baseline: peakOf(b, mono.results, chunked, pull, pullConcurrent) / 1e6,
+        target: config.full
+          ? { kind: 'none' }
+          : { kind: 'below', max: RSS_LIMIT_BYTES / 1e6, label: '< 200 MB' },
+      },
+    ]
+    if (large) {
+      const big = sizeLabel(config.largeBlobBytes)
+      rows.push(
+        throughputRows(`blob push ${big}, monolithic (1 run)`, large.push),
+        throughputRows(`blob pull ${big}, 1 stream (1 run)`, large.pull),
+        {
+          metric: `peak RSS during ${big} push and pull`,
+          unit: 'MB',
+          candidate: peakOf(c, large.push, large.pull) / 1e6,
+          baseline: peakOf(b, large.push, large.pull) / 1e6,
+          target: { kind: 'below', max: RSS_LIMIT_BYTES / 1e6, label: '< 200 MB' },
+        },
+      )
+    }
+    rows.push(
+      {
+        metric: 'server CPU per GiB pushed (monolithic)',
+        unit: 'CPU s',
+        candidate: mono.results[c]!.cpuSecondsPerGiB,
+        baseline: mono.results[b]!.cpuSecondsPerGiB,
+        target: { kind: 'none' },
+      },
+      {
+        metric: 'server CPU per GiB pulled (1 stream)',
+        unit: 'CPU s',
+        candidate: pull[c]!.cpuSecondsPerGiB,
+        baseline: pull[b]!.cpuSecondsPerGiB,
+        target: { kind: 'none' },
+      },
+      {
+        metric: 'server CPU per manifest GET by digest',
+        unit: 'CPU µs',
+        candidate: byDigest[c]!.cpuMicrosecondsPerRequest,
+        baseline: byDigest[b]!.cpuMicrosecondsPerRequest,
+        target: { kind: 'none' },
+      },
+    )
+    const judged = judgeRows(rows)
+
+    // Stop the servers before reading profiles: V8 writes them at exit.
+    for (const target of targets.splice(0).reverse()) await target.stop()
+    let profile: Awaited<ReturnType<typeof summarizeCpuProfile>> | undefined
+    if (config.cpuProf) {
+      const files = (await readdir(profileDir)).filter((name) => name.endsWith('.cpuprofile'))
+      if (files.length > 0)
+        profile = await summarizeCpuProfile(join(profileDir, files[0]!), { root: REPO_ROOT })
+      else progress(`no CPU profile was written to ${profileDir} (did shoal exit cleanly on SIGTERM?)`)
+    }
+
+    const systemAtEnd = systemInfo()
+    const lines = [
+      '',
+      `shoal registry benchmark: ${c} vs ${b} (${new Date().toISOString()})`,
+      `machine: ${systemAtStart.cpuCount} x ${systemAtStart.cpuModel}, node ${systemAtStart.nodeVersion}; ` +
+        `load average ${systemAtStart.loadAverage[0]} -> ${systemAtEnd.loadAverage[0]}; ` +
+        `other processes used ${otherCores.toFixed(2)} cores on average`,
+      `runs ${config.runs} (median), load tool ${config.loadTool}`,
+      '',
+      renderReport(judged, { candidate: c, baseline: b }),
+      '',
+    ]
+    if (profile) {
+      lines.push(
+        `where ${c}'s CPU time went (self time, ${formatNumber(profile.totalMs / 1000)} s profiled):`,
+        formatTable(
+          [{ header: 'function' }, { header: 'self ms' }, { header: 'share' }],
+          profile.functions
+            .slice(0, 20)
+            .map((entry) => [entry.name, entry.selfMs.toFixed(0), (entry.share * 100).toFixed(1) + '%']),
+        ),
+        '',
+        formatTable(
+          [{ header: 'file' }, { header: 'self ms' }, { header: 'share' }],
+          profile.files
+            .slice(0, 15)
+            .map((entry) => [entry.name, entry.selfMs.toFixed(0), (entry.share * 100).toFixed(1) + '%']),
+        ),
+        '',
+      )
+    }
+    process.stdout.write(lines.join('\n') + '\n')
+
+    const jsonPath = await writeJsonResult(config.jsonPath, {
+      benchmark: 'registry',
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      config,
+      system: { atStart: systemAtStart, atEnd: systemAtEnd, otherProcessesCores: otherCores },
+      servers: { candidate: c, baseline: b },
+      rows: judged,
+      details: {
+        pushMonolithic: mono.results,
+        pushChunked: chunked,
+        pull,
+        pullConcurrent,
+        manifestByDigest: byDigest,
+        manifestByTag: byTag,
+        ...(large ? { largePush: large.push, largePull: large.pull } : {}),
+      },
+      ...(profile ? { cpuProfile: profile } : {}),
+    })
+    progress(`JSON result written to ${jsonPath}`)
+  } catch (error) {
+    failed = true
+    process.stderr.write(
+      `bench:registry failed: ${error instanceof Error ? (error.stack ?? error.message) : error}\n`,
+    )
+    for (const target of targets) {
+      process.stderr.write(
+        `  ${target.name} logs: ${target.process.stdoutPath} ${target.process.stderrPath}\n`,
+      )
+    }
+  } finally {
+    for (const target of targets.reverse()) await target.stop().catch(() => {})
+    closeClient()
+    if (config.keep || failed) progress(`kept ${workDir}`)
+    else await rm(workDir, { recursive: true, force: true })
+  }
+  if (failed) process.exitCode = 1
+}
+
+await main()

@@ -1,0 +1,317 @@
+/**
+ * The measurements of the registry benchmark. Each runs the same operation against
+ * every target, alternating which target goes first from run to run so that slow
+ * drift on a shared machine does not favour one of them, and samples the server's
+ * RSS and CPU time around every operation.
+ */
+import { randomBytes } from 'node:crypto'
+import { type HttpLoadResult, type LoadTool, runHttpLoad } from '../lib/http-load.js'
+import { createProcessSampler, type ProcessSample } from '../lib/process-sampler.js'
+import { progress } from '../lib/progress.js'
+import { median, megabytesPerSecond, type Summary, summarize } from '../lib/stats.js'
+import type { BlobSource } from './blob-source.js'
+import {
+  getManifest,
+  MANIFEST_ACCEPT,
+  pullBlob,
+  pushBlobChunked,
+  pushBlobMonolithic,
+  pushSmallBlob,
+  putManifest,
+} from './oci-client.js'
+import type { RegistryTarget } from './servers.js'
+
+/** Repository the large blobs are pushed to. */
+export const BLOB_REPOSITORY = 'bench/blob'
+/** Repository holding the small manifest of the manifest GET test. */
+export const MANIFEST_REPOSITORY = 'bench/manifest'
+/** Tag of that manifest. */
+export const MANIFEST_TAG = 'bench'
+
+const GIB = 1024 ** 3
+
+/** A throughput measured over several runs, with the server's resources during them. */
+export interface ThroughputResult {
+  /** MB/s (10^6 bytes per second) per run; for concurrent pulls, all streams together. */
+  mbPerSecond: Summary
+  /** Highest server RSS during any of the runs, bytes. */
+  peakRssBytes: number
+  /** Server CPU seconds per GiB moved, median over runs. */
+  cpuSecondsPerGiB: number
+  /** Server CPU use during the runs, in cores (CPU seconds / wall seconds), median. */
+  serverCores: number
+}
+
+/** Manifest GET load results for one target. */
+export interface ManifestLoadResult extends HttpLoadResult {
+  /** Requests per second of each run; `requestsPerSecond` is their median. */
+  requestsPerSecondRuns: number[]
+  peakRssBytes: number
+  /** Server CPU microseconds per request. */
+  cpuMicrosecondsPerRequest: number
+}
+
+/** Runs `operation` against `target` while sampling the server process. */
+async function sampled<T>(
+  target: RegistryTarget,
+  operation: () => Promise<T>,
+): Promise<{ value: T; seconds: number; sample: ProcessSample }> {
+  const sampler = createProcessSampler({ pid: target.pid })
+  sampler.start()
+  const startedAt = performance.now()
+  try {
+    const value = await operation()
+    const seconds = (performance.now() - startedAt) / 1000
+    return { value, seconds, sample: sampler.stop() }
+  } finally {
+    sampler.stop()
+  }
+}
+
+function orderFor<T>(targets: T[], run: number): T[] {
+  return run % 2 === 0 ? targets : [...targets].reverse()
+}
+
+/** Accumulates per-target samples of one scenario. */
+function createCollector(targets: RegistryTarget[]) {
+  const runs = new Map<string, { mbps: number; sample: ProcessSample; bytes: number }[]>()
+  for (const target of targets) runs.set(target.name, [])
+  return {
+    add(target: RegistryTarget, bytes: number, seconds: number, sample: ProcessSample) {
+      runs.get(target.name)!.push({ mbps: megabytesPerSecond(bytes, seconds), sample, bytes })
+    },
+    results(): Record<string, ThroughputResult> {
+      const out: Record<string, ThroughputResult> = {}
+      for (const [name, list] of runs) {
+        out[name] = {
+          mbPerSecond: summarize(list.map((run) => run.mbps)),
+          peakRssBytes: Math.max(...list.map((run) => run.sample.peakRssBytes)),
+          cpuSecondsPerGiB: summarize(list.map((run) => run.sample.cpuSeconds / (run.bytes / GIB))).median,
+          serverCores: summarize(list.map((run) => run.sample.cpuSeconds / run.sample.wallSeconds)).median,
+        }
+      }
+      return out
+    },
+  }
+}
+
+/**
+ * Pushes `runs` fresh variants of the blob to every target as monolithic uploads
+ * (POST + one PUT). Returns per-target throughput and the digests pushed.
+ */
+export async function benchPushMonolithic(
+  targets: RegistryTarget[],
+  source: BlobSource,
+  runs: number,
+  labelPrefix: string,
+): Promise<{ results: Record<string, ThroughputResult>; digests: string[] }> {
+  const collector = createCollector(targets)
+  const digests: string[] = []
+  for (let run = 0; run < runs; run++) {
+    const blob = source.variant(`${labelPrefix}-${run}`)
+    digests.push(blob.digest)
+    for (const target of orderFor(targets, run)) {
+      const { seconds, sample } = await sampled(target, () =>
+        pushBlobMonolithic(target.url, BLOB_REPOSITORY, blob),
+      )
+      collector.add(target, blob.size, seconds, sample)
+      progress(
+        `push monolithic ${target.name} run ${run + 1}/${runs}: ` +
+          `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mib(sample.peakRssBytes)} MiB`,
+      )
+    }
+  }
+  return { results: collector.results(), digests }
+}
+
+/** Pushes `runs` fresh variants of the blob to every target as chunked PATCH uploads. */
+export async function benchPushChunked(
+  targets: RegistryTarget[],
+  source: BlobSource,
+  runs: number,
+  chunkBytes: number,
+): Promise<Record<string, ThroughputResult>> {
+  const collector = createCollector(targets)
+  for (let run = 0; run < runs; run++) {
+    const blob = source.variant(`chunked-${run}`)
+    for (const target of orderFor(targets, run)) {
+      const { seconds, sample } = await sampled(target, () =>
+        pushBlobChunked(target.url, BLOB_REPOSITORY, blob, chunkBytes),
+      )
+      collector.add(target, blob.size, seconds, sample)
+      progress(
+        `push chunked ${target.name} run ${run + 1}/${runs}: ` +
+          `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mib(sample.peakRssBytes)} MiB`,
+      )
+    }
+  }
+  return collector.results()
+}
+
+/**
+ * GETs `digest` from every target: one verified pull first (untimed; it also warms
+ * the page cache for both alike), then `runs` timed pulls of `concurrency` parallel
+ * streams each (1 = a single stream).
+ */
+export async function benchPull(
+  targets: RegistryTarget[],
+  digest: string,
+  size: number,
+  runs: number,
+  concurrency: number,
+  options: { verifyFirst: boolean },
+): Promise<Record<string, ThroughputResult>> {
+  if (options.verifyFirst) {
+    for (const target of targets) {
+      await pullBlob(target.url, BLOB_REPOSITORY, digest, { expectedSize: size, verify: true })
+    }
+  }
+  const collector = createCollector(targets)
+  for (let run = 0; run < runs; run++) {
+    for (const target of orderFor(targets, run)) {
+      const { seconds, sample } = await sampled(target, () =>
+        Promise.all(
+          Array.from({ length: concurrency }, () =>
+            pullBlob(target.url, BLOB_REPOSITORY, digest, { expectedSize: size }),
+          ),
+        ),
+      )
+      collector.add(target, size * concurrency, seconds, sample)
+      progress(
+        `pull x${concurrency} ${target.name} run ${run + 1}/${runs}: ` +
+          `${megabytesPerSecond(size * concurrency, seconds).toFixed(1)} MB/s, peak RSS ${mib(sample.peakRssBytes)} MiB`,
+      )
+    }
+  }
+  return collector.results()
+}
+
+/**
+ * Pushes a small OCI image (config + one 2 KiB layer + manifest, tagged) to every target
+ * and checks it reads back. Returns the manifest digest (the same on every target).
+ * @throws when a target answers wrongly or the digests differ
+ */
+export async function prepareManifest(targets: RegistryTarget[]): Promise<string> {
+  const layer = randomBytes(2048)
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      rootfs: { type: 'layers', diff_ids: [`sha256:${'0'.repeat(64)}`] },
+      config: {},
+    }),
+  )
+  let manifestDigest: string | undefined
+  for (const target of targets) {
+    const configDigest = await pushSmallBlob(target.url, MANIFEST_REPOSITORY, config)
+    const layerDigest = await pushSmallBlob(target.url, MANIFEST_REPOSITORY, layer)
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: {
+          mediaType: 'application/vnd.oci.image.config.v1+json',
+          digest: configDigest,
+          size: config.length,
+        },
+        layers: [
+          {
+            mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+            digest: layerDigest,
+            size: layer.length,
+          },
+        ],
+        annotations: { 'org.opencontainers.image.title': 'shoal registry benchmark' },
+      }),
+    )
+    const digest = await putManifest(
+      target.url,
+      MANIFEST_REPOSITORY,
+      MANIFEST_TAG,
+      'application/vnd.oci.image.manifest.v1+json',
+      manifest,
+    )
+    if (manifestDigest !== undefined && digest !== manifestDigest) {
+      throw new Error(`${target.name} reports manifest digest ${digest}, expected ${manifestDigest}`)
+    }
+    manifestDigest = digest
+    const byDigest = await getManifest(target.url, MANIFEST_REPOSITORY, digest)
+    const byTag = await getManifest(target.url, MANIFEST_REPOSITORY, MANIFEST_TAG)
+    if (!byDigest.equals(manifest) || !byTag.equals(manifest)) {
+      throw new Error(`${target.name} returned a different manifest body than was pushed`)
+    }
+  }
+  return manifestDigest!
+}
+
+/**
+ * Measures manifest GET requests per second by `reference` (digest or tag) with a fixed
+ * number of connections and duration: `rounds` runs per target, alternating which goes
+ * first, median reported; each target gets a short unmeasured warm-up first.
+ * @throws when the load tool fails or any response is not 2xx
+ */
+export async function benchManifestGet(
+  targets: RegistryTarget[],
+  reference: string,
+  init: {
+    tool: LoadTool
+    connections: number
+    durationSeconds: number
+    warmupSeconds: number
+    rounds: number
+    order: number
+  },
+): Promise<Record<string, ManifestLoadResult>> {
+  const kind = reference.startsWith('sha256:') ? 'digest' : 'tag'
+  const perTarget = new Map<string, { load: HttpLoadResult; sample: ProcessSample }[]>()
+  const load = (target: RegistryTarget, durationSeconds: number) =>
+    runHttpLoad({
+      url: new URL(`/v2/${MANIFEST_REPOSITORY}/manifests/${reference}`, target.url).href,
+      headers: { Accept: MANIFEST_ACCEPT },
+      tool: init.tool,
+      connections: init.connections,
+      durationSeconds,
+    })
+  for (const target of targets) {
+    perTarget.set(target.name, [])
+    if (init.warmupSeconds > 0) await load(target, init.warmupSeconds)
+  }
+  for (let round = 0; round < init.rounds; round++) {
+    for (const target of orderFor(targets, round + init.order)) {
+      const { value, sample } = await sampled(target, () => load(target, init.durationSeconds))
+      if (value.non2xx > 0 || value.totalRequests === 0) {
+        throw new Error(
+          `${target.name}: ${value.non2xx} of ${value.totalRequests} manifest GETs were not 2xx`,
+        )
+      }
+      perTarget.get(target.name)!.push({ load: value, sample })
+      progress(
+        `manifest GET by ${kind} ${target.name} run ${round + 1}/${init.rounds}: ` +
+          `${value.requestsPerSecond.toFixed(0)} req/s, p99 ${value.latencyP99Ms.toFixed(2)} ms` +
+          (value.errors > 0 ? `, ${value.errors} socket errors` : ''),
+      )
+    }
+  }
+  const out: Record<string, ManifestLoadResult> = {}
+  for (const [name, runs] of perTarget) {
+    const totalRequests = runs.reduce((sum, run) => sum + run.load.totalRequests, 0)
+    const cpuSeconds = runs.reduce((sum, run) => sum + run.sample.cpuSeconds, 0)
+    out[name] = {
+      tool: init.tool,
+      requestsPerSecond: median(runs.map((run) => run.load.requestsPerSecond)),
+      requestsPerSecondRuns: runs.map((run) => run.load.requestsPerSecond),
+      totalRequests,
+      non2xx: 0,
+      errors: runs.reduce((sum, run) => sum + run.load.errors, 0),
+      latencyP50Ms: median(runs.map((run) => run.load.latencyP50Ms)),
+      latencyP99Ms: median(runs.map((run) => run.load.latencyP99Ms)),
+      peakRssBytes: Math.max(...runs.map((run) => run.sample.peakRssBytes)),
+      cpuMicrosecondsPerRequest: (cpuSeconds / totalRequests) * 1e6,
+    }
+  }
+  return out
+}
+
+function mib(bytes: number): string {
+  return (bytes / 1024 / 1024).toFixed(0)
+}

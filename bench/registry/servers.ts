@@ -1,0 +1,157 @@
+/**
+ * The two registries under test, each a child process on loopback with filesystem
+ * storage in its own temp folder: shoal's registry (the candidate) and CNCF
+ * Distribution 2.8 from Debian (the baseline).
+ */
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import {
+  findFreePort,
+  type ServiceProcess,
+  startServiceProcess,
+  waitForHttp,
+} from '../lib/service-process.js'
+
+/** Which implementation a target runs. */
+export type RegistryKind = 'shoal' | 'distribution'
+
+/** A running registry. */
+export interface RegistryTarget {
+  /** Label in the report: 'shoal' or 'distribution' (or 'distribution-b' in self-comparison). */
+  name: string
+  kind: RegistryKind
+  url: URL
+  pid: number
+  dataDir: string
+  process: ServiceProcess
+  stop(): Promise<void>
+}
+
+const READY_TIMEOUT_MS = 60_000
+
+/** Path of Debian's Distribution binary. */
+export const DISTRIBUTION_BINARY = '/usr/bin/docker-registry'
+
+function distributionConfig(dataDir: string, port: number): string {
+  // Debian's packaged defaults (in-memory blob descriptor cache, filesystem storage),
+  // with the access log and the periodic storage health check off: shoal logs no
+  // access lines by default and runs no such check either.
+  return [
+    'version: 0.1',
+    'log:',
+    '  level: error',
+    '  accesslog:',
+    '    disabled: true',
+    'storage:',
+    '  filesystem:',
+    `    rootdirectory: ${JSON.stringify(dataDir)}`,
+    '  delete:',
+    '    enabled: true',
+    '  cache:',
+    '    blobdescriptor: inmemory',
+    'http:',
+    `  addr: 127.0.0.1:${port}`,
+    'health:',
+    '  storagedriver:',
+    '    enabled: false',
+    '',
+  ].join('\n')
+}
+
+/**
+ * Starts Distribution with a config in `workDir` and data under `workDir/data`, and
+ * waits until /v2/ answers.
+ * @throws when the binary is missing or the server does not come up
+ */
+export async function startDistribution(init: { name: string; workDir: string }): Promise<RegistryTarget> {
+  const dataDir = join(init.workDir, 'data')
+  await mkdir(dataDir, { recursive: true })
+  const port = await findFreePort()
+  const configPath = join(init.workDir, 'config.yml')
+  await writeFile(configPath, distributionConfig(dataDir, port))
+  const child = startServiceProcess({
+    command: DISTRIBUTION_BINARY,
+    args: ['serve', configPath],
+    stdoutPath: join(init.workDir, 'stdout.log'),
+    stderrPath: join(init.workDir, 'stderr.log'),
+  })
+  const url = new URL(`http://127.0.0.1:${port}`)
+  try {
+    await Promise.race([
+      waitForHttp(new URL('/v2/', url).href, READY_TIMEOUT_MS),
+      child.exited.then((code) => {
+        throw new Error(`docker-registry exited (${code}); see ${child.stderrPath}`)
+      }),
+    ])
+  } catch (error) {
+    await child.stop()
+    throw error
+  }
+  return {
+    name: init.name,
+    kind: 'distribution',
+    url,
+    pid: child.pid,
+    dataDir,
+    process: child,
+    stop: () => child.stop(),
+  }
+}
+
+/**
+ * Starts `node bin/shoal.js registry --listen 127.0.0.1:0 --data <workDir>/data`, reads
+ * the URL from its `{"msg":"listening","service":"registry"}` log line, and waits
+ * until /v2/ answers.
+ * @throws when the CLI fails or never logs that line
+ */
+export async function startShoal(init: {
+  name: string
+  workDir: string
+  repoRoot: string
+  extraArgs?: string[]
+  nodeArgs?: string[]
+}): Promise<RegistryTarget> {
+  const dataDir = join(init.workDir, 'data')
+  await mkdir(dataDir, { recursive: true })
+  const child = startServiceProcess({
+    command: process.execPath,
+    args: [
+      ...(init.nodeArgs ?? []),
+      resolve(init.repoRoot, 'bin', 'shoal.js'),
+      'registry',
+      '--listen',
+      '127.0.0.1:0',
+      '--data',
+      dataDir,
+      ...(init.extraArgs ?? []),
+    ],
+    cwd: init.workDir,
+    stdoutPath: join(init.workDir, 'stdout.log'),
+    stderrPath: join(init.workDir, 'stderr.log'),
+  })
+  let url: URL
+  try {
+    const line = await child.waitForStdoutLine((text) => {
+      try {
+        const record = JSON.parse(text) as { msg?: unknown; service?: unknown; url?: unknown }
+        return record.msg === 'listening' && record.service === 'registry' && typeof record.url === 'string'
+      } catch {
+        return false
+      }
+    }, READY_TIMEOUT_MS)
+    url = new URL((JSON.parse(line) as { url: string }).url)
+    await waitForHttp(new URL('/v2/', url).href, READY_TIMEOUT_MS)
+  } catch (error) {
+    await child.stop()
+    throw error
+  }
+  return {
+    name: init.name,
+    kind: 'shoal',
+    url,
+    pid: child.pid,
+    dataDir,
+    process: child,
+    stop: () => child.stop(),
+  }
+}
