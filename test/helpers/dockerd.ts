@@ -58,6 +58,8 @@ export interface Dockerd {
   inspectImage(ref: string): Promise<DockerImageInspect>
   /** `docker run --rm --network none <ref> [args]`, returning what the container printed. */
   run(ref: string, options?: { args?: string[]; signal?: AbortSignal; timeoutMs?: number }): Promise<string>
+  /** Removes every image (forcibly), so the next pull fetches every blob again. */
+  removeAllImages(): Promise<void>
   /** Stops dockerd, then its containerd, by PID, and deletes a namespace it created. Safe to call twice. */
   stop(): Promise<void>
 }
@@ -174,6 +176,12 @@ export async function startDockerd(init: StartDockerdInit): Promise<Dockerd> {
         timeoutMs: options.timeoutMs ?? 120_000,
       })
       return result.stdout
+    },
+    removeAllImages: async () => {
+      const ids = (await docker(['image', 'ls', '-a', '-q'])).stdout
+        .split('\n')
+        .filter((id) => id.trim() !== '')
+      if (ids.length > 0) await docker(['image', 'rm', '-f', ...new Set(ids)])
     },
     stop: async () => {
       if (stopped) return
