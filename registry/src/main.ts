@@ -1,0 +1,150 @@
+/**
+ * The registry's composition root: the only place that knows the concrete classes.
+ * It builds the storage driver and the storage-backed registry, wraps it in the
+ * pull-through cache when upstreams are configured, puts the HTTP app on top, and
+ * runs garbage collection periodically.
+ */
+import { mkdir } from 'node:fs/promises'
+import type Koa from 'koa'
+import type { Logger } from 'pino'
+import { Counter, Histogram, type Registry } from 'prom-client'
+import { ConfigError } from '../../protocol/src/index.js'
+import type { RegistryConfig } from './config.js'
+import { createRegistryApp } from './http/app.js'
+import type { RegistryService } from './service.js'
+import { createFilesystemDriver, createMemoryDriver, createStorageRegistry } from './storage/index.js'
+
+/** The collaborators the registry node needs from its host process. */
+export interface RegistryNodeComponents {
+  logger: Logger
+  /** Where the registry's metrics are registered; the host serves it at /metrics. */
+  metrics: Registry
+}
+
+/** A composed registry: its HTTP app (serving /v2/), its service and its lifecycle. */
+export interface RegistryNode {
+  app: Koa
+  service: RegistryService
+  /** Starts storage and the periodic garbage collection. */
+  start(): Promise<void>
+  /** Stops garbage collection (aborting a running pass) and storage. Safe to call twice. */
+  stop(): Promise<void>
+  /** Runs one garbage collection pass now, as the periodic timer does. */
+  collectGarbage(options?: { signal?: AbortSignal }): Promise<void>
+}
+
+/**
+ * Composes a registry from its configuration. Nothing listens or runs until start();
+ * serving `app` is the caller's business (the CLI puts it on an http.Server).
+ */
+export async function createRegistryNode(
+  config: RegistryConfig,
+  components: RegistryNodeComponents,
+): Promise<RegistryNode> {
+  const { logger, metrics } = components
+  const driver =
+    config.storageDriver === 'memory'
+      ? createMemoryDriver()
+      : createFilesystemDriver({ root: config.dataDir })
+  const storage = createStorageRegistry(
+    { driver, logger },
+    { maxManifestBytes: config.maxManifestBytes, uploadTtlMs: config.uploadTtlMs },
+  )
+  if (config.upstreams.length > 0) {
+    // The pull-through cache (registry/src/proxy) is not in this build yet.
+    throw new ConfigError(['upstreams: the pull-through cache is not available yet in this build'])
+  }
+  const service: RegistryService = storage
+  const app = createRegistryApp(
+    { registry: service, logger, metrics },
+    { maxManifestBytes: config.maxManifestBytes },
+  )
+
+  const gcRuns = new Counter({
+    name: 'shoal_registry_gc_runs_total',
+    help: 'Garbage collection passes, by result (ok or error)',
+    labelNames: ['result'] as const,
+    registers: [metrics],
+  })
+  const gcDuration = new Histogram({
+    name: 'shoal_registry_gc_duration_seconds',
+    help: 'Duration of garbage collection passes',
+    buckets: [0.01, 0.1, 1, 10, 60, 600],
+    registers: [metrics],
+  })
+
+  const gcBlobsDeleted = new Counter({
+    name: 'shoal_registry_gc_blobs_deleted_total',
+    help: 'Blobs removed by garbage collection',
+    registers: [metrics],
+  })
+  const gcBytesFreed = new Counter({
+    name: 'shoal_registry_gc_bytes_freed_total',
+    help: 'Bytes of blob content removed by garbage collection',
+    registers: [metrics],
+  })
+
+  let timer: NodeJS.Timeout | undefined
+  let running: Promise<void> | undefined
+  let stopController: AbortController | undefined
+  let started = false
+  let stopped: Promise<void> | undefined
+
+  async function collectGarbage(options: { signal?: AbortSignal } = {}): Promise<void> {
+    // One pass at a time: a timer tick during a long pass joins it rather than starting another.
+    running ??= (async () => {
+      const endTimer = gcDuration.startTimer()
+      const signals = [options.signal, stopController?.signal].filter(
+        (s): s is AbortSignal => s !== undefined,
+      )
+      try {
+        const report = await storage.collectGarbage({
+          graceMs: config.gcGraceMs,
+          ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}),
+        })
+        gcRuns.inc({ result: 'ok' })
+        gcBlobsDeleted.inc(report.blobsDeleted)
+        gcBytesFreed.inc(report.bytesFreed)
+        logger.info({ report }, 'garbage collection finished')
+      } catch (err) {
+        gcRuns.inc({ result: 'error' })
+        throw err
+      } finally {
+        endTimer()
+        running = undefined
+      }
+    })()
+    return running
+  }
+
+  return {
+    app,
+    service,
+    collectGarbage,
+    async start() {
+      if (started) return
+      started = true
+      stopController = new AbortController()
+      // Create the data folder up front so a bad path fails at start, not at the first push.
+      if (config.storageDriver === 'filesystem') await mkdir(config.dataDir, { recursive: true })
+      await storage.start()
+      if (config.gcIntervalMs > 0) {
+        timer = setInterval(() => {
+          collectGarbage().catch((err: unknown) => {
+            if (!stopController?.signal.aborted) logger.error({ err }, 'garbage collection failed')
+          })
+        }, config.gcIntervalMs)
+        timer.unref()
+      }
+    },
+    stop() {
+      stopped ??= (async () => {
+        if (timer) clearInterval(timer)
+        stopController?.abort()
+        await running?.catch(() => {})
+        if (started) await storage.stop()
+      })()
+      return stopped
+    },
+  }
+}

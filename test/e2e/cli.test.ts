@@ -1,0 +1,149 @@
+/**
+ * The shoal CLI as a user runs it: `node bin/shoal.js registry|up|tracker ...` as a
+ * child process. Checks the listening line, /healthz, /metrics, /v2/, configuration
+ * errors (every problem, exit 2), a port in use, and a clean exit 0 on SIGTERM.
+ */
+import { createHash } from 'node:crypto'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { readdir } from 'node:fs/promises'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createCleanup, createTempDir, removeTempDir, runCommand } from '../helpers/processes.js'
+import { SHOAL_BIN, REPO_ROOT, startShoalRegistry, startShoalService } from '../helpers/shoal.js'
+
+const cleanup = createCleanup()
+let dir: string
+
+beforeEach(async () => {
+  dir = await createTempDir('shoal-e2e-cli-')
+  cleanup.add(() => removeTempDir(dir), 'remove temp dir')
+})
+afterEach(async () => {
+  await cleanup.run()
+})
+
+function shoal(args: string[], env: NodeJS.ProcessEnv = {}) {
+  return runCommand(process.execPath, [SHOAL_BIN, ...args], {
+    cwd: REPO_ROOT,
+    env,
+    allowFailure: true,
+    timeoutMs: 60_000,
+  })
+}
+
+describe('shoal registry', () => {
+  it('logs where it listens, answers /healthz, /metrics and /v2/, and exits 0 on SIGTERM', async () => {
+    const registry = await startShoalRegistry({ dataDir: join(dir, 'data'), logDir: dir })
+    cleanup.add(() => registry.stop(), 'stop registry')
+    expect(registry.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)
+    expect(registry.port).toBeGreaterThan(0)
+
+    const listening = registry.process
+      .lines()
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+      .filter((record) => record.msg === 'listening')
+    expect(listening).toEqual([
+      expect.objectContaining({ msg: 'listening', service: 'registry', url: registry.url }),
+    ])
+
+    const health = await fetch(`${registry.url}/healthz`)
+    expect(health.status).toBe(200)
+    expect(await health.json()).toEqual({ status: 'ok' })
+
+    const base = await fetch(`${registry.url}/v2/`)
+    expect(base.status).toBe(200)
+    expect(base.headers.get('docker-distribution-api-version')).toBe('registry/2.0')
+
+    const metrics = await fetch(`${registry.url}/metrics`)
+    expect(metrics.status).toBe(200)
+    expect(metrics.headers.get('content-type')).toContain('text/plain')
+    const text = await metrics.text()
+    expect(text).toContain('process_cpu_user_seconds_total')
+    expect(text).toMatch(/shoal_registry_http_requests_total\{[^}]*\} \d+/)
+
+    const status = await registry.process.stop()
+    expect(status).toEqual({ code: 0, signal: null })
+    expect(registry.process.lines().some((line) => line.includes('"msg":"stopped"'))).toBe(true)
+  })
+
+  it('reports every configuration problem at once and exits 2', async () => {
+    const result = await shoal(['registry', '--listen', 'nowhere', '--storage-driver', 's3', '--data', dir], {
+      SHOAL_REGISTRY_GC_INTERVAL_MS: 'soon',
+      SHOAL_REGISTRY_UPSTREAMS: 'ftp://example.invalid',
+    })
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('invalid configuration (4 problems)')
+    expect(result.stderr).toMatch(/registry\.listen: .*\(from flag --listen\)/)
+    expect(result.stderr).toMatch(/registry\.storageDriver: .*\(from flag --storage-driver\)/)
+    expect(result.stderr).toMatch(
+      /registry\.gcIntervalMs: .*\(from environment SHOAL_REGISTRY_GC_INTERVAL_MS\)/,
+    )
+    expect(result.stderr).toMatch(
+      /registry\.upstreams\.0\.url: .*\(from environment SHOAL_REGISTRY_UPSTREAMS\)/,
+    )
+    expect(result.stdout).not.toContain('listening')
+  })
+
+  it('says plainly that the port is in use and exits 1', async () => {
+    const blocker: Server = createServer()
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+    cleanup.add(() => new Promise((resolve) => blocker.close(resolve)), 'close blocker')
+    const { port } = blocker.address() as AddressInfo
+    const result = await shoal(['registry', '--listen', `127.0.0.1:${port}`, '--data', dir])
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain(`cannot listen on 127.0.0.1:${port}: the address is already in use`)
+  })
+})
+
+describe('shoal up', () => {
+  it('runs the registry with its data under --data and exits 0 on SIGTERM', async () => {
+    const data = join(dir, 'shoal-data')
+    const up = await startShoalService({
+      args: ['up', '--data', data, '--registry-listen', '127.0.0.1:0'],
+      service: 'registry',
+      name: 'shoal-up',
+      logDir: dir,
+    })
+    cleanup.add(() => up.stop(), 'stop shoal up')
+    expect((await fetch(`${up.url}/v2/`)).status).toBe(200)
+    expect((await fetch(`${up.url}/healthz`)).status).toBe(200)
+    // The summary for people names the registry and how to push to it.
+    await up.process.waitForLine((line) => (line.includes(`docker://${up.host}/`) ? true : undefined), {
+      timeoutMs: 10_000,
+      description: 'the push hint',
+    })
+    // A pushed blob lands under <data>/registry.
+    const blob = Buffer.from('shoal up e2e blob')
+    const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`
+    const push = await fetch(`${up.url}/v2/e2e/up/blobs/uploads/?digest=${digest}`, {
+      method: 'POST',
+      body: blob,
+    })
+    expect(push.status).toBe(201)
+    const files = await readdir(join(data, 'registry'), { recursive: true })
+    expect(files.some((file) => file.includes(digest.slice('sha256:'.length)))).toBe(true)
+    expect(await up.process.stop()).toEqual({ code: 0, signal: null })
+  })
+})
+
+describe('shoal help and unfinished parts', () => {
+  it('lists every subcommand in --help', async () => {
+    const result = await shoal(['--help'])
+    expect(result.code).toBe(0)
+    for (const name of ['registry', 'tracker', 'agent', 'up']) expect(result.stdout).toContain(name)
+  })
+
+  it('exits 2 on an unknown option', async () => {
+    const result = await shoal(['registry', '--no-such-option'])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('unknown option')
+  })
+
+  it('says the agent is not available yet and exits 2', async () => {
+    const result = await shoal(['agent'])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('not available yet')
+  })
+})
