@@ -8,6 +8,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Digest, digestOf, MEDIA_TYPES } from '../../protocol/src/index.js'
+import { createRegistryClient } from '../../protocol/src/registry-client/index.js'
 import {
   type BlobDescriptor,
   buildTestImage,
@@ -189,8 +190,9 @@ describe('shoal registry with skopeo', () => {
     expect(blobs).toHaveLength(3 + 2 + image.layers.length)
   })
 
-  it('round-trips a Helm-chart-shaped OCI artifact', async () => {
+  it('round-trips a Helm-chart-shaped OCI artifact pushed with the shared registry client', async () => {
     const repository = 'e2e/charts/shoal-demo'
+    const client = createRegistryClient({ url: registry.url })
     const chartConfig = Buffer.from(
       JSON.stringify({
         apiVersion: 'v2',
@@ -202,8 +204,18 @@ describe('shoal registry with skopeo', () => {
     // Not a real tarball: a registry must treat artifact layers as opaque bytes.
     const chartContent = Buffer.alloc(256 * 1024)
     for (let i = 0; i < chartContent.length; i++) chartContent[i] = (i * 131 + 7) % 251
-    const config = await uploadBlob(registry.url, repository, chartConfig, HELM_CONFIG)
-    const layer = await uploadBlob(registry.url, repository, chartContent, HELM_CHART)
+    const config = { mediaType: HELM_CONFIG, ...(await client.uploadBlob(repository, chartConfig)) }
+    // The layer goes up in PATCH chunks, the config in one PUT.
+    const layer = {
+      mediaType: HELM_CHART,
+      ...(await client.uploadBlob(repository, chartContent, { chunkSize: 64 * 1024 })),
+    }
+    expect(config.digest).toBe(digestOf(chartConfig))
+    expect(layer).toEqual({
+      mediaType: HELM_CHART,
+      digest: digestOf(chartContent),
+      size: chartContent.length,
+    })
     const manifest = Buffer.from(
       JSON.stringify({
         schemaVersion: 2,
@@ -213,15 +225,20 @@ describe('shoal registry with skopeo', () => {
         annotations: { 'org.opencontainers.image.title': 'shoal-demo' },
       }),
     )
-    const digest = await putManifest(registry.url, repository, '0.1.0', manifest, MEDIA_TYPES.ociManifest)
+    const { digest } = await client.putManifest(repository, '0.1.0', manifest, MEDIA_TYPES.ociManifest)
+    expect(digest).toBe(digestOf(manifest))
 
-    const served = await getManifest(registry.url, repository, '0.1.0')
-    expect(served.bytes.equals(manifest)).toBe(true)
-    expect(served.digestHeader).toBe(digest)
+    const served = await client.getManifest(repository, '0.1.0')
+    expect(Buffer.from(served.body).equals(manifest)).toBe(true)
+    expect(served.digest).toBe(digest)
+    expect(served.mediaType).toBe(MEDIA_TYPES.ociManifest)
     const byDigest = await getManifest(registry.url, repository, digest)
     expect(byDigest.bytes.equals(manifest)).toBe(true)
     expect((await getBlob(registry.url, repository, config.digest)).equals(chartConfig)).toBe(true)
-    expect((await getBlob(registry.url, repository, layer.digest)).equals(chartContent)).toBe(true)
+    const download = await client.getBlob(repository, layer.digest)
+    const chunks: Buffer[] = []
+    for await (const chunk of download.stream) chunks.push(chunk as Buffer)
+    expect(Buffer.concat(chunks).equals(chartContent)).toBe(true)
 
     // skopeo carries artifacts between registries and dir: without looking inside.
     const outDir = join(work, 'out-chart')
