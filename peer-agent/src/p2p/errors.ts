@@ -1,0 +1,26 @@
+/**
+ * Errors of the peer-to-peer layer that only the agent sees (they never reach an OCI
+ * client, so they are not in protocol/src/errors.ts).
+ */
+import { ShoalError } from '../../../protocol/src/errors.js'
+import type { PieceStatus, WireErrorCode } from '../../../protocol/src/messages/index.js'
+
+/** The peer answered a piece request without the piece (`not-held`, `busy`, `not-found`). */
+export class PieceUnavailableError extends ShoalError {
+  readonly status: Exclude<PieceStatus, 'ok'>
+  constructor(status: Exclude<PieceStatus, 'ok'>, detail?: unknown) {
+    super(`peer did not send the piece: ${status}`, detail)
+    this.name = 'PieceUnavailableError'
+    this.status = status
+  }
+}
+
+/** The peer answered with an error message instead of the expected reply. */
+export class PeerRefusedError extends ShoalError {
+  readonly code: WireErrorCode
+  constructor(code: WireErrorCode, message: string, detail?: unknown) {
+    super(`peer refused the request (${code}): ${message}`, detail)
+    this.name = 'PeerRefusedError'
+    this.code = code
+  }
+}

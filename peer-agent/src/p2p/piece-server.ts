@@ -1,0 +1,237 @@
+/**
+ * Serves pieces and bitfields from the blob cache to other peers over the shoal piece
+ * protocols (protocol/src/protocols.ts, framing in protocol/src/messages/):
+ *
+ * - PIECES_PROTOCOL: the peer sends piece-requests; each index is answered, in order,
+ *   by a piece-header and, when its status is ok, the piece's raw bytes. Pieces not
+ *   held are refused (not-held / not-found); beyond the upload cap the answer is busy.
+ * - HAVE_PROTOCOL: a have-request is answered with the bitfield of held pieces.
+ *
+ * Bytes go out in 1 MiB writes, waiting for `drain` when the muxer is full, through a
+ * node-wide token bucket. Malformed input gets an error reply and a closed stream; no
+ * input can make the handler throw.
+ */
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
+import type { Logger } from 'pino'
+import { Bitfield } from '../../../protocol/src/bitfield.js'
+import { DecodeError } from '../../../protocol/src/errors.js'
+import type { Digest } from '../../../protocol/src/index.js'
+import {
+  createMessageReader,
+  encodeMessage,
+  type MessageReader,
+  type PieceStatus,
+  type WireErrorCode,
+} from '../../../protocol/src/messages/index.js'
+import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
+import type { BlobCache } from '../cache/index.js'
+import { sendWithBackpressure } from './stream-io.js'
+import { createTokenBucket } from './token-bucket.js'
+
+/** Reported after each piece sent, for metrics and announces. */
+export interface PieceSentEvent {
+  peer: string
+  digest: Digest
+  index: number
+  bytes: number
+}
+
+/** Options for createPieceServer. */
+export interface PieceServerInit {
+  /** Piece requests served at once (node-wide); more get `busy`. @default 16 */
+  maxConcurrentUploads?: number
+  /** Upload rate limit in bytes per second (node-wide); 0 means unlimited. @default 0 */
+  uploadBytesPerSecond?: number
+  /** How long a peer may take to send its next request. @default 10000 */
+  requestTimeoutMs?: number
+  /** Inbound streams per connection and protocol. @default 64 */
+  maxInboundStreams?: number
+  /** Called after each piece is sent. */
+  onPieceSent?: (event: PieceSentEvent) => void
+}
+
+/** The collaborators of the piece server. */
+export interface PieceServerComponents {
+  libp2p: Pick<Libp2p, 'handle' | 'unhandle'>
+  cache: Pick<BlobCache, 'stat' | 'hasPiece' | 'bitfield' | 'readRange'>
+  logger?: Logger
+}
+
+/** The piece server's lifecycle and load figures. */
+export interface PieceServer {
+  /** Registers the protocol handlers. */
+  start(): Promise<void>
+  /** Unregisters them and aborts uploads in progress; safe to call twice. */
+  stop(): Promise<void>
+  /** Piece requests being served now (the upload load announced to the tracker). */
+  activeUploads(): number
+  /** Piece bytes sent since start. */
+  bytesSent(): number
+}
+
+/** Creates the piece server; call start() to begin serving. */
+export function createPieceServer(
+  components: PieceServerComponents,
+  init: PieceServerInit = {},
+): PieceServer {
+  const { libp2p, cache } = components
+  const log = components.logger
+  const maxUploads = init.maxConcurrentUploads ?? 16
+  const requestTimeoutMs = init.requestTimeoutMs ?? 10_000
+  const maxInboundStreams = init.maxInboundStreams ?? 64
+  const bucket = createTokenBucket({ ratePerSecond: init.uploadBytesPerSecond ?? 0 })
+  const streams = new Set<Stream>()
+  let active = 0
+  let sent = 0
+  let running = false
+  let lifetime = new AbortController()
+
+  function sendError(stream: Stream, code: WireErrorCode, message: string): void {
+    try {
+      if (stream.writeStatus === 'writable') stream.send(encodeMessage({ type: 'error', code, message }))
+    } catch {
+      // The stream may already be gone; nothing more to tell the peer.
+    }
+  }
+
+  /**
+   * Closes our end once what was sent is flushed (so an error reply reaches the peer);
+   * after a failure the stream is then reset, dropping whatever the peer still sends.
+   */
+  async function finish(stream: Stream, err?: unknown): Promise<void> {
+    try {
+      await stream.close({ signal: AbortSignal.timeout(err === undefined ? requestTimeoutMs : 2_000) })
+    } catch (closeErr) {
+      err ??= closeErr
+    }
+    if (err !== undefined && stream.status !== 'closed') {
+      stream.abort(err instanceof Error ? err : new Error(String(err)))
+    }
+  }
+
+  function nextRequest(reader: MessageReader): ReturnType<MessageReader['read']> {
+    return reader.read({ signal: AbortSignal.any([lifetime.signal, AbortSignal.timeout(requestTimeoutMs)]) })
+  }
+
+  async function sendPiece(stream: Stream, peer: string, digest: Digest, index: number): Promise<void> {
+    const stat = cache.stat(digest)
+    let status: PieceStatus = 'ok'
+    if (stat === undefined || stat.pieceSize === undefined) status = 'not-found'
+    else if (!cache.hasPiece(digest, index)) status = 'not-held'
+    if (status !== 'ok' || stat === undefined || stat.pieceSize === undefined) {
+      await sendWithBackpressure(stream, encodeMessage({ type: 'piece-header', index, length: 0, status }))
+      return
+    }
+    const start = index * stat.pieceSize
+    const end = Math.min(stat.size, start + stat.pieceSize)
+    // Opening the range pins the blob, so it cannot be evicted while it is sent.
+    const body = cache.readRange(digest, start, end, { signal: lifetime.signal })
+    await sendWithBackpressure(
+      stream,
+      encodeMessage({ type: 'piece-header', index, length: end - start, status }),
+    )
+    let n = 0
+    for await (const chunk of body as AsyncIterable<Uint8Array>) {
+      await bucket.take(chunk.byteLength, { signal: lifetime.signal })
+      await sendWithBackpressure(stream, chunk, lifetime.signal)
+      n += chunk.byteLength
+      sent += chunk.byteLength
+    }
+    init.onPieceSent?.({ peer, digest, index, bytes: n })
+  }
+
+  async function servePieces(stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    const reader = createMessageReader(stream)
+    for (;;) {
+      const msg = await nextRequest(reader)
+      if (msg === undefined) return
+      if (msg.type !== 'piece-request') throw new DecodeError(`expected piece-request, got ${msg.type}`)
+      if (active >= maxUploads) {
+        for (const index of msg.indexes) {
+          await sendWithBackpressure(
+            stream,
+            encodeMessage({ type: 'piece-header', index, length: 0, status: 'busy' }),
+          )
+        }
+        continue
+      }
+      active++
+      try {
+        for (const index of msg.indexes) await sendPiece(stream, peer, msg.digest, index)
+      } finally {
+        active--
+      }
+    }
+  }
+
+  async function serveHave(stream: Stream): Promise<void> {
+    const reader = createMessageReader(stream)
+    for (;;) {
+      const msg = await nextRequest(reader)
+      if (msg === undefined) return
+      if (msg.type !== 'have-request') throw new DecodeError(`expected have-request, got ${msg.type}`)
+      const stat = cache.stat(msg.digest)
+      const bits = cache.bitfield(msg.digest)
+      const reply =
+        stat === undefined || bits === undefined || stat.pieceCount === 0
+          ? encodeMessage({ type: 'have-reply', status: 'not-found' })
+          : encodeMessage({
+              type: 'have-reply',
+              status: 'ok',
+              bitfield: Bitfield.decode(bits, stat.pieceCount),
+            })
+      await sendWithBackpressure(stream, reply)
+    }
+  }
+
+  function handler(serve: (stream: Stream, connection: Connection) => Promise<void>) {
+    return async (stream: Stream, connection: Connection): Promise<void> => {
+      streams.add(stream)
+      try {
+        await serve(stream, connection)
+        await finish(stream)
+      } catch (err) {
+        if (err instanceof DecodeError) sendError(stream, 'bad-request', err.message)
+        else if (!lifetime.signal.aborted) sendError(stream, 'internal', 'internal error')
+        log?.debug({ err, peer: connection.remotePeer.toString() }, 'piece stream failed')
+        await finish(stream, err)
+      } finally {
+        streams.delete(stream)
+      }
+    }
+  }
+
+  return {
+    async start() {
+      if (running) return
+      running = true
+      lifetime = new AbortController()
+      await libp2p.handle(PIECES_PROTOCOL, handler(servePieces), {
+        maxInboundStreams,
+        runOnLimitedConnection: false,
+      })
+      await libp2p.handle(HAVE_PROTOCOL, handler(serveHave), {
+        maxInboundStreams,
+        runOnLimitedConnection: false,
+      })
+    },
+
+    async stop() {
+      if (!running) return
+      running = false
+      await libp2p.unhandle(PIECES_PROTOCOL)
+      await libp2p.unhandle(HAVE_PROTOCOL)
+      lifetime.abort(new Error('piece server stopped'))
+      for (const s of streams) s.abort(new Error('piece server stopped'))
+    },
+
+    activeUploads() {
+      return active
+    },
+
+    bytesSent() {
+      return sent
+    },
+  }
+}
