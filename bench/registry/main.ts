@@ -13,7 +13,11 @@ import { parseArgs } from 'node:util'
 import { summarizeCpuProfile } from '../lib/cpu-profile.js'
 import { defaultLoadTool, type LoadTool } from '../lib/http-load.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
-import { readProcessCpuSeconds, readWaitedChildrenCpuSeconds } from '../lib/process-sampler.js'
+import {
+  readProcessCpuSeconds,
+  readProcessMemory,
+  readWaitedChildrenCpuSeconds,
+} from '../lib/process-sampler.js'
 import { progress } from '../lib/progress.js'
 import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
 import { formatNumber, formatTable } from '../lib/table.js'
@@ -48,6 +52,7 @@ const USAGE = `usage: npm run bench:registry -- [options]
   --full              also push and pull a 1 GiB blob and judge shoal's peak RSS on it
   --json PATH         where to write the JSON result (default bench/results/registry-<time>.json)
   --candidate KIND    shoal (default) or distribution, to measure Distribution against itself
+  --shoal-entry E     cli (default: bin/shoal.js registry) or direct (storage + HTTP, no CLI)
   --cpu-prof          run shoal under node --cpu-prof and print where its time went
   --keep              keep the temp folder (data, logs, profiles)
   -h, --help          show this help
@@ -65,6 +70,7 @@ interface BenchConfig {
   largeBlobBytes: number
   jsonPath: string
   candidate: 'shoal' | 'distribution'
+  shoalEntry: 'cli' | 'direct'
   cpuProf: boolean
   keep: boolean
 }
@@ -83,6 +89,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
       full: { type: 'boolean', default: false },
       json: { type: 'string' },
       candidate: { type: 'string', default: 'shoal' },
+      'shoal-entry': { type: 'string', default: 'cli' },
       'cpu-prof': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -108,6 +115,8 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
   if (candidate !== 'shoal' && candidate !== 'distribution') {
     problems.push(`--candidate must be shoal or distribution`)
   }
+  const shoalEntry = values['shoal-entry'] as BenchConfig['shoalEntry']
+  if (shoalEntry !== 'cli' && shoalEntry !== 'direct') problems.push(`--shoal-entry must be cli or direct`)
   const config: BenchConfig = {
     blobBytes: Math.round(positive('blob-mb', values['blob-mb'], 512) * MIB),
     chunkBytes: Math.round(positive('chunk-mb', values['chunk-mb'], 16) * MIB),
@@ -120,6 +129,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
     largeBlobBytes: 1024 * MIB,
     jsonPath: values.json ?? defaultResultPath('registry'),
     candidate,
+    shoalEntry,
     cpuProf: values['cpu-prof'],
     keep: values.keep,
   }
@@ -160,13 +170,20 @@ async function main(): Promise<void> {
             name: 'shoal',
             workDir: candidateDir,
             repoRoot: REPO_ROOT,
+            entry: config.shoalEntry,
             nodeArgs: config.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
           })
         : await startDistribution({ name: 'distribution-b', workDir: candidateDir })
     targets.push(candidate)
     const baseline = await startDistribution({ name: 'distribution', workDir: baselineDir })
     targets.push(baseline)
-    for (const target of targets) progress(`${target.name} (pid ${target.pid}) at ${target.url.href}`)
+    const idleRss: Record<string, number> = {}
+    for (const target of targets) {
+      idleRss[target.name] = readProcessMemory(target.pid).rssBytes
+      progress(
+        `${target.name} (pid ${target.pid}) at ${target.url.href}, RSS ${(idleRss[target.name]! / 1e6).toFixed(0)} MB`,
+      )
+    }
 
     const machineStart = readMachineCpuTimes()
     const ownCpuStart = (): number =>
@@ -253,6 +270,13 @@ async function main(): Promise<void> {
         candidate: byTag[c]!.requestsPerSecond,
         baseline: byTag[b]!.requestsPerSecond,
         target: { kind: 'ratio-at-least', min: 1 },
+      },
+      {
+        metric: 'RSS after start, idle',
+        unit: 'MB',
+        candidate: idleRss[c]! / 1e6,
+        baseline: idleRss[b]! / 1e6,
+        target: { kind: 'none' },
       },
       {
         metric: `peak RSS during ${blob} pushes and pulls`,
@@ -351,6 +375,7 @@ async function main(): Promise<void> {
       startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
       config,
+      idleRssBytes: idleRss,
       system: { atStart: systemAtStart, atEnd: systemAtEnd, otherProcessesCores: otherCores },
       servers: { candidate: c, baseline: b },
       rows: judged,

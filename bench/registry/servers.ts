@@ -108,17 +108,25 @@ export async function startShoal(init: {
   name: string
   workDir: string
   repoRoot: string
+  /** `cli` runs `bin/shoal.js registry`; `direct` runs storage + HTTP without the CLI. @default 'cli' */
+  entry?: 'cli' | 'direct'
   extraArgs?: string[]
   nodeArgs?: string[]
 }): Promise<RegistryTarget> {
   const dataDir = join(init.workDir, 'data')
   await mkdir(dataDir, { recursive: true })
+  const entryArgs =
+    init.entry === 'direct'
+      ? [
+          resolve(init.repoRoot, 'bin', 'run-ts.js'),
+          resolve(init.repoRoot, 'bench', 'registry', 'shoal-direct-server.ts'),
+        ]
+      : [resolve(init.repoRoot, 'bin', 'shoal.js'), 'registry']
   const child = startServiceProcess({
     command: process.execPath,
     args: [
       ...(init.nodeArgs ?? []),
-      resolve(init.repoRoot, 'bin', 'shoal.js'),
-      'registry',
+      ...entryArgs,
       '--listen',
       '127.0.0.1:0',
       '--data',
