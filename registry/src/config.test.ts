@@ -69,6 +69,24 @@ describe('parseRegistryConfig', () => {
     expect(problems.find((p) => p.startsWith('(root)'))).toContain('colour')
   })
 
+  it('checks the upstream list as a whole', () => {
+    const problems = problemsOf({
+      upstreams: [
+        { url: 'http://127.0.0.1:1' },
+        { url: 'http://127.0.0.1:2' },
+        { url: 'http://127.0.0.1:3', prefix: 'Bad Prefix' },
+        { url: 'http://127.0.0.1:4', prefix: 'hub' },
+        { url: 'http://127.0.0.1:5', prefix: 'hub', username: 'only-me' },
+      ],
+    })
+    expect(problems).toEqual([
+      expect.stringMatching(/^upstreams\.1: at most one upstream may have no prefix/),
+      expect.stringMatching(/^upstreams\.2\.prefix: .*not a repository name prefix/),
+      expect.stringMatching(/^upstreams\.4\.prefix: .*used twice/),
+      expect.stringMatching(/^upstreams\.4: give both username and password/),
+    ])
+  })
+
   it('rejects a port above 65535', () => {
     expect(problemsOf({ listen: '127.0.0.1:70000' })).toHaveLength(1)
   })

@@ -6,7 +6,7 @@
  * setting here adds its variable and flag too.
  */
 import { z } from 'zod'
-import { ConfigError } from '../../protocol/src/index.js'
+import { ConfigError, isRepositoryName } from '../../protocol/src/index.js'
 
 const MINUTE_MS = 60_000
 const HOUR_MS = 60 * MINUTE_MS
@@ -33,6 +33,37 @@ export const upstreamSchema = z.strictObject({
 })
 
 const nonNegativeInt = () => z.number().int().nonnegative()
+
+/** Rules across the upstream list: prefixes are repository names, unique, at most one catch-all. */
+function checkUpstreams(upstreams: Array<z.infer<typeof upstreamSchema>>, ctx: z.RefinementCtx): void {
+  const seen = new Set<string>()
+  let catchAll = 0
+  upstreams.forEach((upstream, index) => {
+    if (upstream.prefix === undefined) {
+      catchAll++
+      if (catchAll === 2) {
+        ctx.addIssue({ code: 'custom', path: [index], message: 'at most one upstream may have no prefix' })
+      }
+    } else if (!isRepositoryName(upstream.prefix)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [index, 'prefix'],
+        message: `"${upstream.prefix}" is not a repository name prefix (lowercase path components, e.g. docker.io)`,
+      })
+    } else if (seen.has(upstream.prefix)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [index, 'prefix'],
+        message: `prefix "${upstream.prefix}" is used twice`,
+      })
+    } else {
+      seen.add(upstream.prefix)
+    }
+    if ((upstream.username === undefined) !== (upstream.password === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [index], message: 'give both username and password, or neither' })
+    }
+  })
+}
 
 /**
  * Every registry setting. Field names carry their unit (`Ms`, `Bytes`). Each field's
@@ -68,6 +99,7 @@ export const registryConfigSchema = z.strictObject({
     .describe('unreferenced content younger than this survives garbage collection, in milliseconds'),
   upstreams: z
     .array(upstreamSchema)
+    .superRefine(checkUpstreams)
     .default([])
     .describe('upstream registries for the pull-through cache ([prefix=]url; none disables it)'),
   tagTtlMs: nonNegativeInt()

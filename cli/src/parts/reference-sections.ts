@@ -1,0 +1,8 @@
+/** The sections the configuration reference documents, one per part the CLI runs. */
+import type { ReferenceSection } from '../config/reference.js'
+import { registrySection } from './registry-part.js'
+
+/** Every documented config section, in the order the reference shows them. */
+export const referenceSections: ReferenceSection[] = [
+  { section: 'registry', command: 'shoal registry', settings: registrySection.settings },
+]
