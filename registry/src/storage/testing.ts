@@ -52,3 +52,45 @@ export function imageIndex(manifests: Descriptor[], extra: Record<string, unknow
 export async function* bodyOf(...parts: Uint8Array[]): AsyncGenerator<Uint8Array> {
   for (const p of parts) yield p
 }
+
+/** The small surface of RegistryService the helpers below need. */
+interface Pusher {
+  startUpload(repository: string): Promise<{ id: string }>
+  completeUpload(
+    repository: string,
+    id: string,
+    digest: string,
+    body?: AsyncIterable<Uint8Array>,
+  ): Promise<{ digest: Digest; size: number }>
+  putManifest(
+    repository: string,
+    reference: string,
+    mediaType: string | undefined,
+    body: Uint8Array,
+  ): Promise<{ digest: Digest }>
+}
+
+/** Uploads `bytes` monolithically into `repository`. */
+export async function pushBlob(r: Pusher, repository: string, bytes: Uint8Array): Promise<Digest> {
+  const u = await r.startUpload(repository)
+  return (await r.completeUpload(repository, u.id, digestOf(bytes), bodyOf(bytes))).digest
+}
+
+/** Pushes a small image (config + layers) and its manifest under `reference`. */
+export async function pushImage(
+  r: Pusher,
+  repository: string,
+  reference: string,
+  init: { layers?: Uint8Array[]; seed?: number; extra?: Record<string, unknown> } = {},
+): Promise<{ digest: Digest; body: Buffer; config: Descriptor; layers: Descriptor[] }> {
+  const seed = init.seed ?? 1
+  const configBytes = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', seed }))
+  const layerBytes = init.layers ?? [blobFixture(64 + seed, seed).bytes]
+  await pushBlob(r, repository, configBytes)
+  for (const l of layerBytes) await pushBlob(r, repository, l)
+  const config = descriptorOf(MEDIA_TYPES.ociConfig, configBytes)
+  const layers = layerBytes.map((l) => descriptorOf(MEDIA_TYPES.ociLayerGzip, l))
+  const body = imageManifest(config, layers, init.extra)
+  const { digest } = await r.putManifest(repository, reference, MEDIA_TYPES.ociManifest, body)
+  return { digest, body, config, layers }
+}
