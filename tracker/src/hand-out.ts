@@ -1,0 +1,82 @@
+/**
+ * The tracker's hand-out policy, pure (no I/O, randomness injected) so the cluster
+ * simulator can import it: which peers an asking peer is given, and whether it may go
+ * back to the origin.
+ *
+ * Order: complete peers first; then partial peers that hold something (in-flight
+ * peers serve what they hold); then partial peers that hold nothing yet. Within each
+ * tier, peers in the asker's zone first, then the least loaded; random among equals,
+ * so the swarm graph stays well mixed. The asker itself is never handed out.
+ */
+
+/** What the policy needs to know of a candidate peer. */
+export interface HandOutCandidate {
+  peerId: string
+  complete: boolean
+  zone?: string
+  uploadLoad: number
+  /** Pieces held, when announced; 0 puts a partial peer last. */
+  piecesHeld?: number
+}
+
+/** The asking peer. */
+export interface HandOutAsker {
+  peerId: string
+  zone?: string
+}
+
+/** Options of handOut. */
+export interface HandOutOptions {
+  /** Most peers to return. */
+  max: number
+  /** Uniform random numbers in [0, 1). @default Math.random */
+  random?: () => number
+}
+
+function tier(p: HandOutCandidate): number {
+  if (p.complete) return 0
+  return p.piecesHeld === 0 ? 2 : 1
+}
+
+/**
+ * Picks up to `max` peers from `candidates` for `asker`, best first (see the module
+ * comment). Does not modify `candidates`.
+ */
+export function handOut<T extends HandOutCandidate>(
+  candidates: readonly T[],
+  asker: HandOutAsker,
+  options: HandOutOptions,
+): T[] {
+  const random = options.random ?? Math.random
+  const max = Math.max(0, Math.floor(options.max))
+  const pool = candidates.filter((p) => p.peerId !== asker.peerId)
+  // Shuffle first, then a stable sort: peers equal on every criterion stay in random order.
+  for (let i = pool.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    const t = pool[i]!
+    pool[i] = pool[j]!
+    pool[j] = t
+  }
+  const sameZone = (p: HandOutCandidate): number =>
+    asker.zone !== undefined && asker.zone !== '' && p.zone === asker.zone ? 0 : 1
+  pool.sort((a, b) => tier(a) - tier(b) || sameZone(a) - sameZone(b) || a.uploadLoad - b.uploadLoad)
+  return pool.slice(0, max)
+}
+
+/** The parts of an announce that decide whether a peer asks for an origin slot. */
+export interface OriginWish {
+  role: 'peer' | 'seed'
+  state: 'complete' | 'partial'
+  event?: 'started' | 'completed' | 'stopped'
+  wantsSeed?: boolean
+}
+
+/**
+ * True when the announcing peer wants to fetch from the origin: an ordinary peer that
+ * is still partial and has not said otherwise (`wantsSeed` defaults to true).
+ */
+export function wantsOrigin(a: OriginWish): boolean {
+  if (a.role === 'seed' || a.state === 'complete') return false
+  if (a.event === 'completed' || a.event === 'stopped') return false
+  return a.wantsSeed ?? true
+}
