@@ -82,7 +82,7 @@ describe('shoal registry with containerd', () => {
     expect(output.trim()).toBe(image.message)
   })
 
-  it('pulls another upstream's name through a hosts.toml mirror entry and runs the image', async () => {
+  it('pulls a name of another upstream through a hosts.toml mirror entry and runs the image', async () => {
     // The upstream named in the image reference does not exist: the pull succeeds only
     // if shoal answers as the mirror.
     const upstreamHost = 'upstream.invalid'
