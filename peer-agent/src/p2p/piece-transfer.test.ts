@@ -1,0 +1,234 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { digestOf } from '../../../protocol/src/index.js'
+import { createMessageReader, encodeMessage } from '../../../protocol/src/messages/index.js'
+import { type PieceMap, pieceMatches, pieceRange } from '../../../protocol/src/piece-map.js'
+import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
+import { type BlobCache, createBlobCache } from '../cache/index.js'
+import { createP2PNode, type P2PNode } from './node.js'
+import { createPieceClient, type PieceClient } from './piece-client.js'
+import { createPieceServer, type PieceServer, type PieceServerInit } from './piece-server.js'
+
+const PIECE = 64 * 1024
+
+function blob(size: number, pieceSize = PIECE): { bytes: Buffer; map: PieceMap } {
+  const bytes = randomBytes(size)
+  const pieces: string[] = []
+  for (let off = 0; off < Math.max(size, 1); off += pieceSize) {
+    pieces.push(digestOf(bytes.subarray(off, off + pieceSize)).slice('sha256:'.length))
+  }
+  return { bytes, map: { digest: digestOf(bytes), size, pieceSize, pieces } }
+}
+
+async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield bytes
+}
+
+interface Peer {
+  node: P2PNode
+  cache: BlobCache
+  server: PieceServer
+  client: PieceClient
+}
+
+describe('piece exchange', () => {
+  const cleanups: Array<() => Promise<void>> = []
+
+  async function peer(init: PieceServerInit = {}, quotaBytes = 1 << 30): Promise<Peer> {
+    const root = await mkdtemp(join(tmpdir(), 'shoal-p2p-'))
+    const cache = createBlobCache({}, { root, quotaBytes, durable: false })
+    await cache.start()
+    const node = await createP2PNode({})
+    await node.start()
+    const server = createPieceServer({ libp2p: node.libp2p, cache }, init)
+    await server.start()
+    const client = createPieceClient({ libp2p: node.libp2p }, { timeoutMs: 10_000 })
+    cleanups.push(async () => {
+      await server.stop()
+      await node.stop()
+      await cache.stop()
+      await rm(root, { recursive: true, force: true })
+    })
+    return { node, cache, server, client }
+  }
+
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  it('exchanges pieces and bitfields among three nodes, serving partial blobs too', async () => {
+    const [seed, middle, leecher] = [await peer(), await peer(), await peer()]
+    const { bytes, map } = blob(5 * PIECE + 1000)
+    const digest = map.digest
+    await seed.cache.putBlob(digest, map.size, once(bytes), { layout: map })
+    await middle.cache.open(digest, map)
+    await leecher.cache.open(digest, map)
+    const seedAddr = seed.node.getMultiaddrs()
+    const middleAddr = middle.node.getMultiaddrs()
+
+    // The middle peer fetches two pieces from the seed, checks them and stores them.
+    for (const index of [1, 4]) {
+      const piece = await middle.client.fetchPiece(seedAddr, digest, index, {
+        expectedLength: pieceRange(map, index).length,
+      })
+      expect(pieceMatches(map, index, piece)).toBe(true)
+      await middle.cache.writePiece(digest, index, piece)
+    }
+    expect((await leecher.client.fetchHave(middleAddr, digest))?.encode()).toEqual(Uint8Array.of(0b0100_1000))
+    expect((await leecher.client.fetchHave(seedAddr, digest))?.count()).toBe(6)
+    expect(await leecher.client.fetchHave(seedAddr, digestOf('unknown'))).toBeUndefined()
+    await expect(leecher.client.fetchPiece(middleAddr, digest, 0)).rejects.toMatchObject({
+      name: 'PieceUnavailableError',
+      status: 'not-held',
+    })
+    await expect(leecher.client.fetchPiece(seedAddr, digestOf('unknown'), 0)).rejects.toMatchObject({
+      name: 'PieceUnavailableError',
+      status: 'not-found',
+    })
+
+    // The leecher takes what the middle peer holds from it and the rest from the seed.
+    const fromMiddle = leecher.client.fetchPieces(middleAddr, digest, [
+      { index: 1 },
+      { index: 4 },
+      { index: 2 },
+    ])
+    const results = []
+    for await (const r of fromMiddle) results.push(r)
+    expect(results.map((r) => r.bytes === undefined)).toEqual([false, false, true])
+    expect(results[2]).toMatchObject({ index: 2, status: 'not-held' })
+    for (const r of results) if (r.bytes) await leecher.cache.writePiece(digest, r.index, r.bytes)
+    for await (const r of leecher.client.fetchPieces(
+      seedAddr,
+      digest,
+      [0, 2, 3, 5].map((index) => ({ index })),
+    )) {
+      expect(pieceMatches(map, r.index, r.bytes!)).toBe(true)
+      await leecher.cache.writePiece(digest, r.index, r.bytes!)
+    }
+    await leecher.cache.complete(digest)
+    expect(leecher.cache.has(digest)).toBe(true)
+    expect(seed.server.bytesSent()).toBe(2 * PIECE + 3 * PIECE + 1000)
+    expect(middle.server.bytesSent()).toBe(2 * PIECE)
+    // A length other than the map's is refused before the bytes are read.
+    await expect(leecher.client.fetchPiece(seedAddr, digest, 0, { expectedLength: 5 })).rejects.toMatchObject(
+      {
+        name: 'DecodeError',
+      },
+    )
+  })
+
+  it('leaves a corrupted piece to be caught by the caller hash check', async () => {
+    const [bad, good, leecher] = [await peer(), await peer(), await peer()]
+    const { bytes, map } = blob(2 * PIECE)
+    await bad.cache.open(map.digest, map)
+    // The cache trusts its caller, so a broken peer can hold and serve wrong bytes.
+    await bad.cache.writePiece(map.digest, 1, Buffer.alloc(PIECE, 0xee))
+    await good.cache.putBlob(map.digest, map.size, once(bytes), { layout: map })
+    const corrupt = await leecher.client.fetchPiece(bad.node.getMultiaddrs(), map.digest, 1, {
+      expectedLength: PIECE,
+    })
+    expect(corrupt.byteLength).toBe(PIECE)
+    expect(pieceMatches(map, 1, corrupt)).toBe(false)
+    const fine = await leecher.client.fetchPiece(good.node.getMultiaddrs(), map.digest, 1, {
+      expectedLength: PIECE,
+    })
+    expect(pieceMatches(map, 1, fine)).toBe(true)
+  })
+
+  it('answers garbage with an error or a closed stream and keeps serving', async () => {
+    const [seed, attacker] = [await peer(), await peer()]
+    const { bytes, map } = blob(PIECE + 10)
+    await seed.cache.putBlob(map.digest, map.size, once(bytes), { layout: map })
+    const target = seed.node.getMultiaddrs()
+    const oversized = Buffer.alloc(8)
+    oversized.writeUInt32BE(0xffffffff, 0)
+    const wrongType = encodeMessage({ type: 'have-request', digest: map.digest })
+    const truncated = encodeMessage({ type: 'piece-request', digest: map.digest, indexes: [0] }).subarray(
+      0,
+      10,
+    )
+    const garbage: Array<[string, Uint8Array]> = [
+      [PIECES_PROTOCOL, randomBytes(4096)],
+      [PIECES_PROTOCOL, oversized],
+      [PIECES_PROTOCOL, wrongType],
+      [PIECES_PROTOCOL, truncated],
+      [PIECES_PROTOCOL, Buffer.from([0, 0, 0, 3, 1, 9, 9])],
+      [HAVE_PROTOCOL, randomBytes(100)],
+      [HAVE_PROTOCOL, encodeMessage({ type: 'piece-request', digest: map.digest, indexes: [0] })],
+    ]
+    let answered = 0
+    for (const [protocol, junk] of garbage) {
+      const stream = await attacker.node.libp2p.dialProtocol(target, protocol, {
+        signal: AbortSignal.timeout(5_000),
+      })
+      stream.send(junk)
+      await stream.close()
+      const replies = []
+      try {
+        const reader = createMessageReader(stream)
+        for (let m = await reader.read(); m !== undefined; m = await reader.read()) replies.push(m)
+      } catch {
+        // A reset stream is an acceptable answer to garbage.
+      }
+      for (const reply of replies) expect(reply).toMatchObject({ type: 'error', code: 'bad-request' })
+      answered += replies.length
+    }
+    // Well-framed but wrong messages at least are answered with an error.
+    expect(answered).toBeGreaterThanOrEqual(2)
+    const piece = await attacker.client.fetchPiece(target, map.digest, 1, { expectedLength: 10 })
+    expect(Buffer.from(piece)).toEqual(bytes.subarray(PIECE))
+    expect((await attacker.client.fetchHave(target, map.digest))?.count()).toBe(2)
+  })
+
+  it('answers busy beyond the upload cap', async () => {
+    // 64 KiB/s with a 64 KiB bucket: the first piece goes at once, the next ones crawl.
+    const seed = await peer({ maxConcurrentUploads: 1, uploadBytesPerSecond: PIECE })
+    const leecher = await peer()
+    const { bytes, map } = blob(4 * PIECE)
+    await seed.cache.putBlob(map.digest, map.size, once(bytes), { layout: map })
+    const target = seed.node.getMultiaddrs()
+    const controller = new AbortController()
+    const slow = leecher.client.fetchPieces(
+      target,
+      map.digest,
+      [0, 1, 2, 3].map((index) => ({ index })),
+      {
+        signal: controller.signal,
+      },
+    )
+    const first = await slow.next()
+    expect(first.value).toMatchObject({ index: 0 })
+    expect(seed.server.activeUploads()).toBe(1)
+    await expect(leecher.client.fetchPiece(target, map.digest, 3)).rejects.toMatchObject({
+      name: 'PieceUnavailableError',
+      status: 'busy',
+    })
+    controller.abort(new Error('done'))
+    await expect(slow.next()).rejects.toThrow('done')
+    const deadline = Date.now() + 10_000
+    while (seed.server.activeUploads() > 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20))
+    expect(seed.server.activeUploads()).toBe(0)
+  })
+
+  it('moves 64 MiB between two nodes over one stream', async () => {
+    const [seed, leecher] = [await peer(), await peer()]
+    const { bytes, map } = blob(64 * 1024 * 1024, 4 * 1024 * 1024)
+    await seed.cache.putBlob(map.digest, map.size, once(bytes), { layout: map })
+    const wants = map.pieces.map((_, index) => ({ index, length: pieceRange(map, index).length }))
+    const started = performance.now()
+    let received = 0
+    let allMatch = true
+    for await (const r of leecher.client.fetchPieces(seed.node.getMultiaddrs(), map.digest, wants)) {
+      received += r.bytes?.byteLength ?? 0
+      allMatch &&= r.bytes !== undefined && pieceMatches(map, r.index, r.bytes)
+    }
+    const seconds = (performance.now() - started) / 1000
+    console.log(`piece transfer: ${(received / 1e6 / seconds).toFixed(0)} MB/s over ${seconds.toFixed(2)} s`)
+    expect(received).toBe(map.size)
+    expect(allMatch).toBe(true)
+  })
+})
