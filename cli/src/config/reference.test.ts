@@ -6,8 +6,9 @@ import { REFERENCE_BEGIN, REFERENCE_END, renderReference, replaceReference } fro
 describe('configuration reference', () => {
   it('docs/CONFIGURATION.md lists exactly the settings of the schemas (run npm run docs:config)', async () => {
     const document = await readFile(new URL('../../../docs/CONFIGURATION.md', import.meta.url), 'utf8')
-    const expected = renderReference(referenceSections)
-    expect(document).toContain(expected)
+    // Biome pads markdown tables; compare with the padding taken out.
+    const normalize = (text: string) => text.replace(/-{3,}/g, '---').replace(/ {2,}/g, ' ')
+    expect(normalize(document)).toContain(normalize(renderReference(referenceSections)))
     for (const { settings } of referenceSections) {
       for (const setting of settings) expect(document).toContain(`\`${setting.env}\``)
     }

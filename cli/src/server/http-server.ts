@@ -87,7 +87,9 @@ export async function startHttpService(init: HttpServiceInit): Promise<HttpServi
   const bound = server.address() as AddressInfo
   const host = bound.family === 'IPv6' || bound.address.includes(':') ? `[${bound.address}]` : bound.address
   const url = `http://${host}:${bound.port}`
-  init.logger.info({ service: init.service, url }, 'listening')
+  // A child logger that already names the service must not repeat the key in the line.
+  const named = init.logger.bindings().service === init.service
+  init.logger.info(named ? { url } : { service: init.service, url }, 'listening')
 
   let closing: Promise<void> | undefined
   return {

@@ -12,7 +12,8 @@ export type LogLevel = Level | 'silent'
  * (`logger.child({ service: 'registry' })`).
  */
 export function createLogger(level: LogLevel = 'info'): Logger {
-  return pino({ level })
+  // Synchronous writes keep lines in order and lose none when the process exits right after logging.
+  return pino({ level }, pino.destination({ dest: 1, sync: true }))
 }
 
 /** A child logger for one part, at that part's own level. */
