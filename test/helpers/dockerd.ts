@@ -6,6 +6,7 @@
  * namespace. The client is Debian's /usr/bin/docker (a newer /usr/local/bin/docker may
  * shadow it).
  */
+import { randomBytes } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { type Containerd, startContainerd } from './containerd.js'
@@ -112,7 +113,10 @@ export async function startDockerd(init: StartDockerdInit): Promise<Dockerd> {
   }
 
   try {
-    containerd = await startContainerd({ dir: join(dir, 'containerd'), netns, namespace: 'e2e-docker' })
+    // Random namespaces: runc keeps state per containerd namespace under /run/containerd,
+    // which every containerd on the machine shares.
+    const namespace = `e2e-docker-${randomBytes(4).toString('hex')}`
+    containerd = await startContainerd({ dir: join(dir, 'containerd'), netns, namespace })
     const config = {
       'data-root': join(dir, 'data'),
       'exec-root': join(dir, 'exec'),
@@ -127,8 +131,8 @@ export async function startDockerd(init: StartDockerdInit): Promise<Dockerd> {
       'registry-mirrors': init.registryMirrors ?? [],
       'insecure-registries': init.insecureRegistries ?? [],
       containerd: containerd.socket,
-      'containerd-namespace': 'e2e-docker',
-      'containerd-plugins-namespace': 'e2e-docker-plugins',
+      'containerd-namespace': namespace,
+      'containerd-plugins-namespace': `${namespace}-plugins`,
       ...init.extraConfig,
     }
     const configPath = join(dir, 'daemon.json')
