@@ -138,6 +138,8 @@ describe('blob cache', () => {
     cache.events.on('evicted', (e) => evicted.push(e.digest))
     await cache.putBlob(d!.digest, d!.bytes.length, once(d!.bytes))
     expect(evicted).toEqual([b!.digest])
+    // Blobs stored whole get the default piece layout for their size.
+    expect(cache.stat(d!.digest)).toMatchObject({ pieceSize: 1 << 20, pieceCount: 1, piecesHeld: 1 })
     expect([a, b, c, d].map((f) => cache.has(f!.digest))).toEqual([true, false, true, true])
     expect(cache.usage().usedBytes).toBe(3 * PIECE)
     // A partial download reserves its full size up front.

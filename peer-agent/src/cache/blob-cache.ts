@@ -21,6 +21,7 @@ import {
   RangeInvalidError,
   SizeInvalidError,
 } from '../../../protocol/src/index.js'
+import { choosePieceSize } from '../../../protocol/src/piece-map.js'
 import { bitBytes, countBits, getBit, withBit } from './bits.js'
 import { type BlobPaths, blobPaths, blobsDir, partialDir, tmpDir } from './paths.js'
 
@@ -37,7 +38,7 @@ export interface BlobStat {
   digest: Digest
   size: number
   complete: boolean
-  /** Undefined for a complete blob stored without a layout and no `pieceSizeFor`. */
+  /** Undefined only when `pieceSizeFor` gives nothing for a complete blob without a stored layout. */
   pieceSize: number | undefined
   pieceCount: number
   piecesHeld: number
@@ -69,7 +70,7 @@ export interface BlobCacheInit {
   quotaBytes: number
   /**
    * The piece size to assume for a complete blob stored without a layout (putBlob).
-   * @default undefined: such blobs have no piece view until opened with a layout
+   * @default choosePieceSize from protocol/src/piece-map.ts
    */
   pieceSizeFor?: (size: number) => number
   /**
@@ -270,6 +271,7 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
   const { root, quotaBytes } = init
   const durable = init.durable ?? true
   const chunkBytes = init.readChunkBytes ?? 1 << 20
+  const pieceSizeFor = init.pieceSizeFor ?? choosePieceSize
   const log = components.logger
   const events = new EventEmitter<BlobCacheEvents>()
   events.setMaxListeners(0)
@@ -446,7 +448,7 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
     } catch {
       // No layout stored beside the blob.
     }
-    pieceSize ??= init.pieceSizeFor?.(size)
+    pieceSize ??= pieceSizeFor(size)
     const entry = newEntry(digest, true, { size, pieceSize })
     entry.lastAccess = entry.lastTouchPersisted = mtime
     return entry
@@ -794,7 +796,7 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
           const existing = entries.get(digest)
           if (existing?.complete) return
           if (existing) await dropEntry(existing)
-          const layoutPieceSize = options.layout?.pieceSize ?? init.pieceSizeFor?.(size)
+          const layoutPieceSize = options.layout?.pieceSize ?? pieceSizeFor(size)
           const entry = newEntry(digest, true, { size, pieceSize: layoutPieceSize })
           if (layoutPieceSize !== undefined) {
             await writeFileDurably(

@@ -16,7 +16,8 @@ import {
   type Message,
   type PieceStatus,
 } from '../../../protocol/src/messages/index.js'
-import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
+import type { SignedPieceMap } from '../../../protocol/src/piece-map.js'
+import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
 import { PeerRefusedError, PieceUnavailableError } from './errors.js'
 
 /** Where to reach a peer: its id (addresses from the peer store) or addresses. */
@@ -81,6 +82,16 @@ export interface PieceClient {
     digest: Digest,
     options?: { signal?: AbortSignal },
   ): Promise<Bitfield | undefined>
+  /**
+   * Asks the peer for the signed piece map of `digest`, or undefined when it has none.
+   * The map is NOT verified here: pass it to verifyPieceMap with the seed's peer id.
+   * Throws PeerRefusedError, DecodeError, or the signal's reason.
+   */
+  fetchPieceMap(
+    peer: PeerTarget,
+    digest: Digest,
+    options?: { signal?: AbortSignal },
+  ): Promise<SignedPieceMap | undefined>
 }
 
 function refusal(msg: Message): Error | undefined {
@@ -189,6 +200,30 @@ export function createPieceClient(
       for await (const r of replies) reply = r
       if (reply === undefined) throw new DecodeError('no reply to the have request')
       return reply.status === 'ok' ? reply.bitfield : undefined
+    },
+
+    async fetchPieceMap(peer, digest, options = {}) {
+      const request = encodeMessage({ type: 'piece-map-request', digest })
+      const replies = exchange(
+        peer,
+        PIECE_MAP_PROTOCOL,
+        request,
+        options.signal,
+        async function* (stream, signal) {
+          const msg = await createMessageReader(stream).read({ signal })
+          if (msg === undefined) throw new DecodeError('stream ended before the piece map reply')
+          const refused = refusal(msg)
+          if (refused) throw refused
+          yield expectMessage(msg, 'piece-map-reply')
+        },
+      )
+      let reply: Extract<Message, { type: 'piece-map-reply' }> | undefined
+      for await (const r of replies) reply = r
+      if (reply === undefined) throw new DecodeError('no reply to the piece map request')
+      if (reply.status !== 'ok') return undefined
+      if (reply.signed?.map.digest !== digest)
+        throw new DecodeError('peer sent the piece map of another blob')
+      return reply.signed
     },
   }
   return client

@@ -6,6 +6,7 @@
  *   by a piece-header and, when its status is ok, the piece's raw bytes. Pieces not
  *   held are refused (not-held / not-found); beyond the upload cap the answer is busy.
  * - HAVE_PROTOCOL: a have-request is answered with the bitfield of held pieces.
+ * - PIECE_MAP_PROTOCOL (when given piece maps): the signed piece map of a blob.
  *
  * Bytes go out in 1 MiB writes, waiting for `drain` when the muxer is full, through a
  * node-wide token bucket. Malformed input gets an error reply and a closed stream; no
@@ -23,7 +24,8 @@ import {
   type PieceStatus,
   type WireErrorCode,
 } from '../../../protocol/src/messages/index.js'
-import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
+import type { SignedPieceMap } from '../../../protocol/src/piece-map.js'
+import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
 import type { BlobCache } from '../cache/index.js'
 import { sendWithBackpressure } from './stream-io.js'
 import { createTokenBucket } from './token-bucket.js'
@@ -44,6 +46,12 @@ export interface PieceServerInit {
   uploadBytesPerSecond?: number
   /** How long a peer may take to send its next request. @default 10000 */
   requestTimeoutMs?: number
+  /**
+   * How long a send may wait for the peer to read (for `drain`) before the stream is
+   * reset and its upload slot freed.
+   * @default 30000
+   */
+  sendStallTimeoutMs?: number
   /** Inbound streams per connection and protocol. @default 64 */
   maxInboundStreams?: number
   /** Called after each piece is sent. */
@@ -54,6 +62,11 @@ export interface PieceServerInit {
 export interface PieceServerComponents {
   libp2p: Pick<Libp2p, 'handle' | 'unhandle'>
   cache: Pick<BlobCache, 'stat' | 'hasPiece' | 'bitfield' | 'readRange'>
+  /**
+   * Signed piece maps this node can hand out on PIECE_MAP_PROTOCOL (they are checked
+   * by the receiver against the seed's peer id); without it that protocol is not served.
+   */
+  pieceMaps?: { get(digest: Digest): SignedPieceMap | undefined | Promise<SignedPieceMap | undefined> }
   logger?: Logger
 }
 
@@ -78,6 +91,7 @@ export function createPieceServer(
   const log = components.logger
   const maxUploads = init.maxConcurrentUploads ?? 16
   const requestTimeoutMs = init.requestTimeoutMs ?? 10_000
+  const stallTimeoutMs = init.sendStallTimeoutMs ?? 30_000
   const maxInboundStreams = init.maxInboundStreams ?? 64
   const bucket = createTokenBucket({ ratePerSecond: init.uploadBytesPerSecond ?? 0 })
   const streams = new Set<Stream>()
@@ -109,6 +123,15 @@ export function createPieceServer(
     }
   }
 
+  /** Sends with back-pressure, giving up when the peer stops reading or the server stops. */
+  function send(stream: Stream, data: Uint8Array): Promise<void> {
+    return sendWithBackpressure(
+      stream,
+      data,
+      AbortSignal.any([lifetime.signal, AbortSignal.timeout(stallTimeoutMs)]),
+    )
+  }
+
   function nextRequest(reader: MessageReader): ReturnType<MessageReader['read']> {
     return reader.read({ signal: AbortSignal.any([lifetime.signal, AbortSignal.timeout(requestTimeoutMs)]) })
   }
@@ -119,21 +142,18 @@ export function createPieceServer(
     if (stat === undefined || stat.pieceSize === undefined) status = 'not-found'
     else if (!cache.hasPiece(digest, index)) status = 'not-held'
     if (status !== 'ok' || stat === undefined || stat.pieceSize === undefined) {
-      await sendWithBackpressure(stream, encodeMessage({ type: 'piece-header', index, length: 0, status }))
+      await send(stream, encodeMessage({ type: 'piece-header', index, length: 0, status }))
       return
     }
     const start = index * stat.pieceSize
     const end = Math.min(stat.size, start + stat.pieceSize)
     // Opening the range pins the blob, so it cannot be evicted while it is sent.
     const body = cache.readRange(digest, start, end, { signal: lifetime.signal })
-    await sendWithBackpressure(
-      stream,
-      encodeMessage({ type: 'piece-header', index, length: end - start, status }),
-    )
+    await send(stream, encodeMessage({ type: 'piece-header', index, length: end - start, status }))
     let n = 0
     for await (const chunk of body as AsyncIterable<Uint8Array>) {
       await bucket.take(chunk.byteLength, { signal: lifetime.signal })
-      await sendWithBackpressure(stream, chunk, lifetime.signal)
+      await send(stream, chunk)
       n += chunk.byteLength
       sent += chunk.byteLength
     }
@@ -149,10 +169,7 @@ export function createPieceServer(
       if (msg.type !== 'piece-request') throw new DecodeError(`expected piece-request, got ${msg.type}`)
       if (active >= maxUploads) {
         for (const index of msg.indexes) {
-          await sendWithBackpressure(
-            stream,
-            encodeMessage({ type: 'piece-header', index, length: 0, status: 'busy' }),
-          )
+          await send(stream, encodeMessage({ type: 'piece-header', index, length: 0, status: 'busy' }))
         }
         continue
       }
@@ -181,7 +198,24 @@ export function createPieceServer(
               status: 'ok',
               bitfield: Bitfield.decode(bits, stat.pieceCount),
             })
-      await sendWithBackpressure(stream, reply)
+      await send(stream, reply)
+    }
+  }
+
+  async function servePieceMap(stream: Stream): Promise<void> {
+    const reader = createMessageReader(stream)
+    for (;;) {
+      const msg = await nextRequest(reader)
+      if (msg === undefined) return
+      if (msg.type !== 'piece-map-request')
+        throw new DecodeError(`expected piece-map-request, got ${msg.type}`)
+      const signed = await components.pieceMaps?.get(msg.digest)
+      await send(
+        stream,
+        signed === undefined
+          ? encodeMessage({ type: 'piece-map-reply', status: 'not-found' })
+          : encodeMessage({ type: 'piece-map-reply', status: 'ok', signed }),
+      )
     }
   }
 
@@ -215,6 +249,12 @@ export function createPieceServer(
         maxInboundStreams,
         runOnLimitedConnection: false,
       })
+      if (components.pieceMaps) {
+        await libp2p.handle(PIECE_MAP_PROTOCOL, handler(servePieceMap), {
+          maxInboundStreams,
+          runOnLimitedConnection: false,
+        })
+      }
     },
 
     async stop() {
@@ -222,6 +262,7 @@ export function createPieceServer(
       running = false
       await libp2p.unhandle(PIECES_PROTOCOL)
       await libp2p.unhandle(HAVE_PROTOCOL)
+      if (components.pieceMaps) await libp2p.unhandle(PIECE_MAP_PROTOCOL)
       lifetime.abort(new Error('piece server stopped'))
       for (const s of streams) s.abort(new Error('piece server stopped'))
     },

@@ -2,15 +2,29 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
 import { afterEach, describe, expect, it } from 'vitest'
 import { digestOf } from '../../../protocol/src/index.js'
 import { createMessageReader, encodeMessage } from '../../../protocol/src/messages/index.js'
-import { type PieceMap, pieceMatches, pieceRange } from '../../../protocol/src/piece-map.js'
+import {
+  type PieceMap,
+  pieceMatches,
+  pieceRange,
+  type SignedPieceMap,
+  signPieceMap,
+  verifyPieceMap,
+} from '../../../protocol/src/piece-map.js'
 import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
 import { type BlobCache, createBlobCache } from '../cache/index.js'
 import { createP2PNode, type P2PNode } from './node.js'
 import { createPieceClient, type PieceClient } from './piece-client.js'
-import { createPieceServer, type PieceServer, type PieceServerInit } from './piece-server.js'
+import {
+  createPieceServer,
+  type PieceServer,
+  type PieceServerComponents,
+  type PieceServerInit,
+} from './piece-server.js'
 
 const PIECE = 64 * 1024
 
@@ -37,13 +51,16 @@ interface Peer {
 describe('piece exchange', () => {
   const cleanups: Array<() => Promise<void>> = []
 
-  async function peer(init: PieceServerInit = {}, quotaBytes = 1 << 30): Promise<Peer> {
+  async function peer(
+    init: PieceServerInit = {},
+    extra: { privateKey?: PrivateKey; pieceMaps?: PieceServerComponents['pieceMaps'] } = {},
+  ): Promise<Peer> {
     const root = await mkdtemp(join(tmpdir(), 'shoal-p2p-'))
-    const cache = createBlobCache({}, { root, quotaBytes, durable: false })
+    const cache = createBlobCache({}, { root, quotaBytes: 1 << 30, durable: false })
     await cache.start()
-    const node = await createP2PNode({})
+    const node = await createP2PNode({}, extra.privateKey ? { privateKey: extra.privateKey } : {})
     await node.start()
-    const server = createPieceServer({ libp2p: node.libp2p, cache }, init)
+    const server = createPieceServer({ libp2p: node.libp2p, cache, pieceMaps: extra.pieceMaps }, init)
     await server.start()
     const client = createPieceClient({ libp2p: node.libp2p }, { timeoutMs: 10_000 })
     cleanups.push(async () => {
@@ -118,6 +135,24 @@ describe('piece exchange', () => {
         name: 'DecodeError',
       },
     )
+  })
+
+  it('hands out signed piece maps that the receiver verifies against the seed', async () => {
+    const key = await generateKeyPair('Ed25519')
+    const { map } = blob(3 * PIECE)
+    const signed = await signPieceMap(map, key)
+    const maps = new Map<string, SignedPieceMap>([[map.digest, signed]])
+    const seed = await peer({}, { privateKey: key, pieceMaps: { get: (d) => maps.get(d) } })
+    const plain = await peer()
+    const leecher = await peer()
+    const got = await leecher.client.fetchPieceMap(seed.node.getMultiaddrs(), map.digest)
+    expect(await verifyPieceMap(got, seed.node.peerId)).toEqual(map)
+    await expect(verifyPieceMap(got, leecher.node.peerId)).rejects.toMatchObject({
+      name: 'SignatureInvalidError',
+    })
+    expect(await leecher.client.fetchPieceMap(seed.node.getMultiaddrs(), digestOf('unknown'))).toBeUndefined()
+    // A node given no piece maps does not speak the protocol at all.
+    await expect(leecher.client.fetchPieceMap(plain.node.getMultiaddrs(), map.digest)).rejects.toThrow()
   })
 
   it('leaves a corrupted piece to be caught by the caller hash check', async () => {
