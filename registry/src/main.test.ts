@@ -60,6 +60,42 @@ describe('createRegistryNode', () => {
     expect(await metrics.getSingleMetricAsString('shoal_registry_http_requests_total')).toContain('route=')
   })
 
+  it('serves content of a configured upstream through the pull-through cache', async () => {
+    const origin = await createRegistryNode(
+      parseRegistryConfig({ storageDriver: 'memory', gcIntervalMs: 0 }),
+      {
+        logger,
+        metrics: new Registry(),
+      },
+    )
+    nodes.push(origin)
+    await origin.start()
+    const originUrl = await serve(origin)
+    const data = new TextEncoder().encode('from upstream')
+    const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`
+    const upload = await origin.service.startUpload('lib/thing')
+    await origin.service.completeUpload('lib/thing', upload.id, digest, bytes(data))
+
+    const metrics = new Registry()
+    const cache = await createRegistryNode(
+      parseRegistryConfig({
+        storageDriver: 'memory',
+        gcIntervalMs: 0,
+        upstreams: [{ url: originUrl, prefix: 'up' }],
+      }),
+      { logger, metrics },
+    )
+    nodes.push(cache)
+    await cache.start()
+    const url = await serve(cache)
+    const response = await fetch(`${url}/v2/up/lib/thing/blobs/${digest}`)
+    expect(response.status).toBe(200)
+    expect(new Uint8Array(await response.arrayBuffer())).toEqual(data)
+    expect(await metrics.getSingleMetricAsString('shoal_registry_proxy_requests_total')).toContain(
+      'kind="blob"',
+    )
+  })
+
   it('runs garbage collection on demand and counts it', async () => {
     const metrics = new Registry()
     const node = await createRegistryNode(parseRegistryConfig({ storageDriver: 'memory', gcIntervalMs: 0 }), {

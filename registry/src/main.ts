@@ -8,9 +8,9 @@ import { mkdir } from 'node:fs/promises'
 import type Koa from 'koa'
 import type { Logger } from 'pino'
 import { Counter, Histogram, type Registry } from 'prom-client'
-import { ConfigError } from '../../protocol/src/index.js'
 import type { RegistryConfig } from './config.js'
 import { createRegistryApp } from './http/app.js'
+import { createPullThroughRegistry } from './proxy/index.js'
 import type { RegistryService } from './service.js'
 import { createFilesystemDriver, createMemoryDriver, createStorageRegistry } from './storage/index.js'
 
@@ -50,11 +50,13 @@ export async function createRegistryNode(
     { driver, logger },
     { maxManifestBytes: config.maxManifestBytes, uploadTtlMs: config.uploadTtlMs },
   )
-  if (config.upstreams.length > 0) {
-    // The pull-through cache (registry/src/proxy) is not in this build yet.
-    throw new ConfigError(['upstreams: the pull-through cache is not available yet in this build'])
-  }
-  const service: RegistryService = storage
+  const service: RegistryService =
+    config.upstreams.length > 0
+      ? createPullThroughRegistry(
+          { local: storage, logger, metrics },
+          { upstreams: config.upstreams, tagTtlMs: config.tagTtlMs },
+        )
+      : storage
   const app = createRegistryApp(
     { registry: service, logger, metrics },
     { maxManifestBytes: config.maxManifestBytes },
