@@ -1,0 +1,127 @@
+import { beforeEach, describe, expect, it } from 'vitest'
+import {
+  type AnnounceRequest,
+  announceRequestSchema,
+  type AnnounceRequestInput,
+  digestOf,
+} from '../../protocol/src/index.js'
+import { createMemoryPeerStore } from './peer-store/memory.js'
+import { createTracker, type Tracker } from './tracker.js'
+
+const digest = digestOf('blob')
+const TTL = 30_000
+let clock = 1_000_000
+let tracker: Tracker
+
+function announce(peerId: string, over: Partial<AnnounceRequestInput> = {}): AnnounceRequest {
+  return announceRequestSchema.parse({
+    peerId,
+    multiaddrs: [`/ip4/127.0.0.1/tcp/1/p2p/${peerId}`],
+    digest,
+    state: 'partial',
+    ...over,
+  })
+}
+
+beforeEach(() => {
+  clock = 1_000_000
+  tracker = createTracker(
+    { store: createMemoryPeerStore(), now: () => clock },
+    {
+      announceIntervalMs: 10_000,
+      peerTtlMs: TTL,
+      maxPeersPerAnswer: 5,
+      originSlotsPerSwarm: 2,
+      badPeerReporters: 2,
+      badPeerBanMs: 60_000,
+    },
+  )
+})
+
+describe('tracker announce', () => {
+  it('hands out other peers, complete first, never the asker, up to the maximum', async () => {
+    await tracker.announce(announce('c1', { state: 'complete' }))
+    for (let i = 0; i < 8; i++) await tracker.announce(announce(`p${i}`, { piecesHeld: 1, pieceCount: 4 }))
+    const res = await tracker.announce(announce('me'))
+    expect(res.intervalMs).toBe(10_000)
+    expect(res.peers).toHaveLength(5)
+    expect(res.peers[0]).toMatchObject({ peerId: 'c1', complete: true })
+    expect(res.peers.map((p) => p.peerId)).not.toContain('me')
+    expect((await tracker.announce(announce('me', { numWant: 2 }))).peers).toHaveLength(2)
+  })
+  it('rations the origin: K slots, seeds only with a slot, freed on completion', async () => {
+    await tracker.announce(announce('seed', { role: 'seed', state: 'complete' }))
+    const a = await tracker.announce(announce('a'))
+    const b = await tracker.announce(announce('b'))
+    const c = await tracker.announce(announce('c'))
+    expect([a.allowOrigin, b.allowOrigin, c.allowOrigin]).toEqual([true, true, false])
+    expect(a.seeds.map((s) => s.peerId)).toEqual(['seed'])
+    expect(c.seeds).toEqual([])
+    expect(c.peers.map((p) => p.peerId)).not.toContain('seed')
+    expect((await tracker.announce(announce('a'))).allowOrigin).toBe(true)
+    expect((await tracker.announce(announce('d', { wantsSeed: false }))).allowOrigin).toBe(false)
+    await tracker.announce(announce('a', { state: 'complete', event: 'completed' }))
+    expect((await tracker.announce(announce('c'))).allowOrigin).toBe(true)
+    const detail = await tracker.swarm(digest)
+    expect(detail.peers.filter((p) => p.originSlot).map((p) => p.peerId)).toEqual(['b', 'c'])
+  })
+  it('expires peers that stop announcing, and their origin slots', async () => {
+    await tracker.announce(announce('a'))
+    await tracker.announce(announce('b'))
+    clock += TTL / 2
+    await tracker.announce(announce('b'))
+    clock += TTL / 2
+    const res = await tracker.announce(announce('c'))
+    expect(res.peers.map((p) => p.peerId)).toEqual(['b'])
+    expect(res.allowOrigin).toBe(true)
+    clock += TTL
+    expect((await tracker.swarms()).swarms).toEqual([])
+  })
+  it('removes a peer that stops', async () => {
+    await tracker.announce(announce('a'))
+    const stopped = await tracker.announce(announce('a', { event: 'stopped' }))
+    expect(stopped).toMatchObject({ peers: [], allowOrigin: false })
+    expect((await tracker.announce(announce('b'))).peers).toEqual([])
+  })
+})
+
+describe('tracker reports', () => {
+  it('drops a peer reported by enough distinct members and refuses it for a while', async () => {
+    for (const p of ['bad', 'r1', 'r2']) await tracker.announce(announce(p))
+    expect(await tracker.report({ reporter: 'r1', peerId: 'bad', digest })).toEqual({
+      dropped: false,
+      reporters: 1,
+    })
+    expect(await tracker.report({ reporter: 'r1', peerId: 'bad', digest })).toEqual({
+      dropped: false,
+      reporters: 1,
+    })
+    expect(await tracker.report({ reporter: 'r2', peerId: 'bad', digest })).toEqual({
+      dropped: true,
+      reporters: 2,
+    })
+    expect((await tracker.announce(announce('r1'))).peers.map((p) => p.peerId)).toEqual(['r2'])
+    await expect(tracker.announce(announce('bad'))).rejects.toMatchObject({ name: 'DeniedError' })
+    expect((await tracker.swarm(digest)).banned).toEqual(['bad'])
+    clock += 60_000
+    await tracker.announce(announce('r1'))
+    expect((await tracker.announce(announce('bad'))).peers.map((p) => p.peerId)).toEqual(['r1'])
+  })
+  it('drops at once on a seed report, ignores reports against seeds and from strangers', async () => {
+    await tracker.announce(announce('seed', { role: 'seed', state: 'complete' }))
+    await tracker.announce(announce('bad'))
+    await tracker.announce(announce('r1'))
+    await expect(tracker.report({ reporter: 'stranger', peerId: 'bad', digest })).rejects.toMatchObject({
+      name: 'DeniedError',
+    })
+    await expect(tracker.report({ reporter: 'r1', peerId: 'r1', digest })).rejects.toMatchObject({
+      name: 'ParameterInvalidError',
+    })
+    expect(await tracker.report({ reporter: 'r1', peerId: 'seed', digest })).toEqual({
+      dropped: false,
+      reporters: 0,
+    })
+    expect(await tracker.report({ reporter: 'seed', peerId: 'bad', digest })).toMatchObject({ dropped: true })
+    expect((await tracker.swarm(digest)).peers.map((p) => p.peerId)).toEqual(['r1', 'seed'])
+  })
+})

@@ -1,0 +1,200 @@
+/**
+ * The tracker service: announces in, peer sets out, over a PeerStore. Stateless itself,
+ * so several replicas over one Redis store behave as one tracker.
+ */
+import type { Logger } from 'pino'
+import {
+  type AnnouncePeer,
+  type AnnounceRequest,
+  type AnnounceResponse,
+  DeniedError,
+  type Digest,
+  ParameterInvalidError,
+  type ReportBadPeerRequest,
+  type ReportBadPeerResponse,
+  type SwarmDetail,
+  type SwarmList,
+} from '../../protocol/src/index.js'
+import { handOut, wantsOrigin } from './hand-out.js'
+import type { PeerRecord, PeerStore } from './peer-store/index.js'
+
+/** Events the tracker reports (for metrics); never needed for correctness. */
+export interface TrackerEvents {
+  onAnnounce?(event: string, allowOrigin: boolean): void
+  onReport?(dropped: boolean): void
+}
+
+/** Collaborators of the tracker. */
+export interface TrackerComponents {
+  store: PeerStore
+  logger?: Logger
+  events?: TrackerEvents
+  /** @default Date.now */
+  now?: () => number
+  /** @default Math.random */
+  random?: () => number
+}
+
+/** Tracker policy settings (see config.ts for their meaning and defaults). */
+export interface TrackerInit {
+  announceIntervalMs: number
+  peerTtlMs: number
+  maxPeersPerAnswer: number
+  originSlotsPerSwarm: number
+  badPeerReporters: number
+  badPeerBanMs: number
+}
+
+/** The tracker's operations; inputs are already validated against the tracker-api schemas. */
+export interface Tracker {
+  /** Records the announce and answers with a peer set. Throws DeniedError for a banned peer. */
+  announce(request: AnnounceRequest, options?: { signal?: AbortSignal }): Promise<AnnounceResponse>
+  /**
+   * Records a bad-peer report; drops and bans the peer once enough distinct members
+   * reported it, or a seed did. Throws ParameterInvalidError for a self-report and
+   * DeniedError when the reporter is not a member of the swarm.
+   */
+  report(request: ReportBadPeerRequest, options?: { signal?: AbortSignal }): Promise<ReportBadPeerResponse>
+  /** Every live swarm with counts. */
+  swarms(options?: { signal?: AbortSignal }): Promise<SwarmList>
+  /** One swarm in detail (an unknown swarm is empty, not an error). */
+  swarm(digest: Digest, options?: { signal?: AbortSignal }): Promise<SwarmDetail>
+}
+
+function toAnnouncePeer(r: PeerRecord): AnnouncePeer {
+  const p: AnnouncePeer = {
+    peerId: r.peerId,
+    multiaddrs: r.multiaddrs,
+    complete: r.complete,
+    uploadLoad: r.uploadLoad,
+  }
+  if (r.zone !== undefined) p.zone = r.zone
+  if (r.rack !== undefined) p.rack = r.rack
+  if (r.piecesHeld !== undefined) p.piecesHeld = r.piecesHeld
+  if (r.pieceCount !== undefined) p.pieceCount = r.pieceCount
+  if (r.bitfield !== undefined) p.bitfield = r.bitfield
+  return p
+}
+
+/** Creates the tracker service. */
+export function createTracker(components: TrackerComponents, init: TrackerInit): Tracker {
+  const { store } = components
+  const now = components.now ?? Date.now
+  const random = components.random ?? Math.random
+  const log = components.logger
+
+  return {
+    async announce(req) {
+      const t = now()
+      const digest = req.digest
+      if (await store.isBanned(digest, req.peerId, t)) {
+        throw new DeniedError('peer is banned from this swarm', { peerId: req.peerId, digest })
+      }
+      if (req.event === 'stopped') {
+        await store.removePeer(digest, req.peerId)
+        components.events?.onAnnounce?.('stopped', false)
+        return { peers: [], seeds: [], intervalMs: init.announceIntervalMs, allowOrigin: false }
+      }
+      const complete = req.state === 'complete' || req.event === 'completed'
+      const record: PeerRecord = {
+        peerId: req.peerId,
+        multiaddrs: req.multiaddrs,
+        role: req.role,
+        complete,
+        uploadLoad: req.uploadLoad,
+        lastSeenMs: t,
+      }
+      if (complete && req.pieceCount !== undefined) record.piecesHeld = req.pieceCount
+      else if (req.piecesHeld !== undefined) record.piecesHeld = req.piecesHeld
+      if (req.pieceCount !== undefined) record.pieceCount = req.pieceCount
+      if (req.bitfield !== undefined && !complete) record.bitfield = req.bitfield
+      if (req.zone !== undefined) record.zone = req.zone
+      if (req.rack !== undefined) record.rack = req.rack
+      await store.upsertPeer(digest, record, init.peerTtlMs)
+
+      let allowOrigin = false
+      if (wantsOrigin({ ...req, state: complete ? 'complete' : 'partial' })) {
+        allowOrigin = await store.acquireOriginSlot(
+          digest,
+          req.peerId,
+          init.originSlotsPerSwarm,
+          t,
+          init.peerTtlMs,
+        )
+      } else if (req.role !== 'seed') {
+        await store.releaseOriginSlot(digest, req.peerId)
+      }
+
+      const members = await store.listPeers(digest, t)
+      const seeds = members.filter((m) => m.role === 'seed' && m.peerId !== req.peerId)
+      const others = members.filter((m) => m.role !== 'seed')
+      const max = Math.min(req.numWant ?? init.maxPeersPerAnswer, init.maxPeersPerAnswer)
+      const peers =
+        req.role === 'seed' ? [] : handOut(others, { peerId: req.peerId, zone: req.zone }, { max, random })
+      components.events?.onAnnounce?.(req.event ?? 'update', allowOrigin)
+      return {
+        peers: peers.map(toAnnouncePeer),
+        seeds: allowOrigin ? seeds.slice(0, init.maxPeersPerAnswer).map(toAnnouncePeer) : [],
+        intervalMs: init.announceIntervalMs,
+        allowOrigin,
+      }
+    },
+
+    async report(req) {
+      const t = now()
+      if (req.reporter === req.peerId) throw new ParameterInvalidError('a peer cannot report itself')
+      const members = await store.listPeers(req.digest, t)
+      const reporter = members.find((m) => m.peerId === req.reporter)
+      if (reporter === undefined) {
+        throw new DeniedError('only a member of the swarm may report a peer', { reporter: req.reporter })
+      }
+      const reported = members.find((m) => m.peerId === req.peerId)
+      if (reported?.role === 'seed') {
+        // Seeds are the root of trust; a report against one says more about the reporter.
+        log?.warn(
+          { digest: req.digest, reporter: req.reporter, peerId: req.peerId },
+          'report against a seed ignored',
+        )
+        components.events?.onReport?.(false)
+        return { dropped: false, reporters: 0 }
+      }
+      const reporters = await store.addReport(req.digest, req.peerId, req.reporter, t, init.badPeerBanMs)
+      const dropped = reporter.role === 'seed' || reporters >= init.badPeerReporters
+      if (dropped) {
+        await store.ban(req.digest, req.peerId, t + init.badPeerBanMs)
+        log?.info(
+          { digest: req.digest, peerId: req.peerId, reporters, reason: req.reason },
+          'bad peer dropped from swarm',
+        )
+      }
+      components.events?.onReport?.(dropped)
+      return { dropped, reporters }
+    },
+
+    async swarms() {
+      return { swarms: await store.listSwarms(now()) }
+    },
+
+    async swarm(digest) {
+      const t = now()
+      const [members, slots, banned] = await Promise.all([
+        store.listPeers(digest, t),
+        store.listOriginSlots(digest, t),
+        store.listBanned(digest, t),
+      ])
+      const slotSet = new Set(slots)
+      return {
+        digest,
+        peers: members
+          .sort((a, b) => (a.peerId < b.peerId ? -1 : 1))
+          .map((m) => ({
+            ...toAnnouncePeer(m),
+            role: m.role,
+            lastSeenMs: m.lastSeenMs,
+            originSlot: slotSet.has(m.peerId),
+          })),
+        banned,
+      }
+    },
+  }
+}
