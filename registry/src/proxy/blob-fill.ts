@@ -1,8 +1,10 @@
 /**
  * Filling the local store with one blob from an upstream while streaming it to the
  * client that asked: the upstream body is read once and each chunk goes to the client
- * and into a local upload (a tee). The client's pace drives the transfer; a client that
- * goes away or stalls is dropped and the fill carries on. The bytes are verified
+ * and into a local upload (a tee). The client may fall up to 8 MiB behind; beyond that
+ * its pace drives the transfer, and a client that goes away or stalls for the idle
+ * timeout is dropped while the fill carries on. Concurrent readers of the same blob
+ * wait for the fill and are then served from the local store. The bytes are verified
  * against the digest on the way (the client's stream errors instead of ending on a
  * mismatch) and again by the local store on commit, so a bad blob is never cached.
  */
@@ -42,6 +44,8 @@ export interface BlobFill {
   /** Settles when the blob is committed locally (or the fill failed). */
   done: Promise<BlobInfo>
 }
+
+const CLIENT_BUFFER_BYTES = 8 * 1024 * 1024
 
 function waitDrain(out: PassThrough, timeoutMs: number, onTimeout: () => void): Promise<void> {
   return new Promise((resolve) => {
@@ -113,7 +117,8 @@ export function fillBlob(p: BlobFillParams): BlobFill {
       throw err
     }
 
-    const out = p.withClient ? new PassThrough({ highWaterMark: 1024 * 1024 }) : undefined
+    // The client may fall this far behind before it slows the fill (and everyone waiting on it).
+    const out = p.withClient ? new PassThrough({ highWaterMark: CLIENT_BUFFER_BYTES }) : undefined
     resolveReady(
       out === undefined
         ? undefined
