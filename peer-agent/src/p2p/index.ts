@@ -1,0 +1,29 @@
+/** The peer agent's libp2p layer: the node, the piece server and the piece client. */
+export { PeerRefusedError, PieceUnavailableError } from './errors.js'
+export {
+  createP2PNode,
+  DEFAULT_ALLOW_NETWORKS,
+  generateSwarmKey,
+  type P2PNode,
+  type P2PNodeComponents,
+  type P2PNodeInit,
+  type P2PServices,
+} from './node.js'
+export {
+  createPieceClient,
+  type PeerTarget,
+  type PieceClient,
+  type PieceClientComponents,
+  type PieceClientInit,
+  type PieceResult,
+  type PieceWant,
+} from './piece-client.js'
+export {
+  createPieceServer,
+  type PieceSentEvent,
+  type PieceServer,
+  type PieceServerComponents,
+  type PieceServerInit,
+} from './piece-server.js'
+export { sendWithBackpressure, waitDrain } from './stream-io.js'
+export { createTokenBucket, type TokenBucket, type TokenBucketInit } from './token-bucket.js'
