@@ -48,7 +48,10 @@ export function createErrorHandler(components: { logger?: Logger }): Middleware 
       if (!ctx.req.complete) ctx.set('Connection', 'close')
       ctx.status = status
       ctx.set('Content-Type', 'application/json; charset=utf-8')
-      ctx.body = Buffer.from(JSON.stringify(ociErrorBody(err)))
+      // Only domain errors are meant for clients; anything else may carry internals such
+      // as file paths, and is only logged.
+      const shown = err instanceof ShoalError ? err : new Error('internal server error')
+      ctx.body = Buffer.from(JSON.stringify(ociErrorBody(shown)))
       if (status >= 500) {
         logger?.error({ err, method: ctx.method, path: ctx.path, status }, 'request failed')
       } else if (!(err instanceof ShoalError)) {
