@@ -10,6 +10,7 @@ import { constants as fsConstants } from 'node:fs'
 import * as fs from 'node:fs/promises'
 import * as nodePath from 'node:path'
 import { Readable } from 'node:stream'
+import { InsufficientStorageError } from '../../../../protocol/src/index.js'
 import {
   type DriverOptions,
   type FileWriter,
@@ -98,9 +99,16 @@ export function createFilesystemDriver(init: FilesystemDriverInit): StorageDrive
 
   async function writeAll(handle: fs.FileHandle, data: Uint8Array): Promise<void> {
     let off = 0
-    while (off < data.byteLength) {
-      const { bytesWritten } = await handle.write(data, off, data.byteLength - off)
-      off += bytesWritten
+    try {
+      while (off < data.byteLength) {
+        const { bytesWritten } = await handle.write(data, off, data.byteLength - off)
+        off += bytesWritten
+      }
+    } catch (err) {
+      if (isErrno(err, 'ENOSPC') || isErrno(err, 'EDQUOT')) {
+        throw new InsufficientStorageError(undefined, undefined, { cause: err })
+      }
+      throw err
     }
   }
 
@@ -178,7 +186,13 @@ export function createFilesystemDriver(init: FilesystemDriverInit): StorageDrive
         if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) throw new StoragePathNotFoundError(path)
         throw err
       }
-      const st = await handle.stat()
+      let st: Awaited<ReturnType<fs.FileHandle['stat']>>
+      try {
+        st = await handle.stat()
+      } catch (err) {
+        await handle.close()
+        throw err
+      }
       if (st.isDirectory()) {
         await handle.close()
         throw new StoragePathNotFoundError(path)
