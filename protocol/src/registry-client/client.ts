@@ -184,6 +184,33 @@ function isAbort(err: unknown, signal: AbortSignal | undefined): boolean {
   )
 }
 
+/**
+ * The error to throw for a failed fetch or body read: a caller's abort is rethrown as
+ * is, a deadline (TimeoutError) becomes UpstreamError 504, anything else (refused,
+ * reset, DNS) UpstreamError 502.
+ */
+function networkError(err: unknown, signal: AbortSignal | undefined, what: string): unknown {
+  if (err instanceof UpstreamError || err instanceof ManifestTooLargeError) return err
+  const reason = signal?.aborted === true ? signal.reason : err
+  if (reason instanceof Error && reason.name === 'TimeoutError') {
+    return new UpstreamError(
+      `${what}: upstream did not answer in time`,
+      504,
+      { timeout: true },
+      { cause: err },
+    )
+  }
+  if (isAbort(err, signal)) return signal?.reason ?? err
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause
+  const detail = cause?.code ?? cause?.message ?? (err as Error).message
+  return new UpstreamError(
+    `${what}: upstream unreachable (${detail})`,
+    502,
+    { unreachable: true },
+    { cause: err },
+  )
+}
+
 async function readAll(
   body: ReadableStream<Uint8Array> | null,
   limit: number,
@@ -268,15 +295,7 @@ export function createRegistryClient(init: RegistryClientInit): RegistryClient {
     try {
       return await doFetch(url, { ...req, signal, redirect: 'follow' })
     } catch (err) {
-      if (isAbort(err, signal)) throw signal?.reason ?? err
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause
-      const reason = cause?.code ?? cause?.message ?? (err as Error).message
-      throw new UpstreamError(
-        `${req.method} ${url}: upstream unreachable (${reason})`,
-        502,
-        { unreachable: true },
-        { cause: err },
-      )
+      throw networkError(err, signal, `${req.method} ${url}`)
     }
   }
 
@@ -403,7 +422,13 @@ export function createRegistryClient(init: RegistryClientInit): RegistryClient {
         headers: { accept: MANIFEST_ACCEPT },
         signal: options.signal,
       })
-      const body = await readAll(res.body, maxManifestBytes, `GET ${repository}:${reference}`)
+      const what = `GET ${repository}:${reference}`
+      let body: Uint8Array
+      try {
+        body = await readAll(res.body, maxManifestBytes, what)
+      } catch (err) {
+        throw networkError(err, options.signal, what)
+      }
       let digest: Digest
       if (ref.kind === 'digest') {
         digest = digestOf(body, parseDigest(ref.digest).algorithm)

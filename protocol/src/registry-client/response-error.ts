@@ -112,8 +112,12 @@ export function errorForStatus(
   return new UpstreamError(message, status, detail)
 }
 
-/** True for failures that mean "the upstream is unavailable right now": no connection, 429, 5xx. */
+/**
+ * True for failures that mean "the upstream is unavailable right now": no connection,
+ * a deadline, 429, 5xx.
+ */
 export function isUpstreamUnavailable(err: unknown): boolean {
   if (err instanceof TooManyRequestsError) return true
+  if (err instanceof Error && err.name === 'TimeoutError') return true
   return err instanceof UpstreamError && err.status >= 500
 }

@@ -216,8 +216,16 @@ export function createPullThroughRegistry(
           for (const pending of manifests.pending(repository)) {
             let all = true
             for (const reference of pending.references) {
+              // A tag that has moved on upstream since must not be pointed back here.
+              const tagState = reference.includes(':')
+                ? undefined
+                : tagStates.get(`${repository}:${reference}`)
+              const stored =
+                tagState !== undefined && tagState.digest !== pending.record.digest
+                  ? pending.record.digest
+                  : reference
               try {
-                await local.putManifest(repository, reference, pending.record.mediaType, pending.record.body)
+                await local.putManifest(repository, stored, pending.record.mediaType, pending.record.body)
               } catch {
                 all = false
                 break
@@ -434,7 +442,12 @@ export function createPullThroughRegistry(
     } catch (err) {
       if (!isUpstreamUnavailable(err)) throw err
       log?.warn({ repository, err: (err as Error).message }, 'upstream unavailable: listing cached tags')
-      return local.listTags(repository, page, options)
+      try {
+        return await local.listTags(repository, page, options)
+      } catch {
+        // Nothing cached: the upstream's failure is the answer.
+        throw err
+      }
     }
   }
 
