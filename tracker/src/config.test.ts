@@ -12,6 +12,7 @@ describe('parseTrackerConfig', () => {
       originSlotsPerSwarm: 3,
       badPeerReporters: 2,
       badPeerBanMs: 600_000,
+      seedPeerIds: [],
       logLevel: 'info',
     })
   })

@@ -66,6 +66,19 @@ export const trackerConfigSchema = z
     badPeerBanMs: positiveInt()
       .default(10 * MINUTE_MS)
       .describe('how long a dropped bad peer is refused re-entry to the swarm, in milliseconds'),
+    seedPeerIds: z
+      .array(
+        z
+          .string()
+          .min(1)
+          .max(128)
+          .regex(/^[A-Za-z0-9]+$/, 'expected a peer id'),
+      )
+      .max(64)
+      .default([])
+      .describe(
+        'peer ids allowed to announce as seeds; a seed report drops a peer at once (empty: any peer may)',
+      ),
     logLevel: z
       .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
       .default('info')

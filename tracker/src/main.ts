@@ -51,6 +51,7 @@ export async function createTrackerNode(
       originSlotsPerSwarm: config.originSlotsPerSwarm,
       badPeerReporters: config.badPeerReporters,
       badPeerBanMs: config.badPeerBanMs,
+      seedPeerIds: config.seedPeerIds,
     },
   )
   const app = createTrackerApp({ tracker, logger, metrics })

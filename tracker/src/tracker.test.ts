@@ -85,6 +85,30 @@ describe('tracker announce', () => {
   })
 })
 
+describe('trusted seeds', () => {
+  it('refuses seed announces from peers not on the list', async () => {
+    const strict = createTracker(
+      { store: createMemoryPeerStore(), now: () => clock },
+      {
+        announceIntervalMs: 10_000,
+        peerTtlMs: TTL,
+        maxPeersPerAnswer: 5,
+        originSlotsPerSwarm: 2,
+        badPeerReporters: 2,
+        badPeerBanMs: 60_000,
+        seedPeerIds: ['realSeed'],
+      },
+    )
+    await expect(
+      strict.announce(announce('fake', { role: 'seed', state: 'complete' })),
+    ).rejects.toMatchObject({
+      name: 'DeniedError',
+    })
+    await strict.announce(announce('realSeed', { role: 'seed', state: 'complete' }))
+    expect((await strict.announce(announce('a'))).seeds.map((s) => s.peerId)).toEqual(['realSeed'])
+  })
+})
+
 describe('tracker reports', () => {
   it('drops a peer reported by enough distinct members and refuses it for a while', async () => {
     for (const p of ['bad', 'r1', 'r2']) await tracker.announce(announce(p))

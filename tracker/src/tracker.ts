@@ -43,6 +43,8 @@ export interface TrackerInit {
   originSlotsPerSwarm: number
   badPeerReporters: number
   badPeerBanMs: number
+  /** Peer ids allowed to announce as seeds; empty lets any peer. @default [] */
+  seedPeerIds?: string[]
 }
 
 /** The tracker's operations; inputs are already validated against the tracker-api schemas. */
@@ -82,11 +84,15 @@ export function createTracker(components: TrackerComponents, init: TrackerInit):
   const now = components.now ?? Date.now
   const random = components.random ?? Math.random
   const log = components.logger
+  const seedPeerIds = new Set(init.seedPeerIds ?? [])
 
   return {
     async announce(req) {
       const t = now()
       const digest = req.digest
+      if (req.role === 'seed' && seedPeerIds.size > 0 && !seedPeerIds.has(req.peerId)) {
+        throw new DeniedError('peer is not a trusted seed', { peerId: req.peerId })
+      }
       if (await store.isBanned(digest, req.peerId, t)) {
         throw new DeniedError('peer is banned from this swarm', { peerId: req.peerId, digest })
       }

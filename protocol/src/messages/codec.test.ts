@@ -119,6 +119,23 @@ describe('message reader', () => {
       expect(await reader.read()).toBeUndefined()
     }
   })
+  it('skips empty chunks from the source', async () => {
+    const frame = encodeMessage({ type: 'piece-header', index: 0, length: 3, status: 'ok' })
+    async function* source(): AsyncGenerator<Uint8Array> {
+      yield new Uint8Array(0)
+      yield frame
+      yield new Uint8Array(0)
+      yield Uint8Array.of(1, 2)
+      yield new Uint8Array(0)
+      yield Uint8Array.of(3)
+    }
+    const reader = createMessageReader(source())
+    const h = expectMessage((await reader.read())!, 'piece-header')
+    const got: number[] = []
+    for await (const c of reader.readChunks(h.length)) got.push(...c)
+    expect(got).toEqual([1, 2, 3])
+    expect(await reader.read()).toBeUndefined()
+  })
   it('rejects oversized, empty and truncated frames', async () => {
     const huge = Uint8Array.of(0x7f, 0xff, 0xff, 0xff, 1)
     await expect(createMessageReader(chunked(huge)).read()).rejects.toMatchObject({ name: 'DecodeError' })

@@ -53,7 +53,8 @@ export function createMessageReader(
       ended = true
       return false
     }
-    buffer.append(result.value)
+    // Empty chunks carry nothing and would stall the chunk-by-chunk reader.
+    if (result.value.byteLength > 0) buffer.append(result.value)
     return true
   }
 
@@ -97,11 +98,14 @@ export function createMessageReader(
       checkRaw(n)
       let left = n
       while (left > 0) {
-        if (buffer.byteLength === 0 && !(await pull(options.signal))) {
-          throw new DecodeError(`stream ended: ${left} of ${n} bytes missing`)
+        while (buffer.byteLength === 0) {
+          if (!(await pull(options.signal)))
+            throw new DecodeError(`stream ended: ${left} of ${n} bytes missing`)
         }
-        const take = Math.min(left, buffer.byteLength)
-        const chunk = buffer.subarray(0, take)
+        // Hand out the first buffered chunk as it is (no copy): pieces are large and hot.
+        const first = buffer[Symbol.iterator]().next().value as Uint8Array
+        const take = Math.min(left, first.byteLength)
+        const chunk = first.subarray(0, take)
         buffer.consume(take)
         left -= take
         yield chunk

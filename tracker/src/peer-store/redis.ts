@@ -187,8 +187,17 @@ export function createRedisPeerStore(init: RedisPeerStoreInit): PeerStore {
       const k = keys(digest)
       const expiresAt = peer.lastSeenMs + ttlMs
       const ttl = Math.max(keyTtlMs, ttlMs * 2)
-      await redis().shoalUpsertPeer(k.peers, k.exp, peer.peerId, JSON.stringify(peer), expiresAt, ttl)
-      await redis().zadd(swarmsKey, 'GT', expiresAt, digest)
+      // One round trip; the swarm index is a separate key (another slot), so not in the script.
+      const pipeline = redis().pipeline() as unknown as Record<
+        ScriptName,
+        (...args: Array<string | number>) => unknown
+      > &
+        ReturnType<Redis['pipeline']>
+      pipeline.shoalUpsertPeer(k.peers, k.exp, peer.peerId, JSON.stringify(peer), expiresAt, ttl)
+      pipeline.zadd(swarmsKey, 'GT', expiresAt, digest)
+      pipeline.pexpire(swarmsKey, ttl)
+      const results = (await pipeline.exec()) ?? []
+      for (const [err] of results) if (err) throw err
     },
     async removePeer(digest, peerId) {
       const k = keys(digest)
