@@ -9,11 +9,11 @@ import {
   type TestRegistry,
 } from './testing.js'
 
-describe('registry app: blobs', () => {
+describe.each(['memory', 'filesystem'] as const)('registry app: blobs (%s driver)', (driver) => {
   let reg: TestRegistry
   const blob = blobFixture(1000)
   beforeEach(async () => {
-    reg = await startTestRegistry()
+    reg = await startTestRegistry({ driver })
     await pushBlob(reg.url, 'lib/x', blob.bytes)
   })
   afterEach(async () => {

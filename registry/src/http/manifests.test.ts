@@ -12,7 +12,7 @@ import {
   type TestRegistry,
 } from './testing.js'
 
-describe('registry app: manifests', () => {
+describe.each(['memory', 'filesystem'] as const)('registry app: manifests (%s driver)', (driver) => {
   let reg: TestRegistry | undefined
   afterEach(async () => {
     await reg?.close()
@@ -20,7 +20,7 @@ describe('registry app: manifests', () => {
   })
 
   it('PUTs a manifest by tag and serves it by tag and digest with the stored media type', async () => {
-    reg = await startTestRegistry()
+    reg = await startTestRegistry({ driver })
     const image = await pushImage(reg.url, 'org/app')
     const put = await putManifest(reg.url, 'org/app', 'v1', image.body)
     expect(put.status).toBe(201)
@@ -51,7 +51,7 @@ describe('registry app: manifests', () => {
   })
 
   it('answers 304 to a matching If-None-Match', async () => {
-    reg = await startTestRegistry()
+    reg = await startTestRegistry({ driver })
     const image = await pushImage(reg.url, 'app')
     await putManifest(reg.url, 'app', 'v1', image.body)
     // fetch adds Cache-Control: no-cache to conditional requests, so use a plain client.
@@ -65,7 +65,7 @@ describe('registry app: manifests', () => {
   })
 
   it('stores Docker schema 2 manifests and indexes under their own media types', async () => {
-    reg = await startTestRegistry()
+    reg = await startTestRegistry({ driver })
     const config = await pushBlob(reg.url, 'd', Buffer.from('{"os":"linux"}'))
     const layer = await pushBlob(reg.url, 'd', Buffer.from('layer'))
     const manifest = Buffer.from(
@@ -99,7 +99,7 @@ describe('registry app: manifests', () => {
   })
 
   it('answers OCI-Subject when the manifest has a subject', async () => {
-    reg = await startTestRegistry()
+    reg = await startTestRegistry({ driver })
     const image = await pushImage(reg.url, 'app')
     await putManifest(reg.url, 'app', 'v1', image.body)
     const subject = { mediaType: MEDIA_TYPES.ociManifest, digest: image.digest, size: image.body.byteLength }
@@ -110,7 +110,7 @@ describe('registry app: manifests', () => {
   })
 
   it('rejects a body whose digest does not match the reference', async () => {
-    reg = await startTestRegistry()
+    reg = await startTestRegistry({ driver })
     const image = await pushImage(reg.url, 'app')
     const res = await putManifest(reg.url, 'app', digestOf('something else'), image.body)
     expect(res.status).toBe(400)
@@ -119,7 +119,7 @@ describe('registry app: manifests', () => {
   })
 
   it('rejects malformed JSON, unknown media types and missing references', async () => {
-    reg = await startTestRegistry()
+    reg = await startTestRegistry({ driver })
     const image = await pushImage(reg.url, 'app')
     const bad = await putManifest(reg.url, 'app', 'v1', Buffer.from('{"schemaVersion": 2,'))
     expect(bad.status).toBe(400)
@@ -152,7 +152,7 @@ describe('registry app: manifests', () => {
   })
 
   it('refuses a manifest over maxManifestBytes with 413, by Content-Length and when streamed', async () => {
-    reg = await startTestRegistry({ maxManifestBytes: 1024 })
+    reg = await startTestRegistry({ driver, maxManifestBytes: 1024 })
     const image = await pushImage(reg.url, 'app', { annotations: { pad: 'x'.repeat(2000) } })
     const declared = await putManifest(reg.url, 'app', 'big', image.body)
     expect(declared.status).toBe(413)
@@ -181,7 +181,7 @@ describe('registry app: manifests', () => {
   })
 
   it('stores nothing when a manifest PUT body breaks off', async () => {
-    reg = await startTestRegistry()
+    reg = await startTestRegistry({ driver })
     const image = await pushImage(reg.url, 'app')
     // Declared longer than sent: Node's parser never completes the body; the client
     // closing its side must not leave a half manifest behind.
@@ -195,7 +195,7 @@ describe('registry app: manifests', () => {
   })
 
   it('DELETEs a manifest by digest (202) and then answers 404 MANIFEST_UNKNOWN', async () => {
-    reg = await startTestRegistry()
+    reg = await startTestRegistry({ driver })
     const image = await pushImage(reg.url, 'app')
     await putManifest(reg.url, 'app', 'v1', image.body)
     const del = await fetch(`${reg.url}/v2/app/manifests/${image.digest}`, { method: 'DELETE' })

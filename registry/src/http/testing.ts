@@ -4,12 +4,15 @@
  * for what fetch refuses to send (dot segments, truncated bodies), and fixtures.
  */
 import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, request, type Server } from 'node:http'
 import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Registry } from 'prom-client'
 import { type Descriptor, type Digest, digestOf, MEDIA_TYPES } from '../../../protocol/src/index.js'
 import type { RegistryService } from '../service.js'
-import { createMemoryDriver, createStorageRegistry } from '../storage/index.js'
+import { createFilesystemDriver, createMemoryDriver, createStorageRegistry } from '../storage/index.js'
 import { createRegistryApp, type RegistryAppInit } from './app.js'
 
 /** A running registry app. */
@@ -23,16 +26,24 @@ export interface TestRegistry {
   close(): Promise<void>
 }
 
+/** Storage drivers the HTTP suites run against. */
+export type TestDriver = 'memory' | 'filesystem'
+
 /**
- * Serves the registry app on 127.0.0.1:0 over `service`, or over a fresh memory-backed
- * storage registry when omitted.
+ * Serves the registry app on 127.0.0.1:0 over `service`, or over a fresh storage
+ * registry on `driver` (memory by default; filesystem in its own temp dir) when omitted.
  */
 export async function startTestRegistry(
-  init: RegistryAppInit & { service?: RegistryService } = {},
+  init: RegistryAppInit & { service?: RegistryService; driver?: TestDriver } = {},
 ): Promise<TestRegistry> {
-  const storage =
-    init.service === undefined ? createStorageRegistry({ driver: createMemoryDriver() }) : undefined
-  await storage?.start()
+  let root: string | undefined
+  let storage: ReturnType<typeof createStorageRegistry> | undefined
+  if (init.service === undefined) {
+    if (init.driver === 'filesystem') root = await mkdtemp(join(tmpdir(), 'shoal-http-'))
+    const driver = root === undefined ? createMemoryDriver() : createFilesystemDriver({ root })
+    storage = createStorageRegistry({ driver })
+    await storage.start()
+  }
   const service = init.service ?? storage!
   const metrics = new Registry()
   const app = createRegistryApp({ registry: service, metrics }, init)
@@ -50,6 +61,7 @@ export async function startTestRegistry(
       server.closeAllConnections()
       await new Promise<void>((resolve) => server.close(() => resolve()))
       await storage?.stop()
+      if (root !== undefined) await rm(root, { recursive: true, force: true })
     },
   }
 }

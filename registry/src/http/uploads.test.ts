@@ -20,11 +20,11 @@ function streamOf(...parts: Uint8Array[]): ReadableStream<Uint8Array> {
   })
 }
 
-describe('registry app: uploads', () => {
+describe.each(['memory', 'filesystem'] as const)('registry app: uploads (%s driver)', (driver) => {
   let reg: TestRegistry
   const blob = blobFixture(3000)
   beforeEach(async () => {
-    reg = await startTestRegistry()
+    reg = await startTestRegistry({ driver })
   })
   afterEach(async () => {
     await reg.close()
