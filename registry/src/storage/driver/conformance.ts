@@ -161,6 +161,24 @@ export function describeDriverConformance(name: string, factory: DriverFactory):
       expect(await driver.list('/')).toEqual(['l'])
     })
 
+    it('lets concurrent readers see a whole old or new version, never a mix', async () => {
+      const a = new Uint8Array(256 * 1024).fill(0x61)
+      const b = new Uint8Array(256 * 1024).fill(0x62)
+      await driver.putContent('/atomic', a)
+      const writes = (async () => {
+        for (let i = 0; i < 10; i++) await driver.putContent('/atomic', i % 2 === 0 ? b : a)
+      })()
+      const seen = new Set<string>()
+      for (let i = 0; i < 30; i++) {
+        const got = Buffer.from(await driver.getContent('/atomic'))
+        expect(got.length).toBe(a.length)
+        expect(got.equals(Buffer.from(a)) || got.equals(Buffer.from(b))).toBe(true)
+        seen.add(got.subarray(0, 1).toString())
+      }
+      await writes
+      expect(seen.size).toBeGreaterThan(0)
+    })
+
     it('never lists temporary files of atomic writes', async () => {
       for (let i = 0; i < 5; i++) await driver.putContent('/t/file', bytes(`v${i}`))
       expect(await driver.list('/t')).toEqual(['file'])
