@@ -226,6 +226,32 @@ describe('blob cache', () => {
     await expect(waiting).rejects.toMatchObject({ name: 'BlobUnknownError' })
   })
 
+  it('releases the pin of a reader destroyed while it waits for a piece', async () => {
+    const cache = await makeCache({ quotaBytes: 2 * PIECE })
+    const [f, g] = [fixture(2 * PIECE), fixture(2 * PIECE)]
+    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    const reader = cache.readRange(f.digest, 0, f.bytes.length, { wait: true })
+    reader.resume()
+    // While the reader waits the partial blob is pinned and cannot make way for g.
+    await expect(cache.open(g.digest, { size: g.bytes.length, pieceSize: PIECE })).rejects.toMatchObject({
+      name: 'InsufficientStorageError',
+    })
+    const closed = new Promise((resolve) => reader.once('close', resolve))
+    reader.destroy()
+    await closed
+    const deadline = Date.now() + 5_000
+    let opened = false
+    while (!opened && Date.now() < deadline) {
+      opened = await cache.open(g.digest, { size: g.bytes.length, pieceSize: PIECE }).then(
+        () => true,
+        () => false,
+      )
+      if (!opened) await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    expect(opened).toBe(true)
+    expect(cache.stat(f.digest)).toBeUndefined()
+  })
+
   it('reports a full disk as InsufficientStorageError and keeps what was held', async () => {
     const f = fixture(3 * PIECE)
     const layout = { size: f.bytes.length, pieceSize: PIECE }

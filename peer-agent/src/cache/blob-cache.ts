@@ -152,8 +152,8 @@ export interface BlobCache {
     options?: { signal?: AbortSignal; layout?: PieceLayout },
   ): Promise<void>
   /**
-   * Streams bytes [start, end) of the blob. The blob is pinned while the stream is
-   * open. Throws BlobUnknownError when the blob is not held and RangeInvalidError for
+   * Streams bytes [start, end) of the blob. The blob is pinned until the stream ends
+   * or is destroyed (destroy a stream you stop reading; that also ends a wait). Throws BlobUnknownError when the blob is not held and RangeInvalidError for
    * a range outside it; a missing piece fails the stream unless `wait` is set.
    */
   readRange(digest: Digest, start: number, end: number, options?: ReadRangeOptions): Readable
@@ -835,9 +835,18 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
       ) {
         throw new RangeInvalidError(`range ${start}-${end} outside blob of ${entry.size} bytes`, { digest })
       }
-      const { signal, wait = false } = options
+      const { wait = false } = options
+      // Destroying the stream aborts a wait for a missing piece, so an abandoned reader
+      // never keeps its pin.
+      const closed = new AbortController()
+      const signal = options.signal ? AbortSignal.any([options.signal, closed.signal]) : closed.signal
       touch(entry)
       cache.pin(digest)
+      let holdsPin = true
+      const release = (): void => {
+        if (holdsPin) cache.unpin(digest)
+        holdsPin = false
+      }
       async function* generate(): AsyncGenerator<Uint8Array> {
         let fh: FileHandle | undefined
         try {
@@ -881,10 +890,34 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
           }
         } finally {
           await fh?.close()
-          cache.unpin(digest)
+          release()
         }
       }
-      return Readable.from(generate(), { objectMode: false, highWaterMark: chunkBytes })
+      const chunks = generate()
+      return new Readable({
+        highWaterMark: chunkBytes,
+        read() {
+          chunks.next().then(
+            (r) => this.push(r.done ? null : r.value),
+            (err: unknown) => this.destroy(err instanceof Error ? err : new Error(String(err))),
+          )
+        },
+        destroy(err, callback) {
+          // Abort first: a generator waiting for a piece only returns once the wait ends.
+          closed.abort(err ?? new Error('reader closed'))
+          // A generator that never started skips its finally block: release here too.
+          chunks.return(undefined).then(
+            () => {
+              release()
+              callback(err)
+            },
+            (returnErr: unknown) => {
+              release()
+              callback(err ?? (returnErr as Error))
+            },
+          )
+        },
+      })
     },
 
     waitForPiece(digest, index, options = {}) {
