@@ -151,6 +151,42 @@ describe.each(['memory', 'filesystem'] as const)('registry app: manifests (%s dr
     expect((await fetch(`${reg.url}/v2/app/manifests/v1`)).status).toBe(404)
   })
 
+  it('rejects a Content-Type that contradicts the body and an index with unknown children', async () => {
+    reg = await startTestRegistry({ driver })
+    const image = await pushImage(reg.url, 'app')
+    const contradicts = await putManifest(reg.url, 'app', 'v1', image.body, MEDIA_TYPES.ociIndex)
+    expect(contradicts.status).toBe(400)
+    expect(await errorCodes(contradicts)).toEqual(['MANIFEST_INVALID'])
+    const index = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MEDIA_TYPES.ociIndex,
+        manifests: [
+          { mediaType: MEDIA_TYPES.ociManifest, digest: image.digest, size: image.body.byteLength },
+        ],
+      }),
+    )
+    const orphan = await putManifest(reg.url, 'app', 'multi', index, MEDIA_TYPES.ociIndex)
+    expect(orphan.status).toBe(400)
+    expect(await errorCodes(orphan)).toEqual(['MANIFEST_BLOB_UNKNOWN'])
+    await putManifest(reg.url, 'app', 'v1', image.body)
+    expect((await putManifest(reg.url, 'app', 'multi', index, MEDIA_TYPES.ociIndex)).status).toBe(201)
+  })
+
+  it('moves a tag on a second PUT and deletes a tag alone', async () => {
+    reg = await startTestRegistry({ driver })
+    const one = await pushImage(reg.url, 'app')
+    const two = await pushImage(reg.url, 'app')
+    await putManifest(reg.url, 'app', 'latest', one.body)
+    await putManifest(reg.url, 'app', 'latest', two.body)
+    const res = await fetch(`${reg.url}/v2/app/manifests/latest`)
+    expect(res.headers.get('docker-content-digest')).toBe(two.digest)
+    const del = await fetch(`${reg.url}/v2/app/manifests/latest`, { method: 'DELETE' })
+    expect(del.status).toBe(202)
+    expect((await fetch(`${reg.url}/v2/app/manifests/latest`)).status).toBe(404)
+    expect((await fetch(`${reg.url}/v2/app/manifests/${two.digest}`)).status).toBe(200)
+  })
+
   it('refuses a manifest over maxManifestBytes with 413, by Content-Length and when streamed', async () => {
     reg = await startTestRegistry({ driver, maxManifestBytes: 1024 })
     const image = await pushImage(reg.url, 'app', { annotations: { pad: 'x'.repeat(2000) } })

@@ -222,6 +222,40 @@ describe.each(['memory', 'filesystem'] as const)('registry app: uploads (%s driv
     expect(await errorCodes(invalid)).toEqual(['DIGEST_INVALID'])
   })
 
+  it('accepts sha512 digests', async () => {
+    const digest = digestOf(blob.bytes, 'sha512')
+    const res = await fetch(`${reg.url}/v2/app/blobs/uploads/?digest=${digest}`, {
+      method: 'POST',
+      body: blob.bytes,
+    })
+    expect(res.status).toBe(201)
+    expect(res.headers.get('docker-content-digest')).toBe(digest)
+    expect((await bytesOf('app', digest)).equals(blob.bytes)).toBe(true)
+  })
+
+  it('lets only one of two concurrent chunks at the same offset in', async () => {
+    const location = await start()
+    const [a, b] = await Promise.all([
+      patch(location, blob.bytes.subarray(0, 1500), { 'Content-Range': '0-1499' }),
+      patch(location, blob.bytes.subarray(0, 1500), { 'Content-Range': '0-1499' }),
+    ])
+    expect([a.status, b.status].sort()).toEqual([202, 416])
+    expect((await status(location)).headers.get('range')).toBe('0-1499')
+  })
+
+  it('refuses a final PUT chunk that does not start at the offset', async () => {
+    const location = await start()
+    await patch(location, blob.bytes.subarray(0, 1000), { 'Content-Range': '0-999' })
+    const res = await fetch(`${reg.url}${location}?digest=${blob.digest}`, {
+      method: 'PUT',
+      headers: { 'Content-Range': '1500-2999' },
+      body: blob.bytes.subarray(1500),
+    })
+    expect(res.status).toBe(416)
+    expect(await errorCodes(res)).toEqual(['RANGE_INVALID'])
+    expect((await status(location)).headers.get('range')).toBe('0-999')
+  })
+
   it('mounts blobs across repositories', async () => {
     await pushBlob(reg.url, 'source', blob.bytes)
     const mounted = await fetch(`${reg.url}/v2/target/blobs/uploads/?mount=${blob.digest}&from=source`, {
