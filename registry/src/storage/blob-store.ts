@@ -33,7 +33,7 @@ export interface BlobStore {
    * Resolves true when new content was stored.
    */
   commitFile(file: string, info: BlobInfo, options?: AbortOptions): Promise<boolean>
-  /** Deletes content (GC only). */
+  /** Deletes content (GC only, under the exclusive lock). */
   deleteContent(digest: Digest, options?: AbortOptions): Promise<void>
 }
 
@@ -122,7 +122,12 @@ export function createBlobStore(ctx: StorageContext): BlobStore {
     },
 
     async deleteContent(digest, options) {
-      await driver.delete(blobDir(digest), options)
+      const dir = blobDir(digest)
+      await driver.delete(dir, options)
+      // Drop the two-character prefix directory once it is empty, so the tree does not
+      // accumulate empty directories (callers hold the GC lock, so nothing is adding to it).
+      const prefix = dir.slice(0, dir.lastIndexOf('/'))
+      if ((await driver.list(prefix, options)).length === 0) await driver.delete(prefix, options)
     },
   }
   return store

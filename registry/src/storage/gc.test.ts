@@ -159,6 +159,7 @@ describe('garbage collection', () => {
     const after = await r.collectGarbage({ graceMs: GRACE })
     expect(after).toMatchObject({ manifestsDeleted: 3, blobsDeleted: 7 })
     expect(await countBlobs(driver)).toBe(0)
+    expect(await driver.list('/blobs/sha256')).toEqual([])
   })
 
   it('keeps referrers of a live subject and drops them with it', async () => {

@@ -201,7 +201,7 @@ export function createUploadStore(ctx: StorageContext, blobs: BlobStore, init: U
         if (next.done) break
         const buf = toBuffer(next.value)
         if (declared !== undefined && written + buf.byteLength > declared) {
-          await it.return?.()
+          // The rest of the body is left to the caller (an HTTP layer may still answer on its socket).
           throw new SizeInvalidError(undefined, { declared, received: written + buf.byteLength })
         }
         await writer.write(buf, options)
