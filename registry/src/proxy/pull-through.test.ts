@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream'
+import { Registry } from 'prom-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { digestOf, MEDIA_TYPES } from '../../../protocol/src/index.js'
 import { createMemoryDriver, createStorageRegistry, type StorageRegistry } from '../storage/index.js'
@@ -242,5 +243,27 @@ describe('pull-through registry', () => {
       name: 'BlobUnknownError',
     })
     expect(upstream.calls).toEqual([])
+  })
+
+  it('counts hits, misses and upstream bytes in its metrics', async () => {
+    const img = upstream.addImage('library/app', 'v1', 'k')
+    const metrics = new Registry()
+    const registry = createPullThroughRegistry(
+      { local, fetch: upstream.fetch, metrics },
+      { upstreams: [{ url: 'http://upstream.test', prefix: 'up' }] },
+    )
+    // A second instance on the same metrics registry must not collide.
+    createPullThroughRegistry({ local, metrics }, { upstreams: [{ url: 'http://upstream.test' }] })
+    await readAll((await registry.getBlob('up/library/app', digestOf(img.layer))).stream)
+    await until(
+      async () =>
+        (await local.statBlob('up/library/app', digestOf(img.layer)).catch(() => undefined)) !== undefined,
+      'blob cached',
+    )
+    await readAll((await registry.getBlob('up/library/app', digestOf(img.layer))).stream)
+    const text = await metrics.metrics()
+    expect(text).toContain('shoal_registry_proxy_requests_total{kind="blob",result="miss"} 1')
+    expect(text).toContain('shoal_registry_proxy_requests_total{kind="blob",result="hit"} 1')
+    expect(text).toContain(`shoal_registry_proxy_upstream_bytes_total ${img.layer.byteLength}`)
   })
 })

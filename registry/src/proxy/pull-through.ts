@@ -130,7 +130,7 @@ export function createPullThroughRegistry(
   const requests = counter(
     components.metrics,
     'shoal_registry_proxy_requests_total',
-    'Pull-through reads by kind (blob, manifest, tag) and result (hit, miss, stale, error)',
+    'Pull-through reads of proxied repositories by kind (blob, manifest, tag) and result (hit, miss, joined, revalidate, stale)',
     ['kind', 'result'],
   )
   const upstreamBytes = counter(
