@@ -36,27 +36,60 @@ function concat(file: MemFile): Buffer {
   return file.chunks[0]!
 }
 
+interface MemDir {
+  modifiedAt: number
+  /** Names of direct children (files and directories). */
+  children: Set<string>
+}
+
+function baseName(path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1)
+}
+
 /** Creates an empty in-memory driver; it validates paths exactly as the filesystem driver does. */
 export function createMemoryDriver(): StorageDriver {
   const files = new Map<string, MemFile>()
-  const dirs = new Map<string, number>([['/', Date.now()]])
+  const dirs = new Map<string, MemDir>([['/', { modifiedAt: Date.now(), children: new Set() }]])
 
-  function mkdirs(dir: string): void {
-    const now = Date.now()
-    let d = dir
-    while (!dirs.has(d)) {
-      if (files.has(d)) throw new Error(`not a directory: ${d}`)
-      dirs.set(d, now)
-      d = parentOf(d)
-    }
+  function join(dir: string, name: string): string {
+    return dir === '/' ? `/${name}` : `${dir}/${name}`
   }
 
   function touchDir(dir: string): void {
-    if (dirs.has(dir)) dirs.set(dir, Date.now())
+    const d = dirs.get(dir)
+    if (d) d.modifiedAt = Date.now()
   }
 
-  function under(prefix: string, key: string): boolean {
-    return prefix === '/' ? key !== '/' : key === prefix || key.startsWith(prefix + '/')
+  function addEntry(path: string): void {
+    const parent = dirs.get(parentOf(path))!
+    parent.children.add(baseName(path))
+    parent.modifiedAt = Date.now()
+  }
+
+  function removeEntry(path: string): void {
+    const parent = dirs.get(parentOf(path))
+    if (!parent) return
+    parent.children.delete(baseName(path))
+    parent.modifiedAt = Date.now()
+  }
+
+  function mkdirs(dir: string): void {
+    if (dirs.has(dir)) return
+    if (files.has(dir)) throw new Error(`not a directory: ${dir}`)
+    mkdirs(parentOf(dir))
+    dirs.set(dir, { modifiedAt: Date.now(), children: new Set() })
+    addEntry(dir)
+  }
+
+  /** Every path in the tree rooted at `dir` (deepest last), `dir` included. */
+  function subtree(dir: string): string[] {
+    const out = [dir]
+    for (let i = 0; i < out.length; i++) {
+      const d = dirs.get(out[i]!)
+      if (!d) continue
+      for (const name of d.children) out.push(join(out[i]!, name))
+    }
+    return out
   }
 
   function fileOrThrow(path: string): MemFile {
@@ -68,6 +101,7 @@ export function createMemoryDriver(): StorageDriver {
   function setFile(path: string, data: Buffer): void {
     if (dirs.has(path)) throw new Error(`is a directory: ${path}`)
     mkdirs(parentOf(path))
+    if (!files.has(path)) addEntry(path)
     files.set(path, { chunks: [data], size: data.byteLength, modifiedAt: Date.now() })
     touchDir(parentOf(path))
   }
@@ -81,7 +115,7 @@ export function createMemoryDriver(): StorageDriver {
       const f = files.get(p)
       if (f) return { path, size: f.size, modifiedAt: f.modifiedAt, isDirectory: false }
       const d = dirs.get(p)
-      if (d !== undefined) return { path, size: 0, modifiedAt: d, isDirectory: true }
+      if (d !== undefined) return { path, size: 0, modifiedAt: d.modifiedAt, isDirectory: true }
       return undefined
     },
 
@@ -184,17 +218,8 @@ export function createMemoryDriver(): StorageDriver {
 
     async list(path, options) {
       throwIfAborted(options)
-      const p = normalise(path)
-      if (!dirs.has(p)) return []
-      const names = new Set<string>()
-      const prefix = p === '/' ? '/' : p + '/'
-      for (const key of [...files.keys(), ...dirs.keys()]) {
-        if (key.startsWith(prefix) && key.length > prefix.length) {
-          const rest = key.slice(prefix.length)
-          if (!rest.includes('/')) names.add(rest)
-        }
-      }
-      return [...names].sort()
+      const d = dirs.get(normalise(path))
+      return d ? [...d.children].sort() : []
     },
 
     async move(from, to, options) {
@@ -207,38 +232,52 @@ export function createMemoryDriver(): StorageDriver {
         if (dirs.has(dst)) throw new Error(`is a directory: ${to}`)
         mkdirs(parentOf(dst))
         files.delete(src)
+        removeEntry(src)
+        if (!files.has(dst)) addEntry(dst)
         files.set(dst, f)
-        touchDir(parentOf(src))
-        touchDir(parentOf(dst))
         return
       }
       if (!dirs.has(src)) throw new StoragePathNotFoundError(from)
-      if (under(src, dst)) throw new Error(`cannot move ${from} into itself`)
+      if (dst === src || dst.startsWith(src + '/')) throw new Error(`cannot move ${from} into itself`)
       if (files.has(dst)) throw new Error(`not a directory: ${to}`)
-      if (dirs.has(dst) && (await driver.list(dst)).length > 0) throw new Error(`directory not empty: ${to}`)
+      const existing = dirs.get(dst)
+      if (existing && existing.children.size > 0) throw new Error(`directory not empty: ${to}`)
+      if (existing) {
+        dirs.delete(dst)
+        removeEntry(dst)
+      }
       mkdirs(parentOf(dst))
-      for (const [key, value] of [...files]) {
-        if (under(src, key)) {
+      for (const key of subtree(src)) {
+        const moved = dst + key.slice(src.length)
+        const file = files.get(key)
+        if (file) {
           files.delete(key)
-          files.set(dst + key.slice(src.length), value)
+          files.set(moved, file)
         }
-      }
-      for (const [key, value] of [...dirs]) {
-        if (under(src, key)) {
+        const dir = dirs.get(key)
+        if (dir) {
           dirs.delete(key)
-          dirs.set(dst + key.slice(src.length), value)
+          dirs.set(moved, dir)
         }
       }
-      touchDir(parentOf(src))
-      touchDir(parentOf(dst))
+      removeEntry(src)
+      addEntry(dst)
     },
 
     async delete(path, options) {
       throwIfAborted(options)
       const p = normalise(path)
-      for (const key of [...files.keys()]) if (under(p, key)) files.delete(key)
-      for (const key of [...dirs.keys()]) if (under(p, key)) dirs.delete(key)
-      touchDir(parentOf(p))
+      if (files.delete(p)) {
+        removeEntry(p)
+        return
+      }
+      if (!dirs.has(p)) return
+      for (const key of subtree(p)) {
+        files.delete(key)
+        if (key !== '/') dirs.delete(key)
+      }
+      if (p === '/') dirs.get('/')!.children.clear()
+      else removeEntry(p)
     },
 
     async freeSpace(options) {
