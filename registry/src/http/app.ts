@@ -2,6 +2,23 @@
  * The registry's HTTP face: the whole OCI Distribution Spec v1.1 API over a
  * RegistryService, as a Koa application. Routes are thin (parse, call one service
  * method, set headers, stream the body); one middleware renders every error.
+ *
+ * ```
+ * GET|HEAD   /v2/                                   200 {}
+ * GET        /v2/_catalog?n=&last=                  200 {repositories}, Link when more
+ * GET|HEAD   /v2/<name>/manifests/<ref>             200 stored media type, Docker-Content-Digest, ETag
+ * PUT        /v2/<name>/manifests/<ref>             201 Location, Docker-Content-Digest[, OCI-Subject]
+ * DELETE     /v2/<name>/manifests/<ref>             202
+ * GET|HEAD   /v2/<name>/blobs/<digest>              200, or 206/416 for Range: bytes=N-|N-M|-K
+ * DELETE     /v2/<name>/blobs/<digest>              202
+ * POST       /v2/<name>/blobs/uploads/              202 session; ?digest= 201; ?mount=[&from=] 201 or 202
+ * GET        /v2/<name>/blobs/uploads/<id>          204 Range: 0-<offset-1>
+ * PATCH      /v2/<name>/blobs/uploads/<id>          202 (Content-Range start-end, or streamed)
+ * PUT        /v2/<name>/blobs/uploads/<id>?digest=  201 Location /v2/<name>/blobs/<digest>
+ * DELETE     /v2/<name>/blobs/uploads/<id>          204
+ * GET        /v2/<name>/tags/list?n=&last=          200 {name, tags}, Link when more
+ * GET        /v2/<name>/referrers/<digest>          200 image index[, OCI-Filters-Applied]
+ * ```
  */
 import Koa, { type Context, type Middleware } from 'koa'
 import type { Logger } from 'pino'
