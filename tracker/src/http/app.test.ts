@@ -1,3 +1,4 @@
+import { connect } from 'node:net'
 import pino from 'pino'
 import { Registry } from 'prom-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -126,6 +127,17 @@ describe('tracker HTTP API', () => {
     expect(wrong.status).toBe(405)
     expect(wrong.headers.get('allow')).toBe('POST')
     expect((await fetch(`${server.url}/v1/swarms`, { method: 'DELETE' })).status).toBe(405)
+
+    // A client that goes away in the middle of its body.
+    const { port } = new URL(server.url)
+    await new Promise<void>((resolve) => {
+      const socket = connect(Number(port), '127.0.0.1', () => {
+        socket.write('POST /v1/announce HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"peerId":')
+        setImmediate(() => socket.destroy())
+      })
+      socket.on('close', () => resolve())
+      socket.on('error', () => {})
+    })
 
     // Still serving.
     const client = createTrackerClient({ url: server.url })

@@ -48,11 +48,16 @@ async function readJson(ctx: Koa.Context): Promise<unknown> {
     throw new TooLargeError(`body larger than ${MAX_TRACKER_BODY_BYTES} bytes`)
   const chunks: Buffer[] = []
   let size = 0
-  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
-    size += chunk.length
-    if (size > MAX_TRACKER_BODY_BYTES)
-      throw new TooLargeError(`body larger than ${MAX_TRACKER_BODY_BYTES} bytes`)
-    chunks.push(chunk)
+  try {
+    for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+      size += chunk.length
+      if (size > MAX_TRACKER_BODY_BYTES)
+        throw new TooLargeError(`body larger than ${MAX_TRACKER_BODY_BYTES} bytes`)
+      chunks.push(chunk)
+    }
+  } catch (err) {
+    if (err instanceof TooLargeError) throw err
+    throw new DecodeError('request body was cut off', undefined, { cause: err })
   }
   const text = Buffer.concat(chunks).toString('utf8')
   if (text.trim() === '') throw new DecodeError('request body is empty; expected JSON')

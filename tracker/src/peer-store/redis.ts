@@ -120,6 +120,14 @@ return out`,
 type ScriptName = keyof typeof SCRIPTS
 type ScriptClient = Redis & Record<ScriptName, (...args: Array<string | number>) => Promise<unknown>>
 
+type ScriptPipeline = ReturnType<Redis['pipeline']> &
+  Record<ScriptName, (...args: Array<string | number>) => ScriptPipeline>
+
+/** A pipeline typed with the scripts defined on the client (ioredis adds them at runtime). */
+function scripted(pipeline: ReturnType<Redis['pipeline']>): ScriptPipeline {
+  return pipeline as ScriptPipeline
+}
+
 /** Creates a PeerStore over Redis. The connection is opened by start(). */
 export function createRedisPeerStore(init: RedisPeerStoreInit): PeerStore {
   const prefix = init.keyPrefix ?? 'shoal:tracker:'
@@ -174,11 +182,19 @@ export function createRedisPeerStore(init: RedisPeerStoreInit): PeerStore {
   async function allCounts(nowMs: number): Promise<SwarmCounts[]> {
     const digests = await liveSwarmDigests(nowMs)
     const out: SwarmCounts[] = []
+    if (digests.length === 0) return out
+    // One round trip for all swarms.
+    const pipeline = scripted(redis().pipeline())
     for (const digest of digests) {
       const k = keys(digest)
-      const c = counts(digest, await redis().shoalSwarmCounts(k.peers, k.exp, k.origin, nowMs))
-      if (c.peers > 0) out.push(c)
+      pipeline.shoalSwarmCounts(k.peers, k.exp, k.origin, nowMs)
     }
+    const results = (await pipeline.exec()) ?? []
+    results.forEach(([err, reply], i) => {
+      if (err) throw err
+      const c = counts(digests[i]!, reply)
+      if (c.peers > 0) out.push(c)
+    })
     return out.sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0))
   }
 
@@ -188,11 +204,7 @@ export function createRedisPeerStore(init: RedisPeerStoreInit): PeerStore {
       const expiresAt = peer.lastSeenMs + ttlMs
       const ttl = Math.max(keyTtlMs, ttlMs * 2)
       // One round trip; the swarm index is a separate key (another slot), so not in the script.
-      const pipeline = redis().pipeline() as unknown as Record<
-        ScriptName,
-        (...args: Array<string | number>) => unknown
-      > &
-        ReturnType<Redis['pipeline']>
+      const pipeline = scripted(redis().pipeline())
       pipeline.shoalUpsertPeer(k.peers, k.exp, peer.peerId, JSON.stringify(peer), expiresAt, ttl)
       pipeline.zadd(swarmsKey, 'GT', expiresAt, digest)
       pipeline.pexpire(swarmsKey, ttl)
