@@ -10,7 +10,13 @@ import { join } from 'node:path'
 import { readdir } from 'node:fs/promises'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCleanup, createTempDir, removeTempDir, runCommand } from '../helpers/processes.js'
-import { SHOAL_BIN, REPO_ROOT, startShoalRegistry, startShoalService } from '../helpers/shoal.js'
+import {
+  parseListeningLine,
+  REPO_ROOT,
+  SHOAL_BIN,
+  startShoalRegistry,
+  startShoalService,
+} from '../helpers/shoal.js'
 
 const cleanup = createCleanup()
 let dir: string
@@ -97,16 +103,48 @@ describe('shoal registry', () => {
   })
 })
 
+describe('shoal tracker', () => {
+  it('serves the tracker API with /healthz and /metrics, and exits 0 on SIGTERM', async () => {
+    const tracker = await startShoalService({
+      args: ['tracker', '--listen', '127.0.0.1:0'],
+      service: 'tracker',
+      name: 'shoal-tracker',
+      logDir: dir,
+    })
+    cleanup.add(() => tracker.stop(), 'stop tracker')
+    expect(tracker.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)
+    expect(await (await fetch(`${tracker.url}/healthz`)).json()).toEqual({ status: 'ok' })
+    const metrics = await (await fetch(`${tracker.url}/metrics`)).text()
+    expect(metrics).toContain('shoal_tracker_swarms')
+    expect(metrics).toContain('process_resident_memory_bytes')
+    expect(await tracker.process.stop()).toEqual({ code: 0, signal: null })
+  })
+
+  it('reports tracker configuration problems from every source and exits 2', async () => {
+    const result = await shoal(['tracker', '--store-type', 'redis', '--peer-ttl-ms', '5'], {
+      SHOAL_TRACKER_ANNOUNCE_INTERVAL_MS: '10',
+    })
+    expect(result.code).toBe(2)
+    expect(result.stderr).toMatch(/tracker\.store\.redisUrl: required/)
+    expect(result.stderr).toMatch(/tracker\.peerTtlMs: .*\(from flag --peer-ttl-ms\)/)
+  })
+})
+
 describe('shoal up', () => {
-  it('runs the registry with its data under --data and exits 0 on SIGTERM', async () => {
+  it('runs registry and tracker, the registry data under --data, and exits 0 on SIGTERM', async () => {
     const data = join(dir, 'shoal-data')
     const up = await startShoalService({
-      args: ['up', '--data', data, '--registry-listen', '127.0.0.1:0'],
+      args: ['up', '--data', data, '--registry-listen', '127.0.0.1:0', '--tracker-listen', '127.0.0.1:0'],
       service: 'registry',
       name: 'shoal-up',
       logDir: dir,
     })
     cleanup.add(() => up.stop(), 'stop shoal up')
+    const trackerUrl = await up.process.waitForLine((line) => parseListeningLine(line, 'tracker'), {
+      timeoutMs: 30_000,
+      description: 'the tracker listening line',
+    })
+    expect((await fetch(`${trackerUrl}/healthz`)).status).toBe(200)
     expect((await fetch(`${up.url}/v2/`)).status).toBe(200)
     expect((await fetch(`${up.url}/healthz`)).status).toBe(200)
     // The summary for people names the registry and how to push to it.
