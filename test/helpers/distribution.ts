@@ -136,6 +136,21 @@ async function waitReady(
   throw new Error(`docker-registry did not answer on ${url} within ${timeoutMs} ms: ${output()}`)
 }
 
+// Registries still running when the test process exits (a crash, a forgotten stop) are
+// killed with it rather than left behind.
+const running = new Set<ChildProcess>()
+let exitHookInstalled = false
+function track(child: ChildProcess): void {
+  running.add(child)
+  child.once('exit', () => running.delete(child))
+  if (!exitHookInstalled) {
+    exitHookInstalled = true
+    process.once('exit', () => {
+      for (const c of running) if (c.pid !== undefined) c.kill('SIGKILL')
+    })
+  }
+}
+
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
@@ -178,6 +193,7 @@ export async function startDistribution(options: DistributionOptions = {}): Prom
     proc.stdout?.on('data', keep)
     proc.stderr?.on('data', keep)
     child = proc
+    track(proc)
     await waitReady(`http://127.0.0.1:${port}`, proc, () => output, options.startTimeoutMs ?? 20_000)
   }
 
