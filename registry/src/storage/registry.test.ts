@@ -481,6 +481,37 @@ describe.each(drivers)('storage registry on %s driver', (_name, factory) => {
       expect(put.digest).toBe(digestOf(index))
     })
 
+    it('stores Docker schema 2 manifests and manifest lists', async () => {
+      const configBytes = Buffer.from('{"os":"linux"}')
+      const layer = blobFixture(40, 8)
+      await pushBlob(r, REPO, configBytes)
+      await pushBlob(r, REPO, layer.bytes)
+      const manifest = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MEDIA_TYPES.dockerManifest,
+          config: descriptorOf(MEDIA_TYPES.dockerConfig, configBytes),
+          layers: [descriptorOf(MEDIA_TYPES.dockerLayerGzip, layer.bytes)],
+        }),
+      )
+      await r.putManifest(REPO, 'docker', MEDIA_TYPES.dockerManifest, manifest)
+      const list = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MEDIA_TYPES.dockerManifestList,
+          manifests: [
+            {
+              ...descriptorOf(MEDIA_TYPES.dockerManifest, manifest),
+              platform: { architecture: 'amd64', os: 'linux' },
+            },
+          ],
+        }),
+      )
+      await r.putManifest(REPO, 'list', MEDIA_TYPES.dockerManifestList, list)
+      expect(await r.statManifest(REPO, 'list')).toMatchObject({ mediaType: MEDIA_TYPES.dockerManifestList })
+      expect(await r.statManifest(REPO, 'docker')).toMatchObject({ mediaType: MEDIA_TYPES.dockerManifest })
+    })
+
     it('treats artifacts with the empty config (Helm charts) as ordinary manifests', async () => {
       const empty = Buffer.from('{}')
       const chart = blobFixture(300, 5)

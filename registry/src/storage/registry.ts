@@ -58,8 +58,9 @@ export type StorageRegistry = RegistryService & {
   collectGarbage(options?: GcOptions): Promise<GcReport>
 }
 
-/** @default values of StorageRegistryInit. */
+/** The default of StorageRegistryInit.maxManifestBytes (4 MiB). */
 export const DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+/** The default of StorageRegistryInit.uploadTtlMs (24 hours). */
 export const DEFAULT_UPLOAD_TTL_MS = 24 * 60 * 60 * 1000
 
 function validDigest(digest: string): Digest {

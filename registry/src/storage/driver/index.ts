@@ -129,13 +129,6 @@ export function parseDriverPath(path: string): string[] {
   return parts
 }
 
-/** Joins validated components back into a driver path. */
-export function joinDriverPath(...parts: string[]): string {
-  const path = '/' + parts.join('/')
-  parseDriverPath(path)
-  return path
-}
-
 /** Throws the signal's reason when it has been aborted. */
 export function throwIfAborted(options?: DriverOptions): void {
   options?.signal?.throwIfAborted()
