@@ -75,6 +75,19 @@ describe('tracker client', () => {
     const dead = createTrackerClient({ url: 'http://127.0.0.1:1', timeoutMs: 1000 })
     await expect(dead.swarms()).rejects.toMatchObject({ name: 'TrackerUnavailableError' })
   })
+  it('fails over to the next replica and sticks to it', async () => {
+    let calls = 0
+    const url = await serve(() => {
+      calls++
+      return { status: 200, body: JSON.stringify({ swarms: [] }) }
+    })
+    const client = createTrackerClient({ url: ['http://127.0.0.1:1', url], timeoutMs: 1000 })
+    expect(await client.swarms()).toEqual({ swarms: [] })
+    expect(await client.swarms()).toEqual({ swarms: [] })
+    expect(calls).toBe(2)
+    const none = createTrackerClient({ url: ['http://127.0.0.1:1', 'http://127.0.0.1:2'], timeoutMs: 1000 })
+    await expect(none.swarms()).rejects.toMatchObject({ name: 'TrackerUnavailableError' })
+  })
   it('refuses to send an invalid request', async () => {
     const client = createTrackerClient({ url: 'http://127.0.0.1:1' })
     await expect(

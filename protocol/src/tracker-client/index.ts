@@ -24,8 +24,12 @@ import {
 
 /** Options of createTrackerClient. */
 export interface TrackerClientInit {
-  /** Base URL of the tracker, e.g. `http://127.0.0.1:7070`. */
-  url: string
+  /**
+   * Base URL of the tracker, e.g. `http://127.0.0.1:7070`, or the URLs of several
+   * replicas: a call that finds one unavailable tries the next, and the client sticks
+   * to the last one that answered.
+   */
+  url: string | string[]
   /** fetch implementation. @default globalThis.fetch */
   fetch?: typeof globalThis.fetch
   /** Deadline of one request in milliseconds. @default 5000 */
@@ -47,14 +51,42 @@ export interface TrackerClient {
   swarm(digest: string, options?: { signal?: AbortSignal }): Promise<SwarmDetail>
 }
 
-/** Creates a tracker client. Throws TypeError for a malformed URL. */
+/** Creates a tracker client. Throws TypeError for a malformed URL or an empty URL list. */
 export function createTrackerClient(init: TrackerClientInit): TrackerClient {
-  const base = new URL(init.url)
-  if (!base.pathname.endsWith('/')) base.pathname += '/'
+  const bases = (Array.isArray(init.url) ? init.url : [init.url]).map((u) => {
+    const base = new URL(u)
+    if (!base.pathname.endsWith('/')) base.pathname += '/'
+    return base
+  })
+  if (bases.length === 0) throw new TypeError('createTrackerClient needs at least one URL')
   const fetchImpl = init.fetch ?? globalThis.fetch
   const timeoutMs = init.timeoutMs ?? 5000
+  let current = 0
 
   async function call<T>(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    schema: z.ZodType<T>,
+    signal: AbortSignal | undefined,
+  ): Promise<T> {
+    let lastError: unknown
+    for (let attempt = 0; attempt < bases.length; attempt++) {
+      const i = (current + attempt) % bases.length
+      try {
+        const result = await callOne(bases[i]!, method, path, body, schema, signal)
+        current = i
+        return result
+      } catch (err) {
+        if (!(err instanceof TrackerUnavailableError)) throw err
+        lastError = err
+      }
+    }
+    throw lastError
+  }
+
+  async function callOne<T>(
+    base: URL,
     method: 'GET' | 'POST',
     path: string,
     body: unknown,
