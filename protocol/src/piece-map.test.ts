@@ -185,6 +185,9 @@ describe('signatures', () => {
       name: 'SignatureInvalidError',
     })
     await expect(verifyPieceMap(null, seed.peerId)).rejects.toMatchObject({ name: 'DecodeError' })
+    await expect(verifyPieceMap(signed, 'not-a-peer-id')).rejects.toMatchObject({
+      name: 'SignatureInvalidError',
+    })
   })
   it('rejects random binary envelopes with DecodeError', () => {
     for (let seed = 1; seed < 200; seed++) {

@@ -360,7 +360,11 @@ export function parseSignedPieceMap(value: unknown): SignedPieceMap {
 
 function expectedSet(expected: string | PeerId | Array<string | PeerId>): Set<string> {
   const list = Array.isArray(expected) ? expected : [expected]
-  return new Set(list.map((p) => (typeof p === 'string' ? peerIdFromString(p).toString() : p.toString())))
+  try {
+    return new Set(list.map((p) => (typeof p === 'string' ? peerIdFromString(p).toString() : p.toString())))
+  } catch (err) {
+    throw new SignatureInvalidError('expected signer is not a valid peer id', undefined, { cause: err })
+  }
 }
 
 /**
