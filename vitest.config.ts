@@ -20,6 +20,8 @@ export default defineConfig({
             'tracker/**/*.test.ts',
             'peer-agent/**/*.test.ts',
             'cli/**/*.test.ts',
+            'bench/**/*.test.ts',
+            'test/*.test.ts',
           ],
         },
       },
