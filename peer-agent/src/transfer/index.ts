@@ -1,0 +1,18 @@
+/** Piece choice and the download scheduler of the peer agent. */
+export { SwarmUnavailableError } from './errors.js'
+export {
+  createRng,
+  isEndgame,
+  type PickedPiece,
+  type PickPieceInput,
+  type PieceSet,
+  pickPiece,
+  pieceSetOf,
+} from './piece-picker.js'
+export {
+  type DownloadComponents,
+  type DownloadInit,
+  type DownloadResult,
+  downloadBlob,
+  type SwarmPeer,
+} from './scheduler.js'

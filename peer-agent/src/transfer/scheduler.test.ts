@@ -1,0 +1,256 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { afterEach, describe, expect, it } from 'vitest'
+import { Bitfield } from '../../../protocol/src/bitfield.js'
+import { digestOf } from '../../../protocol/src/index.js'
+import { type PieceMap, pieceRange } from '../../../protocol/src/piece-map.js'
+import { type BlobCache, createBlobCache } from '../cache/index.js'
+import {
+  createP2PNode,
+  createPieceClient,
+  createPieceServer,
+  type PieceClient,
+  PieceUnavailableError,
+} from '../p2p/index.js'
+import { downloadBlob, type SwarmPeer } from './scheduler.js'
+
+const PIECE = 16 * 1024
+
+function blob(pieces: number): { bytes: Buffer; map: PieceMap } {
+  const bytes = randomBytes(pieces * PIECE - 100)
+  const hashes: string[] = []
+  for (let off = 0; off < bytes.length; off += PIECE) {
+    hashes.push(digestOf(bytes.subarray(off, off + PIECE)).slice('sha256:'.length))
+  }
+  return { bytes, map: { digest: digestOf(bytes), size: bytes.length, pieceSize: PIECE, pieces: hashes } }
+}
+
+interface FakePeer extends SwarmPeer {
+  holds: Set<number>
+  behaviour: 'ok' | 'corrupt' | 'fail'
+  requests: number[]
+}
+
+/** A piece client answering from memory on behalf of fake peers. */
+function fakeSwarm(bytes: Buffer, map: PieceMap) {
+  const byTarget = new Map<unknown, FakePeer>()
+  const peer = (id: string, holds: Iterable<number>, behaviour: FakePeer['behaviour'] = 'ok'): FakePeer => {
+    const p: FakePeer = { id, target: [] as Multiaddr[], holds: new Set(holds), behaviour, requests: [] }
+    byTarget.set(p.target, p)
+    return p
+  }
+  const client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> = {
+    async fetchHave(target) {
+      const p = byTarget.get(target)!
+      if (p.behaviour === 'fail') throw new Error('connection refused')
+      const bits = new Bitfield(map.pieces.length)
+      for (const i of p.holds) bits.set(i)
+      return bits
+    },
+    async fetchPiece(target, _digest, index) {
+      const p = byTarget.get(target)!
+      p.requests.push(index)
+      await new Promise((resolve) => setImmediate(resolve))
+      if (p.behaviour === 'fail') throw new Error('stream reset')
+      if (!p.holds.has(index)) throw new PieceUnavailableError('not-held')
+      const { offset, length } = pieceRange(map, index)
+      const piece = Buffer.from(bytes.subarray(offset, offset + length))
+      if (p.behaviour === 'corrupt') piece[0] = piece[0]! ^ 0xff
+      return piece
+    },
+  }
+  return { peer, client }
+}
+
+describe('downloadBlob', () => {
+  const cleanups: Array<() => Promise<void>> = []
+
+  async function cache(): Promise<BlobCache> {
+    const root = await mkdtemp(join(tmpdir(), 'shoal-sched-'))
+    const c = createBlobCache({}, { root, quotaBytes: 1 << 30, durable: false })
+    await c.start()
+    cleanups.push(async () => {
+      await c.stop()
+      await rm(root, { recursive: true, force: true })
+    })
+    return c
+  }
+
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  it('assembles a blob from peers holding different parts', async () => {
+    const { bytes, map } = blob(12)
+    const swarm = fakeSwarm(bytes, map)
+    const peers = [
+      swarm.peer('a', [0, 1, 2, 3, 4, 5]),
+      swarm.peer('b', [4, 5, 6, 7, 8]),
+      swarm.peer('c', [8, 9, 10, 11]),
+    ]
+    const c = await cache()
+    const result = await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => peers, seed: 1 },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    expect([...result.bytesByPeer.values()].reduce((a, b) => a + b, 0)).toBe(map.size)
+    for (const p of peers) expect(result.bytesByPeer.get(p.id)).toBeGreaterThan(0)
+  })
+
+  it('bans a peer that sends a bad piece and still finishes with the right bytes', async () => {
+    const { bytes, map } = blob(8)
+    const swarm = fakeSwarm(bytes, map)
+    const liar = swarm.peer('liar', map.pieces.keys(), 'corrupt')
+    const honest = swarm.peer('honest', map.pieces.keys())
+    const reported: string[] = []
+    const c = await cache()
+    const result = await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [liar, honest], onBadPiece: (p) => reported.push(p.id), seed: 2 },
+    )
+    expect(result.bannedPeers).toEqual(['liar'])
+    expect(reported).toEqual(['liar'])
+    expect(result.bytesByPeer.get('liar')).toBeUndefined()
+    expect(c.has(map.digest)).toBe(true)
+    expect(liar.requests.length).toBeLessThanOrEqual(2)
+  })
+
+  it('drops a failing peer and resumes without refetching held pieces', async () => {
+    const { bytes, map } = blob(6)
+    const swarm = fakeSwarm(bytes, map)
+    const broken = swarm.peer('broken', map.pieces.keys(), 'fail')
+    const good = swarm.peer('good', map.pieces.keys())
+    const c = await cache()
+    await c.open(map.digest, map)
+    for (const i of [0, 3]) {
+      const { offset, length } = pieceRange(map, i)
+      await c.writePiece(map.digest, i, bytes.subarray(offset, offset + length))
+    }
+    const result = await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [broken, good], seed: 3 },
+    )
+    expect(result.resumedPieces).toBe(2)
+    expect(good.requests.sort()).toEqual([1, 2, 4, 5])
+    expect(c.has(map.digest)).toBe(true)
+  })
+
+  it('fetches the streaming window first, in order', async () => {
+    const { bytes, map } = blob(10)
+    const swarm = fakeSwarm(bytes, map)
+    const only = swarm.peer('only', map.pieces.keys())
+    const c = await cache()
+    await downloadBlob(
+      { cache: c, client: swarm.client },
+      {
+        map,
+        findPeers: async () => [only],
+        readPosition: () => 6,
+        windowSize: 3,
+        requestsPerPeer: 1,
+        seed: 4,
+      },
+    )
+    expect(only.requests.slice(0, 3)).toEqual([6, 7, 8])
+  })
+
+  it('picks up pieces a downloading peer gains later', async () => {
+    const { bytes, map } = blob(4)
+    const swarm = fakeSwarm(bytes, map)
+    const growing = swarm.peer('growing', [0])
+    const c = await cache()
+    const done = downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [growing], haveRefreshMs: 50, seed: 5 },
+    )
+    const deadline = Date.now() + 5_000
+    while (!c.hasPiece(map.digest, 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    for (const i of [1, 2, 3]) growing.holds.add(i)
+    await done
+    expect(c.has(map.digest)).toBe(true)
+  })
+
+  it('gives up with SwarmUnavailableError when nobody can serve', async () => {
+    const { bytes, map } = blob(3)
+    const swarm = fakeSwarm(bytes, map)
+    const partial = swarm.peer('partial', [0])
+    const c = await cache()
+    await expect(
+      downloadBlob(
+        { cache: c, client: swarm.client },
+        { map, findPeers: async () => [partial], stallTimeoutMs: 600, haveRefreshMs: 100 },
+      ),
+    ).rejects.toMatchObject({ name: 'SwarmUnavailableError' })
+    // What did arrive stays for a later attempt.
+    expect(c.hasPiece(map.digest, 0)).toBe(true)
+  })
+})
+
+describe('downloadBlob over libp2p', () => {
+  const cleanups: Array<() => Promise<void>> = []
+
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  it('lets two leechers share pieces while both are still downloading', async () => {
+    const { bytes, map } = blob(48)
+    const nodes = []
+    for (let n = 0; n < 3; n++) {
+      const root = await mkdtemp(join(tmpdir(), 'shoal-sched-p2p-'))
+      const cache = createBlobCache({}, { root, quotaBytes: 1 << 30, durable: false })
+      await cache.start()
+      const node = await createP2PNode({})
+      await node.start()
+      // The seed is slow, so the leechers have reason to ask each other.
+      const server = createPieceServer(
+        { libp2p: node.libp2p, cache },
+        n === 0 ? { uploadBytesPerSecond: 256 * 1024 } : {},
+      )
+      await server.start()
+      const client = createPieceClient({ libp2p: node.libp2p })
+      cleanups.push(async () => {
+        await server.stop()
+        await node.stop()
+        await cache.stop()
+        await rm(root, { recursive: true, force: true })
+      })
+      nodes.push({
+        cache,
+        node,
+        server,
+        client,
+        peer: { id: node.peerId.toString(), target: node.getMultiaddrs() },
+      })
+    }
+    const [seed, one, two] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]]
+    await seed.cache.putBlob(map.digest, map.size, [bytes] as unknown as AsyncIterable<Uint8Array>, {
+      layout: map,
+    })
+    const results = await Promise.all(
+      [one, two].map((me, k) =>
+        downloadBlob(
+          { cache: me.cache, client: me.client },
+          {
+            map,
+            findPeers: async () => [seed.peer, k === 0 ? two.peer : one.peer],
+            haveRefreshMs: 100,
+            seed: 10 + k,
+          },
+        ),
+      ),
+    )
+    expect(one.cache.has(map.digest) && two.cache.has(map.digest)).toBe(true)
+    const fromSeed = results.reduce((sum, r) => sum + (r.bytesByPeer.get(seed.peer.id) ?? 0), 0)
+    const fromLeechers = results.reduce(
+      (sum, r, k) => sum + (r.bytesByPeer.get((k === 0 ? two : one).peer.id) ?? 0),
+      0,
+    )
+    expect(fromSeed + fromLeechers).toBe(2 * map.size)
+    expect(fromLeechers).toBeGreaterThan(0)
+  })
+})

@@ -1,0 +1,350 @@
+/**
+ * Downloads one blob from the swarm into the cache: asks peers what they hold, keeps a
+ * few piece requests in flight per peer (choice by the piece picker: streaming window,
+ * rarest first, endgame), checks every piece's sha256 against the piece map before it
+ * is stored, bans a peer that sends a bad piece, drops peers that keep failing, and
+ * finally checks the whole blob. Pieces already in the cache (a resumed download) are
+ * not fetched again. The caller owns peer discovery (`findPeers`) and the fallback to
+ * the seed or upstream when this throws SwarmUnavailableError.
+ */
+import type { Logger } from 'pino'
+import { Bitfield } from '../../../protocol/src/bitfield.js'
+import { type PieceMap, pieceMatches, pieceRange } from '../../../protocol/src/piece-map.js'
+import type { BlobCache } from '../cache/index.js'
+import type { PeerTarget, PieceClient } from '../p2p/index.js'
+import { PieceUnavailableError } from '../p2p/index.js'
+import { SwarmUnavailableError } from './errors.js'
+import { createRng, pickPiece } from './piece-picker.js'
+
+/** A peer that may hold the blob. */
+export interface SwarmPeer {
+  /** Stable key (the peer id string). */
+  id: string
+  /** How to reach it. */
+  target: PeerTarget
+}
+
+/** What a finished download obtained. */
+export interface DownloadResult {
+  /** Bytes received and stored, by peer id (duplicates from endgame not counted). */
+  bytesByPeer: Map<string, number>
+  /** Pieces that were already in the cache when the download started. */
+  resumedPieces: number
+  /** Peers banned for sending a bad piece. */
+  bannedPeers: string[]
+}
+
+/** The collaborators of a download. */
+export interface DownloadComponents {
+  cache: Pick<BlobCache, 'open' | 'writePiece' | 'hasPiece' | 'complete' | 'pin' | 'unpin'>
+  client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'>
+  logger?: Logger
+}
+
+/** Options of one download. */
+export interface DownloadInit {
+  /** The verified piece map of the blob. */
+  map: PieceMap
+  /**
+   * Returns peers that may hold the blob (tracker, DHT); called at start and again when
+   * fewer than `maxPeers` are usable. Errors are logged and retried later.
+   */
+  findPeers(options: { signal: AbortSignal }): Promise<SwarmPeer[]>
+  /** The piece index the local client reads next, for the streaming window. */
+  readPosition?: () => number | undefined
+  /** Peers used at once. @default 8 */
+  maxPeers?: number
+  /** Piece requests in flight per peer. @default 2 */
+  requestsPerPeer?: number
+  /** Streaming window in pieces. @default 4 */
+  windowSize?: number
+  /** Endgame threshold in missing pieces. @default 4 */
+  endgameThreshold?: number
+  /** Deadline of one piece request. @default 30000 */
+  pieceTimeoutMs?: number
+  /** Failed requests (timeouts, resets) after which a peer is dropped. @default 3 */
+  maxPeerFailures?: number
+  /** How long to leave a peer alone after it answered busy. @default 1000 */
+  busyBackoffMs?: number
+  /** How often to re-ask a peer with an incomplete bitfield what it holds. @default 1000 */
+  haveRefreshMs?: number
+  /** How often at most to ask findPeers for more peers. @default 2000 */
+  peerSearchIntervalMs?: number
+  /** Throw SwarmUnavailableError after this long without a new piece. @default 20000 */
+  stallTimeoutMs?: number
+  /** Seed for the picker's tie-breaks. @default random */
+  seed?: number
+  /** Called when a peer sent a piece that fails its sha256 (report it to the tracker). */
+  onBadPiece?: (peer: SwarmPeer, index: number) => void
+  /** Called after each piece is stored. */
+  onPiece?: (peer: SwarmPeer, index: number, bytes: number) => void
+}
+
+interface PeerState {
+  peer: SwarmPeer
+  has: Bitfield | undefined
+  requested: Set<number>
+  failures: number
+  dropped: boolean
+  busyUntil: number
+  lastHaveAt: number
+  refreshing: boolean
+}
+
+const TICK_MS = 200
+
+/**
+ * Downloads `init.map`'s blob into the cache and marks it complete. Throws
+ * SwarmUnavailableError when no piece arrives for `stallTimeoutMs`, DigestMismatchError
+ * when the assembled blob does not match its digest (the partial is discarded),
+ * InsufficientStorageError from the cache, or the signal's reason.
+ */
+export async function downloadBlob(
+  components: DownloadComponents,
+  init: DownloadInit,
+  options: { signal?: AbortSignal } = {},
+): Promise<DownloadResult> {
+  const { cache, client } = components
+  const log = components.logger
+  const { map } = init
+  const digest = map.digest
+  const count = map.pieces.length
+  const maxPeers = init.maxPeers ?? 8
+  const requestsPerPeer = init.requestsPerPeer ?? 2
+  const pieceTimeoutMs = init.pieceTimeoutMs ?? 30_000
+  const maxPeerFailures = init.maxPeerFailures ?? 3
+  const busyBackoffMs = init.busyBackoffMs ?? 1_000
+  const haveRefreshMs = init.haveRefreshMs ?? 1_000
+  const peerSearchIntervalMs = init.peerSearchIntervalMs ?? 2_000
+  const stallTimeoutMs = init.stallTimeoutMs ?? 20_000
+  const rng = createRng(init.seed ?? Math.floor(Math.random() * 2 ** 32))
+
+  const lifetime = new AbortController()
+  const signal = options.signal ? AbortSignal.any([options.signal, lifetime.signal]) : lifetime.signal
+  const peers = new Map<string, PeerState>()
+  const have = new Bitfield(count)
+  const haveSet = { has: (i: number) => have.get(i) }
+  const inFlight = new Int32Array(count)
+  const availability = new Int32Array(count)
+  const requests = new Map<number, Set<AbortController>>()
+  const result: DownloadResult = { bytesByPeer: new Map(), resumedPieces: 0, bannedPeers: [] }
+  let fatal: unknown
+  let lastProgress = Date.now()
+  let lastSearch = 0
+  let searching = false
+  let wake: (() => void) | undefined
+  let dirty = false
+
+  /** Wakes the scheduling loop (or makes its next wait return at once). */
+  const notify = (): void => {
+    dirty = true
+    wake?.()
+  }
+
+  function setHas(state: PeerState, bits: Bitfield | undefined): void {
+    if (state.has) for (const i of state.has.indexes()) availability[i]!--
+    state.has = bits
+    if (bits) for (const i of bits.indexes()) availability[i]!++
+  }
+
+  function drop(state: PeerState, why: string): void {
+    if (state.dropped) return
+    state.dropped = true
+    setHas(state, undefined)
+    for (const i of state.requested) for (const c of requests.get(i) ?? []) c.abort(new Error('peer dropped'))
+    log?.debug({ peer: state.peer.id, digest, why }, 'dropped peer')
+  }
+
+  function usable(state: PeerState): boolean {
+    return !state.dropped
+  }
+
+  async function refreshHave(state: PeerState): Promise<void> {
+    state.refreshing = true
+    try {
+      const bits = await client.fetchHave(state.peer.target, digest, {
+        signal: AbortSignal.any([signal, AbortSignal.timeout(pieceTimeoutMs)]),
+      })
+      if (state.dropped) return
+      if (bits !== undefined && bits.length !== count) {
+        drop(state, `bitfield of ${bits.length} pieces for a map of ${count}`)
+        return
+      }
+      setHas(state, bits)
+    } catch (err) {
+      if (signal.aborted) return
+      state.failures++
+      if (state.failures >= maxPeerFailures) drop(state, `have query failed: ${String(err)}`)
+    } finally {
+      state.lastHaveAt = Date.now()
+      state.refreshing = false
+      notify()
+    }
+  }
+
+  async function searchPeers(): Promise<void> {
+    searching = true
+    lastSearch = Date.now()
+    try {
+      const found = await init.findPeers({ signal })
+      for (const peer of found) {
+        if (peers.has(peer.id)) continue
+        if ([...peers.values()].filter(usable).length >= maxPeers) break
+        const state: PeerState = {
+          peer,
+          has: undefined,
+          requested: new Set(),
+          failures: 0,
+          dropped: false,
+          busyUntil: 0,
+          lastHaveAt: 0,
+          refreshing: false,
+        }
+        peers.set(peer.id, state)
+        void refreshHave(state)
+      }
+    } catch (err) {
+      if (!signal.aborted) log?.warn({ err, digest }, 'finding peers failed')
+    } finally {
+      searching = false
+      notify()
+    }
+  }
+
+  async function request(state: PeerState, index: number): Promise<void> {
+    const controller = new AbortController()
+    const set = requests.get(index) ?? new Set<AbortController>()
+    requests.set(index, set)
+    set.add(controller)
+    inFlight[index]!++
+    state.requested.add(index)
+    try {
+      const bytes = await client.fetchPiece(state.peer.target, digest, index, {
+        expectedLength: pieceRange(map, index).length,
+        signal: AbortSignal.any([signal, controller.signal, AbortSignal.timeout(pieceTimeoutMs)]),
+      })
+      if (!pieceMatches(map, index, bytes)) {
+        if (!result.bannedPeers.includes(state.peer.id)) {
+          log?.warn({ peer: state.peer.id, digest, index }, 'peer sent a bad piece: banned')
+          result.bannedPeers.push(state.peer.id)
+          drop(state, 'bad piece')
+          init.onBadPiece?.(state.peer, index)
+        }
+        return
+      }
+      state.failures = 0
+      if (have.get(index)) return
+      await cache.writePiece(digest, index, bytes, { signal })
+      if (!have.get(index)) {
+        have.set(index)
+        lastProgress = Date.now()
+        result.bytesByPeer.set(state.peer.id, (result.bytesByPeer.get(state.peer.id) ?? 0) + bytes.byteLength)
+        init.onPiece?.(state.peer, index, bytes.byteLength)
+      }
+      // Endgame duplicates of this piece are no longer needed.
+      for (const other of requests.get(index) ?? [])
+        if (other !== controller) other.abort(new Error('piece arrived'))
+    } catch (err) {
+      if (signal.aborted || controller.signal.aborted) return
+      if (err instanceof PieceUnavailableError) {
+        if (err.status === 'busy') {
+          state.busyUntil = Date.now() + busyBackoffMs
+        } else if (err.status === 'not-found') {
+          setHas(state, undefined)
+        } else if (state.has?.get(index)) {
+          state.has.unset(index)
+          availability[index]!--
+        }
+        return
+      }
+      if ((err as Error).name === 'InsufficientStorageError' || (err as Error).name === 'BlobUnknownError') {
+        fatal ??= err
+        return
+      }
+      state.failures++
+      log?.debug({ err, peer: state.peer.id, digest, index }, 'piece request failed')
+      if (state.failures >= maxPeerFailures) drop(state, `${state.failures} failed requests`)
+    } finally {
+      set.delete(controller)
+      if (set.size === 0) requests.delete(index)
+      inFlight[index]!--
+      state.requested.delete(index)
+      notify()
+    }
+  }
+
+  function schedule(): void {
+    const now = Date.now()
+    const readPosition = init.readPosition?.()
+    for (const state of peers.values()) {
+      if (state.dropped || state.busyUntil > now) continue
+      if (state.has === undefined) {
+        if (!state.refreshing && now - state.lastHaveAt >= haveRefreshMs) void refreshHave(state)
+        continue
+      }
+      const peerHas = state.has
+      let picked = false
+      while (state.requested.size < requestsPerPeer) {
+        const next = pickPiece({
+          pieceCount: count,
+          have: haveSet,
+          peerHas: { has: (i) => peerHas.get(i) },
+          inFlight,
+          requestedFromPeer: state.requested,
+          availability,
+          readPosition,
+          windowSize: init.windowSize,
+          endgameThreshold: init.endgameThreshold,
+          rng,
+        })
+        if (next === undefined) break
+        picked = true
+        void request(state, next.index)
+      }
+      // A peer with nothing for us may have gained pieces since (it is downloading too).
+      if (!picked && state.requested.size === 0 && !state.refreshing && !state.has.isComplete()) {
+        if (now - state.lastHaveAt >= haveRefreshMs) void refreshHave(state)
+      }
+    }
+    const live = [...peers.values()].filter(usable).length
+    const interval = live === 0 ? Math.min(1_000, peerSearchIntervalMs) : peerSearchIntervalMs
+    if (!searching && live < maxPeers && now - lastSearch >= interval) void searchPeers()
+  }
+
+  cache.pin(digest)
+  try {
+    await cache.open(digest, { size: map.size, pieceSize: map.pieceSize }, { signal })
+    for (let i = 0; i < count; i++) if (cache.hasPiece(digest, i)) have.set(i)
+    result.resumedPieces = have.count()
+    while (!have.isComplete()) {
+      signal.throwIfAborted()
+      if (fatal !== undefined) throw fatal
+      if (Date.now() - lastProgress > stallTimeoutMs) {
+        throw new SwarmUnavailableError(`no piece of ${digest} arrived for ${stallTimeoutMs} ms`, {
+          digest,
+          held: have.count(),
+          pieces: count,
+          peers: [...peers.values()].filter(usable).length,
+        })
+      }
+      dirty = false
+      schedule()
+      if (!dirty) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, TICK_MS)
+          wake = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+        wake = undefined
+      }
+    }
+    lifetime.abort(new Error('download finished'))
+    await cache.complete(digest, options)
+    return result
+  } finally {
+    lifetime.abort(new Error('download ended'))
+    cache.unpin(digest)
+  }
+}
