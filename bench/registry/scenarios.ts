@@ -117,7 +117,7 @@ export async function benchPushMonolithic(
       collector.add(target, blob.size, seconds, sample)
       progress(
         `push monolithic ${target.name} run ${run + 1}/${runs}: ` +
-          `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mib(sample.peakRssBytes)} MiB`,
+          `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB`,
       )
     }
   }
@@ -141,7 +141,7 @@ export async function benchPushChunked(
       collector.add(target, blob.size, seconds, sample)
       progress(
         `push chunked ${target.name} run ${run + 1}/${runs}: ` +
-          `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mib(sample.peakRssBytes)} MiB`,
+          `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB`,
       )
     }
   }
@@ -179,7 +179,7 @@ export async function benchPull(
       collector.add(target, size * concurrency, seconds, sample)
       progress(
         `pull x${concurrency} ${target.name} run ${run + 1}/${runs}: ` +
-          `${megabytesPerSecond(size * concurrency, seconds).toFixed(1)} MB/s, peak RSS ${mib(sample.peakRssBytes)} MiB`,
+          `${megabytesPerSecond(size * concurrency, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB`,
       )
     }
   }
@@ -312,6 +312,6 @@ export async function benchManifestGet(
   return out
 }
 
-function mib(bytes: number): string {
-  return (bytes / 1024 / 1024).toFixed(0)
+function mb(bytes: number): string {
+  return (bytes / 1e6).toFixed(0)
 }
