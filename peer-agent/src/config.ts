@@ -1,0 +1,184 @@
+/**
+ * The peer agent's configuration section: schema, defaults and the one parser that
+ * reports every problem at once. Files (`agent:` section), environment
+ * (SHOAL_AGENT_<SETTING>) and flags (--<setting>) all map onto these names; the CLI
+ * derives them from this schema.
+ */
+import { z } from 'zod'
+import { ConfigError, labelSchema, multiaddrSchema, peerIdSchema } from '../../protocol/src/index.js'
+
+const SECOND_MS = 1000
+const GIB = 1024 * 1024 * 1024
+
+/** `host:port` (IPv6 hosts in brackets); port 0 picks a free port. */
+function isListenAddress(value: string): boolean {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(value)
+  return match !== null && Number(match[3]) <= 65535
+}
+
+/** A registry host as image references spell it: `docker.io`, `ghcr.io`, `127.0.0.1:5000`. */
+const REGISTRY_HOST =
+  /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/
+
+/** True when `value` is a registry host name with an optional port (lower case). */
+export function isRegistryHost(value: string): boolean {
+  return value.length <= 255 && REGISTRY_HOST.test(value)
+}
+
+const httpUrl = () => z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+
+/**
+ * One upstream host mapping: images named `<host>/...` (containerd's `?ns=<host>`, or
+ * docker.io for Docker's registry-mirrors) are fetched from `url` with these credentials.
+ */
+export const agentUpstreamSchema = z.strictObject({
+  /** The registry host as image names spell it, e.g. `docker.io` or `ghcr.io`. */
+  host: z.string().refine(isRegistryHost, 'expected a registry host such as docker.io or 127.0.0.1:5000'),
+  /** Base URL to fetch from, e.g. `https://registry-1.docker.io`. */
+  url: httpUrl(),
+  username: z.string().optional(),
+  password: z.string().optional(),
+})
+
+const nonNegativeInt = () => z.number().int().nonnegative()
+
+function checkUpstreams(upstreams: Array<z.infer<typeof agentUpstreamSchema>>, ctx: z.RefinementCtx): void {
+  const seen = new Set<string>()
+  upstreams.forEach((upstream, index) => {
+    if (seen.has(upstream.host)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [index, 'host'],
+        message: `host "${upstream.host}" is mapped twice`,
+      })
+    }
+    seen.add(upstream.host)
+    if ((upstream.username === undefined) !== (upstream.password === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [index], message: 'give both username and password, or neither' })
+    }
+  })
+}
+
+/**
+ * Every agent setting. Field names carry their unit. Each `.describe()` text is the
+ * one-line documentation shown in `--help` and docs/CONFIGURATION.md.
+ */
+export const agentConfigSchema = z.strictObject({
+  listen: z
+    .string()
+    .refine(isListenAddress, 'expected host:port with a port from 0 to 65535 (IPv6 hosts in brackets)')
+    .default('127.0.0.1:5001')
+    .describe('address the mirror endpoint listens on (host:port); containerd and docker pull from it'),
+  dataDir: z
+    .string()
+    .min(1)
+    .default('.shoal/agent')
+    .describe('folder holding the blob cache and the manifest cache'),
+  cacheQuotaBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(10 * GIB)
+    .describe('disk budget of the blob cache, in bytes; least recently used blobs are evicted beyond it'),
+  registryUrl: httpUrl()
+    .default('http://127.0.0.1:5000')
+    .describe('URL of the seed registry; image hosts without an upstream mapping are fetched from it'),
+  registryPeerId: peerIdSchema
+    .optional()
+    .describe('libp2p peer id of the seed registry, the signer piece maps must carry (trust root)'),
+  seedNamePrefix: z
+    .boolean()
+    .default(false)
+    .describe(
+      'ask the seed for <host>/<name> for image hosts other than its own (when the seed is a pull-through cache with host prefixes)',
+    ),
+  trackerUrl: httpUrl().optional().describe('URL of the tracker that hands out peers'),
+  upstreams: z
+    .array(agentUpstreamSchema)
+    .superRefine(checkUpstreams)
+    .default([])
+    .describe(
+      'upstream registries by image host (host=url, credentials in the URL); other hosts use the seed',
+    ),
+  upstreamTimeoutMs: z
+    .number()
+    .int()
+    .positive()
+    .default(30 * SECOND_MS)
+    .describe(
+      'deadline of an upstream manifest or HEAD request and of the first byte of a blob, in milliseconds',
+    ),
+  authCacheTtlMs: nonNegativeInt()
+    .default(60 * SECOND_MS)
+    .describe(
+      'how long a private-repository verdict (is it private, does the upstream accept this client) is reused, in milliseconds',
+    ),
+  p2pListen: z
+    .array(multiaddrSchema)
+    .default(['/ip4/127.0.0.1/tcp/0'])
+    .describe('libp2p multiaddrs the agent listens on for other peers'),
+  zone: labelSchema.optional().describe('topology zone label announced to the tracker'),
+  rack: labelSchema.optional().describe('topology rack label announced to the tracker'),
+  maxConcurrentUploads: z
+    .number()
+    .int()
+    .positive()
+    .default(16)
+    .describe('most pieces served to other peers at once'),
+  uploadRateBytesPerSec: nonNegativeInt()
+    .default(0)
+    .describe('cap on the bytes per second served to other peers (0: no cap)'),
+  pskFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('file holding the libp2p pre-shared key of a private cluster (swarm key format)'),
+  allowPeers: z
+    .array(peerIdSchema)
+    .default([])
+    .describe('peer ids allowed to connect (empty: any peer that passes the pre-shared key)'),
+  logLevel: z
+    .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
+    .default('info')
+    .describe('log level'),
+})
+
+/** The agent's configuration after defaults were applied. */
+export type AgentConfig = z.output<typeof agentConfigSchema>
+/** One upstream host mapping. */
+export type AgentUpstreamConfig = z.output<typeof agentUpstreamSchema>
+/** What a file, the environment or flags may give before defaults. */
+export type AgentConfigInput = z.input<typeof agentConfigSchema>
+
+/**
+ * Validates raw settings and fills in defaults. Throws ConfigError whose `problems`
+ * lists every problem as `path: message`. An upstream entry may name its host `prefix`
+ * instead of `host`, which is what the CLI's `--upstream docker.io=URL` form produces.
+ */
+export function parseAgentConfig(raw: unknown): AgentConfig {
+  const result = agentConfigSchema.safeParse(normalise(raw ?? {}))
+  if (result.success) return result.data
+  throw new ConfigError(
+    result.error.issues.map((issue) => {
+      const path = issue.path.length === 0 ? '(root)' : issue.path.map(String).join('.')
+      if (issue.code === 'unrecognized_keys') {
+        return `${path}: unknown setting${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`
+      }
+      return `${path}: ${issue.message}`
+    }),
+  )
+}
+
+function normalise(raw: unknown): unknown {
+  if (typeof raw !== 'object' || raw === null || !('upstreams' in raw)) return raw
+  const upstreams = (raw as { upstreams: unknown }).upstreams
+  if (!Array.isArray(upstreams)) return raw
+  return {
+    ...raw,
+    upstreams: upstreams.map((entry: unknown) => {
+      if (typeof entry !== 'object' || entry === null || !('prefix' in entry) || 'host' in entry) return entry
+      const { prefix, ...rest } = entry as { prefix: unknown }
+      return { host: prefix, ...rest }
+    }),
+  }
+}
