@@ -26,29 +26,44 @@ function defineError(name: string, defaultMessage: string) {
 /** The blob is not known to the registry (or not linked into the repository). */
 export class BlobUnknownError extends defineError('BlobUnknownError', 'blob unknown to registry') {}
 /** The upload session id is not known or has expired. */
-export class BlobUploadUnknownError extends defineError('BlobUploadUnknownError', 'blob upload unknown to registry') {}
+export class BlobUploadUnknownError extends defineError(
+  'BlobUploadUnknownError',
+  'blob upload unknown to registry',
+) {}
 /** The upload request is malformed (bad Content-Range, missing body, bad state). */
 export class BlobUploadInvalidError extends defineError('BlobUploadInvalidError', 'blob upload invalid') {}
 /** A digest string is malformed or uses an unsupported algorithm. */
 export class DigestInvalidError extends defineError('DigestInvalidError', 'provided digest is invalid') {}
 /** Content did not hash to the digest it was supposed to have. */
-export class DigestMismatchError extends defineError('DigestMismatchError', 'provided digest did not match uploaded content') {}
+export class DigestMismatchError extends defineError(
+  'DigestMismatchError',
+  'provided digest did not match uploaded content',
+) {}
 /** The manifest (or tag) is not known in the repository. */
 export class ManifestUnknownError extends defineError('ManifestUnknownError', 'manifest unknown') {}
 /** The manifest failed validation (JSON, schema, media type). */
 export class ManifestInvalidError extends defineError('ManifestInvalidError', 'manifest invalid') {}
 /** A manifest references a blob or child manifest that the repository does not hold. */
-export class ManifestBlobUnknownError extends defineError('ManifestBlobUnknownError', 'manifest references a manifest or blob unknown to registry') {}
+export class ManifestBlobUnknownError extends defineError(
+  'ManifestBlobUnknownError',
+  'manifest references a manifest or blob unknown to registry',
+) {}
 /** The manifest body exceeds the configured size limit. */
 export class ManifestTooLargeError extends defineError('ManifestTooLargeError', 'manifest too large') {}
 /** A repository name does not match the OCI grammar. */
 export class NameInvalidError extends defineError('NameInvalidError', 'invalid repository name') {}
 /** The repository is not known to the registry. */
-export class NameUnknownError extends defineError('NameUnknownError', 'repository name not known to registry') {}
+export class NameUnknownError extends defineError(
+  'NameUnknownError',
+  'repository name not known to registry',
+) {}
 /** A tag does not match the OCI grammar or does not match the manifest. */
 export class TagInvalidError extends defineError('TagInvalidError', 'manifest tag did not match URI') {}
 /** A declared content length does not match what was received. */
-export class SizeInvalidError extends defineError('SizeInvalidError', 'provided length did not match content length') {}
+export class SizeInvalidError extends defineError(
+  'SizeInvalidError',
+  'provided length did not match content length',
+) {}
 /** A body exceeded a size limit. */
 export class TooLargeError extends defineError('TooLargeError', 'request entity too large') {}
 /** A requested or uploaded byte range is not satisfiable or out of order. */
@@ -58,7 +73,10 @@ export class UnsupportedError extends defineError('UnsupportedError', 'the opera
 /** No API endpoint answers at the requested path. */
 export class RouteUnknownError extends defineError('RouteUnknownError', 'no such API endpoint') {}
 /** A request parameter (such as a page size) is malformed or out of range. */
-export class ParameterInvalidError extends defineError('ParameterInvalidError', 'invalid request parameter') {}
+export class ParameterInvalidError extends defineError(
+  'ParameterInvalidError',
+  'invalid request parameter',
+) {}
 /** The client did not authenticate. */
 export class UnauthorizedError extends defineError('UnauthorizedError', 'authentication required') {}
 /** The client is authenticated but not allowed to do this. */
@@ -86,7 +104,10 @@ export class ConfigError extends ShoalError {
 /** Bytes received from a peer or the network do not decode as the expected message. */
 export class DecodeError extends defineError('DecodeError', 'malformed message') {}
 /** There is not enough disk space (or quota) to store the content. */
-export class InsufficientStorageError extends defineError('InsufficientStorageError', 'insufficient storage') {}
+export class InsufficientStorageError extends defineError(
+  'InsufficientStorageError',
+  'insufficient storage',
+) {}
 /** A signature (for example on a piece map) is missing, malformed, or not made by the expected signer. */
 export class SignatureInvalidError extends defineError('SignatureInvalidError', 'signature invalid') {}
 /** The tracker could not be reached, timed out, or answered with a server error. */

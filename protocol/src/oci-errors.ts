@@ -72,7 +72,9 @@ export function ociErrorFor(err: unknown): OciErrorMapping {
 }
 
 /** The OCI error body for one error. */
-export function ociErrorBody(err: unknown): { errors: Array<{ code: OciErrorCode; message: string; detail?: unknown }> } {
+export function ociErrorBody(err: unknown): {
+  errors: Array<{ code: OciErrorCode; message: string; detail?: unknown }>
+} {
   const { code } = ociErrorFor(err)
   const message = err instanceof Error ? err.message : String(err)
   const detail = err instanceof ShoalError ? err.detail : undefined

@@ -46,7 +46,8 @@ export function isRepositoryName(name: string): boolean {
 
 /** Throws NameInvalidError unless `name` is a valid repository name. */
 export function assertRepositoryName(name: string): void {
-  if (!isRepositoryName(name)) throw new NameInvalidError(`invalid repository name: ${String(name).slice(0, 300)}`)
+  if (!isRepositoryName(name))
+    throw new NameInvalidError(`invalid repository name: ${String(name).slice(0, 300)}`)
 }
 
 /** True when `tag` is a valid tag. */
@@ -154,7 +155,13 @@ export function parseManifest(body: Uint8Array, contentType?: string): ParsedMan
     // An OCI manifest may omit mediaType; infer from shape.
     mediaType = Array.isArray(json.manifests) ? MEDIA_TYPES.ociIndex : MEDIA_TYPES.ociManifest
   }
-  if (declared !== undefined && ct !== undefined && ct !== '' && declared !== ct && MANIFEST_MEDIA_TYPES.includes(ct)) {
+  if (
+    declared !== undefined &&
+    ct !== undefined &&
+    ct !== '' &&
+    declared !== ct &&
+    MANIFEST_MEDIA_TYPES.includes(ct)
+  ) {
     throw new ManifestInvalidError(`manifest mediaType ${declared} does not match Content-Type ${ct}`)
   }
   if (!MANIFEST_MEDIA_TYPES.includes(mediaType)) {

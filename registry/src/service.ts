@@ -94,7 +94,12 @@ export interface RegistryService {
    * Links an existing blob into `repository`. With `from`, only if `from` holds it;
    * without `from`, if the blob exists anywhere. Returns undefined when it cannot mount.
    */
-  mountBlob(repository: string, digest: string, from?: string, options?: AbortOptions): Promise<BlobInfo | undefined>
+  mountBlob(
+    repository: string,
+    digest: string,
+    from?: string,
+    options?: AbortOptions,
+  ): Promise<BlobInfo | undefined>
 
   // Uploads
   startUpload(repository: string, options?: AbortOptions): Promise<UploadState>
@@ -127,7 +132,11 @@ export interface RegistryService {
   // Manifests
   getManifest(repository: string, reference: string, options?: AbortOptions): Promise<ManifestRecord>
   /** Like getManifest without the body being needed; implementations may still read it. */
-  statManifest(repository: string, reference: string, options?: AbortOptions): Promise<Omit<ManifestRecord, 'body'>>
+  statManifest(
+    repository: string,
+    reference: string,
+    options?: AbortOptions,
+  ): Promise<Omit<ManifestRecord, 'body'>>
   /**
    * Validates and stores a manifest under a tag or its digest. Throws
    * ManifestInvalidError, ManifestBlobUnknownError, ManifestTooLargeError,
@@ -146,5 +155,10 @@ export interface RegistryService {
   // Listing
   listTags(repository: string, page: PageRequest, options?: AbortOptions): Promise<Page>
   catalog(page: PageRequest, options?: AbortOptions): Promise<Page>
-  referrers(repository: string, digest: string, artifactType?: string, options?: AbortOptions): Promise<ReferrersResult>
+  referrers(
+    repository: string,
+    digest: string,
+    artifactType?: string,
+    options?: AbortOptions,
+  ): Promise<ReferrersResult>
 }
