@@ -86,6 +86,17 @@ describe('blob cache', () => {
     )
   })
 
+  it('checks sha512 blobs with sha512', async () => {
+    const cache = await makeCache()
+    const bytes = randomBytes(PIECE + 5)
+    const digest = digestOf(bytes, 'sha512')
+    await cache.open(digest, { size: bytes.length, pieceSize: PIECE })
+    await cache.writePiece(digest, 0, bytes.subarray(0, PIECE))
+    await cache.writePiece(digest, 1, bytes.subarray(PIECE))
+    await cache.complete(digest)
+    expect(cache.has(digest)).toBe(true)
+  })
+
   it('resumes a partial download after a restart, trusting only the persisted bitfield', async () => {
     const f = fixture(4 * PIECE)
     const layout = { size: f.bytes.length, pieceSize: PIECE }

@@ -6,7 +6,6 @@
  */
 import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { constants as fsConstants } from 'node:fs'
 import { type FileHandle, mkdir, open, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -23,6 +22,15 @@ import {
 } from '../../../protocol/src/index.js'
 import { choosePieceSize } from '../../../protocol/src/piece-map.js'
 import { bitBytes, countBits, getBit, withBit } from './bits.js'
+import {
+  createMutex,
+  hashFile,
+  isNoSpace,
+  isNotFound,
+  syncDir,
+  writeAll,
+  writeFileDurably,
+} from './fs-util.js'
 import { type BlobPaths, blobPaths, blobsDir, partialDir, tmpDir } from './paths.js'
 
 /** How a blob is cut into pieces: every piece is `pieceSize` bytes except the last. */
@@ -195,25 +203,6 @@ interface Entry {
 
 const TOUCH_PERSIST_INTERVAL_MS = 60_000
 
-/** Serialises async sections (quota reservation, eviction, state changes). */
-function createMutex(): <T>(fn: () => Promise<T>) => Promise<T> {
-  let tail: Promise<unknown> = Promise.resolve()
-  return <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = tail.then(fn, fn)
-    tail = run.catch(() => {})
-    return run
-  }
-}
-
-function isNoSpace(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code
-  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG'
-}
-
-function isNotFound(err: unknown): boolean {
-  return (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
-}
-
 function pieceCountOf(size: number, pieceSize: number | undefined): number {
   if (pieceSize === undefined) return 0
   return size === 0 ? 1 : Math.ceil(size / pieceSize)
@@ -229,38 +218,6 @@ function validLayout(layout: unknown): layout is PieceLayout {
     Number.isSafeInteger(l.pieceSize) &&
     l.pieceSize > 0
   )
-}
-
-async function writeFileDurably(path: string, data: Uint8Array | string, durable: boolean): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`
-  const fh = await open(tmp, 'w')
-  try {
-    await fh.writeFile(data)
-    if (durable) await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  await rename(tmp, path)
-}
-
-async function syncDir(path: string): Promise<void> {
-  const fh = await open(path, fsConstants.O_RDONLY)
-  try {
-    await fh.sync()
-  } catch {
-    // Some filesystems refuse fsync on directories; the rename is still ordered.
-  } finally {
-    await fh.close()
-  }
-}
-
-async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
-  let off = 0
-  while (off < bytes.byteLength) {
-    const { bytesWritten } = await fh.write(bytes, off, bytes.byteLength - off, position + off)
-    if (bytesWritten === 0) throw Object.assign(new Error('short write'), { code: 'ENOSPC' })
-    off += bytesWritten
-  }
 }
 
 /**
@@ -582,25 +539,6 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
     return statOf(entry)
   }
 
-  async function hashFile(path: string, signal?: AbortSignal): Promise<Digest> {
-    const hash = createHash('sha256')
-    const fh = await open(path, 'r')
-    try {
-      const buf = Buffer.allocUnsafe(1 << 20)
-      let position = 0
-      for (;;) {
-        signal?.throwIfAborted()
-        const { bytesRead } = await fh.read(buf, 0, buf.byteLength, position)
-        if (bytesRead === 0) break
-        hash.update(buf.subarray(0, bytesRead))
-        position += bytesRead
-      }
-    } finally {
-      await fh.close()
-    }
-    return `sha256:${hash.digest('hex')}` as Digest
-  }
-
   async function doComplete(entry: Entry, signal?: AbortSignal): Promise<void> {
     await entry.bitsChain
     if (entry.held < entry.pieceCount) {
@@ -608,7 +546,11 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
         digest: entry.digest,
       })
     }
-    const actual = await hashFile(entry.paths.partialData, signal)
+    const actual = await hashFile(
+      entry.paths.partialData,
+      entry.digest.startsWith('sha512:') ? 'sha512' : 'sha256',
+      signal,
+    )
     if (actual !== entry.digest) {
       await exclusive(() => dropEntry(entry))
       events.emit('discarded', { digest: entry.digest, reason: 'digest mismatch' })
