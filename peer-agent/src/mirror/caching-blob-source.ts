@@ -201,6 +201,8 @@ export function createCachingBlobSource(components: CachingBlobSourceComponents)
       /** Starts writing a whole blob read from the upstream into the cache. */
       function openFill(): PassThrough {
         const pass = new PassThrough({ highWaterMark: 1 << 20 })
+        // putBlob sees a failure through its read of `pass`; it may not be reading yet.
+        pass.on('error', () => {})
         fill = pass
         cache.putBlob(ref.digest, size, pass, { signal }).then(
           () => {
