@@ -465,11 +465,12 @@ describe('agent mirror endpoint', () => {
       await waitUntil(() => gated.node.cache.has(image.layer.digest), 'the private blob to be cached')
 
       // Cached now, but still not for clients the upstream refuses.
-      for (const headers of [
+      const refusedHeaders: Array<Record<string, string>> = [
         {},
         { authorization: basic('alice', 'wrong') },
         { authorization: 'Bearer junk' },
-      ]) {
+      ]
+      for (const headers of refusedHeaders) {
         for (const url of [
           blobUrl,
           `${gated.url}/v2/corp/secret/manifests/${image.digest}?ns=corp.example`,
