@@ -138,6 +138,12 @@ describe('blob cache', () => {
     await writeFile(blobPaths(root, f.digest).partialBits, Buffer.from([0xff, 0xff, 0xff]))
     const second = await makeCache()
     expect(second.stat(f.digest)).toMatchObject({ piecesHeld: 0 })
+    await second.stop()
+    // Of a bitfield of the right length, bits beyond the last piece are ignored.
+    await writeFile(blobPaths(root, f.digest).partialBits, Buffer.from([0b1011_1111]))
+    const third = await makeCache()
+    expect(third.stat(f.digest)).toMatchObject({ piecesHeld: 2 })
+    expect(third.bitfield(f.digest)).toEqual(Uint8Array.of(0b1010_0000))
   })
 
   it('evicts the least recently used blob to stay under the quota', async () => {

@@ -365,6 +365,9 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
     }
     if (bits.byteLength === entry.bits.byteLength) {
       entry.bits = bits
+      // Bits past the last piece mean nothing; keep them clear for the wire encoding.
+      const spare = entry.pieceCount % 8
+      if (spare !== 0) bits[bits.byteLength - 1]! &= 0xff << (8 - spare)
     } else {
       // A bitfield that does not fit the layout is not trusted: start from nothing.
       await writeFileDurably(paths.partialBits, entry.bits, durable)
