@@ -162,6 +162,41 @@ describe('garbage collection', () => {
     expect(await driver.list('/blobs/sha256')).toEqual([])
   })
 
+  it('keeps what a cached index reaches when most of its children were never fetched', async () => {
+    // A pull-through cache stored the index and one platform; the other never came.
+    const pulled = await pushImage(r, REPO, 'tmp', { seed: 1 })
+    await r.deleteManifest(REPO, 'tmp')
+    const configBytes = Buffer.from('{"architecture":"arm64"}')
+    const unfetched = imageManifest(descriptorOf(MEDIA_TYPES.ociConfig, configBytes), [
+      descriptorOf(MEDIA_TYPES.ociLayerGzip, blobFixture(99, 9).bytes),
+    ])
+    const index = imageIndex([
+      descriptorOf(MEDIA_TYPES.ociManifest, pulled.body),
+      descriptorOf(MEDIA_TYPES.ociManifest, unfetched),
+    ])
+    await r.cacheManifest(REPO, 'multi', MEDIA_TYPES.ociIndex, index)
+    const untagged = imageIndex([descriptorOf(MEDIA_TYPES.ociManifest, unfetched)])
+    await r.cacheManifest(REPO, digestOf(untagged), MEDIA_TYPES.ociIndex, untagged)
+
+    shift = GRACE + 1000
+    const report = await r.collectGarbage({ graceMs: GRACE })
+    expect(report).toMatchObject({ manifestsDeleted: 1, blobsDeleted: 1 })
+    await readable(r, REPO, pulled.digest)
+    expect((await r.getManifest(REPO, 'multi')).digest).toBe(digestOf(index))
+    for (const d of [
+      digestOf(index),
+      pulled.digest,
+      pulled.config.digest,
+      ...pulled.layers.map((l) => l.digest),
+    ]) {
+      expect(await exists(driver, d)).toBe(true)
+    }
+    expect(await exists(driver, digestOf(untagged))).toBe(false)
+    await expect(r.getManifest(REPO, digestOf(untagged))).rejects.toMatchObject({
+      name: 'ManifestUnknownError',
+    })
+  })
+
   it('keeps referrers of a live subject and drops them with it', async () => {
     const subject = await pushImage(r, REPO, 'v1')
     const empty = Buffer.from('{}')

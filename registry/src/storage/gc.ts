@@ -5,6 +5,9 @@
  * untagged manifests are collected, manifests younger than the grace period. A live
  * manifest keeps alive its body, config, layers and the child manifests of an index
  * (recursively); a manifest whose subject is live is live too (signatures, SBOMs).
+ * Manifests stored by a pull-through cache (cacheManifest) may reference blobs and
+ * child manifests that were never fetched: what is absent is marked by digest only,
+ * which keeps nothing and breaks nothing, and the mark carries on.
  *
  * Sweep (exclusive lock, so no push is between its checks and its links): whatever
  * was linked or stored since the GC began is recorded in the protect set and marked
@@ -134,6 +137,7 @@ export async function collectGarbage(
       if (set.has(digest)) return
       set.add(digest)
       marked.add(digest)
+      // Absent for a child of a cached index that was never fetched: nothing to follow.
       const body = await blobs.readSmall(digest, opts)
       if (!body) return
       let parsed: ReturnType<typeof parseManifest>

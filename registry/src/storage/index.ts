@@ -17,6 +17,8 @@ export {
 export { createMemoryDriver } from './driver/memory.js'
 export { DEFAULT_GC_GRACE_MS, type GcOptions, type GcReport } from './gc.js'
 export {
+  type CacheManifestOptions,
+  type CachedTagRecord,
   createStorageRegistry,
   DEFAULT_MAX_MANIFEST_BYTES,
   DEFAULT_UPLOAD_TTL_MS,

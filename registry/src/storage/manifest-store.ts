@@ -4,6 +4,10 @@
  * and subject, so stat and delete need not parse the body. Inputs are validated by the
  * caller (registry.ts); putManifest's checks and writes run under the shared lock so
  * the GC sweep cannot remove what it just checked.
+ *
+ * A pull-through cache stores manifests without the reference check (its blobs and
+ * child manifests arrive later, or never for the platforms nobody pulls), and records
+ * beside a tag when the upstream last confirmed it, so tag freshness survives restarts.
  */
 import {
   type Descriptor,
@@ -24,6 +28,7 @@ import {
   referrersDir,
   revisionLinkPath,
   revisionsDir,
+  tagCacheRecordPath,
   tagLinkPath,
   tagsDir,
 } from './paths.js'
@@ -37,17 +42,46 @@ export interface RevisionRecord {
   subject?: Digest
 }
 
+/** When a pull-through cache last confirmed a tag with its upstream. */
+export interface CachedTagRecord {
+  /** The digest the tag points to. */
+  digest: Digest
+  /**
+   * When (ms since the epoch, by the registry's clock) the upstream last confirmed that
+   * the tag points to `digest`; undefined when never (the tag was pushed, or its record
+   * is missing or belongs to an earlier digest).
+   */
+  checkedAt?: number
+}
+
+/** How ManifestStore.put stores a manifest. */
+export interface ManifestPutOptions extends AbortOptions {
+  /**
+   * Refuse the manifest (ManifestBlobUnknownError) unless every blob and child manifest
+   * it references is held in the repository. Only a pull-through cache turns this off.
+   * @default true
+   */
+  verifyReferences?: boolean
+  /** For a tag reference: record that the upstream confirmed the tag at this time. */
+  checkedAt?: number
+}
+
 /** Manifests, tags and referrers. */
 export interface ManifestStore {
-  /** Stores a parsed, size-checked manifest; ManifestBlobUnknownError when a reference is missing. */
+  /**
+   * Stores a parsed, size-checked manifest; ManifestBlobUnknownError when a reference is
+   * missing and `options.verifyReferences` is not false.
+   */
   put(
     repository: string,
     reference: Reference,
     digest: Digest,
     parsed: ParsedManifest,
     body: Uint8Array,
-    options?: AbortOptions,
+    options?: ManifestPutOptions,
   ): Promise<PutManifestResult>
+  /** A tag's digest and when a pull-through cache last confirmed it, or undefined when no such tag. */
+  cachedTag(repository: string, tag: string, options?: AbortOptions): Promise<CachedTagRecord | undefined>
   /** The revision a reference resolves to; ManifestUnknownError when none. */
   resolve(repository: string, reference: Reference, options?: AbortOptions): Promise<RevisionRecord>
   /** The revision record of a digest, or undefined. */
@@ -112,7 +146,7 @@ export function createManifestStore(ctx: StorageContext, blobs: BlobStore): Mani
   const store: ManifestStore = {
     async put(repository, reference, digest, parsed, body, options) {
       return ctx.lock.shared(async () => {
-        await checkReferences(repository, parsed, options)
+        if (options?.verifyReferences !== false) await checkReferences(repository, parsed, options)
         await blobs.putSmall(digest, body, options)
         const record: RevisionRecord = { digest, mediaType: parsed.mediaType, size: body.byteLength }
         if (parsed.subject) record.subject = parsed.subject.digest
@@ -133,6 +167,16 @@ export function createManifestStore(ctx: StorageContext, blobs: BlobStore): Mani
           )
         }
         if (reference.kind === 'tag') {
+          if (options?.checkedAt !== undefined) {
+            // Written before the link: a crash in between leaves a record of another
+            // digest (or of this one before the link moved), which reads as unconfirmed.
+            const cached: CachedTagRecord = { digest, checkedAt: options.checkedAt }
+            await driver.putContent(
+              tagCacheRecordPath(repository, reference.tag),
+              Buffer.from(JSON.stringify(cached)),
+              options,
+            )
+          }
           await driver.putContent(tagLinkPath(repository, reference.tag), Buffer.from(digest), options)
         }
         protectManifest(ctx, repository, digest)
@@ -163,6 +207,21 @@ export function createManifestStore(ctx: StorageContext, blobs: BlobStore): Mani
       if (raw === undefined) return undefined
       const [alg, hex] = raw.trim().split(':')
       return alg && hex ? digestFromParts(alg, hex) : undefined
+    },
+
+    async cachedTag(repository, tag, options) {
+      const digest = await store.tag(repository, tag, options)
+      if (digest === undefined) return undefined
+      const raw = await readOptional(tagCacheRecordPath(repository, tag), options)
+      if (raw === undefined) return { digest }
+      try {
+        const record = JSON.parse(raw) as Partial<CachedTagRecord>
+        if (record.digest !== digest || typeof record.checkedAt !== 'number') return { digest }
+        return { digest, checkedAt: record.checkedAt }
+      } catch {
+        ctx.logger?.warn({ repository, tag }, 'unreadable cached tag record')
+        return { digest }
+      }
     },
 
     async resolve(repository, reference, options) {

@@ -17,7 +17,10 @@
  * │       │   ├── revisions/
  * │       │   │   └── sha256/abcd…/link        manifest held here: {digest, mediaType, size, subject?}
  * │       │   └── tags/
- * │       │       └── latest/link              the digest the tag points to
+ * │       │       └── latest/
+ * │       │           ├── link                 the digest the tag points to
+ * │       │           └── cache.json           pull-through only: {digest, checkedAt} of the
+ * │       │                                    tag's last confirmation by the upstream
  * │       └── _referrers/
  * │           └── sha256/<subject hex>/
  * │               └── sha256_<referrer hex>    the referrer's descriptor (JSON)
@@ -96,6 +99,11 @@ export function tagsDir(repository: string): string {
 /** The link file of one tag. */
 export function tagLinkPath(repository: string, tag: string): string {
   return `${tagsDir(repository)}/${tag}/link`
+}
+
+/** The record of when a pull-through cache last confirmed a tag with its upstream. */
+export function tagCacheRecordPath(repository: string, tag: string): string {
+  return `${tagsDir(repository)}/${tag}/cache.json`
 }
 
 /** The directory holding the referrers of one subject. */

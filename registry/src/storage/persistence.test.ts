@@ -102,6 +102,31 @@ describe('storage registry persistence on the filesystem', () => {
     expect((await after.statManifest(REPO, img.digest)).mediaType).toBe(MEDIA_TYPES.ociManifest)
   })
 
+  it('keeps cached manifests and the confirmation time of cached tags across restarts', async () => {
+    const before = registry()
+    const child = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MEDIA_TYPES.ociManifest,
+        config: { mediaType: MEDIA_TYPES.ociConfig, digest: digestOf('absent config'), size: 13 },
+        layers: [],
+      }),
+    )
+    const index = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MEDIA_TYPES.ociIndex,
+        manifests: [{ mediaType: MEDIA_TYPES.ociManifest, digest: digestOf(child), size: child.byteLength }],
+      }),
+    )
+    await before.cacheManifest(REPO, 'multi', MEDIA_TYPES.ociIndex, index, { checkedAt: 42 })
+    await before.cacheManifest(REPO, digestOf(child), MEDIA_TYPES.ociManifest, child)
+    const after = registry()
+    expect(await after.cachedTag(REPO, 'multi')).toEqual({ digest: digestOf(index), checkedAt: 42 })
+    expect((await after.getManifest(REPO, 'multi')).digest).toBe(digestOf(index))
+    expect((await after.getManifest(REPO, digestOf(child))).digest).toBe(digestOf(child))
+  })
+
   it('never exposes content under blobs/ before it is verified', async () => {
     const r = registry()
     const u = await r.startUpload(REPO)

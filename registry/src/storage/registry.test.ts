@@ -609,6 +609,84 @@ describe.each(drivers)('storage registry on %s driver', (_name, factory) => {
     })
   })
 
+  describe('cached manifests (pull-through)', () => {
+    const config = descriptorOf(MEDIA_TYPES.ociConfig, Buffer.from('{"os":"linux"}'))
+    const layer = descriptorOf(MEDIA_TYPES.ociLayerGzip, blobFixture(50, 3).bytes)
+    const amd64 = imageManifest(config, [layer])
+    const arm64 = imageManifest(config, [layer], { annotations: { arch: 'arm64' } })
+    const index = imageIndex([
+      descriptorOf(MEDIA_TYPES.ociManifest, amd64),
+      descriptorOf(MEDIA_TYPES.ociManifest, arm64),
+    ])
+
+    it('stores an index and a manifest whose content is absent, which putManifest refuses', async () => {
+      await expect(r.putManifest(REPO, 'multi', MEDIA_TYPES.ociIndex, index)).rejects.toMatchObject({
+        name: 'ManifestBlobUnknownError',
+      })
+      await expect(r.putManifest(REPO, digestOf(amd64), undefined, amd64)).rejects.toMatchObject({
+        name: 'ManifestBlobUnknownError',
+      })
+      expect(await r.cacheManifest(REPO, 'multi', MEDIA_TYPES.ociIndex, index)).toEqual({
+        digest: digestOf(index),
+      })
+      expect(await r.cacheManifest(REPO, digestOf(amd64), undefined, amd64)).toEqual({
+        digest: digestOf(amd64),
+      })
+      const byTag = await r.getManifest(REPO, 'multi')
+      expect(byTag).toMatchObject({ digest: digestOf(index), mediaType: MEDIA_TYPES.ociIndex })
+      expect(Buffer.from(byTag.body).equals(index)).toBe(true)
+      expect((await r.getManifest(REPO, digestOf(amd64))).digest).toBe(digestOf(amd64))
+      await expect(r.getManifest(REPO, digestOf(arm64))).rejects.toMatchObject({
+        name: 'ManifestUnknownError',
+      })
+      await expect(r.statBlob(REPO, layer.digest)).rejects.toMatchObject({ name: 'BlobUnknownError' })
+      expect((await r.listTags(REPO, {})).items).toEqual(['multi'])
+    })
+
+    it('still validates the body, its size and its digest', async () => {
+      await expect(
+        r.cacheManifest(REPO, 'bad', MEDIA_TYPES.ociManifest, Buffer.from('not json')),
+      ).rejects.toMatchObject({ name: 'ManifestInvalidError' })
+      await expect(r.cacheManifest(REPO, 'bad', MEDIA_TYPES.ociIndex, amd64)).rejects.toMatchObject({
+        name: 'ManifestInvalidError',
+      })
+      await expect(r.cacheManifest(REPO, digestOf('x'), undefined, amd64)).rejects.toMatchObject({
+        name: 'DigestMismatchError',
+      })
+      const small = open({ maxManifestBytes: 64 })
+      await expect(small.cacheManifest(REPO, 'big', undefined, amd64)).rejects.toMatchObject({
+        name: 'ManifestTooLargeError',
+      })
+      await expect(r.cacheManifest('Bad Name', 'v1', undefined, amd64)).rejects.toMatchObject({
+        name: 'NameInvalidError',
+      })
+      await expect(r.getManifest(REPO, 'bad')).rejects.toMatchObject({ name: 'ManifestUnknownError' })
+    })
+
+    it('records when a tag was confirmed, and forgets it when the tag moves or is deleted', async () => {
+      expect(await r.cachedTag(REPO, 'multi')).toBeUndefined()
+      await r.cacheManifest(REPO, 'multi', undefined, index, { checkedAt: 1234 })
+      expect(await r.cachedTag(REPO, 'multi')).toEqual({ digest: digestOf(index), checkedAt: 1234 })
+      await r.cacheManifest(REPO, 'multi', undefined, index, { checkedAt: 5678 })
+      expect(await r.cachedTag(REPO, 'multi')).toEqual({ digest: digestOf(index), checkedAt: 5678 })
+      // By digest: no tag record is touched.
+      await r.cacheManifest(REPO, digestOf(amd64), undefined, amd64, { checkedAt: 9999 })
+      expect((await r.cachedTag(REPO, 'multi'))?.checkedAt).toBe(5678)
+
+      // A push that moves the tag leaves it unconfirmed.
+      const pushed = await pushImage(r, REPO, 'multi')
+      expect(await r.cachedTag(REPO, 'multi')).toEqual({ digest: pushed.digest })
+      await r.deleteManifest(REPO, 'multi')
+      expect(await r.cachedTag(REPO, 'multi')).toBeUndefined()
+      expect((await r.listTags(REPO, {})).items).toEqual([])
+
+      const before = Date.now()
+      await r.cacheManifest(REPO, 'now', undefined, index)
+      expect((await r.cachedTag(REPO, 'now'))?.checkedAt).toBeGreaterThanOrEqual(before)
+      await expect(r.cachedTag(REPO, 'bad:tag')).rejects.toMatchObject({ name: 'TagInvalidError' })
+    })
+  })
+
   describe('listing', () => {
     it('lists tags sorted with n/last pagination', async () => {
       const img = await pushImage(r, REPO, 'b')

@@ -5,6 +5,7 @@
 import type { Logger } from 'pino'
 import {
   assertRepositoryName,
+  assertTag,
   BlobUnknownError,
   type Digest,
   DigestMismatchError,
@@ -15,12 +16,19 @@ import {
   parseManifest,
   parseReference,
 } from '../../../protocol/src/index.js'
-import type { BlobInfo, Page, PageRequest, RegistryService } from '../service.js'
+import type {
+  AbortOptions,
+  BlobInfo,
+  Page,
+  PageRequest,
+  PutManifestResult,
+  RegistryService,
+} from '../service.js'
 import { createBlobStore } from './blob-store.js'
 import { createStorageContext } from './context.js'
 import type { StorageDriver } from './driver/index.js'
 import { collectGarbage, type GcOptions, type GcReport } from './gc.js'
-import { createManifestStore } from './manifest-store.js'
+import { type CachedTagRecord, createManifestStore } from './manifest-store.js'
 import { listRepositories, repositoryExists } from './repositories.js'
 import { createUploadStore } from './upload-store.js'
 
@@ -50,13 +58,55 @@ export interface StorageRegistryInit {
   now?: () => number
 }
 
-/** A RegistryService over a storage driver, with a lifecycle and GC. */
+/** Options of StorageRegistry.cacheManifest. */
+export interface CacheManifestOptions extends AbortOptions {
+  /**
+   * For a tag reference: when the upstream confirmed that the tag points to this
+   * manifest (read back by cachedTag).
+   * @default the registry's clock now
+   */
+  checkedAt?: number
+}
+
+/**
+ * A RegistryService over a storage driver, with a lifecycle, GC, and the two methods a
+ * pull-through cache needs to keep what it fetched (not part of RegistryService, so
+ * they are never reachable through the HTTP API).
+ */
 export type StorageRegistry = RegistryService & {
   start(): Promise<void>
   stop(): Promise<void>
   /** Runs one mark-and-sweep collection; concurrent calls share the running one. */
   collectGarbage(options?: GcOptions): Promise<GcReport>
+  /**
+   * Stores a manifest fetched from an upstream registry under a tag or its digest,
+   * like putManifest but without requiring its blobs and child manifests to be held
+   * here: a pull-through cache sees a manifest before its content, and of a multi-arch
+   * index usually only one platform is ever pulled. The body is still validated, so
+   * it throws ManifestInvalidError, ManifestTooLargeError and DigestMismatchError as
+   * putManifest does (never ManifestBlobUnknownError). For a tag it also records
+   * `checkedAt`, read back by cachedTag.
+   *
+   * GC treats such a manifest like any other: a tagged one is a root and keeps alive
+   * whatever of its body, blobs and child manifests is held; what is absent is simply
+   * not there to keep, and never makes the mark fail.
+   */
+  cacheManifest(
+    repository: string,
+    reference: string,
+    mediaType: string | undefined,
+    body: Uint8Array,
+    options?: CacheManifestOptions,
+  ): Promise<PutManifestResult>
+  /**
+   * The digest `tag` points to and when cacheManifest last recorded an upstream
+   * confirmation of it (`checkedAt` undefined when never, or for an earlier digest);
+   * undefined when the tag does not exist. Throws NameInvalidError, TagInvalidError.
+   */
+  cachedTag(repository: string, tag: string, options?: AbortOptions): Promise<CachedTagRecord | undefined>
 }
+
+export type { CachedTagRecord }
 
 /** The default of StorageRegistryInit.maxManifestBytes (4 MiB). */
 export const DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -99,6 +149,21 @@ export function createStorageRegistry(
     onCommitted: init.onBlobCommitted,
   })
   let gcRunning: Promise<GcReport> | undefined
+
+  /** Checks a manifest body against the size limit, its media type and the reference. */
+  function validateManifest(reference: string, mediaType: string | undefined, body: Uint8Array) {
+    const ref = parseReference(reference)
+    if (body.byteLength > maxManifestBytes) {
+      throw new ManifestTooLargeError(undefined, { size: body.byteLength, limit: maxManifestBytes })
+    }
+    const parsed = parseManifest(body, mediaType)
+    const algorithm = ref.kind === 'digest' ? parseDigest(ref.digest).algorithm : 'sha256'
+    const digest = digestOf(body, algorithm)
+    if (ref.kind === 'digest' && ref.digest !== digest) {
+      throw new DigestMismatchError(undefined, { expected: ref.digest, actual: digest })
+    }
+    return { ref, parsed, digest }
+  }
 
   const registry: StorageRegistry = {
     async start() {},
@@ -188,17 +253,24 @@ export function createStorageRegistry(
 
     async putManifest(repository, reference, mediaType, body, options) {
       assertRepositoryName(repository)
-      const ref = parseReference(reference)
-      if (body.byteLength > maxManifestBytes) {
-        throw new ManifestTooLargeError(undefined, { size: body.byteLength, limit: maxManifestBytes })
-      }
-      const parsed = parseManifest(body, mediaType)
-      const algorithm = ref.kind === 'digest' ? parseDigest(ref.digest).algorithm : 'sha256'
-      const digest = digestOf(body, algorithm)
-      if (ref.kind === 'digest' && ref.digest !== digest) {
-        throw new DigestMismatchError(undefined, { expected: ref.digest, actual: digest })
-      }
-      return manifests.put(repository, ref, digest, parsed, body, options)
+      const { ref, parsed, digest } = validateManifest(reference, mediaType, body)
+      return manifests.put(repository, ref, digest, parsed, body, { signal: options?.signal })
+    },
+
+    async cacheManifest(repository, reference, mediaType, body, options) {
+      assertRepositoryName(repository)
+      const { ref, parsed, digest } = validateManifest(reference, mediaType, body)
+      return manifests.put(repository, ref, digest, parsed, body, {
+        signal: options?.signal,
+        verifyReferences: false,
+        checkedAt: options?.checkedAt ?? ctx.now(),
+      })
+    },
+
+    async cachedTag(repository, tag, options) {
+      assertRepositoryName(repository)
+      assertTag(tag)
+      return manifests.cachedTag(repository, tag, options)
     },
 
     async deleteManifest(repository, reference, options) {
