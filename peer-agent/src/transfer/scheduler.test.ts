@@ -139,6 +139,21 @@ describe('downloadBlob', () => {
     expect(c.has(map.digest)).toBe(true)
   })
 
+  it('spares the origin: other peers first, one request at a time', async () => {
+    const { bytes, map } = blob(8)
+    const swarm = fakeSwarm(bytes, map)
+    const origin = { ...swarm.peer('origin', map.pieces.keys()), origin: true }
+    const agent = swarm.peer('agent', [0, 1, 2, 3, 4, 5])
+    const c = await cache()
+    const result = await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [origin, agent], requestsPerPeer: 4, seed: 6 },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    expect(result.bytesByPeer.get('agent')).toBe(6 * PIECE)
+    expect(origin.requests.sort()).toEqual([6, 7])
+  })
+
   it('fetches the streaming window first, in order', async () => {
     const { bytes, map } = blob(10)
     const swarm = fakeSwarm(bytes, map)

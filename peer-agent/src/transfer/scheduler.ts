@@ -22,6 +22,11 @@ export interface SwarmPeer {
   id: string
   /** How to reach it. */
   target: PeerTarget
+  /**
+   * The seed (origin) rather than another agent: it is asked last, for what no other
+   * peer can give, with `originRequests` slots and no endgame duplicates, to spare it.
+   */
+  origin?: boolean
 }
 
 /** What a finished download obtained. */
@@ -56,6 +61,8 @@ export interface DownloadInit {
   maxPeers?: number
   /** Piece requests in flight per peer. @default 2 */
   requestsPerPeer?: number
+  /** Piece requests in flight to an origin peer. @default 1 */
+  originRequests?: number
   /** Streaming window in pieces. @default 4 */
   windowSize?: number
   /** Endgame threshold in missing pieces. @default 4 */
@@ -111,6 +118,7 @@ export async function downloadBlob(
   const count = map.pieces.length
   const maxPeers = init.maxPeers ?? 8
   const requestsPerPeer = init.requestsPerPeer ?? 2
+  const originRequests = init.originRequests ?? 1
   const pieceTimeoutMs = init.pieceTimeoutMs ?? 30_000
   const maxPeerFailures = init.maxPeerFailures ?? 3
   const busyBackoffMs = init.busyBackoffMs ?? 1_000
@@ -276,15 +284,23 @@ export async function downloadBlob(
   function schedule(): void {
     const now = Date.now()
     const readPosition = init.readPosition?.()
-    for (const state of peers.values()) {
+    // Other agents first: the origin only gets what they cannot give.
+    const ordered = [...peers.values()].sort(
+      (a, b) => Number(a.peer.origin ?? false) - Number(b.peer.origin ?? false),
+    )
+    // Until every other peer has said what it holds, the origin waits.
+    const othersPending = ordered.some((p) => !p.peer.origin && !p.dropped && p.lastHaveAt === 0)
+    for (const state of ordered) {
       if (state.dropped || state.busyUntil > now) continue
+      if (state.peer.origin && othersPending) continue
       if (state.has === undefined) {
         if (!state.refreshing && now - state.lastHaveAt >= haveRefreshMs) void refreshHave(state)
         continue
       }
       const peerHas = state.has
       let picked = false
-      while (state.requested.size < requestsPerPeer) {
+      const slots = state.peer.origin ? originRequests : requestsPerPeer
+      while (state.requested.size < slots) {
         const next = pickPiece({
           pieceCount: count,
           have: haveSet,
@@ -295,6 +311,7 @@ export async function downloadBlob(
           readPosition,
           windowSize: init.windowSize,
           endgameThreshold: init.endgameThreshold,
+          ...(state.peer.origin ? { maxDuplicates: 1 } : {}),
           rng,
         })
         if (next === undefined) break
