@@ -130,11 +130,59 @@ describe('shoal tracker', () => {
   })
 })
 
+describe('shoal agent', () => {
+  it('serves the mirror endpoint with /healthz and /metrics, and exits 0 on SIGTERM', async () => {
+    const agent = await startShoalService({
+      args: [
+        'agent',
+        '--listen',
+        '127.0.0.1:0',
+        '--data',
+        join(dir, 'agent'),
+        '--registry-url',
+        'http://127.0.0.1:9',
+      ],
+      service: 'agent',
+      name: 'shoal-agent',
+      logDir: dir,
+    })
+    cleanup.add(() => agent.stop(), 'stop agent')
+    expect(await (await fetch(`${agent.url}/healthz`)).json()).toEqual({ status: 'ok' })
+    expect((await fetch(`${agent.url}/v2/`)).status).toBe(200)
+    const metrics = await (await fetch(`${agent.url}/metrics`)).text()
+    expect(metrics).toContain('shoal_agent_http_requests_total')
+    expect(await agent.process.stop()).toEqual({ code: 0, signal: null })
+  })
+
+  it('reports agent configuration problems and exits 2', async () => {
+    const result = await shoal([
+      'agent',
+      '--upstream',
+      'Not A Host=http://127.0.0.1:1',
+      '--cache-quota-bytes',
+      '-1',
+    ])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toMatch(/agent\.upstreams\.0\.host: .*\(from flag --upstream\)/)
+    expect(result.stderr).toMatch(/agent\.cacheQuotaBytes: .*\(from flag --cache-quota-bytes\)/)
+  })
+})
+
 describe('shoal up', () => {
-  it('runs registry and tracker, the registry data under --data, and exits 0 on SIGTERM', async () => {
+  it('runs registry, tracker and an agent pointed at them, data under --data, and exits 0 on SIGTERM', async () => {
     const data = join(dir, 'shoal-data')
     const up = await startShoalService({
-      args: ['up', '--data', data, '--registry-listen', '127.0.0.1:0', '--tracker-listen', '127.0.0.1:0'],
+      args: [
+        'up',
+        '--data',
+        data,
+        '--registry-listen',
+        '127.0.0.1:0',
+        '--tracker-listen',
+        '127.0.0.1:0',
+        '--agent-listen',
+        '127.0.0.1:0',
+      ],
       service: 'registry',
       name: 'shoal-up',
       logDir: dir,
@@ -145,6 +193,11 @@ describe('shoal up', () => {
       description: 'the tracker listening line',
     })
     expect((await fetch(`${trackerUrl}/healthz`)).status).toBe(200)
+    const agentUrl = await up.process.waitForLine((line) => parseListeningLine(line, 'agent'), {
+      timeoutMs: 30_000,
+      description: 'the agent listening line',
+    })
+    expect((await fetch(`${agentUrl}/healthz`)).status).toBe(200)
     expect((await fetch(`${up.url}/v2/`)).status).toBe(200)
     expect((await fetch(`${up.url}/healthz`)).status).toBe(200)
     // The summary for people names the registry and how to push to it.
@@ -162,6 +215,10 @@ describe('shoal up', () => {
     expect(push.status).toBe(201)
     const files = await readdir(join(data, 'registry'), { recursive: true })
     expect(files.some((file) => file.includes(digest.slice('sha256:'.length)))).toBe(true)
+    // The agent is pointed at this registry: a mirror request (containerd's ?ns=) gets the blob.
+    const mirrored = await fetch(`${agentUrl}/v2/e2e/up/blobs/${digest}?ns=${up.host}`)
+    expect(mirrored.status).toBe(200)
+    expect(Buffer.from(await mirrored.arrayBuffer())).toEqual(blob)
     expect(await up.process.stop()).toEqual({ code: 0, signal: null })
   })
 })
@@ -177,11 +234,5 @@ describe('shoal help and unfinished parts', () => {
     const result = await shoal(['registry', '--no-such-option'])
     expect(result.code).toBe(2)
     expect(result.stderr).toContain('unknown option')
-  })
-
-  it('says the agent is not available yet and exits 2', async () => {
-    const result = await shoal(['agent'])
-    expect(result.code).toBe(2)
-    expect(result.stderr).toContain('not available yet')
   })
 })

@@ -1,7 +1,7 @@
 /**
- * `shoal up`: the embedded default. Runs every available part (registry and tracker;
- * the agent once it exists) in this process on localhost, with all data under one
- * folder, and says where each listens and how to push and pull.
+ * `shoal up`: the embedded default. Runs registry, tracker and one agent in this
+ * process on localhost, with all data under one folder, points the agent at the
+ * registry and the tracker, and says where each listens and how to push and pull.
  */
 import { resolve } from 'node:path'
 import { Command } from 'commander'
@@ -9,6 +9,7 @@ import { ConfigError } from '../../../protocol/src/index.js'
 import { loadSectionConfig } from '../config/load.js'
 import { readConfigFile } from '../config/sources.js'
 import { guarded } from '../errors.js'
+import { agentSection, startAgentPart } from '../parts/agent-part.js'
 import { registrySection, startRegistryPart } from '../parts/registry-part.js'
 import { startTrackerPart, trackerSection } from '../parts/tracker-part.js'
 import { exitOnSignals, type RunningPart, stopParts } from '../server/lifecycle.js'
@@ -19,6 +20,7 @@ interface UpOptions {
   config?: string
   registryListen?: string
   trackerListen?: string
+  agentListen?: string
   logLevel?: string
 }
 
@@ -33,10 +35,11 @@ export function upCommand(): Command {
     )
     .option('--registry-listen <host:port>', 'address of the registry (default 127.0.0.1:5000)')
     .option('--tracker-listen <host:port>', 'address of the tracker (default 127.0.0.1:7070)')
+    .option('--agent-listen <host:port>', "address of the agent's mirror endpoint (default 127.0.0.1:5001)")
     .option('--log-level <level>', 'log level of every part')
     .addHelpText(
       'after',
-      '\nEach part also reads its own environment variables (SHOAL_REGISTRY_..., SHOAL_TRACKER_...; see docs/CONFIGURATION.md).',
+      '\nEach part also reads its own environment variables (SHOAL_REGISTRY_..., SHOAL_TRACKER_..., SHOAL_AGENT_...; see docs/CONFIGURATION.md).',
     )
     .action(
       guarded('up', async (opts: UpOptions) => {
@@ -72,14 +75,39 @@ export function upCommand(): Command {
             flags: { ...common, ...listen(opts.trackerListen) },
           }),
         )
-        if (!registryConfig || !trackerConfig) throw new ConfigError(problems)
+        // The agent's registry and tracker URLs are known once those listen (ports may be 0);
+        // load it now with the configured addresses to report its problems up front.
+        const agentSources = (registryUrl: string, trackerUrl: string) => ({
+          file,
+          env: process.env,
+          base: { dataDir: resolve(dataDir, 'agent'), registryUrl, trackerUrl },
+          flags: { ...common, ...listen(opts.agentListen) },
+        })
+        const agentConfig = load(() =>
+          loadSectionConfig(
+            agentSection,
+            agentSources(
+              `http://${registryConfig?.listen ?? '127.0.0.1:5000'}`,
+              `http://${trackerConfig?.listen ?? '127.0.0.1:7070'}`,
+            ),
+          ),
+        )
+        if (!registryConfig || !trackerConfig || !agentConfig) throw new ConfigError(problems)
 
         const logger = createLogger('info')
         const parts: RunningPart[] = []
         exitOnSignals(() => stopParts(parts, logger), logger)
         try {
           parts.push(await startRegistryPart(registryConfig, logger))
-          parts.push(await startTrackerPart(trackerConfig, logger))
+          const tracker = await startTrackerPart(trackerConfig, logger)
+          parts.push(tracker)
+          const registryUrl = parts[0]!.url
+          parts.push(
+            await startAgentPart(
+              loadSectionConfig(agentSection, agentSources(registryUrl, tracker.url)),
+              logger,
+            ),
+          )
         } catch (err) {
           await stopParts(parts, logger).catch(() => {})
           throw err
@@ -90,21 +118,25 @@ export function upCommand(): Command {
 }
 
 function summary(dataDir: string, parts: RunningPart[]): string {
-  const registry = parts.find((p) => p.service === 'registry')
+  const url = (service: string) => parts.find((p) => p.service === service)?.url ?? ''
+  const registry = new URL(url('registry')).host
+  const agent = new URL(url('agent')).host
   const lines = ['', `shoal is up (data in ${dataDir}; Ctrl-C stops it)`]
   for (const part of parts) lines.push(`  ${part.service.padEnd(9)} ${part.url}`)
-  if (registry) {
-    const host = new URL(registry.url).host
-    lines.push(
-      '',
-      'Push an image (an OCI layout directory, or any registry image):',
-      `  skopeo copy --dest-tls-verify=false oci:./my-image:latest docker://${host}/my-image:latest`,
-      'Pull it:',
-      `  ctr images pull --plain-http ${host}/my-image:latest`,
-      `  docker pull ${host}/my-image:latest`,
-      `Health and metrics of each part: <url>/healthz  <url>/metrics`,
-    )
-  }
-  lines.push('', '')
+  lines.push(
+    '',
+    'Push an image to the registry (from an OCI layout directory, or any registry image):',
+    `  skopeo copy --dest-tls-verify=false oci:./my-image:latest docker://${registry}/my-image:latest`,
+    'Pull it from the registry:',
+    `  ctr images pull --plain-http ${registry}/my-image:latest`,
+    `  docker pull ${registry}/my-image:latest`,
+    'Or through the agent (the node mirror): a containerd hosts dir with',
+    `  certs.d/${registry}/hosts.toml:  server = "http://${registry}"`,
+    `                                  [host."http://${agent}"] capabilities = ["pull", "resolve"]`,
+    `  ctr images pull --hosts-dir certs.d ${registry}/my-image:latest`,
+    'Each part answers <url>/healthz and <url>/metrics.',
+    '',
+    '',
+  )
   return lines.join('\n')
 }

@@ -4,6 +4,8 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ConfigError } from '../../../protocol/src/index.js'
 import { parseRegistryConfig, registryConfigSchema } from '../../../registry/src/config.js'
+import { agentSection } from '../parts/agent-part.js'
+import { trackerSection } from '../parts/tracker-part.js'
 import { loadSectionConfig } from './load.js'
 import { listSettings } from './settings.js'
 import { parseUrlSpec, readConfigFile } from './sources.js'
@@ -131,6 +133,29 @@ describe('loadSectionConfig', () => {
       expect.stringMatching(/^registry\.storageDriver: .*\(from file .*bad\.yaml\)$/),
     )
     expect(problems).toContainEqual(expect.stringMatching(/^registry: unknown setting colour/))
+  })
+})
+
+describe('other sections', () => {
+  it("maps the agent's host=url upstreams and list flags onto its schema", () => {
+    const agent = { section: 'agent' as const, settings: agentSection.settings, parse: agentSection.parse }
+    const config = loadSectionConfig(agent, {
+      env: { SHOAL_AGENT_P2P_LISTEN: '/ip4/127.0.0.1/tcp/4001,/ip4/127.0.0.1/tcp/4002' },
+      flags: { upstream: ['docker.io=https://u:p@registry-1.docker.io'], 'seed-name-prefix': 'true' },
+    })
+    expect(config.upstreams).toEqual([
+      { host: 'docker.io', url: 'https://registry-1.docker.io', username: 'u', password: 'p' },
+    ])
+    expect(config.p2pListen).toEqual(['/ip4/127.0.0.1/tcp/4001', '/ip4/127.0.0.1/tcp/4002'])
+    expect(config.seedNamePrefix).toBe(true)
+  })
+
+  it('maps nested tracker settings to SHOAL_TRACKER_STORE_* and --store-*', () => {
+    const config = loadSectionConfig(trackerSection, {
+      env: { SHOAL_TRACKER_STORE_TYPE: 'redis' },
+      flags: { 'store-redis-url': 'redis://127.0.0.1:6379/0' },
+    })
+    expect(config.store).toMatchObject({ type: 'redis', redisUrl: 'redis://127.0.0.1:6379/0' })
   })
 })
 

@@ -14,7 +14,10 @@ function placeholder(setting: Setting): string {
     case 'boolean':
       return '<bool>'
     case 'url-array':
-      return '<[prefix=]url>'
+      // The agent maps image hosts (host=url, required); the registry maps optional prefixes.
+      return setting.specKey === 'host' ? '<host=url>' : '<[prefix=]url>'
+    case 'string-array':
+      return '<value>'
     case 'enum':
       return '<value>'
     default:

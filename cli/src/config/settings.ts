@@ -28,6 +28,8 @@ export interface Setting {
   defaultValue: unknown
   /** Allowed values of an enum setting. */
   choices?: string[]
+  /** For `url-array` settings: the element field that the `name=` part of `name=url` fills. */
+  specKey?: string
 }
 
 type AnySchema = z.core.$ZodType
@@ -98,7 +100,8 @@ export function listSettings(section: string, schema: AnySchema): Setting[] {
         const element = d.element as AnySchema
         const elementDef = def(unwrap(element))
         if (elementDef.type === 'object' && 'url' in (elementDef.shape as object)) {
-          add(path, 'url-array', text, defaultValue)
+          const shape = elementDef.shape as Record<string, AnySchema>
+          add(path, 'url-array', text, defaultValue, undefined, 'host' in shape ? 'host' : 'prefix')
         } else if (elementDef.type === 'string' || elementDef.type === 'enum') {
           add(path, 'string-array', text, defaultValue)
         } else {
@@ -137,6 +140,7 @@ export function listSettings(section: string, schema: AnySchema): Setting[] {
     description: string | undefined,
     defaultValue: unknown,
     choices?: string[],
+    specKey?: string,
   ) {
     const last = path[path.length - 1] ?? ''
     const flagPath =
@@ -149,6 +153,7 @@ export function listSettings(section: string, schema: AnySchema): Setting[] {
       description: description ?? '',
       defaultValue,
       ...(choices ? { choices } : {}),
+      ...(specKey ? { specKey } : {}),
     })
   }
 }
