@@ -23,7 +23,7 @@ interface FakeSource extends BlobSource {
 function fakeSource(
   bytes: Uint8Array,
   origin: BlobOrigin,
-  behaviour: { failAfter?: number; failOpen?: boolean; corrupt?: boolean } = {},
+  behaviour: { failAfter?: number; failOpen?: boolean; corrupt?: boolean; failOnce?: boolean } = {},
 ): FakeSource {
   const opens: Array<ByteRange | undefined> = []
   return {
@@ -35,13 +35,14 @@ function fakeSource(
     async open(_ref, range) {
       opens.push(range)
       if (behaviour.failOpen) throw new BlobUnknownError('not in the swarm')
+      const failAfter = behaviour.failOnce && opens.length > 1 ? undefined : behaviour.failAfter
       const start = range?.start ?? 0
       const end = range?.end ?? bytes.byteLength - 1
       const data = Buffer.from(bytes.subarray(start, end + 1))
       if (behaviour.corrupt) data[data.byteLength - 2] = (data[data.byteLength - 2] ?? 0) ^ 1
       async function* chunks(): AsyncGenerator<Buffer> {
         for (let o = 0; o < data.byteLength; o += 16 * 1024) {
-          if (behaviour.failAfter !== undefined && o >= behaviour.failAfter) {
+          if (failAfter !== undefined && o >= failAfter) {
             throw new UpstreamError(`${origin} connection reset`, 502)
           }
           yield data.subarray(o, o + 16 * 1024)
@@ -146,6 +147,16 @@ describe('createCachingBlobSource', () => {
     await expect(readAll(opened.stream)).rejects.toThrow(/connection reset/)
     expect(cache.has(blob.digest)).toBe(false)
     expect(cache.stat(blob.digest)).toBeUndefined()
+  })
+
+  it('resumes an upstream stream that dropped once, and still caches the whole blob', async () => {
+    const upstream = fakeSource(blob.bytes, 'upstream', { failAfter: 96 * 1024, failOnce: true })
+    const source = createCachingBlobSource({ cache, upstream, metrics })
+    const bytes = await readAll((await source.open(ref, undefined)).stream)
+    expect(digestOf(bytes)).toBe(blob.digest)
+    expect(upstream.opens).toEqual([{ start: 0 }, { start: 96 * 1024, end: SIZE - 1 }])
+    await waitUntil(() => cache.has(blob.digest))
+    expect(await bytesBySource(metrics)).toEqual({ upstream: SIZE })
   })
 
   it('holds the last chunk of a wrong upstream blob back and fails instead', async () => {

@@ -40,6 +40,9 @@ export interface CachingBlobSourceComponents {
   metrics?: Registry
 }
 
+/** How often a blob stream the upstream drops is resumed from where it stopped. */
+const UPSTREAM_RETRIES = 1
+
 interface Attempt {
   name: 'cache' | 'swarm' | 'upstream'
   open(range: { start: number; end?: number }): Promise<OpenedBlob>
@@ -146,11 +149,15 @@ export function createCachingBlobSource(components: CachingBlobSourceComponents)
         const digester = checkDigest ? new Digester(algorithm) : undefined
         let heldBack: { chunk: Buffer; source: BlobOrigin } | undefined
         let position = start
+        let upstreamRetries = UPSTREAM_RETRIES
+        // The cache is filled only from a whole read that the upstream serves from byte 0;
+        // the swarm stores its own pieces.
+        let tee: PassThrough | undefined
         for (;;) {
           const { opened } = current
           const source = opened.source
-          const teeing = attempts[current.index]?.name === 'upstream' && position === 0 && whole
-          const tee = teeing ? openFill() : undefined
+          const fromUpstream = attempts[current.index]?.name === 'upstream'
+          if (fromUpstream && position === 0 && whole && tee === undefined) tee = openFill()
           try {
             for await (const raw of opened.stream as AsyncIterable<Buffer>) {
               let chunk = raw
@@ -176,25 +183,52 @@ export function createCachingBlobSource(components: CachingBlobSourceComponents)
                 502,
               )
             }
-            tee?.end()
             break
           } catch (err) {
-            tee?.destroy(err as Error)
             opened.stream.destroy()
-            if (closed || signal?.aborted || current.index === attempts.length - 1) throw err
+            const last = current.index === attempts.length - 1
+            // A connection the upstream dropped is resumed once from where it stopped;
+            // wrong bytes are not retried.
+            const retryUpstream =
+              last && upstreamRetries > 0 && !(err instanceof Error && err.name === 'DigestMismatchError')
+            if (closed || signal?.aborted || (last && !retryUpstream)) {
+              tee?.destroy(err as Error)
+              throw err
+            }
             logger?.warn(
               { err, digest: ref.digest, source, position },
-              'blob source failed mid-stream, continuing from the next source',
+              retryUpstream
+                ? 'upstream failed mid-stream, resuming'
+                : 'blob source failed mid-stream, continuing from the next source',
             )
-            current = await openFrom(attempts, current.index + 1, { start: position, end }, ref, signal)
+            try {
+              if (retryUpstream) {
+                upstreamRetries--
+                current = {
+                  index: current.index,
+                  opened: await (attempts[current.index] as Attempt).open({ start: position, end }),
+                }
+              } else {
+                current = await openFrom(attempts, current.index + 1, { start: position, end }, ref, signal)
+              }
+            } catch (reopenError) {
+              tee?.destroy(reopenError as Error)
+              throw reopenError
+            }
           }
         }
         if (digester !== undefined) {
-          assertDigest(ref.digest, digester.digest())
-          if (heldBack !== undefined) {
-            metrics.blobBytes.inc({ source: heldBack.source }, heldBack.chunk.byteLength)
-            yield heldBack.chunk
+          try {
+            assertDigest(ref.digest, digester.digest())
+          } catch (err) {
+            tee?.destroy(err as Error)
+            throw err
           }
+        }
+        tee?.end()
+        if (heldBack !== undefined) {
+          metrics.blobBytes.inc({ source: heldBack.source }, heldBack.chunk.byteLength)
+          yield heldBack.chunk
         }
       }
 
