@@ -30,7 +30,7 @@ function blob(pieces: number): { bytes: Buffer; map: PieceMap } {
 
 interface FakePeer extends SwarmPeer {
   holds: Set<number>
-  behaviour: 'ok' | 'corrupt' | 'fail'
+  behaviour: 'ok' | 'corrupt' | 'fail' | 'slow'
   requests: number[]
 }
 
@@ -50,10 +50,19 @@ function fakeSwarm(bytes: Buffer, map: PieceMap) {
       for (const i of p.holds) bits.set(i)
       return bits
     },
-    async fetchPiece(target, _digest, index) {
+    async fetchPiece(target, _digest, index, options = {}) {
       const p = byTarget.get(target)!
       p.requests.push(index)
       await new Promise((resolve) => setImmediate(resolve))
+      if (p.behaviour === 'slow') {
+        await new Promise((resolve, reject) => {
+          const timer = setTimeout(resolve, 60_000)
+          options.signal?.addEventListener('abort', () => {
+            clearTimeout(timer)
+            reject(options.signal?.reason)
+          })
+        })
+      }
       if (p.behaviour === 'fail') throw new Error('stream reset')
       if (!p.holds.has(index)) throw new PieceUnavailableError('not-held')
       const { offset, length } = pieceRange(map, index)
@@ -152,6 +161,21 @@ describe('downloadBlob', () => {
     expect(c.has(map.digest)).toBe(true)
     expect(result.bytesByPeer.get('agent')).toBe(6 * PIECE)
     expect(origin.requests.sort()).toEqual([6, 7])
+  })
+
+  it('abandons and drops a peer far slower than the rest', async () => {
+    const { bytes, map } = blob(16)
+    const swarm = fakeSwarm(bytes, map)
+    const snail = swarm.peer('snail', map.pieces.keys(), 'slow')
+    const quick = swarm.peer('quick', map.pieces.keys())
+    const c = await cache()
+    const result = await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [snail, quick], slowPieceMinMs: 50, maxPeerFailures: 2, seed: 7 },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    expect(result.droppedPeers).toEqual(['snail'])
+    expect(result.bytesByPeer.get('quick')).toBe(map.size)
   })
 
   it('fetches the streaming window first, in order', async () => {

@@ -37,6 +37,8 @@ export interface DownloadResult {
   resumedPieces: number
   /** Peers banned for sending a bad piece. */
   bannedPeers: string[]
+  /** Peers dropped for failing or being too slow (banned ones included). */
+  droppedPeers: string[]
 }
 
 /** The collaborators of a download. */
@@ -69,7 +71,15 @@ export interface DownloadInit {
   endgameThreshold?: number
   /** Deadline of one piece request. @default 30000 */
   pieceTimeoutMs?: number
-  /** Failed requests (timeouts, resets) after which a peer is dropped. @default 3 */
+  /**
+   * A request running this many times longer than the swarm's median piece time (per
+   * byte) is abandoned and counted as a failure, so slow peers end up dropped.
+   * @default 4
+   */
+  slowFactor?: number
+  /** Requests younger than this are never called slow. @default 2000 */
+  slowPieceMinMs?: number
+  /** Failed requests (timeouts, resets, too slow) after which a peer is dropped. @default 3 */
   maxPeerFailures?: number
   /** How long to leave a peer alone after it answered busy. @default 1000 */
   busyBackoffMs?: number
@@ -85,6 +95,13 @@ export interface DownloadInit {
   onBadPiece?: (peer: SwarmPeer, index: number) => void
   /** Called after each piece is stored. */
   onPiece?: (peer: SwarmPeer, index: number, bytes: number) => void
+}
+
+interface PendingRequest {
+  state: PeerState
+  controller: AbortController
+  index: number
+  startedAt: number
 }
 
 interface PeerState {
@@ -121,6 +138,8 @@ export async function downloadBlob(
   const originRequests = init.originRequests ?? 1
   const pieceTimeoutMs = init.pieceTimeoutMs ?? 30_000
   const maxPeerFailures = init.maxPeerFailures ?? 3
+  const slowFactor = init.slowFactor ?? 4
+  const slowPieceMinMs = init.slowPieceMinMs ?? 2_000
   const busyBackoffMs = init.busyBackoffMs ?? 1_000
   const haveRefreshMs = init.haveRefreshMs ?? 1_000
   const peerSearchIntervalMs = init.peerSearchIntervalMs ?? 2_000
@@ -134,8 +153,15 @@ export async function downloadBlob(
   const haveSet = { has: (i: number) => have.get(i) }
   const inFlight = new Int32Array(count)
   const availability = new Int32Array(count)
-  const requests = new Map<number, Set<AbortController>>()
-  const result: DownloadResult = { bytesByPeer: new Map(), resumedPieces: 0, bannedPeers: [] }
+  const requests = new Map<number, Set<PendingRequest>>()
+  /** Recent piece times in ms per byte, for spotting slow peers. */
+  const msPerByte: number[] = []
+  const result: DownloadResult = {
+    bytesByPeer: new Map(),
+    resumedPieces: 0,
+    bannedPeers: [],
+    droppedPeers: [],
+  }
   let fatal: unknown
   let lastProgress = Date.now()
   let lastSearch = 0
@@ -158,8 +184,12 @@ export async function downloadBlob(
   function drop(state: PeerState, why: string): void {
     if (state.dropped) return
     state.dropped = true
+    result.droppedPeers.push(state.peer.id)
     setHas(state, undefined)
-    for (const i of state.requested) for (const c of requests.get(i) ?? []) c.abort(new Error('peer dropped'))
+    for (const i of state.requested) {
+      for (const r of requests.get(i) ?? [])
+        if (r.state === state) r.controller.abort(new Error('peer dropped'))
+    }
     log?.debug({ peer: state.peer.id, digest, why }, 'dropped peer')
   }
 
@@ -221,9 +251,10 @@ export async function downloadBlob(
 
   async function request(state: PeerState, index: number): Promise<void> {
     const controller = new AbortController()
-    const set = requests.get(index) ?? new Set<AbortController>()
+    const pending: PendingRequest = { state, controller, index, startedAt: Date.now() }
+    const set = requests.get(index) ?? new Set<PendingRequest>()
     requests.set(index, set)
-    set.add(controller)
+    set.add(pending)
     inFlight[index]!++
     state.requested.add(index)
     try {
@@ -241,6 +272,10 @@ export async function downloadBlob(
         return
       }
       state.failures = 0
+      if (bytes.byteLength > 0) {
+        msPerByte.push((Date.now() - pending.startedAt) / bytes.byteLength)
+        if (msPerByte.length > 32) msPerByte.shift()
+      }
       if (have.get(index)) return
       await cache.writePiece(digest, index, bytes, { signal })
       if (!have.get(index)) {
@@ -250,8 +285,9 @@ export async function downloadBlob(
         init.onPiece?.(state.peer, index, bytes.byteLength)
       }
       // Endgame duplicates of this piece are no longer needed.
-      for (const other of requests.get(index) ?? [])
-        if (other !== controller) other.abort(new Error('piece arrived'))
+      for (const other of requests.get(index) ?? []) {
+        if (other !== pending) other.controller.abort(new Error('piece arrived'))
+      }
     } catch (err) {
       if (signal.aborted || controller.signal.aborted) return
       if (err instanceof PieceUnavailableError) {
@@ -273,7 +309,7 @@ export async function downloadBlob(
       log?.debug({ err, peer: state.peer.id, digest, index }, 'piece request failed')
       if (state.failures >= maxPeerFailures) drop(state, `${state.failures} failed requests`)
     } finally {
-      set.delete(controller)
+      set.delete(pending)
       if (set.size === 0) requests.delete(index)
       inFlight[index]!--
       state.requested.delete(index)
@@ -281,8 +317,31 @@ export async function downloadBlob(
     }
   }
 
+  /** Abandons requests far slower than the swarm's median when another peer has the piece. */
+  function cutSlowRequests(now: number): void {
+    if (msPerByte.length < 3) return
+    const median = [...msPerByte].sort((a, b) => a - b)[msPerByte.length >> 1]!
+    for (const set of requests.values()) {
+      for (const r of set) {
+        const elapsed = now - r.startedAt
+        const limit = Math.max(slowPieceMinMs, slowFactor * median * pieceRange(map, r.index).length)
+        if (elapsed <= limit || r.controller.signal.aborted) continue
+        const elsewhere = [...peers.values()].some((p) => p !== r.state && !p.dropped && p.has?.get(r.index))
+        if (!elsewhere) continue
+        r.state.failures++
+        log?.debug(
+          { peer: r.state.peer.id, digest, index: r.index, elapsed },
+          'abandoned a slow piece request',
+        )
+        r.controller.abort(new Error('too slow'))
+        if (r.state.failures >= maxPeerFailures) drop(r.state, 'too slow')
+      }
+    }
+  }
+
   function schedule(): void {
     const now = Date.now()
+    cutSlowRequests(now)
     const readPosition = init.readPosition?.()
     // Other agents first: the origin only gets what they cannot give.
     const ordered = [...peers.values()].sort(
