@@ -23,7 +23,8 @@ import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
 import { formatNumber, formatTable } from '../lib/table.js'
 import { createBlobSource } from './blob-source.js'
 import { closeClient } from './oci-client.js'
-import { judgeRows, type ReportRow, renderReport } from './report.js'
+import { judgeRows, renderReport } from './report.js'
+import { buildRegistryRows, sizeLabel } from './rows.js'
 import {
   benchManifestGet,
   benchPull,
@@ -137,12 +138,6 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
   return config
 }
 
-function sizeLabel(bytes: number): string {
-  return bytes >= 1024 * MIB && bytes % (1024 * MIB) === 0
-    ? `${bytes / 1024 / MIB} GiB`
-    : `${formatNumber(bytes / MIB)} MiB`
-}
-
 async function main(): Promise<void> {
   const config = parseConfig(process.argv.slice(2))
   if (!config) return
@@ -209,16 +204,6 @@ async function main(): Promise<void> {
         verifyFirst: false,
       },
     )
-    const loadInit = {
-      tool: config.loadTool,
-      connections: config.connections,
-      durationSeconds: config.durationSeconds,
-      warmupSeconds: 2,
-      rounds: config.runs,
-    }
-    const byDigest = await benchManifestGet(targets, manifestDigest, { ...loadInit, order: 0 })
-    const byTag = await benchManifestGet(targets, MANIFEST_TAG, { ...loadInit, order: 1 })
-
     let large: { push: Record<string, ThroughputResult>; pull: Record<string, ThroughputResult> } | undefined
     if (config.full) {
       progress(`generating a ${sizeLabel(config.largeBlobBytes)} blob`)
@@ -229,6 +214,16 @@ async function main(): Promise<void> {
       })
       large = { push: largePush.results, pull: largePull }
     }
+
+    const loadInit = {
+      tool: config.loadTool,
+      connections: config.connections,
+      durationSeconds: config.durationSeconds,
+      warmupSeconds: 2,
+      rounds: config.runs,
+    }
+    const byDigest = await benchManifestGet(targets, manifestDigest, { ...loadInit, order: 0 })
+    const byTag = await benchManifestGet(targets, MANIFEST_TAG, { ...loadInit, order: 1 })
 
     const machineEnd = readMachineCpuTimes()
     const oursEnd = ownCpuStart()
@@ -242,87 +237,17 @@ async function main(): Promise<void> {
 
     const c = candidate.name
     const b = baseline.name
-    const blob = sizeLabel(config.blobBytes)
-    const throughputRows = (metric: string, results: Record<string, ThroughputResult>): ReportRow => ({
-      metric,
-      unit: 'MB/s',
-      candidate: results[c]!.mbPerSecond.median,
-      baseline: results[b]!.mbPerSecond.median,
-      target: { kind: 'ratio-at-least', min: 1 },
-    })
-    const peakOf = (name: string, ...results: Record<string, ThroughputResult>[]): number =>
-      Math.max(...results.map((result) => result[name]!.peakRssBytes))
-    const rows: ReportRow[] = [
-      throughputRows(`blob push ${blob}, monolithic POST+PUT`, mono.results),
-      throughputRows(`blob push ${blob}, chunked ${sizeLabel(config.chunkBytes)} PATCHes`, chunked),
-      throughputRows(`blob pull ${blob}, 1 stream`, pull),
-      throughputRows(`blob pull ${blob}, ${config.concurrency} concurrent streams (sum)`, pullConcurrent),
+    const rows = buildRegistryRows(
+      { mono: mono.results, chunked, pull, pullConcurrent, byDigest, byTag, idleRss, large },
+      { candidate: c, baseline: b },
       {
-        metric: `manifest GET by digest, ${config.connections} conns, ${config.durationSeconds}s runs`,
-        unit: 'req/s',
-        candidate: byDigest[c]!.requestsPerSecond,
-        baseline: byDigest[b]!.requestsPerSecond,
-        target: { kind: 'ratio-at-least', min: 1 },
-      },
-      {
-        metric: `manifest GET by tag, ${config.connections} conns, ${config.durationSeconds}s runs`,
-        unit: 'req/s',
-        candidate: byTag[c]!.requestsPerSecond,
-        baseline: byTag[b]!.requestsPerSecond,
-        target: { kind: 'ratio-at-least', min: 1 },
-      },
-      {
-        metric: 'RSS after start, idle',
-        unit: 'MB',
-        candidate: idleRss[c]! / 1e6,
-        baseline: idleRss[b]! / 1e6,
-        target: { kind: 'none' },
-      },
-      {
-        metric: `peak RSS during ${blob} pushes and pulls`,
-        unit: 'MB',
-        candidate: peakOf(c, mono.results, chunked, pull, pullConcurrent) / 1e6,
-        baseline: peakOf(b, mono.results, chunked, pull, pullConcurrent) / 1e6,
-        target: config.full
-          ? { kind: 'none' }
-          : { kind: 'below', max: RSS_LIMIT_BYTES / 1e6, label: '< 200 MB' },
-      },
-    ]
-    if (large) {
-      const big = sizeLabel(config.largeBlobBytes)
-      rows.push(
-        throughputRows(`blob push ${big}, monolithic (1 run)`, large.push),
-        throughputRows(`blob pull ${big}, 1 stream (1 run)`, large.pull),
-        {
-          metric: `peak RSS during ${big} push and pull`,
-          unit: 'MB',
-          candidate: peakOf(c, large.push, large.pull) / 1e6,
-          baseline: peakOf(b, large.push, large.pull) / 1e6,
-          target: { kind: 'below', max: RSS_LIMIT_BYTES / 1e6, label: '< 200 MB' },
-        },
-      )
-    }
-    rows.push(
-      {
-        metric: 'server CPU per GiB pushed (monolithic)',
-        unit: 'CPU s',
-        candidate: mono.results[c]!.cpuSecondsPerGiB,
-        baseline: mono.results[b]!.cpuSecondsPerGiB,
-        target: { kind: 'none' },
-      },
-      {
-        metric: 'server CPU per GiB pulled (1 stream)',
-        unit: 'CPU s',
-        candidate: pull[c]!.cpuSecondsPerGiB,
-        baseline: pull[b]!.cpuSecondsPerGiB,
-        target: { kind: 'none' },
-      },
-      {
-        metric: 'server CPU per manifest GET by digest',
-        unit: 'CPU µs',
-        candidate: byDigest[c]!.cpuMicrosecondsPerRequest,
-        baseline: byDigest[b]!.cpuMicrosecondsPerRequest,
-        target: { kind: 'none' },
+        blobBytes: config.blobBytes,
+        chunkBytes: config.chunkBytes,
+        concurrency: config.concurrency,
+        connections: config.connections,
+        durationSeconds: config.durationSeconds,
+        largeBlobBytes: config.largeBlobBytes,
+        rssLimitBytes: RSS_LIMIT_BYTES,
       },
     )
     const judged = judgeRows(rows)

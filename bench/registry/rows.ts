@@ -1,0 +1,150 @@
+/**
+ * The rows of the registry benchmark's report: which measurement is compared how, and
+ * against which target.
+ */
+import type { ManifestLoadResult, ThroughputResult } from './scenarios.js'
+import type { ReportRow } from './report.js'
+
+const MIB = 1024 * 1024
+
+/** Everything the registry benchmark measured, keyed by target name. */
+export interface RegistryMeasurements {
+  mono: Record<string, ThroughputResult>
+  chunked: Record<string, ThroughputResult>
+  pull: Record<string, ThroughputResult>
+  pullConcurrent: Record<string, ThroughputResult>
+  byDigest: Record<string, ManifestLoadResult>
+  byTag: Record<string, ManifestLoadResult>
+  /** RSS of each server right after start, bytes. */
+  idleRss: Record<string, number>
+  /** The 1 GiB push and pull of `--full`. */
+  large?: { push: Record<string, ThroughputResult>; pull: Record<string, ThroughputResult> }
+}
+
+/** The settings that appear in row labels and targets. */
+export interface RowSettings {
+  blobBytes: number
+  chunkBytes: number
+  concurrency: number
+  connections: number
+  durationSeconds: number
+  largeBlobBytes: number
+  /** shoal's RSS bound while pushing and pulling. */
+  rssLimitBytes: number
+}
+
+/** "512 MiB", "1 GiB". */
+export function sizeLabel(bytes: number): string {
+  if (bytes >= 1024 * MIB && bytes % (1024 * MIB) === 0) return `${bytes / 1024 / MIB} GiB`
+  const mib = bytes / MIB
+  return `${Number.isInteger(mib) ? mib : mib.toFixed(1)} MiB`
+}
+
+/**
+ * Builds the report rows: throughputs and request rates must reach the baseline; shoal's
+ * peak RSS must stay under the bound (judged on the 1 GiB run when there is one); CPU
+ * and idle RSS are reported only.
+ */
+export function buildRegistryRows(
+  m: RegistryMeasurements,
+  names: { candidate: string; baseline: string },
+  settings: RowSettings,
+): ReportRow[] {
+  const c = names.candidate
+  const b = names.baseline
+  const blob = sizeLabel(settings.blobBytes)
+  const throughputRows = (metric: string, results: Record<string, ThroughputResult>): ReportRow => ({
+    metric,
+    unit: 'MB/s',
+    candidate: results[c]!.mbPerSecond.median,
+    baseline: results[b]!.mbPerSecond.median,
+    target: { kind: 'ratio-at-least', min: 1 },
+  })
+  const peakOf = (name: string, ...results: Record<string, ThroughputResult>[]): number =>
+    Math.max(...results.map((result) => result[name]!.peakRssBytes))
+  const rows: ReportRow[] = [
+    throughputRows(`blob push ${blob}, monolithic POST+PUT`, m.mono),
+    throughputRows(`blob push ${blob}, chunked ${sizeLabel(settings.chunkBytes)} PATCHes`, m.chunked),
+    throughputRows(`blob pull ${blob}, 1 stream`, m.pull),
+    throughputRows(`blob pull ${blob}, ${settings.concurrency} concurrent streams (sum)`, m.pullConcurrent),
+    {
+      metric: `manifest GET by digest, ${settings.connections} conns, ${settings.durationSeconds}s runs`,
+      unit: 'req/s',
+      candidate: m.byDigest[c]!.requestsPerSecond,
+      baseline: m.byDigest[b]!.requestsPerSecond,
+      target: { kind: 'ratio-at-least', min: 1 },
+    },
+    {
+      metric: `manifest GET by tag, ${settings.connections} conns, ${settings.durationSeconds}s runs`,
+      unit: 'req/s',
+      candidate: m.byTag[c]!.requestsPerSecond,
+      baseline: m.byTag[b]!.requestsPerSecond,
+      target: { kind: 'ratio-at-least', min: 1 },
+    },
+    {
+      metric: 'RSS after start, idle',
+      unit: 'MB',
+      candidate: m.idleRss[c]! / 1e6,
+      baseline: m.idleRss[b]! / 1e6,
+      target: { kind: 'none' },
+    },
+    {
+      metric: `peak RSS during ${blob} pushes and pulls`,
+      unit: 'MB',
+      candidate: peakOf(c, m.mono, m.chunked, m.pull, m.pullConcurrent) / 1e6,
+      baseline: peakOf(b, m.mono, m.chunked, m.pull, m.pullConcurrent) / 1e6,
+      target: m.large
+        ? { kind: 'none' }
+        : { kind: 'below', max: settings.rssLimitBytes / 1e6, label: `< ${settings.rssLimitBytes / 1e6} MB` },
+    },
+  ]
+  rows.push({
+    metric: 'peak RSS during manifest GET load',
+    unit: 'MB',
+    candidate: Math.max(m.byDigest[c]!.peakRssBytes, m.byTag[c]!.peakRssBytes) / 1e6,
+    baseline: Math.max(m.byDigest[b]!.peakRssBytes, m.byTag[b]!.peakRssBytes) / 1e6,
+    target: { kind: 'none' },
+  })
+  if (m.large) {
+    const big = sizeLabel(settings.largeBlobBytes)
+    rows.push(
+      throughputRows(`blob push ${big}, monolithic (1 run)`, m.large.push),
+      throughputRows(`blob pull ${big}, 1 stream (1 run)`, m.large.pull),
+      {
+        metric: `peak RSS during ${big} push and pull`,
+        unit: 'MB',
+        candidate: peakOf(c, m.large.push, m.large.pull) / 1e6,
+        baseline: peakOf(b, m.large.push, m.large.pull) / 1e6,
+        target: {
+          kind: 'below',
+          max: settings.rssLimitBytes / 1e6,
+          label: `< ${settings.rssLimitBytes / 1e6} MB`,
+        },
+      },
+    )
+  }
+  rows.push(
+    {
+      metric: 'server CPU per GiB pushed (monolithic)',
+      unit: 'CPU s',
+      candidate: m.mono[c]!.cpuSecondsPerGiB,
+      baseline: m.mono[b]!.cpuSecondsPerGiB,
+      target: { kind: 'none' },
+    },
+    {
+      metric: 'server CPU per GiB pulled (1 stream)',
+      unit: 'CPU s',
+      candidate: m.pull[c]!.cpuSecondsPerGiB,
+      baseline: m.pull[b]!.cpuSecondsPerGiB,
+      target: { kind: 'none' },
+    },
+    {
+      metric: 'server CPU per manifest GET by digest',
+      unit: 'CPU µs',
+      candidate: m.byDigest[c]!.cpuMicrosecondsPerRequest,
+      baseline: m.byDigest[b]!.cpuMicrosecondsPerRequest,
+      target: { kind: 'none' },
+    },
+  )
+  return rows
+}
