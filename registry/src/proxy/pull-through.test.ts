@@ -2,7 +2,12 @@ import type { Readable } from 'node:stream'
 import { Registry } from 'prom-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { digestOf, MEDIA_TYPES } from '../../../protocol/src/index.js'
-import { createMemoryDriver, createStorageRegistry, type StorageRegistry } from '../storage/index.js'
+import {
+  createMemoryDriver,
+  createStorageRegistry,
+  type StorageDriver,
+  type StorageRegistry,
+} from '../storage/index.js'
 import { createPullThroughRegistry } from './pull-through.js'
 import { createFakeUpstream, type FakeUpstream } from './testing/fake-upstream.js'
 
@@ -29,12 +34,14 @@ function deferred() {
 }
 
 describe('pull-through registry', () => {
+  let driver: StorageDriver
   let local: StorageRegistry
   let upstream: FakeUpstream
   let clock: number
 
   beforeEach(async () => {
-    local = createStorageRegistry({ driver: createMemoryDriver() })
+    driver = createMemoryDriver()
+    local = createStorageRegistry({ driver })
     await local.start()
     upstream = createFakeUpstream()
     clock = 1_000_000
@@ -43,9 +50,9 @@ describe('pull-through registry', () => {
     await local.stop()
   })
 
-  const proxy = () =>
+  const proxy = (store: StorageRegistry = local) =>
     createPullThroughRegistry(
-      { local, fetch: upstream.fetch },
+      { local: store, fetch: upstream.fetch },
       { upstreams: [{ url: 'http://upstream.test', prefix: 'up' }], tagTtlMs: 60_000, now: () => clock },
     )
 
@@ -188,21 +195,131 @@ describe('pull-through registry', () => {
     })
   })
 
-  it('stores the manifest in the local store once its blobs are cached', async () => {
+  it('stores a fetched manifest in the local store at once, before any of its blobs', async () => {
     const img = upstream.addImage('library/app', 'v1', 'h')
     const registry = proxy()
     await registry.getManifest('up/library/app', 'v1')
-    await expect(local.getManifest('up/library/app', 'v1')).rejects.toMatchObject({
-      name: 'ManifestUnknownError',
-    })
-    for (const blob of [img.config, img.layer]) {
-      await readAll((await registry.getBlob('up/library/app', digestOf(blob))).stream)
-    }
-    await until(
-      async () => (await local.getManifest('up/library/app', 'v1').catch(() => undefined)) !== undefined,
-      'manifest stored',
-    )
+    expect((await local.getManifest('up/library/app', 'v1')).digest).toBe(img.manifestDigest)
     expect((await local.getManifest('up/library/app', img.manifestDigest)).digest).toBe(img.manifestDigest)
+    expect(await local.cachedTag('up/library/app', 'v1')).toEqual({
+      digest: img.manifestDigest,
+      checkedAt: clock,
+    })
+    await expect(local.statBlob('up/library/app', digestOf(img.layer))).rejects.toMatchObject({
+      name: 'BlobUnknownError',
+    })
+  })
+
+  it('serves a multi-arch index by tag and its pulled platform after a restart with the upstream down', async () => {
+    const repo = 'library/multi'
+    const amd64 = upstream.addImage(repo, 'amd64-only', 'm')
+    const arm64 = upstream.addImage(repo, 'arm64-only', 'n')
+    const index = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MEDIA_TYPES.ociIndex,
+        manifests: [
+          {
+            mediaType: MEDIA_TYPES.ociManifest,
+            digest: amd64.manifestDigest,
+            size: amd64.manifest.byteLength,
+            platform: { architecture: 'amd64', os: 'linux' },
+          },
+          {
+            mediaType: MEDIA_TYPES.ociManifest,
+            digest: arm64.manifestDigest,
+            size: arm64.manifest.byteLength,
+            platform: { architecture: 'arm64', os: 'linux' },
+          },
+        ],
+      }),
+    )
+    const indexDigest = upstream.addManifest(repo, index, MEDIA_TYPES.ociIndex, 'latest')
+    const other = upstream.addImage(repo, 'other', 'o')
+
+    // Pull as a client on amd64 does: the index by tag, its platform, that platform's blobs.
+    const before = proxy()
+    expect((await before.getManifest(`up/${repo}`, 'latest')).digest).toBe(indexDigest)
+    expect((await before.getManifest(`up/${repo}`, amd64.manifestDigest)).digest).toBe(amd64.manifestDigest)
+    for (const blob of [amd64.config, amd64.layer]) {
+      expect((await readAll((await before.getBlob(`up/${repo}`, digestOf(blob))).stream)).equals(blob)).toBe(
+        true,
+      )
+    }
+    // A manifest pulled by digest alone: no tag keeps it.
+    await before.getManifest(`up/${repo}`, other.manifestDigest)
+    await local.stop()
+
+    upstream.mode = 'down'
+    const restarted = createStorageRegistry({ driver })
+    await restarted.start()
+    try {
+      const after = proxy(restarted)
+      const calls = upstream.calls.length
+      // Within the TTL the tag is fresh from the persisted record: no upstream request.
+      clock += 30_000
+      const byTag = await after.getManifest(`up/${repo}`, 'latest')
+      expect(Buffer.from(byTag.body).equals(index)).toBe(true)
+      expect(upstream.calls.length).toBe(calls)
+      // Past the TTL the upstream is asked, is down, and the cached tag is served stale.
+      clock += 60_000
+      expect((await after.getManifest(`up/${repo}`, 'latest')).digest).toBe(indexDigest)
+      expect(upstream.calls.length).toBeGreaterThan(calls)
+      expect((await after.statManifest(`up/${repo}`, 'latest')).mediaType).toBe(MEDIA_TYPES.ociIndex)
+      expect((await after.getManifest(`up/${repo}`, amd64.manifestDigest)).digest).toBe(amd64.manifestDigest)
+      for (const blob of [amd64.config, amd64.layer]) {
+        expect((await readAll((await after.getBlob(`up/${repo}`, digestOf(blob))).stream)).equals(blob)).toBe(
+          true,
+        )
+      }
+      expect((await after.listTags(`up/${repo}`, {})).items).toEqual(['latest'])
+
+      // The platform nobody pulled fails with the upstream's status.
+      await expect(after.getManifest(`up/${repo}`, arm64.manifestDigest)).rejects.toMatchObject({
+        name: 'UpstreamError',
+        status: 502,
+      })
+      const missing = after.getBlob(`up/${repo}`, digestOf(arm64.layer))
+      await expect(missing).rejects.toMatchObject({ name: 'UpstreamError', status: 502 })
+      await expect(missing).rejects.toThrow(/is not cached and http:\/\/upstream\.test failed/)
+      upstream.mode = 503
+      await expect(after.statBlob(`up/${repo}`, digestOf(arm64.config))).rejects.toMatchObject({
+        name: 'UpstreamError',
+        status: 503,
+      })
+
+      // GC keeps what the tagged index reaches and drops the manifest nothing tags.
+      const report = await restarted.collectGarbage({ graceMs: 0 })
+      expect(report).toMatchObject({ manifestsDeleted: 1, blobsDeleted: 1 })
+      await expect(restarted.getManifest(`up/${repo}`, other.manifestDigest)).rejects.toMatchObject({
+        name: 'ManifestUnknownError',
+      })
+      expect((await after.getManifest(`up/${repo}`, 'latest')).digest).toBe(indexDigest)
+      expect((await after.getManifest(`up/${repo}`, amd64.manifestDigest)).digest).toBe(amd64.manifestDigest)
+      for (const blob of [amd64.config, amd64.layer]) {
+        expect((await readAll((await after.getBlob(`up/${repo}`, digestOf(blob))).stream)).equals(blob)).toBe(
+          true,
+        )
+      }
+    } finally {
+      await restarted.stop()
+    }
+  })
+
+  it('revalidates a tag whose persisted confirmation is older than the TTL after a restart', async () => {
+    const v1 = upstream.addImage('library/app', 'latest', 'p')
+    await proxy().getManifest('up/library/app', 'latest')
+    const v2 = upstream.addImage('library/app', 'latest', 'q')
+    const restarted = createStorageRegistry({ driver })
+    const after = proxy(restarted)
+    expect((await after.getManifest('up/library/app', 'latest')).digest).toBe(v1.manifestDigest)
+    clock += 61_000
+    expect((await after.getManifest('up/library/app', 'latest')).digest).toBe(v2.manifestDigest)
+    expect(await restarted.cachedTag('up/library/app', 'latest')).toEqual({
+      digest: v2.manifestDigest,
+      checkedAt: clock,
+    })
+    await restarted.stop()
   })
 
   it('lists tags upstream, falling back to cached tags when it is unavailable', async () => {

@@ -8,10 +8,15 @@
  *   for good. A missing blob is streamed to the client while it is written into the
  *   local store (see blob-fill.ts); concurrent requests for it share one upstream fetch
  *   and are served from the local store once it is committed.
- * - A manifest by tag is served from cache for `tagTtlMs`, then revalidated with a HEAD
- *   upstream; a changed digest is fetched. When the upstream is unreachable or answers
- *   429/5xx, the cached manifest is served stale; only with nothing cached does the
- *   request fail, with the upstream's error.
+ * - Every manifest is stored locally as soon as it is fetched and verified, by digest
+ *   and under its tag, through the storage's cacheManifest: unlike a push it needs none
+ *   of its blobs or child manifests (a multi-arch index usually has one platform pulled,
+ *   ever). See docs/adr/0003-pull-through-stores-unverified-manifests.md.
+ * - A manifest by tag is served from cache for `tagTtlMs` after the upstream last
+ *   confirmed it (recorded in storage, so this survives restarts), then revalidated with
+ *   a HEAD upstream; a changed digest is fetched. When the upstream is unreachable or
+ *   answers 429/5xx, the cached manifest is served stale; only with nothing cached does
+ *   the request fail, with the upstream's error.
  * - Writes (uploads, mounts, manifest puts, deletes) to a mapped repository throw
  *   UnsupportedError, as Distribution does in proxy mode: the cache mirrors its upstream
  *   and must not diverge from it. Writes to unmapped repositories go to the local store.
@@ -27,6 +32,7 @@ import {
   parseReference,
   ShoalError,
   UnsupportedError,
+  UpstreamError,
 } from '../../../protocol/src/index.js'
 import {
   createRegistryClient,
@@ -43,15 +49,21 @@ import type {
   PageRequest,
   RegistryService,
 } from '../service.js'
+import type { CachedTagRecord, StorageRegistry } from '../storage/index.js'
 import { fillBlob } from './blob-fill.js'
-import { createManifestCache } from './manifest-cache.js'
 import { createSingleFlight, raceSignal } from './single-flight.js'
 import { createUpstreamRouter, type UpstreamConfig, type UpstreamTarget } from './upstreams.js'
+
+/**
+ * What the cache needs of its local store: the registry API, plus storing fetched
+ * manifests without the reference check and reading back when a tag was confirmed.
+ */
+export type PullThroughLocal = RegistryService & Pick<StorageRegistry, 'cacheManifest' | 'cachedTag'>
 
 /** Collaborators of the pull-through cache. */
 export interface PullThroughComponents {
   /** The local store (normally the storage registry) that holds cached content. */
-  local: RegistryService
+  local: PullThroughLocal
   logger?: Logger
   /** Registers shoal_registry_proxy_* metrics here when given. */
   metrics?: Registry
@@ -68,8 +80,6 @@ export interface PullThroughInit {
   upstreamTimeoutMs?: number
   /** A blob fill aborts when no bytes move for this long. @default 60_000 */
   blobIdleTimeoutMs?: number
-  /** Bytes of manifests kept in memory while the local store cannot take them yet. @default 64 MiB */
-  maxPendingManifestBytes?: number
   /** Clock, for tests. @default Date.now */
   now?: () => number
 }
@@ -80,15 +90,6 @@ interface Upstream {
 }
 
 type Target = UpstreamTarget<Upstream>
-
-interface TagState {
-  digest: Digest
-  checkedAt: number
-  /** Whether the local store holds the tag (not just the in-memory cache). */
-  durable: boolean
-}
-
-const MAX_TAG_STATES = 10_000
 
 function counter(registry: Registry | undefined, name: string, help: string, labelNames: string[]) {
   if (registry === undefined) return undefined
@@ -141,22 +142,10 @@ export function createPullThroughRegistry(
   )
   const count = (kind: string, result: string) => requests?.inc({ kind, result })
 
-  const manifests = createManifestCache({ maxBytes: init.maxPendingManifestBytes })
-  const tagStates = new Map<string, TagState>()
   const manifestFlights = createSingleFlight<ManifestRecord>()
   const blobFlights = createSingleFlight<BlobInfo>()
-  const persistChains = new Map<string, Promise<void>>()
 
   const upstreamSignal = () => AbortSignal.timeout(upstreamTimeoutMs)
-
-  function setTagState(key: string, state: TagState): void {
-    tagStates.delete(key)
-    tagStates.set(key, state)
-    if (tagStates.size > MAX_TAG_STATES) {
-      const oldest = tagStates.keys().next().value
-      if (oldest !== undefined) tagStates.delete(oldest)
-    }
-  }
 
   function unsupportedWrite(repository: string, target: Target, what: string): UnsupportedError {
     return new UnsupportedError(
@@ -164,7 +153,7 @@ export function createPullThroughRegistry(
     )
   }
 
-  /** A manifest from the local store or the in-memory side cache, or undefined. */
+  /** A manifest from the local store, or undefined. */
   async function readCachedManifest(
     repository: string,
     reference: string,
@@ -174,79 +163,30 @@ export function createPullThroughRegistry(
       return await local.getManifest(repository, reference, options)
     } catch (err) {
       if (!isUnknown(err)) throw err
+      return undefined
     }
-    return reference.includes(':') ? manifests.get(repository, reference) : undefined
   }
 
   /**
-   * Stores a fetched manifest under `reference` locally; when the local store refuses
-   * (its blobs are not cached yet, or it does not take this kind of manifest), keeps it
-   * in memory and retries later. Returns whether the local store holds it.
+   * Stores a fetched manifest under `reference` (a digest, or a tag the upstream just
+   * confirmed). A manifest the local store refuses (a kind it cannot parse) is still
+   * served, just not cached.
    */
-  async function persistManifest(
+  async function storeManifest(
     repository: string,
     reference: string,
     record: ManifestRecord,
-  ): Promise<boolean> {
+    checkedAt?: number,
+  ): Promise<void> {
     try {
-      await local.putManifest(repository, reference, record.mediaType, record.body)
-      manifests.delete(repository, record.digest)
-      schedulePendingRetry(repository)
-      return true
+      await local.cacheManifest(repository, reference, record.mediaType, record.body, { checkedAt })
     } catch (err) {
       if (!(err instanceof ShoalError)) throw err
-      manifests.add(repository, record, reference)
-      log?.debug(
-        { repository, reference, err: err.name },
-        'manifest kept in memory until its content is cached',
+      log?.warn(
+        { repository, reference, digest: record.digest, err: err.message },
+        'manifest served but not cached: the local store refused it',
       )
-      return false
     }
-  }
-
-  /** Retries storing waiting manifests of `repository`, one retry pass at a time per repository. */
-  function schedulePendingRetry(repository: string): void {
-    if (manifests.pending(repository).length === 0) return
-    const previous = persistChains.get(repository) ?? Promise.resolve()
-    const next = previous
-      .then(async () => {
-        // Index manifests need their children first: repeat while a pass makes progress.
-        for (let progress = true; progress; ) {
-          progress = false
-          for (const pending of manifests.pending(repository)) {
-            let all = true
-            for (const reference of pending.references) {
-              // A tag that has moved on upstream since must not be pointed back here.
-              const tagState = reference.includes(':')
-                ? undefined
-                : tagStates.get(`${repository}:${reference}`)
-              const stored =
-                tagState !== undefined && tagState.digest !== pending.record.digest
-                  ? pending.record.digest
-                  : reference
-              try {
-                await local.putManifest(repository, stored, pending.record.mediaType, pending.record.body)
-              } catch {
-                all = false
-                break
-              }
-            }
-            if (all) {
-              manifests.delete(repository, pending.record.digest)
-              for (const reference of pending.references) {
-                const state = tagStates.get(`${repository}:${reference}`)
-                if (state !== undefined && state.digest === pending.record.digest) state.durable = true
-              }
-              progress = true
-            }
-          }
-        }
-      })
-      .catch((err) => log?.warn({ err, repository }, 'retrying cached manifests failed'))
-      .finally(() => {
-        if (persistChains.get(repository) === next) persistChains.delete(repository)
-      })
-    persistChains.set(repository, next)
   }
 
   async function fetchManifest(target: Target, reference: string): Promise<ManifestRecord> {
@@ -270,36 +210,30 @@ export function createPullThroughRegistry(
     count('manifest', 'miss')
     const flight = manifestFlights.run(`${repository}@${digest}`, async () => {
       const record = await fetchManifest(target, digest)
-      await persistManifest(repository, digest, record)
+      await storeManifest(repository, digest, record)
       return record
     })
     return raceSignal(flight, options?.signal)
   }
 
-  async function revalidateTag(repository: string, target: Target, tag: string): Promise<ManifestRecord> {
-    const key = `${repository}:${tag}`
-    const state = tagStates.get(key)
+  async function revalidateTag(
+    repository: string,
+    target: Target,
+    tag: string,
+    cached: CachedTagRecord | undefined,
+  ): Promise<ManifestRecord> {
     try {
       const head = await target.value.client.headManifest(target.remoteRepository, tag, {
         signal: upstreamSignal(),
       })
+      const checkedAt = now()
       let record = head.digest === undefined ? undefined : await readCachedManifest(repository, head.digest)
-      if (record === undefined) {
-        record =
-          head.digest === undefined
-            ? await fetchManifest(target, tag)
-            : await fetchManifest(target, head.digest)
-      }
-      let durable = state?.durable === true && state.digest === record.digest
-      if (!durable) durable = await persistManifest(repository, tag, record)
-      setTagState(key, { digest: record.digest, checkedAt: now(), durable })
+      record ??= await fetchManifest(target, head.digest ?? tag)
+      await storeManifest(repository, tag, record, checkedAt)
       return record
     } catch (err) {
       if (!isUpstreamUnavailable(err)) throw err
-      const stale =
-        state !== undefined
-          ? await readCachedManifest(repository, state.digest)
-          : await readCachedManifest(repository, tag)
+      const stale = cached === undefined ? undefined : await readCachedManifest(repository, cached.digest)
       if (stale === undefined) throw err
       count('tag', 'stale')
       log?.warn(
@@ -316,17 +250,19 @@ export function createPullThroughRegistry(
     tag: string,
     options?: AbortOptions,
   ): Promise<ManifestRecord> {
-    const state = tagStates.get(`${repository}:${tag}`)
-    if (state !== undefined && now() - state.checkedAt < tagTtlMs) {
-      const cached = await readCachedManifest(repository, state.digest, options)
-      if (cached !== undefined) {
+    const cached = await local.cachedTag(repository, tag, options)
+    const age = cached?.checkedAt === undefined ? undefined : now() - cached.checkedAt
+    // A confirmation from the future (a clock that went back) is not trusted.
+    if (cached !== undefined && age !== undefined && age >= 0 && age < tagTtlMs) {
+      const record = await readCachedManifest(repository, cached.digest, options)
+      if (record !== undefined) {
         count('tag', 'hit')
-        return cached
+        return record
       }
     }
     count('tag', 'revalidate')
     return raceSignal(
-      manifestFlights.run(`${repository}:${tag}`, () => revalidateTag(repository, target, tag)),
+      manifestFlights.run(`${repository}:${tag}`, () => revalidateTag(repository, target, tag, cached)),
       options?.signal,
     )
   }
@@ -363,11 +299,22 @@ export function createPullThroughRegistry(
       ready = fill.ready
       return fill.done
     })
-    done.then(
-      () => schedulePendingRetry(repository),
-      (err) => log?.warn({ repository, digest, err: (err as Error).message }, 'blob fill failed'),
-    )
+    done.catch((err) => log?.warn({ repository, digest, err: (err as Error).message }, 'blob fill failed'))
     return { ready, done }
+  }
+
+  /**
+   * Says in an upstream failure's message that the blob is not cached here, keeping
+   * its class and status (the client sees the upstream's status, e.g. 502 or 503).
+   */
+  function notCached(err: unknown, target: Target, digest: Digest): unknown {
+    if (!(err instanceof UpstreamError)) return err
+    return new UpstreamError(
+      `blob ${digest} is not cached and ${target.upstream.url} failed: ${err.message}`,
+      err.status,
+      err.detail,
+      { cause: err },
+    )
   }
 
   async function getBlob(
@@ -386,6 +333,20 @@ export function createPullThroughRegistry(
     } catch (err) {
       if (!(err instanceof BlobUnknownError)) throw err
     }
+    try {
+      return await getMissingBlob(repository, target, d, range, options)
+    } catch (err) {
+      throw notCached(err, target, d)
+    }
+  }
+
+  async function getMissingBlob(
+    repository: string,
+    target: Target,
+    d: Digest,
+    range?: ByteRange,
+    options?: AbortOptions,
+  ): Promise<BlobReader> {
     const key = `${repository}@${d}`
     const inFlight = blobFlights.get(key)
     if (inFlight !== undefined) {
@@ -419,10 +380,13 @@ export function createPullThroughRegistry(
     } catch (err) {
       if (!(err instanceof BlobUnknownError)) throw err
     }
-    const info = await target.value.client.statBlob(target.remoteRepository, d, {
-      signal: options?.signal ?? upstreamSignal(),
-    })
-    return info
+    try {
+      return await target.value.client.statBlob(target.remoteRepository, d, {
+        signal: options?.signal ?? upstreamSignal(),
+      })
+    } catch (err) {
+      throw notCached(err, target, d)
+    }
   }
 
   async function listTags(repository: string, page: PageRequest, options?: AbortOptions): Promise<Page> {
