@@ -54,6 +54,7 @@ const USAGE = `usage: npm run bench:registry -- [options]
   --json PATH         where to write the JSON result (default bench/results/registry-<time>.json)
   --candidate KIND    shoal (default) or distribution, to measure Distribution against itself
   --shoal-entry E     cli (default: bin/shoal.js registry) or direct (storage + HTTP, no CLI)
+  --shoal-node-option O  pass a node option to shoal's process (repeatable), e.g. --max-semi-space-size=1
   --cpu-prof          run shoal under node --cpu-prof and print where its time went
   --keep              keep the temp folder (data, logs, profiles)
   -h, --help          show this help
@@ -72,6 +73,7 @@ interface BenchConfig {
   jsonPath: string
   candidate: 'shoal' | 'distribution'
   shoalEntry: 'cli' | 'direct'
+  shoalNodeOptions: string[]
   cpuProf: boolean
   keep: boolean
 }
@@ -91,6 +93,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
       json: { type: 'string' },
       candidate: { type: 'string', default: 'shoal' },
       'shoal-entry': { type: 'string', default: 'cli' },
+      'shoal-node-option': { type: 'string', multiple: true, default: [] },
       'cpu-prof': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -131,6 +134,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
     jsonPath: values.json ?? defaultResultPath('registry'),
     candidate,
     shoalEntry,
+    shoalNodeOptions: values['shoal-node-option'],
     cpuProf: values['cpu-prof'],
     keep: values.keep,
   }
@@ -166,7 +170,10 @@ async function main(): Promise<void> {
             workDir: candidateDir,
             repoRoot: REPO_ROOT,
             entry: config.shoalEntry,
-            nodeArgs: config.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+            nodeArgs: [
+              ...config.shoalNodeOptions,
+              ...(config.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+            ],
           })
         : await startDistribution({ name: 'distribution-b', workDir: candidateDir })
     targets.push(candidate)
