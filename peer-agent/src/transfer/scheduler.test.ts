@@ -32,6 +32,8 @@ interface FakePeer extends SwarmPeer {
   holds: Set<number>
   behaviour: 'ok' | 'corrupt' | 'fail' | 'slow'
   requests: number[]
+  /** Extra time each piece takes. */
+  delayMs?: number
 }
 
 /** A piece client answering from memory on behalf of fake peers. */
@@ -53,7 +55,7 @@ function fakeSwarm(bytes: Buffer, map: PieceMap) {
     async fetchPiece(target, _digest, index, options = {}) {
       const p = byTarget.get(target)!
       p.requests.push(index)
-      await new Promise((resolve) => setImmediate(resolve))
+      await new Promise((resolve) => (p.delayMs ? setTimeout(resolve, p.delayMs) : setImmediate(resolve)))
       if (p.behaviour === 'slow') {
         await new Promise((resolve, reject) => {
           const timer = setTimeout(resolve, 60_000)
@@ -164,10 +166,12 @@ describe('downloadBlob', () => {
   })
 
   it('abandons and drops a peer far slower than the rest', async () => {
-    const { bytes, map } = blob(16)
+    const { bytes, map } = blob(60)
     const swarm = fakeSwarm(bytes, map)
     const snail = swarm.peer('snail', map.pieces.keys(), 'slow')
+    // 20 ms a piece, two at a time: long enough for the snail to be caught twice.
     const quick = swarm.peer('quick', map.pieces.keys())
+    quick.delayMs = 20
     const c = await cache()
     const result = await downloadBlob(
       { cache: c, client: swarm.client },
