@@ -105,6 +105,11 @@ export interface ReadRangeOptions {
    * @default false
    */
   wait?: boolean
+  /**
+   * Called with the offset of the next byte the stream reads, before it waits for that
+   * byte's piece, so a downloader can steer its streaming window by the reader.
+   */
+  onPosition?: (position: number) => void
 }
 
 /** The blob cache. */
@@ -798,6 +803,7 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
           let position = start
           while (position < end) {
             signal?.throwIfAborted()
+            options.onPosition?.(position)
             let until = end
             if (!entry.complete) {
               const pieceSize = entry.pieceSize as number

@@ -1,4 +1,10 @@
 /** Piece choice and the download scheduler of the peer agent. */
+export {
+  createDownloadManager,
+  type DownloadManager,
+  type DownloadManagerComponents,
+  type DownloadOptions,
+} from './download-manager.js'
 export { SwarmUnavailableError } from './errors.js'
 export {
   createRng,

@@ -1,80 +1,12 @@
-import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Multiaddr } from '@multiformats/multiaddr'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Bitfield } from '../../../protocol/src/bitfield.js'
-import { digestOf } from '../../../protocol/src/index.js'
-import { type PieceMap, pieceRange } from '../../../protocol/src/piece-map.js'
+import { pieceRange } from '../../../protocol/src/piece-map.js'
 import { type BlobCache, createBlobCache } from '../cache/index.js'
-import {
-  createP2PNode,
-  createPieceClient,
-  createPieceServer,
-  type PieceClient,
-  PieceUnavailableError,
-} from '../p2p/index.js'
-import { downloadBlob, type SwarmPeer } from './scheduler.js'
-
-const PIECE = 16 * 1024
-
-function blob(pieces: number): { bytes: Buffer; map: PieceMap } {
-  const bytes = randomBytes(pieces * PIECE - 100)
-  const hashes: string[] = []
-  for (let off = 0; off < bytes.length; off += PIECE) {
-    hashes.push(digestOf(bytes.subarray(off, off + PIECE)).slice('sha256:'.length))
-  }
-  return { bytes, map: { digest: digestOf(bytes), size: bytes.length, pieceSize: PIECE, pieces: hashes } }
-}
-
-interface FakePeer extends SwarmPeer {
-  holds: Set<number>
-  behaviour: 'ok' | 'corrupt' | 'fail' | 'slow'
-  requests: number[]
-  /** Extra time each piece takes. */
-  delayMs?: number
-}
-
-/** A piece client answering from memory on behalf of fake peers. */
-function fakeSwarm(bytes: Buffer, map: PieceMap) {
-  const byTarget = new Map<unknown, FakePeer>()
-  const peer = (id: string, holds: Iterable<number>, behaviour: FakePeer['behaviour'] = 'ok'): FakePeer => {
-    const p: FakePeer = { id, target: [] as Multiaddr[], holds: new Set(holds), behaviour, requests: [] }
-    byTarget.set(p.target, p)
-    return p
-  }
-  const client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> = {
-    async fetchHave(target) {
-      const p = byTarget.get(target)!
-      if (p.behaviour === 'fail') throw new Error('connection refused')
-      const bits = new Bitfield(map.pieces.length)
-      for (const i of p.holds) bits.set(i)
-      return bits
-    },
-    async fetchPiece(target, _digest, index, options = {}) {
-      const p = byTarget.get(target)!
-      p.requests.push(index)
-      await new Promise((resolve) => (p.delayMs ? setTimeout(resolve, p.delayMs) : setImmediate(resolve)))
-      if (p.behaviour === 'slow') {
-        await new Promise((resolve, reject) => {
-          const timer = setTimeout(resolve, 60_000)
-          options.signal?.addEventListener('abort', () => {
-            clearTimeout(timer)
-            reject(options.signal?.reason)
-          })
-        })
-      }
-      if (p.behaviour === 'fail') throw new Error('stream reset')
-      if (!p.holds.has(index)) throw new PieceUnavailableError('not-held')
-      const { offset, length } = pieceRange(map, index)
-      const piece = Buffer.from(bytes.subarray(offset, offset + length))
-      if (p.behaviour === 'corrupt') piece[0] = piece[0]! ^ 0xff
-      return piece
-    },
-  }
-  return { peer, client }
-}
+import { createP2PNode, createPieceClient, createPieceServer } from '../p2p/index.js'
+import { downloadBlob } from './scheduler.js'
+import { blob, fakeSwarm, PIECE } from './testing/fake-swarm.js'
 
 describe('downloadBlob', () => {
   const cleanups: Array<() => Promise<void>> = []
