@@ -149,13 +149,18 @@ export function createPieceServer(
     const end = Math.min(stat.size, start + stat.pieceSize)
     // Opening the range pins the blob, so it cannot be evicted while it is sent.
     const body = cache.readRange(digest, start, end, { signal: lifetime.signal })
-    await send(stream, encodeMessage({ type: 'piece-header', index, length: end - start, status }))
     let n = 0
-    for await (const chunk of body as AsyncIterable<Uint8Array>) {
-      await bucket.take(chunk.byteLength, { signal: lifetime.signal })
-      await send(stream, chunk)
-      n += chunk.byteLength
-      sent += chunk.byteLength
+    try {
+      await send(stream, encodeMessage({ type: 'piece-header', index, length: end - start, status }))
+      for await (const chunk of body as AsyncIterable<Uint8Array>) {
+        await bucket.take(chunk.byteLength, { signal: lifetime.signal })
+        await send(stream, chunk)
+        n += chunk.byteLength
+        sent += chunk.byteLength
+      }
+    } finally {
+      // Releases the pin when the peer went away before the piece was read through.
+      body.destroy()
     }
     init.onPieceSent?.({ peer, digest, index, bytes: n })
   }
