@@ -66,6 +66,18 @@ describe('p2p node', () => {
     expect(a.libp2p.getConnections(c.peerId)).toHaveLength(0)
   })
 
+  it('dials its bootstrap peers again once they come up', async () => {
+    const key = await generateKeyPair('Ed25519')
+    const first = await node({ privateKey: key })
+    const addr = first.getMultiaddrs()[0]!
+    await first.stop()
+    const late = await node({ bootstrap: [addr.toString()], rebootstrapIntervalMs: 100 })
+    expect(late.libp2p.getConnections()).toHaveLength(0)
+    const port = addr.toString().split('/tcp/')[1]!.split('/')[0]
+    const back = await node({ privateKey: key, listen: [`/ip4/127.0.0.1/tcp/${port}`] })
+    await waitFor(() => late.libp2p.getConnections(back.peerId).length > 0)
+  })
+
   it('provides a blob in the DHT and finds the provider among five nodes', async () => {
     const seed = await node()
     const bootstrap = [seed.getMultiaddrs()[0]!.toString()]

@@ -58,6 +58,8 @@ export interface P2PNodeInit {
   allowNetworks?: string[]
   /** @default 300 */
   maxConnections?: number
+  /** How often a node without connections dials its bootstrap peers again. @default 30000 */
+  rebootstrapIntervalMs?: number
 }
 
 /** A started-or-stopped shoal libp2p node. */
@@ -149,6 +151,20 @@ export async function createP2PNode(components: P2PNodeComponents, init: P2PNode
     },
   })
 
+  let rebootstrap: ReturnType<typeof setInterval> | undefined
+
+  async function dialBootstrap(signal?: AbortSignal): Promise<void> {
+    await Promise.all(
+      bootstrap.map(async (addr) => {
+        try {
+          await libp2p.dial(addr, { signal: signal ?? AbortSignal.timeout(10_000) })
+        } catch (err) {
+          log?.warn({ err, addr: addr.toString() }, 'could not dial bootstrap peer')
+        }
+      }),
+    )
+  }
+
   function usable(peer: PeerInfo): boolean {
     if (peer.id.equals(libp2p.peerId)) return false
     return allowed === undefined || allowed.has(peer.id.toString())
@@ -160,18 +176,20 @@ export async function createP2PNode(components: P2PNodeComponents, init: P2PNode
 
     async start(options = {}) {
       await libp2p.start()
-      await Promise.all(
-        bootstrap.map(async (addr) => {
-          try {
-            await libp2p.dial(addr, { signal: options.signal ?? AbortSignal.timeout(10_000) })
-          } catch (err) {
-            log?.warn({ err, addr: addr.toString() }, 'could not dial bootstrap peer')
-          }
-        }),
-      )
+      await dialBootstrap(options.signal)
+      if (bootstrap.length > 0) {
+        // A node that lost every connection (or started before its bootstrap peers)
+        // tries them again, so the DHT heals without a restart.
+        rebootstrap = setInterval(() => {
+          if (libp2p.getConnections().length === 0) void dialBootstrap()
+        }, init.rebootstrapIntervalMs ?? 30_000)
+        rebootstrap.unref()
+      }
     },
 
     async stop() {
+      clearInterval(rebootstrap)
+      rebootstrap = undefined
       await libp2p.stop()
     },
 
