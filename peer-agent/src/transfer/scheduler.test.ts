@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { Bitfield } from '../../../protocol/src/bitfield.js'
 import { pieceRange } from '../../../protocol/src/piece-map.js'
 import { type BlobCache, createBlobCache } from '../cache/index.js'
 import { createP2PNode, createPieceClient, createPieceServer } from '../p2p/index.js'
@@ -131,6 +132,19 @@ describe('downloadBlob', () => {
       },
     )
     expect(only.requests.slice(0, 3)).toEqual([6, 7, 8])
+  })
+
+  it('trusts a bitfield handed out with the peer until it refreshes it', async () => {
+    const { bytes, map } = blob(4)
+    const swarm = fakeSwarm(bytes, map)
+    const handedOut = swarm.peer('tracked', [0, 1, 2, 3])
+    const c = await cache()
+    await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [{ ...handedOut, has: Bitfield.full(4) }], seed: 8 },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    expect(swarm.haveQueries).toBe(0)
   })
 
   it('picks up pieces a downloading peer gains later', async () => {

@@ -27,6 +27,8 @@ export interface SwarmPeer {
    * peer can give, with `originRequests` slots and no endgame duplicates, to spare it.
    */
   origin?: boolean
+  /** What the peer holds, when known (a tracker hand-out); asked over HAVE_PROTOCOL otherwise. */
+  has?: Bitfield
 }
 
 /** What a finished download obtained. */
@@ -239,7 +241,13 @@ export async function downloadBlob(
           refreshing: false,
         }
         peers.set(peer.id, state)
-        void refreshHave(state)
+        if (peer.has !== undefined && peer.has.length === count) {
+          // What the tracker said the peer holds saves a round trip; it is refreshed later.
+          setHas(state, peer.has.clone())
+          state.lastHaveAt = Date.now()
+        } else {
+          void refreshHave(state)
+        }
       }
     } catch (err) {
       if (!signal.aborted) log?.warn({ err, digest }, 'finding peers failed')

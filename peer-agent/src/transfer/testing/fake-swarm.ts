@@ -42,6 +42,7 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap) {
   }
   const client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> = {
     async fetchHave(target) {
+      swarm.haveQueries++
       const p = byTarget.get(target)!
       if (p.behaviour === 'fail') throw new Error('connection refused')
       const bits = new Bitfield(map.pieces.length)
@@ -69,5 +70,6 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap) {
       return piece
     },
   }
-  return { peer, client }
+  const swarm = { peer, client, haveQueries: 0 }
+  return swarm
 }
