@@ -115,9 +115,12 @@ interface PeerState {
   busyUntil: number
   lastHaveAt: number
   refreshing: boolean
+  addedAt: number
 }
 
 const TICK_MS = 200
+/** How long the origin waits for other peers' first have replies before it is asked. */
+const ORIGIN_HOLD_MS = 2_000
 
 /**
  * Downloads `init.map`'s blob into the cache and marks it complete. Throws
@@ -239,6 +242,7 @@ export async function downloadBlob(
           busyUntil: 0,
           lastHaveAt: 0,
           refreshing: false,
+          addedAt: Date.now(),
         }
         peers.set(peer.id, state)
         if (peer.has !== undefined && peer.has.length === count) {
@@ -356,7 +360,9 @@ export async function downloadBlob(
       (a, b) => Number(a.peer.origin ?? false) - Number(b.peer.origin ?? false),
     )
     // Until every other peer has said what it holds, the origin waits.
-    const othersPending = ordered.some((p) => !p.peer.origin && !p.dropped && p.lastHaveAt === 0)
+    const othersPending = ordered.some(
+      (p) => !p.peer.origin && !p.dropped && p.lastHaveAt === 0 && now - p.addedAt < ORIGIN_HOLD_MS,
+    )
     for (const state of ordered) {
       if (state.dropped || state.busyUntil > now) continue
       if (state.peer.origin && othersPending) continue
