@@ -10,7 +10,8 @@ import { type BlobCache, createBlobCache } from '../cache/index.js'
 import { createCachingBlobSource } from './caching-blob-source.js'
 import type { BlobOrigin, BlobSource, ByteRange } from './sources.js'
 
-const SIZE = 300_000
+/** Larger than the cache fill's buffer, so a fill can lag behind the client. */
+const SIZE = 3 * 1024 * 1024 + 5
 
 interface FakeSource extends BlobSource {
   opens: Array<ByteRange | undefined>
@@ -111,6 +112,26 @@ describe('createCachingBlobSource', () => {
     expect(upstream.opens).toHaveLength(1)
     expect(await source.stat(ref)).toEqual({ digest: blob.digest, size: SIZE })
     expect(await bytesBySource(metrics)).toEqual({ upstream: SIZE, cache: 100 })
+  })
+
+  it('finishes caching after the client has read everything, at the pace of the disk', async () => {
+    const upstream = fakeSource(blob.bytes, 'upstream')
+    // A cache slower than the client: it still holds buffered bytes when the client is done.
+    async function* slowly(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+      for await (const chunk of source) {
+        await new Promise((r) => setTimeout(r, 2))
+        yield chunk
+      }
+    }
+    const slowCache: BlobCache = {
+      ...cache,
+      putBlob: (digest, size, source, options) => cache.putBlob(digest, size, slowly(source), options),
+    }
+    const source = createCachingBlobSource({ cache: slowCache, upstream, metrics })
+    const opened = await source.open(ref, undefined)
+    expect(digestOf(await readAll(opened.stream))).toBe(blob.digest)
+    expect(cache.has(blob.digest)).toBe(false)
+    await waitUntil(() => cache.has(blob.digest))
   })
 
   it('continues from the upstream where the swarm failed, without a seam', async () => {

@@ -144,6 +144,7 @@ export function createCachingBlobSource(components: CachingBlobSourceComponents)
       const checkDigest = whole && current.opened.source !== 'cache'
       let fill: PassThrough | undefined
       let closed = false
+      let delivered = false
 
       async function* deliver(): AsyncGenerator<Buffer> {
         const digester = checkDigest ? new Digester(algorithm) : undefined
@@ -226,6 +227,7 @@ export function createCachingBlobSource(components: CachingBlobSourceComponents)
           }
         }
         tee?.end()
+        delivered = true
         if (heldBack !== undefined) {
           metrics.blobBytes.inc({ source: heldBack.source }, heldBack.chunk.byteLength)
           yield heldBack.chunk
@@ -257,8 +259,8 @@ export function createCachingBlobSource(components: CachingBlobSourceComponents)
         closed = true
         // A pending read of the current source would keep the generator from returning.
         current.opened.stream.destroy()
-        if (fill !== undefined && !fill.destroyed && !fill.writableFinished)
-          fill.destroy(new Error('client went away'))
+        // A fill that has all the bytes finishes at the cache's pace, even after the client is done.
+        if (fill !== undefined && !delivered && !fill.destroyed) fill.destroy(new Error('client went away'))
       })
       const result: OpenedBlob = {
         size,
