@@ -33,6 +33,7 @@ import {
   MANIFEST_TAG,
   prepareManifest,
   type ThroughputResult,
+  warmUp,
 } from './scenarios.js'
 import { type RegistryTarget, startDistribution, startShoal } from './servers.js'
 
@@ -194,7 +195,8 @@ async function main(): Promise<void> {
       targets.reduce((sum, target) => sum + readProcessCpuSeconds(target.pid), 0)
     const oursStart = ownCpuStart()
 
-    progress('pushing the small image for the manifest test')
+    progress('warming up both servers and pushing the small image for the manifest test')
+    await warmUp(targets, await createBlobSource({ dir: workDir, sizeBytes: 8 * MIB }))
     const manifestDigest = await prepareManifest(targets)
 
     const mono = await benchPushMonolithic(targets, source, config.runs, 'monolithic')

@@ -187,6 +187,25 @@ export async function benchPull(
 }
 
 /**
+ * Pushes (monolithic and chunked) and pulls a small blob on every target, untimed, so
+ * that the measured runs do not include one-off start-up costs (JIT compilation, lazy
+ * module loading, first directory creation).
+ */
+export async function warmUp(targets: RegistryTarget[], source: BlobSource): Promise<void> {
+  for (const target of targets) {
+    const mono = source.variant(`warm-up-monolithic-${target.name}`)
+    await pushBlobMonolithic(target.url, BLOB_REPOSITORY, mono)
+    await pushBlobChunked(
+      target.url,
+      BLOB_REPOSITORY,
+      source.variant(`warm-up-chunked-${target.name}`),
+      1024 * 1024,
+    )
+    await pullBlob(target.url, BLOB_REPOSITORY, mono.digest, { expectedSize: mono.size, verify: true })
+  }
+}
+
+/**
  * Pushes a small OCI image (config + one 2 KiB layer + manifest, tagged) to every target
  * and checks it reads back. Returns the manifest digest (the same on every target).
  * @throws when a target answers wrongly or the digests differ
