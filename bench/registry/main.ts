@@ -44,21 +44,21 @@ const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
 const USAGE = `usage: npm run bench:registry -- [options]
 
-  --blob-mb N         size of the generated blob (default 512)
-  --chunk-mb N        PATCH size of chunked uploads (default 16)
-  --runs N            runs per push/pull measurement, median reported (default 3, --full 5)
-  --concurrency N     parallel streams of the concurrent pull (default 4)
-  --duration-s N      seconds per manifest GET load run, --runs of them (default 5, --full 10)
-  --connections N     connections of the manifest GET load (default 50)
-  --load-tool T       wrk or autocannon (default wrk when installed)
-  --full              also push and pull a 1 GiB blob and judge shoal's peak RSS on it
-  --json PATH         where to write the JSON result (default bench/results/registry-<time>.json)
-  --candidate KIND    shoal (default) or distribution, to measure Distribution against itself
-  --shoal-entry E     cli (default: bin/shoal.js registry) or direct (storage + HTTP, no CLI)
-  --shoal-node-option O  pass a node option to shoal's process (repeatable), e.g. --max-semi-space-size=1
-  --cpu-prof          run shoal under node --cpu-prof and print where its time went
-  --keep              keep the temp folder (data, logs, profiles)
-  -h, --help          show this help
+  --blob-mb N              size of the generated blob (default 512)
+  --chunk-mb N             PATCH size of chunked uploads (default 16)
+  --runs N                 runs per measurement, median reported (default 3, --full 5)
+  --concurrency N          parallel streams of the concurrent pull (default 4)
+  --duration-s N           seconds per manifest GET load run (default 5, --full 10)
+  --connections N          connections of the manifest GET load (default 50)
+  --load-tool T            wrk or autocannon (default wrk when installed)
+  --full                   also push and pull a 1 GiB blob and judge shoal's peak RSS on it
+  --json PATH              JSON result path (default bench/results/registry-<time>.json)
+  --candidate KIND         shoal (default) or distribution, to measure Distribution against itself
+  --shoal-entry E          cli (default: bin/shoal.js registry) or direct (storage + HTTP, no CLI)
+  --shoal-node-option O    pass a node option to shoal's process (repeatable)
+  --cpu-prof               run shoal under node --cpu-prof and print where its time went
+  --keep                   keep the temp folder (data, logs, profiles)
+  -h, --help               show this help
 `
 
 interface BenchConfig {
