@@ -23,9 +23,11 @@ import { parseRegistryConfig } from '../../registry/src/config.js'
 import { createRegistryNode } from '../../registry/src/main.js'
 import {
   type CountingProxy,
+  createTokenIssuer,
   type DistributionInstance,
   startCountingProxy,
   startDistribution,
+  startTokenServer,
 } from '../helpers/distribution.js'
 
 const logger = pino({ level: 'silent' })
@@ -168,6 +170,18 @@ describe('agent mirror endpoint', () => {
     const unknown = await fetch(`${agent.url}/v2/x/tags/list`)
     expect(unknown.status).toBe(404)
     await unknown.arrayBuffer()
+    for (const [path, code] of [
+      ['/v2/UPPER/manifests/latest', 'NAME_INVALID'],
+      ['/v2/x/manifests/bad:tag', 'DIGEST_INVALID'],
+      ['/v2/x/manifests/-tag', 'TAG_INVALID'],
+      ['/v2/x/blobs/sha256:1234', 'DIGEST_INVALID'],
+      ['/v2/x/blobs/md5:abc', 'DIGEST_INVALID'],
+      ['/v2/a%2F..%2Fetc/blobs/sha256:x', 'NAME_INVALID'],
+    ] as const) {
+      const res = await fetch(`${agent.url}${path}`)
+      expect(res.status, path).toBe(400)
+      expect(((await res.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, path).toBe(code)
+    }
     const badNs = await fetch(`${agent.url}/v2/x/manifests/latest?ns=${encodeURIComponent('a b')}`)
     expect(badNs.status).toBe(400)
     await badNs.arrayBuffer()
@@ -497,6 +511,65 @@ describe('agent mirror endpoint', () => {
       const bareAnonymous = await fetch(`${gated.url}/v2/corp/secret/manifests/v1?ns=bare.example`)
       expect(bareAnonymous.status).toBe(401)
       await bareAnonymous.arrayBuffer()
+    })
+
+    it('points anonymous clients at the upstream token realm and accepts its bearer tokens', async () => {
+      const issuer = await createTokenIssuer(dir)
+      const tokens = await startTokenServer({
+        issuer,
+        issuerName: 'shoal-test-issuer',
+        service: 'shoal-test-registry',
+        users: USERS,
+        anonymousPull: false,
+      })
+      stops.push(() => tokens.stop())
+      const tokenRegistry = await startDistribution({
+        token: {
+          realm: tokens.realm,
+          service: 'shoal-test-registry',
+          issuer: 'shoal-test-issuer',
+          rootCertBundle: issuer.certPath,
+        },
+      })
+      stops.push(() => tokenRegistry.stop())
+      const image = imageFixture(10)
+      await pushImage(tokenRegistry.url, 'corp/tokened', 'v1', image, {
+        username: 'alice',
+        password: USERS.alice,
+      })
+      const gated = await startAgent({
+        upstreams: [
+          { host: 'tok.example', url: tokenRegistry.url, username: 'agent', password: USERS.agent },
+        ],
+      })
+      const manifestUrl = `${gated.url}/v2/corp/tokened/manifests/v1?ns=tok.example`
+
+      const anonymous = await fetch(manifestUrl)
+      expect(anonymous.status).toBe(401)
+      const challenge = anonymous.headers.get('www-authenticate') ?? ''
+      expect(challenge).toContain(`realm="${tokens.realm}"`)
+      expect(challenge).toContain('service="shoal-test-registry"')
+      await anonymous.arrayBuffer()
+
+      // What a client does with the challenge: ask the realm, with its credentials, for a pull token.
+      const realm = new URL(tokens.realm)
+      realm.searchParams.set('service', 'shoal-test-registry')
+      realm.searchParams.set('scope', 'repository:corp/tokened:pull')
+      const granted = (await (
+        await fetch(realm, { headers: { authorization: basic('alice', USERS.alice) } })
+      ).json()) as { token: string }
+      const bearer = { authorization: `Bearer ${granted.token}` }
+      const ok = await fetch(manifestUrl, { headers: { ...bearer, accept: ACCEPT } })
+      expect(ok.status).toBe(200)
+      expect(Buffer.from(await ok.arrayBuffer()).equals(image.manifest)).toBe(true)
+      const blob = await fetch(`${gated.url}/v2/corp/tokened/blobs/${image.layer.digest}?ns=tok.example`, {
+        headers: bearer,
+      })
+      expect(digestOf(new Uint8Array(await blob.arrayBuffer()))).toBe(image.layer.digest)
+
+      const junk = await fetch(manifestUrl, { headers: { authorization: 'Bearer junk' } })
+      expect(junk.status).toBe(401)
+      await junk.arrayBuffer()
     })
   })
 })
