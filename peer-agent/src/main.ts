@@ -126,7 +126,7 @@ export async function createAgentNode(
       logger.info(
         {
           registryUrl: config.registryUrl,
-          upstreams: config.upstreams.map((u) => ({ host: u.host, url: u.url })),
+          upstreams: config.upstreams.map((u) => ({ host: u.host, url: new URL(u.url).origin })),
           swarm: swarm !== undefined,
         },
         'agent started',

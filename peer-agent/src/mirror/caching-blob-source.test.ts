@@ -15,6 +15,7 @@ const SIZE = 3 * 1024 * 1024 + 5
 
 interface FakeSource extends BlobSource {
   opens: Array<ByteRange | undefined>
+  streams: Readable[]
 }
 
 /**
@@ -27,8 +28,10 @@ function fakeSource(
   behaviour: { failAfter?: number; failOpen?: boolean; corrupt?: boolean; failOnce?: boolean } = {},
 ): FakeSource {
   const opens: Array<ByteRange | undefined> = []
+  const streams: Readable[] = []
   return {
     opens,
+    streams,
     async stat(ref) {
       if (behaviour.failOpen) throw new BlobUnknownError()
       return { digest: ref.digest, size: bytes.byteLength }
@@ -49,12 +52,9 @@ function fakeSource(
           yield data.subarray(o, o + 16 * 1024)
         }
       }
-      return {
-        size: bytes.byteLength,
-        stream: Readable.from(chunks()),
-        range: { start, end },
-        source: origin,
-      }
+      const stream = Readable.from(chunks())
+      streams.push(stream)
+      return { size: bytes.byteLength, stream, range: { start, end }, source: origin }
     },
   }
 }
@@ -132,6 +132,17 @@ describe('createCachingBlobSource', () => {
     expect(digestOf(await readAll(opened.stream))).toBe(blob.digest)
     expect(cache.has(blob.digest)).toBe(false)
     await waitUntil(() => cache.has(blob.digest))
+  })
+
+  it('lets go of the upstream and of the cache fill when the client goes away', async () => {
+    const upstream = fakeSource(blob.bytes, 'upstream')
+    const source = createCachingBlobSource({ cache, upstream, metrics })
+    const opened = await source.open(ref, undefined)
+    await new Promise<void>((resolve) => opened.stream.once('data', () => resolve()))
+    opened.stream.destroy()
+    await waitUntil(() => upstream.streams[0]?.destroyed === true)
+    await waitUntil(() => cache.usage().usedBytes === 0)
+    expect(cache.has(blob.digest)).toBe(false)
   })
 
   it('continues from the upstream where the swarm failed, without a seam', async () => {

@@ -89,9 +89,10 @@ export function createUpstreamResolver(init: UpstreamResolverInit): UpstreamReso
   }
 
   for (const mapping of init.upstreams ?? []) {
+    const { url, credentials } = splitCredentials(mapping.url, mapping)
     byHost.set(
       mapping.host,
-      build(mapping.host, mapping.url, 'upstream', mapping, (name) => name),
+      build(mapping.host, url, 'upstream', credentials, (name) => name),
     )
   }
   const seedPlain = build(seedHost, init.seedUrl, 'seed', {}, (name) => name)
@@ -110,6 +111,26 @@ export function createUpstreamResolver(init: UpstreamResolverInit): UpstreamReso
       return prefixed
     },
   }
+}
+
+/**
+ * Takes credentials out of a URL's user info (fetch refuses URLs that carry them);
+ * explicitly given credentials win.
+ */
+function splitCredentials(
+  raw: string,
+  given: { username?: string; password?: string },
+): { url: string; credentials: { username?: string; password?: string } } {
+  const url = new URL(raw)
+  const fromUrl =
+    url.username !== '' || url.password !== ''
+      ? { username: decodeURIComponent(url.username), password: decodeURIComponent(url.password) }
+      : {}
+  url.username = ''
+  url.password = ''
+  const hasGiven = given.username !== undefined || given.password !== undefined
+  const credentials = hasGiven ? { username: given.username, password: given.password } : fromUrl
+  return { url: url.toString(), credentials }
 }
 
 /** A fetch that sends `authorization` on every request that does not set its own. */
