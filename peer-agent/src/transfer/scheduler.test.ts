@@ -5,7 +5,8 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { Bitfield } from '../../../protocol/src/bitfield.js'
 import { pieceRange } from '../../../protocol/src/piece-map.js'
 import { type BlobCache, createBlobCache } from '../cache/index.js'
-import { createP2PNode, createPieceClient, createPieceServer } from '../p2p/index.js'
+import { createP2PNode, createPieceClient, createPieceServer } from '../../../protocol/src/p2p/index.js'
+import { cachePieceSource } from '../p2p-adapter.js'
 import { downloadBlob } from './scheduler.js'
 import { blob, fakeSwarm, PIECE } from './testing/fake-swarm.js'
 
@@ -197,7 +198,7 @@ describe('downloadBlob over libp2p', () => {
       await node.start()
       // The seed is slow, so the leechers have reason to ask each other.
       const server = createPieceServer(
-        { libp2p: node.libp2p, cache },
+        { libp2p: node.libp2p, source: cachePieceSource(cache) },
         n === 0 ? { uploadBytesPerSecond: 256 * 1024 } : {},
       )
       await server.start()

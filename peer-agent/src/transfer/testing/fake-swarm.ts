@@ -7,7 +7,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { Bitfield } from '../../../../protocol/src/bitfield.js'
 import { digestOf } from '../../../../protocol/src/index.js'
 import { type PieceMap, pieceRange } from '../../../../protocol/src/piece-map.js'
-import { type PieceClient, PieceUnavailableError } from '../../p2p/index.js'
+import { type PieceClient, PieceUnavailableError } from '../../../../protocol/src/p2p/index.js'
 import type { SwarmPeer } from '../scheduler.js'
 
 /** Piece size of test blobs. */

@@ -5,9 +5,9 @@
  */
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import type { Bitfield } from '../../../protocol/src/bitfield.js'
-import { DecodeError } from '../../../protocol/src/errors.js'
-import type { Digest } from '../../../protocol/src/index.js'
+import type { Bitfield } from '../bitfield.js'
+import { DecodeError } from '../errors.js'
+import type { Digest } from '../digest.js'
 import {
   createMessageReader,
   encodeMessage,
@@ -15,9 +15,9 @@ import {
   MAX_PIECES_PER_REQUEST,
   type Message,
   type PieceStatus,
-} from '../../../protocol/src/messages/index.js'
-import type { SignedPieceMap } from '../../../protocol/src/piece-map.js'
-import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
+} from '../messages/index.js'
+import type { SignedPieceMap } from '../piece-map.js'
+import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import { PeerRefusedError, PieceUnavailableError } from './errors.js'
 
 /** Where to reach a peer: its id (addresses from the peer store) or addresses. */

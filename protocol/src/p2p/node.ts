@@ -16,9 +16,9 @@ import { tcp } from '@libp2p/tcp'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import type { Logger } from 'pino'
-import { blobCid } from '../../../protocol/src/cid.js'
-import type { Digest } from '../../../protocol/src/index.js'
-import { KAD_PROTOCOL } from '../../../protocol/src/protocols.js'
+import { blobCid } from '../cid.js'
+import type { Digest } from '../digest.js'
+import { KAD_PROTOCOL } from '../protocols.js'
 
 /** The libp2p services a shoal node runs. */
 export type P2PServices = {

@@ -1,4 +1,7 @@
-/** The peer agent's libp2p layer: the node, the piece server and the piece client. */
+/**
+ * shoal's libp2p layer, shared by the peer agent and the seed registry: the node
+ * factory, both ends of the piece protocols, and the PieceSource the server reads from.
+ */
 export { PeerRefusedError, PieceUnavailableError } from './errors.js'
 export {
   createP2PNode,
@@ -18,6 +21,7 @@ export {
   type PieceResult,
   type PieceWant,
 } from './piece-client.js'
+export { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
 export {
   createPieceServer,
   type PieceSentEvent,
@@ -25,5 +29,6 @@ export {
   type PieceServerComponents,
   type PieceServerInit,
 } from './piece-server.js'
+export type { MaybePromise, PieceSource, PieceSourceStat } from './piece-source.js'
 export { sendWithBackpressure, waitDrain } from './stream-io.js'
 export { createTokenBucket, type TokenBucket, type TokenBucketInit } from './token-bucket.js'

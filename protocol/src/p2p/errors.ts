@@ -1,9 +1,9 @@
 /**
- * Errors of the peer-to-peer layer that only the agent sees (they never reach an OCI
+ * Errors of the piece client, seen only by the fetching peer (they never reach an OCI
  * client, so they are not in protocol/src/errors.ts).
  */
-import { ShoalError } from '../../../protocol/src/errors.js'
-import type { PieceStatus, WireErrorCode } from '../../../protocol/src/messages/index.js'
+import { ShoalError } from '../errors.js'
+import type { PieceStatus, WireErrorCode } from '../messages/index.js'
 
 /** The peer answered a piece request without the piece (`not-held`, `busy`, `not-found`). */
 export class PieceUnavailableError extends ShoalError {

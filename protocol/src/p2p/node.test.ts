@@ -2,7 +2,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { afterEach, describe, expect, it } from 'vitest'
-import { digestOf } from '../../../protocol/src/index.js'
+import { digestOf } from '../digest.js'
 import { createP2PNode, generateSwarmKey, type P2PNode, type P2PNodeInit } from './node.js'
 
 async function waitFor(check: () => boolean, timeoutMs = 15_000): Promise<void> {

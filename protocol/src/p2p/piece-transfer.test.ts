@@ -1,12 +1,9 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { afterEach, describe, expect, it } from 'vitest'
-import { digestOf } from '../../../protocol/src/index.js'
-import { createMessageReader, encodeMessage } from '../../../protocol/src/messages/index.js'
+import { digestOf } from '../digest.js'
+import { createMessageReader, encodeMessage } from '../messages/index.js'
 import {
   type PieceMap,
   pieceMatches,
@@ -14,17 +11,12 @@ import {
   type SignedPieceMap,
   signPieceMap,
   verifyPieceMap,
-} from '../../../protocol/src/piece-map.js'
-import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
-import { type BlobCache, createBlobCache } from '../cache/index.js'
+} from '../piece-map.js'
+import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
+import { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
 import { createP2PNode, type P2PNode } from './node.js'
 import { createPieceClient, type PieceClient } from './piece-client.js'
-import {
-  createPieceServer,
-  type PieceServer,
-  type PieceServerComponents,
-  type PieceServerInit,
-} from './piece-server.js'
+import { createPieceServer, type PieceServer, type PieceServerInit } from './piece-server.js'
 
 const PIECE = 64 * 1024
 
@@ -37,13 +29,9 @@ function blob(size: number, pieceSize = PIECE): { bytes: Buffer; map: PieceMap }
   return { bytes, map: { digest: digestOf(bytes), size, pieceSize, pieces } }
 }
 
-async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
-  yield bytes
-}
-
 interface Peer {
   node: P2PNode
-  cache: BlobCache
+  source: MemoryPieceSource
   server: PieceServer
   client: PieceClient
 }
@@ -53,23 +41,22 @@ describe('piece exchange', () => {
 
   async function peer(
     init: PieceServerInit = {},
-    extra: { privateKey?: PrivateKey; pieceMaps?: PieceServerComponents['pieceMaps'] } = {},
+    extra: { privateKey?: PrivateKey; pieceMaps?: SignedPieceMap[] } = {},
   ): Promise<Peer> {
-    const root = await mkdtemp(join(tmpdir(), 'shoal-p2p-'))
-    const cache = createBlobCache({}, { root, quotaBytes: 1 << 30, durable: false })
-    await cache.start()
+    const source = createMemoryPieceSource()
+    for (const signed of extra.pieceMaps ?? []) source.putPieceMap(signed)
+    // A source without signedPieceMap does not serve the piece map protocol.
+    const served = extra.pieceMaps ? source : { ...source, signedPieceMap: undefined }
     const node = await createP2PNode({}, extra.privateKey ? { privateKey: extra.privateKey } : {})
     await node.start()
-    const server = createPieceServer({ libp2p: node.libp2p, cache, pieceMaps: extra.pieceMaps }, init)
+    const server = createPieceServer({ libp2p: node.libp2p, source: served }, init)
     await server.start()
     const client = createPieceClient({ libp2p: node.libp2p }, { timeoutMs: 10_000 })
     cleanups.push(async () => {
       await server.stop()
       await node.stop()
-      await cache.stop()
-      await rm(root, { recursive: true, force: true })
     })
-    return { node, cache, server, client }
+    return { node, source, server, client }
   }
 
   afterEach(async () => {
@@ -80,9 +67,8 @@ describe('piece exchange', () => {
     const [seed, middle, leecher] = [await peer(), await peer(), await peer()]
     const { bytes, map } = blob(5 * PIECE + 1000)
     const digest = map.digest
-    await seed.cache.putBlob(digest, map.size, once(bytes), { layout: map })
-    await middle.cache.open(digest, map)
-    await leecher.cache.open(digest, map)
+    seed.source.putBlob(digest, bytes, PIECE)
+    const got = new Map<number, Uint8Array>()
     const seedAddr = seed.node.getMultiaddrs()
     const middleAddr = middle.node.getMultiaddrs()
 
@@ -92,7 +78,7 @@ describe('piece exchange', () => {
         expectedLength: pieceRange(map, index).length,
       })
       expect(pieceMatches(map, index, piece)).toBe(true)
-      await middle.cache.writePiece(digest, index, piece)
+      middle.source.putPiece(digest, map, index, piece)
     }
     expect((await leecher.client.fetchHave(middleAddr, digest))?.encode()).toEqual(Uint8Array.of(0b0100_1000))
     expect((await leecher.client.fetchHave(seedAddr, digest))?.count()).toBe(6)
@@ -116,17 +102,17 @@ describe('piece exchange', () => {
     for await (const r of fromMiddle) results.push(r)
     expect(results.map((r) => r.bytes === undefined)).toEqual([false, false, true])
     expect(results[2]).toMatchObject({ index: 2, status: 'not-held' })
-    for (const r of results) if (r.bytes) await leecher.cache.writePiece(digest, r.index, r.bytes)
+    for (const r of results) if (r.bytes) got.set(r.index, r.bytes)
     for await (const r of leecher.client.fetchPieces(
       seedAddr,
       digest,
       [0, 2, 3, 5].map((index) => ({ index })),
     )) {
       expect(pieceMatches(map, r.index, r.bytes!)).toBe(true)
-      await leecher.cache.writePiece(digest, r.index, r.bytes!)
+      got.set(r.index, r.bytes!)
     }
-    await leecher.cache.complete(digest)
-    expect(leecher.cache.has(digest)).toBe(true)
+    const whole = Buffer.concat([0, 1, 2, 3, 4, 5].map((i) => got.get(i)!))
+    expect(digestOf(whole)).toBe(digest)
     expect(seed.server.bytesSent()).toBe(2 * PIECE + 3 * PIECE + 1000)
     expect(middle.server.bytesSent()).toBe(2 * PIECE)
     // A length other than the map's is refused before the bytes are read.
@@ -142,7 +128,7 @@ describe('piece exchange', () => {
     const { map } = blob(3 * PIECE)
     const signed = await signPieceMap(map, key)
     const maps = new Map<string, SignedPieceMap>([[map.digest, signed]])
-    const seed = await peer({}, { privateKey: key, pieceMaps: { get: (d) => maps.get(d) } })
+    const seed = await peer({}, { privateKey: key, pieceMaps: [...maps.values()] })
     const plain = await peer()
     const leecher = await peer()
     const got = await leecher.client.fetchPieceMap(seed.node.getMultiaddrs(), map.digest)
@@ -158,10 +144,9 @@ describe('piece exchange', () => {
   it('leaves a corrupted piece to be caught by the caller hash check', async () => {
     const [bad, good, leecher] = [await peer(), await peer(), await peer()]
     const { bytes, map } = blob(2 * PIECE)
-    await bad.cache.open(map.digest, map)
-    // The cache trusts its caller, so a broken peer can hold and serve wrong bytes.
-    await bad.cache.writePiece(map.digest, 1, Buffer.alloc(PIECE, 0xee))
-    await good.cache.putBlob(map.digest, map.size, once(bytes), { layout: map })
+    // The source trusts its caller, so a broken peer can hold and serve wrong bytes.
+    bad.source.putPiece(map.digest, map, 1, Buffer.alloc(PIECE, 0xee))
+    good.source.putBlob(map.digest, bytes, PIECE)
     const corrupt = await leecher.client.fetchPiece(bad.node.getMultiaddrs(), map.digest, 1, {
       expectedLength: PIECE,
     })
@@ -176,7 +161,7 @@ describe('piece exchange', () => {
   it('answers garbage with an error or a closed stream and keeps serving', async () => {
     const [seed, attacker] = [await peer(), await peer()]
     const { bytes, map } = blob(PIECE + 10)
-    await seed.cache.putBlob(map.digest, map.size, once(bytes), { layout: map })
+    seed.source.putBlob(map.digest, bytes, PIECE)
     const target = seed.node.getMultiaddrs()
     const oversized = Buffer.alloc(8)
     oversized.writeUInt32BE(0xffffffff, 0)
@@ -223,7 +208,7 @@ describe('piece exchange', () => {
     const seed = await peer({ maxConcurrentUploads: 1, uploadBytesPerSecond: PIECE })
     const leecher = await peer()
     const { bytes, map } = blob(4 * PIECE)
-    await seed.cache.putBlob(map.digest, map.size, once(bytes), { layout: map })
+    seed.source.putBlob(map.digest, bytes, PIECE)
     const target = seed.node.getMultiaddrs()
     const controller = new AbortController()
     const slow = leecher.client.fetchPieces(
@@ -247,12 +232,14 @@ describe('piece exchange', () => {
     while (seed.server.activeUploads() > 0 && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 20))
     expect(seed.server.activeUploads()).toBe(0)
+    // The abandoned piece's read was ended, not left open.
+    expect(seed.source.openReads()).toBe(0)
   })
 
   it('moves 64 MiB between two nodes over one stream', async () => {
     const [seed, leecher] = [await peer(), await peer()]
     const { bytes, map } = blob(64 * 1024 * 1024, 4 * 1024 * 1024)
-    await seed.cache.putBlob(map.digest, map.size, once(bytes), { layout: map })
+    seed.source.putBlob(map.digest, bytes, map.pieceSize)
     const wants = map.pieces.map((_, index) => ({ index, length: pieceRange(map, index).length }))
     const started = performance.now()
     let received = 0

@@ -1,12 +1,13 @@
 /**
- * Serves pieces and bitfields from the blob cache to other peers over the shoal piece
+ * Serves pieces and bitfields from a PieceSource (the agent's cache, the seed
+ * registry's blob store) to other peers over the shoal piece
  * protocols (protocol/src/protocols.ts, framing in protocol/src/messages/):
  *
  * - PIECES_PROTOCOL: the peer sends piece-requests; each index is answered, in order,
  *   by a piece-header and, when its status is ok, the piece's raw bytes. Pieces not
  *   held are refused (not-held / not-found); beyond the upload cap the answer is busy.
  * - HAVE_PROTOCOL: a have-request is answered with the bitfield of held pieces.
- * - PIECE_MAP_PROTOCOL (when given piece maps): the signed piece map of a blob.
+ * - PIECE_MAP_PROTOCOL (when the source has signedPieceMap): the signed piece map of a blob.
  *
  * Bytes go out in 1 MiB writes, waiting for `drain` when the muxer is full, through a
  * node-wide token bucket. Malformed input gets an error reply and a closed stream; no
@@ -14,19 +15,18 @@
  */
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from 'pino'
-import { Bitfield } from '../../../protocol/src/bitfield.js'
-import { DecodeError } from '../../../protocol/src/errors.js'
-import type { Digest } from '../../../protocol/src/index.js'
+import { Bitfield } from '../bitfield.js'
+import { DecodeError } from '../errors.js'
+import type { Digest } from '../digest.js'
 import {
   createMessageReader,
   encodeMessage,
   type MessageReader,
   type PieceStatus,
   type WireErrorCode,
-} from '../../../protocol/src/messages/index.js'
-import type { SignedPieceMap } from '../../../protocol/src/piece-map.js'
-import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
-import type { BlobCache } from '../cache/index.js'
+} from '../messages/index.js'
+import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
+import type { PieceSource } from './piece-source.js'
 import { sendWithBackpressure } from './stream-io.js'
 import { createTokenBucket } from './token-bucket.js'
 
@@ -61,12 +61,11 @@ export interface PieceServerInit {
 /** The collaborators of the piece server. */
 export interface PieceServerComponents {
   libp2p: Pick<Libp2p, 'handle' | 'unhandle'>
-  cache: Pick<BlobCache, 'stat' | 'hasPiece' | 'bitfield' | 'readRange'>
   /**
-   * Signed piece maps this node can hand out on PIECE_MAP_PROTOCOL (they are checked
-   * by the receiver against the seed's peer id); without it that protocol is not served.
+   * Where pieces, bitfields and (when it has signedPieceMap) signed piece maps come from.
+   * Piece maps are checked by the receiver against the seed's peer id.
    */
-  pieceMaps?: { get(digest: Digest): SignedPieceMap | undefined | Promise<SignedPieceMap | undefined> }
+  source: PieceSource
   logger?: Logger
 }
 
@@ -87,7 +86,8 @@ export function createPieceServer(
   components: PieceServerComponents,
   init: PieceServerInit = {},
 ): PieceServer {
-  const { libp2p, cache } = components
+  const { libp2p, source } = components
+  const servesPieceMaps = typeof source.signedPieceMap === 'function'
   const log = components.logger
   const maxUploads = init.maxConcurrentUploads ?? 16
   const requestTimeoutMs = init.requestTimeoutMs ?? 10_000
@@ -137,30 +137,32 @@ export function createPieceServer(
   }
 
   async function sendPiece(stream: Stream, peer: string, digest: Digest, index: number): Promise<void> {
-    const stat = cache.stat(digest)
+    const stat = await source.stat(digest)
     let status: PieceStatus = 'ok'
     if (stat === undefined || stat.pieceSize === undefined) status = 'not-found'
-    else if (!cache.hasPiece(digest, index)) status = 'not-held'
+    else if (!(index < stat.pieceCount) || !(await source.hasPiece(digest, index))) status = 'not-held'
     if (status !== 'ok' || stat === undefined || stat.pieceSize === undefined) {
       await send(stream, encodeMessage({ type: 'piece-header', index, length: 0, status }))
       return
     }
     const start = index * stat.pieceSize
     const end = Math.min(stat.size, start + stat.pieceSize)
-    // Opening the range pins the blob, so it cannot be evicted while it is sent.
-    const body = cache.readRange(digest, start, end, { signal: lifetime.signal })
+    // Opening the range may pin the blob (the agent's cache), so it cannot be evicted
+    // while it is sent; return() below releases it whatever happens.
+    const body = source.readRange(digest, start, end, { signal: lifetime.signal })[Symbol.asyncIterator]()
     let n = 0
     try {
       await send(stream, encodeMessage({ type: 'piece-header', index, length: end - start, status }))
-      for await (const chunk of body as AsyncIterable<Uint8Array>) {
+      for (let r = await body.next(); r.done !== true; r = await body.next()) {
+        const chunk = r.value
         await bucket.take(chunk.byteLength, { signal: lifetime.signal })
         await send(stream, chunk)
         n += chunk.byteLength
         sent += chunk.byteLength
       }
+      if (n !== end - start) throw new Error(`source ended after ${n} of ${end - start} piece bytes`)
     } finally {
-      // Releases the pin when the peer went away before the piece was read through.
-      body.destroy()
+      await body.return?.()
     }
     init.onPieceSent?.({ peer, digest, index, bytes: n })
   }
@@ -193,8 +195,8 @@ export function createPieceServer(
       const msg = await nextRequest(reader)
       if (msg === undefined) return
       if (msg.type !== 'have-request') throw new DecodeError(`expected have-request, got ${msg.type}`)
-      const stat = cache.stat(msg.digest)
-      const bits = cache.bitfield(msg.digest)
+      const stat = await source.stat(msg.digest)
+      const bits = await source.bitfield(msg.digest)
       const reply =
         stat === undefined || bits === undefined || stat.pieceCount === 0
           ? encodeMessage({ type: 'have-reply', status: 'not-found' })
@@ -214,7 +216,7 @@ export function createPieceServer(
       if (msg === undefined) return
       if (msg.type !== 'piece-map-request')
         throw new DecodeError(`expected piece-map-request, got ${msg.type}`)
-      const signed = await components.pieceMaps?.get(msg.digest)
+      const signed = await source.signedPieceMap?.(msg.digest)
       await send(
         stream,
         signed === undefined
@@ -254,7 +256,7 @@ export function createPieceServer(
         maxInboundStreams,
         runOnLimitedConnection: false,
       })
-      if (components.pieceMaps) {
+      if (servesPieceMaps) {
         await libp2p.handle(PIECE_MAP_PROTOCOL, handler(servePieceMap), {
           maxInboundStreams,
           runOnLimitedConnection: false,
@@ -267,7 +269,7 @@ export function createPieceServer(
       running = false
       await libp2p.unhandle(PIECES_PROTOCOL)
       await libp2p.unhandle(HAVE_PROTOCOL)
-      if (components.pieceMaps) await libp2p.unhandle(PIECE_MAP_PROTOCOL)
+      if (servesPieceMaps) await libp2p.unhandle(PIECE_MAP_PROTOCOL)
       lifetime.abort(new Error('piece server stopped'))
       for (const s of streams) s.abort(new Error('piece server stopped'))
     },

@@ -1,0 +1,51 @@
+/**
+ * What the piece server needs from whatever holds blobs: the agent's content-addressed
+ * cache (partial blobs, pieces landing while they are served) and the seed registry's
+ * blob store (complete blobs only) both satisfy it. No storage or HTTP lives here; each
+ * service brings its own adapter.
+ */
+import type { Digest } from '../digest.js'
+import type { SignedPieceMap } from '../piece-map.js'
+
+/** A value or a promise of it: sources may answer from memory or from disk. */
+export type MaybePromise<T> = T | Promise<T>
+
+/** The piece layout of a blob held in whole or in part. */
+export interface PieceSourceStat {
+  /** Blob size in bytes. */
+  size: number
+  /** Piece size in bytes; undefined while the layout is unknown (nothing is served then). */
+  pieceSize: number | undefined
+  /** Number of pieces (0 while the layout is unknown). */
+  pieceCount: number
+}
+
+/** Holds blobs, completely or piece by piece, and reads their bytes. */
+export interface PieceSource {
+  /** The layout of `digest`, or undefined when none of it is held. */
+  stat(digest: Digest): MaybePromise<PieceSourceStat | undefined>
+  /** True when piece `index` of `digest` is held and can be read now. */
+  hasPiece(digest: Digest, index: number): MaybePromise<boolean>
+  /**
+   * The held pieces of `digest`, encoded as protocol/src/bitfield.ts encodes
+   * (`ceil(pieceCount / 8)` bytes, MSB first), or undefined when none of it is held.
+   */
+  bitfield(digest: Digest): MaybePromise<Uint8Array | undefined>
+  /**
+   * Reads bytes `[start, end)` of `digest` (a held piece's range) as chunks. The server
+   * calls this before it sends the piece header (a source may pin the blob then), and
+   * always ends the iteration through the iterator's `return()` (a node Readable is
+   * destroyed by it), including when it never reads a chunk.
+   */
+  readRange(
+    digest: Digest,
+    start: number,
+    end: number,
+    options?: { signal?: AbortSignal },
+  ): AsyncIterable<Uint8Array>
+  /**
+   * The signed piece map of `digest`, handed out on PIECE_MAP_PROTOCOL; a source without
+   * this method does not serve that protocol.
+   */
+  signedPieceMap?(digest: Digest): MaybePromise<SignedPieceMap | undefined>
+}
