@@ -3,7 +3,9 @@
  * holds an image; `shoal agent` mirrors it. containerd pulls through a hosts.toml made
  * by `shoal agent hosts-toml` and runs the image; a second pull with an empty content
  * store is served from the agent's cache; skopeo pulls a docker.io-named image through
- * a registries.conf mirror (no `ns`: the agent maps docker.io to the seed). The agent's
+ * a registries.conf mirror (no `ns`: the agent maps docker.io to the seed); and dockerd
+ * (which runs on containerd) pulls a docker.io name through `registry-mirrors` inside a
+ * network namespace with only `lo`, so nothing can leave the machine. The agent's
  * metrics must show where the bytes came from, so a silent fallback of the client to
  * the registry itself cannot pass.
  */
@@ -12,6 +14,8 @@ import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { digestOf } from '../../protocol/src/index.js'
 import { type Containerd, startContainerd } from '../helpers/containerd.js'
+import { startDockerd } from '../helpers/dockerd.js'
+import { createNetns } from '../helpers/netns.js'
 import {
   buildTestImage,
   layoutBlobPath,
@@ -187,5 +191,80 @@ describe('shoal agent with containerd and skopeo', () => {
       sampleSum(text, 'shoal_agent_blob_bytes_total', { source: 'seed' }) +
       sampleSum(text, 'shoal_agent_blob_bytes_total', { source: 'cache' })
     expect(served(after) - served(before)).toBeGreaterThanOrEqual(layerBytes)
+  })
+})
+
+describe('shoal agent with dockerd registry-mirrors in a loopback-only namespace', () => {
+  const cleanup = createCleanup()
+
+  afterAll(async () => {
+    await cleanup.run()
+  })
+
+  it('serves a docker.io name to docker pull and run, from the seed, counted by the agent', async () => {
+    requireBinaries([
+      'skopeo',
+      'umoci',
+      'busybox',
+      'ip',
+      'nsenter',
+      'curl',
+      'containerd',
+      'runc',
+      'containerd-shim-runc-v2',
+      'dockerd',
+      '/usr/bin/docker',
+    ])
+    const work = await createTempDir('shoal-e2e-agent-dockerd-')
+    cleanup.add(() => removeTempDir(work), 'remove temp dir')
+    const image = await buildTestImage({
+      dir: join(work, 'image'),
+      randomLayerBytes: 4 * 1024 * 1024,
+      message: 'hello from shoal via dockerd and the agent',
+    })
+    const netns = await createNetns()
+    cleanup.add(() => netns.delete(), 'delete network namespace')
+    const registry = await startShoalRegistry({ dataDir: join(work, 'registry-data'), logDir: work, netns })
+    cleanup.add(() => registry.stop(), 'stop registry')
+    await mkdir(join(work, 'agent-data'), { recursive: true })
+    const agent = await startShoalService({
+      args: [
+        'agent',
+        '--listen',
+        '127.0.0.1:0',
+        '--data',
+        join(work, 'agent-data'),
+        '--registry',
+        registry.url,
+      ],
+      service: 'agent',
+      name: 'shoal-agent',
+      logDir: work,
+      netns,
+    })
+    cleanup.add(() => agent.stop(), 'stop agent')
+    // Docker Hub's official images are library/<name>; dockerd asks the mirror for that name.
+    await pushImage(
+      image,
+      { host: registry.host, repository: 'library/shoal-agent-e2e', tag: 'mirror', format: 'v2s2' },
+      { netns },
+    )
+    const dockerd = await startDockerd({
+      dir: join(work, 'dockerd'),
+      netns,
+      insecureRegistries: [agent.host],
+      registryMirrors: [agent.url],
+    })
+    cleanup.add(() => dockerd.stop(), 'stop dockerd')
+
+    await dockerd.pull('shoal-agent-e2e:mirror')
+    expect((await dockerd.inspectImage('shoal-agent-e2e:mirror')).Id).toBe(image.config.digest)
+    expect((await dockerd.run('shoal-agent-e2e:mirror')).trim()).toBe(image.message)
+
+    const metrics = (await netns.exec('curl', ['-sf', `${agent.url}/metrics`])).stdout
+    const layerBytes = image.layers.reduce((sum, layer) => sum + layer.size, 0)
+    expect(sampleSum(metrics, 'shoal_agent_blob_bytes_total', { source: 'seed' })).toBeGreaterThanOrEqual(
+      layerBytes,
+    )
   })
 })
