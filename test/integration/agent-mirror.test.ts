@@ -11,14 +11,15 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { type Digest, digestOf, MEDIA_TYPES } from '../../protocol/src/index.js'
+import { BlobUnknownError, type Digest, digestOf, MEDIA_TYPES } from '../../protocol/src/index.js'
 import { createRegistryClient } from '../../protocol/src/registry-client/index.js'
 import { blobFixture } from '../../protocol/src/testing/fixtures.js'
 import { type AgentConfigInput, parseAgentConfig } from '../../peer-agent/src/config.js'
-import { type AgentNode, createAgentNode } from '../../peer-agent/src/main.js'
+import { type AgentNode, createAgentNode, type SwarmFactory } from '../../peer-agent/src/main.js'
 import { parseRegistryConfig } from '../../registry/src/config.js'
 import { createRegistryNode } from '../../registry/src/main.js'
 import {
@@ -123,11 +124,11 @@ describe('agent mirror endpoint', () => {
   let hub: DistributionInstance
   let agent: { node: AgentNode; url: string; metrics: Registry }
 
-  async function startAgent(config: AgentConfigInput): Promise<typeof agent> {
+  async function startAgent(config: AgentConfigInput, swarm?: SwarmFactory): Promise<typeof agent> {
     const metrics = new Registry()
     const node = await createAgentNode(
       parseAgentConfig({ dataDir: join(dir, `agent-${stops.length}`), registryUrl: seed.url, ...config }),
-      { logger, metrics },
+      { logger, metrics, ...(swarm === undefined ? {} : { swarm }) },
     )
     await node.start()
     const served = await serve(node.app.callback())
@@ -304,6 +305,51 @@ describe('agent mirror endpoint', () => {
         status: '200',
       }),
     ).toBe(2)
+  })
+
+  it('asks the swarm slot before the upstream, and the upstream for what the swarm lacks', async () => {
+    const inSwarm = imageFixture(11)
+    const notInSwarm = imageFixture(12)
+    await pushImage(hub.url, 'library/swarmed', 'v1', inSwarm)
+    await pushImage(hub.url, 'library/swarmed', 'v2', notInSwarm)
+    const lifecycle: string[] = []
+    const withSwarm = await startAgent({ upstreams: [{ host: 'docker.io', url: hub.url }] }, ({ cache }) => ({
+      async start() {
+        lifecycle.push(`start ${typeof cache.has}`)
+      },
+      async stop() {
+        lifecycle.push('stop')
+      },
+      async stat(ref) {
+        if (ref.digest !== inSwarm.layer.digest) throw new BlobUnknownError()
+        return { digest: ref.digest, size: inSwarm.layer.bytes.byteLength }
+      },
+      async open(ref, range) {
+        if (ref.digest !== inSwarm.layer.digest) throw new BlobUnknownError()
+        const bytes = Buffer.from(inSwarm.layer.bytes)
+        const start = range?.start ?? 0
+        const end = range?.end ?? bytes.byteLength - 1
+        return {
+          size: bytes.byteLength,
+          stream: Readable.from([bytes.subarray(start, end + 1)]),
+          range: { start, end },
+          source: 'peer',
+        }
+      },
+    }))
+    expect(lifecycle).toEqual(['start function'])
+    for (const image of [inSwarm, notInSwarm]) {
+      const res = await fetch(`${withSwarm.url}/v2/library/swarmed/blobs/${image.layer.digest}`)
+      expect(digestOf(new Uint8Array(await res.arrayBuffer()))).toBe(image.layer.digest)
+    }
+    expect(await metricValue(withSwarm.metrics, 'shoal_agent_blob_bytes_total', { source: 'peer' })).toBe(
+      inSwarm.layer.bytes.byteLength,
+    )
+    expect(await metricValue(withSwarm.metrics, 'shoal_agent_blob_bytes_total', { source: 'upstream' })).toBe(
+      notInSwarm.layer.bytes.byteLength,
+    )
+    await withSwarm.node.stop()
+    expect(lifecycle).toEqual(['start function', 'stop'])
   })
 
   it('answers byte ranges with 206 and unsatisfiable ones with 416, cached or not', async () => {
