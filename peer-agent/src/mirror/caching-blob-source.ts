@@ -151,16 +151,24 @@ export function createCachingBlobSource(components: CachingBlobSourceComponents)
         let heldBack: { chunk: Buffer; source: BlobOrigin } | undefined
         let position = start
         let upstreamRetries = UPSTREAM_RETRIES
-        // The cache is filled only from a whole read that the upstream serves from byte 0;
-        // the swarm stores its own pieces.
+        // The cache is filled only from a whole read that the upstream serves from byte 0,
+        // and never over a download the swarm has under way (it stores its own pieces).
         let tee: PassThrough | undefined
         for (;;) {
           const { opened } = current
-          const source = opened.source
           const fromUpstream = attempts[current.index]?.name === 'upstream'
-          if (fromUpstream && position === 0 && whole && tee === undefined) tee = openFill()
+          if (
+            fromUpstream &&
+            position === 0 &&
+            whole &&
+            tee === undefined &&
+            cache.stat(ref.digest) === undefined
+          ) {
+            tee = openFill()
+          }
           try {
             for await (const raw of opened.stream as AsyncIterable<Buffer>) {
+              const source = opened.sourceAt?.(position) ?? opened.source
               let chunk = raw
               if (position + chunk.byteLength > end + 1) chunk = chunk.subarray(0, end + 1 - position)
               position += chunk.byteLength
@@ -180,7 +188,7 @@ export function createCachingBlobSource(components: CachingBlobSourceComponents)
             }
             if (position <= end) {
               throw new UpstreamError(
-                `${source} ended blob ${ref.digest} at byte ${position} of ${end + 1}`,
+                `${opened.source} ended blob ${ref.digest} at byte ${position} of ${end + 1}`,
                 502,
               )
             }
@@ -197,7 +205,7 @@ export function createCachingBlobSource(components: CachingBlobSourceComponents)
               throw err
             }
             logger?.warn(
-              { err, digest: ref.digest, source, position },
+              { err, digest: ref.digest, source: opened.source, position },
               retryUpstream
                 ? 'upstream failed mid-stream, resuming'
                 : 'blob source failed mid-stream, continuing from the next source',

@@ -53,6 +53,11 @@ export interface OpenedBlob {
   range: { start: number; end: number }
   /** Where the first bytes come from (a layered source may switch mid-stream). */
   source: BlobOrigin
+  /**
+   * Where the byte at `position` (of the blob) came from, for sources whose bytes have
+   * several origins (the swarm: pieces from peers, from the seed, or held before).
+   */
+  sourceAt?(position: number): BlobOrigin
 }
 
 /** Anything that can serve blobs by digest. */
