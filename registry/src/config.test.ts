@@ -26,6 +26,16 @@ describe('parseRegistryConfig', () => {
       upstreams: [],
       tagTtlMs: 60_000,
       logLevel: 'info',
+      seed: {
+        enabled: true,
+        listen: ['/ip4/127.0.0.1/tcp/0'],
+        announce: [],
+        uploadBytesPerSecond: 0,
+        maxConcurrentUploads: 16,
+        bootstrap: [],
+        allowPeers: [],
+        reprovideIntervalMs: 21_600_000,
+      },
     })
     expect(parseRegistryConfig(undefined)).toEqual(config)
   })

@@ -65,6 +65,59 @@ function checkUpstreams(upstreams: Array<z.infer<typeof upstreamSchema>>, ctx: z
   })
 }
 
+/** A libp2p multiaddr string such as `/ip4/127.0.0.1/tcp/4001` (checked loosely here, fully at start). */
+const multiaddrString = z
+  .string()
+  .regex(/^\/[a-z0-9]/, 'expected a multiaddr such as /ip4/127.0.0.1/tcp/4001')
+
+/**
+ * The registry as the swarm's seed: a libp2p node serving every held blob's pieces, signed
+ * piece maps over HTTP, announces to the tracker and DHT provider records.
+ */
+export const seedConfigSchema = z.strictObject({
+  enabled: z.boolean().default(true).describe('run the seed: libp2p piece server, piece maps, announces'),
+  listen: z
+    .array(multiaddrString)
+    .default(['/ip4/127.0.0.1/tcp/0'])
+    .describe('libp2p multiaddrs the seed listens on'),
+  announce: z
+    .array(multiaddrString)
+    .default([])
+    .describe('libp2p multiaddrs announced to peers instead of the listen addresses'),
+  trackerUrl: z
+    .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+    .optional()
+    .describe('tracker the seed announces every held blob to (none: no announces)'),
+  uploadBytesPerSecond: nonNegativeInt()
+    .default(0)
+    .describe('cap on the piece bytes the seed sends to peers per second (0: unlimited)'),
+  maxConcurrentUploads: z
+    .number()
+    .int()
+    .positive()
+    .default(16)
+    .describe('piece requests the seed serves at once; more are answered busy'),
+  bootstrap: z
+    .array(multiaddrString)
+    .default([])
+    .describe('libp2p multiaddrs (with /p2p/<id>) the seed dials to join the DHT'),
+  pskFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('file holding the libp2p pre-shared key of a private cluster (swarm key format)'),
+  allowPeers: z
+    .array(z.string().min(1))
+    .default([])
+    .describe('peer ids allowed to connect to the seed (none: anyone)'),
+  reprovideIntervalMs: z
+    .number()
+    .int()
+    .positive()
+    .default(6 * HOUR_MS)
+    .describe('how often every held blob is provided in the DHT again, in milliseconds'),
+})
+
 /**
  * Every registry setting. Field names carry their unit (`Ms`, `Bytes`). Each field's
  * `.describe()` text is the one-line documentation shown in `--help`.
@@ -106,10 +159,13 @@ export const registryConfigSchema = z.strictObject({
     .default(MINUTE_MS)
     .describe('how long a tag resolved from an upstream is trusted before asking again, in milliseconds'),
   logLevel: logLevelSchema.default('info').describe('log level'),
+  seed: seedConfigSchema.prefault({}),
 })
 
 /** The registry's configuration after defaults were applied. */
 export type RegistryConfig = z.infer<typeof registryConfigSchema>
+/** The seed's settings. */
+export type SeedConfig = z.infer<typeof seedConfigSchema>
 /** One pull-through upstream. */
 export type UpstreamConfig = z.infer<typeof upstreamSchema>
 /** What a config file, the environment or flags may give before defaults: any subset. */

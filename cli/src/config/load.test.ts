@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ConfigError } from '../../../protocol/src/index.js'
-import { parseRegistryConfig, registryConfigSchema } from '../../../registry/src/config.js'
+import { parseRegistryConfig, registryConfigSchema, seedConfigSchema } from '../../../registry/src/config.js'
 import { agentSection } from '../parts/agent-part.js'
 import { trackerSection } from '../parts/tracker-part.js'
 import { loadSectionConfig } from './load.js'
@@ -49,7 +49,15 @@ describe('listSettings', () => {
     })
     expect(byPath.storageDriver).toMatchObject({ kind: 'enum', choices: ['filesystem', 'memory'] })
     expect(settings.every((s) => s.description.length > 0)).toBe(true)
-    expect(settings).toHaveLength(Object.keys(registryConfigSchema.shape).length)
+    expect(byPath['seed.uploadBytesPerSecond']).toMatchObject({
+      env: 'SHOAL_REGISTRY_SEED_UPLOAD_BYTES_PER_SECOND',
+      flag: 'seed-upload-bytes-per-second',
+      kind: 'number',
+    })
+    // Every top-level setting is a leaf except the nested seed section.
+    expect(settings).toHaveLength(
+      Object.keys(registryConfigSchema.shape).length - 1 + Object.keys(seedConfigSchema.shape).length,
+    )
   })
 })
 
