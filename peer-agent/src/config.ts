@@ -137,6 +137,34 @@ export const agentConfigSchema = z.strictObject({
     .array(peerIdSchema)
     .default([])
     .describe('peer ids allowed to connect (empty: any peer that passes the pre-shared key)'),
+  swarm: z
+    .boolean()
+    .optional()
+    .describe('fetch blobs from other agents and the seed over libp2p (default: on when trackerUrl is set)'),
+  bootstrap: z
+    .array(multiaddrSchema)
+    .default([])
+    .describe('libp2p multiaddrs (with /p2p/<id>) dialled at start so the DHT has somewhere to begin'),
+  swarmStallTimeoutMs: z
+    .number()
+    .int()
+    .positive()
+    .default(20 * SECOND_MS)
+    .describe(
+      'give a swarm download up (and use the upstream) after this long without a new piece, in milliseconds',
+    ),
+  trackerTimeoutMs: z
+    .number()
+    .int()
+    .positive()
+    .default(5 * SECOND_MS)
+    .describe('deadline of one tracker request, in milliseconds'),
+  dhtTimeoutMs: z
+    .number()
+    .int()
+    .positive()
+    .default(5 * SECOND_MS)
+    .describe('deadline of one DHT lookup or provide, in milliseconds'),
   logLevel: z
     .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
     .default('info')

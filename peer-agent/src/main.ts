@@ -60,11 +60,19 @@ export interface AgentNodeComponents {
   swarm?: SwarmFactory
 }
 
+/** The default swarm: libp2p, tracker and DHT routing, pieces into the cache (peer-agent/src/swarm). */
+const defaultSwarm: SwarmFactory = async (deps) => {
+  const { createAgentSwarm } = await import('./swarm/index.js')
+  return createAgentSwarm(deps)
+}
+
 /** A composed agent: its mirror app and its lifecycle. */
 export interface AgentNode {
   app: Koa
   /** The blob cache (for announces, tests and admin). */
   cache: BlobCache
+  /** The swarm, when the agent runs one. */
+  swarm: SwarmComponent | undefined
   /** Creates the data folders, loads the caches and starts the swarm. */
   start(): Promise<void>
   /** Stops the swarm and the cache. Safe to call twice. */
@@ -91,9 +99,10 @@ export async function createAgentNode(
     seedNamePrefix: config.seedNamePrefix,
   })
   const upstreamInit = { timeoutMs: config.upstreamTimeoutMs }
-  const swarm = components.swarm
-    ? await components.swarm({ config, cache, resolver, logger, metrics })
-    : undefined
+  // The swarm runs when asked for, or by default when there is a tracker to coordinate it.
+  const swarmFactory: SwarmFactory | undefined =
+    components.swarm ?? ((config.swarm ?? config.trackerUrl !== undefined) ? defaultSwarm : undefined)
+  const swarm = swarmFactory ? await swarmFactory({ config, cache, resolver, logger, metrics }) : undefined
   const blobs = createCachingBlobSource({
     cache,
     upstream: createUpstreamBlobSource({ resolver }, upstreamInit),
@@ -117,6 +126,7 @@ export async function createAgentNode(
   return {
     app,
     cache,
+    swarm,
     async start() {
       if (started) return
       started = true
