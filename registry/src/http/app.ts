@@ -44,6 +44,12 @@ export interface RegistryAppComponents {
   logger?: Logger
   /** Where the HTTP metrics are registered; a private registry when omitted. */
   metrics?: Registry
+  /**
+   * Extra routes outside /v2/ (the seed's /shoal/v1/...), run before the OCI routes
+   * under the same observer and error middleware; they call next() for paths they do
+   * not serve.
+   */
+  routes?: Middleware
 }
 
 /** Options of the registry app. */
@@ -86,6 +92,7 @@ export function createRegistryApp(components: RegistryAppComponents, init: Regis
   app.on('error', (err: unknown) => logger?.debug({ err }, 'response failed after it started'))
   app.use(createObserver({ metrics, logger }))
   app.use(createErrorHandler({ logger }))
+  if (components.routes) app.use(components.routes)
   app.use(createDispatcher(routes))
   return app
 }
