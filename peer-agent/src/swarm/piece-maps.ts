@@ -1,6 +1,6 @@
 /**
  * Where the agent gets the signed piece map of a blob and how it is trusted: from the
- * seed registry over HTTP (`GET <registry>/shoal/v1/piece-maps/<digest>`), or, when the
+ * seed registry over HTTP (`GET <registry>/shoal/v1/piece-maps/<digest>`, binary envelope or JSON), or, when the
  * registry cannot be reached, from peers over the piece-map protocol. Every map is
  * verified against the seed's peer id: the configured `registryPeerId`, or the one the
  * registry gives at `GET /shoal/v1/seed`, learnt once and pinned. Verified maps are kept
@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { type Digest, isDigest } from '../../../protocol/src/index.js'
 import {
+  decodeSignedPieceMap,
   type PieceMap,
   parseSignedPieceMap,
   type SignedPieceMap,
@@ -180,7 +181,13 @@ export function createPieceMapStore(
       return undefined
     }
     try {
-      return await verify(digest, await res.json(), signer)
+      // The seed answers with the binary envelope by default, or JSON.
+      const type = res.headers.get('content-type') ?? ''
+      const body = new Uint8Array(await res.arrayBuffer())
+      const value: unknown = type.includes('json')
+        ? JSON.parse(new TextDecoder().decode(body))
+        : decodeSignedPieceMap(body)
+      return await verify(digest, value, signer)
     } catch (err) {
       log?.warn({ err, digest }, 'the registry served a piece map that does not verify')
       return undefined

@@ -1,0 +1,134 @@
+import { describe, expect, it, vi } from 'vitest'
+import { Bitfield } from '../../../protocol/src/bitfield.js'
+import { TrackerUnavailableError } from '../../../protocol/src/errors.js'
+import type { Digest } from '../../../protocol/src/index.js'
+import type { AnnounceRequestInput, AnnounceResponse } from '../../../protocol/src/tracker-api.js'
+import { createCombinedRouter } from './combined.js'
+import { createDhtRouter } from './dht.js'
+import { createTrackerRouter } from './tracker.js'
+
+const DIGEST = `sha256:${'a'.repeat(64)}` as Digest
+const SELF = '12D3KooWSelf'
+
+function fakeTracker(answer: Partial<AnnounceResponse> = {}) {
+  const announces: AnnounceRequestInput[] = []
+  let down = false
+  const client = {
+    announce: vi.fn(async (request: AnnounceRequestInput): Promise<AnnounceResponse> => {
+      if (down) throw new TrackerUnavailableError('tracker down')
+      announces.push(request)
+      return { peers: [], seeds: [], intervalMs: 60_000, allowOrigin: false, ...answer }
+    }),
+    reportBadPeer: vi.fn(async () => ({ dropped: true, reporters: 1 })),
+  }
+  return {
+    client,
+    announces,
+    setDown(value: boolean) {
+      down = value
+    },
+  }
+}
+
+function trackerRouter(tracker: ReturnType<typeof fakeTracker>, held = 0) {
+  return createTrackerRouter(
+    {
+      client: tracker.client,
+      self: { peerId: SELF, multiaddrs: () => ['/ip4/127.0.0.1/tcp/1/p2p/12D3KooWSelf'] },
+      holding: (digest) => ({
+        digest,
+        pieceCount: 8,
+        piecesHeld: held,
+        ...(held > 0 ? { bitfield: new Uint8Array([0x80]) } : {}),
+      }),
+      uploadLoad: () => 3,
+    },
+    { zone: 'z1', minQueryIntervalMs: 0 },
+  )
+}
+
+describe('tracker router', () => {
+  it('announces started with the upload load and zone, then returns peers and seeds only with an origin slot', async () => {
+    const tracker = fakeTracker({
+      peers: [{ peerId: 'PeerA', multiaddrs: ['/ip4/127.0.0.1/tcp/2'], complete: true }],
+      seeds: [{ peerId: 'Seed', multiaddrs: ['/ip4/127.0.0.1/tcp/3'], complete: true }],
+      allowOrigin: true,
+    })
+    const router = trackerRouter(tracker)
+    const found = await router.findPeers(DIGEST, { pieceCount: 8 })
+    expect(tracker.announces[0]).toMatchObject({
+      peerId: SELF,
+      digest: DIGEST,
+      event: 'started',
+      state: 'partial',
+      uploadLoad: 3,
+      zone: 'z1',
+      pieceCount: 8,
+    })
+    expect(found.map((p) => [p.peerId, p.seed === true])).toEqual([
+      ['PeerA', false],
+      ['Seed', true],
+    ])
+    expect(found[0]?.bitfield?.isComplete()).toBe(true)
+    expect(router.originAllowed(DIGEST)).toBe(true)
+    await router.stop?.()
+    expect(tracker.announces.at(-1)?.event).toBe('stopped')
+  })
+
+  it('hides seeds and refuses the origin without allowOrigin; sends the bitfield of a partial blob', async () => {
+    const tracker = fakeTracker({
+      seeds: [{ peerId: 'Seed', multiaddrs: [], complete: true }],
+      allowOrigin: false,
+    })
+    const router = trackerRouter(tracker, 1)
+    expect(await router.findPeers(DIGEST)).toEqual([])
+    expect(router.originAllowed(DIGEST)).toBe(false)
+    expect(tracker.announces[0]?.bitfield).toBe(Bitfield.decode(new Uint8Array([0x80]), 8).toBase64())
+    await router.stop?.()
+  })
+
+  it('reuses an answer within the tracker interval when it offered peers', async () => {
+    const tracker = fakeTracker({ peers: [{ peerId: 'PeerA', multiaddrs: [], complete: false }] })
+    const router = trackerRouter(tracker)
+    await router.findPeers(DIGEST)
+    await router.findPeers(DIGEST)
+    expect(tracker.client.announce).toHaveBeenCalledTimes(1)
+    await router.stop?.()
+  })
+})
+
+describe('combined router', () => {
+  it('falls back to the DHT when the tracker is unavailable, and lets the origin be used then', async () => {
+    const tracker = fakeTracker({ allowOrigin: false })
+    const findProviders = vi.fn(async () => [])
+    const provide = vi.fn(async () => {})
+    const dht = createDhtRouter({ node: { findProviders, provide }, seedPeerId: () => 'Seed' })
+    const onFallback = vi.fn()
+    const router = createCombinedRouter({ tracker: trackerRouter(tracker), dht, onFallback })
+    await router.findPeers(DIGEST)
+    expect(findProviders).not.toHaveBeenCalled()
+    expect(router.originAllowed(DIGEST)).toBe(false)
+    tracker.setDown(true)
+    await router.findPeers(DIGEST)
+    expect(findProviders).toHaveBeenCalledTimes(1)
+    expect(onFallback).toHaveBeenCalledTimes(1)
+    expect(router.trackerDown()).toBe(true)
+    expect(router.originAllowed(DIGEST)).toBe(true)
+    // Announces reach the DHT (a provide once a piece is held) even with the tracker down.
+    await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 0 })
+    expect(provide).not.toHaveBeenCalled()
+    await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 1 })
+    await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 2 })
+    expect(provide).toHaveBeenCalledTimes(1)
+    await router.stop()
+  })
+
+  it('passes a rejection that is not an outage through', async () => {
+    const tracker = fakeTracker()
+    tracker.client.announce.mockRejectedValueOnce(new Error('boom'))
+    const dht = createDhtRouter({ node: { findProviders: async () => [], provide: async () => {} } })
+    const router = createCombinedRouter({ tracker: trackerRouter(tracker), dht })
+    await expect(router.findPeers(DIGEST)).rejects.toThrow('boom')
+    await router.stop()
+  })
+})
