@@ -100,4 +100,40 @@ describe('createAccessChecker', () => {
     })
     await access.check(blob('never/seen'), undefined)
   })
+
+  it('takes an anonymous bearer token before judging a token-auth repository', async () => {
+    const seen: string[] = []
+    const fetchFn: typeof fetch = async (input, init) => {
+      const url = new URL(String(input))
+      const auth = new Headers(init?.headers).get('authorization')
+      seen.push(`${url.pathname}${url.search} ${auth ?? '-'}`)
+      if (url.pathname === '/token') {
+        const scope = url.searchParams.get('scope') ?? ''
+        return Response.json({ token: scope.includes('pub/') ? 'pull-token' : 'no-access-token' })
+      }
+      if (auth === 'Bearer pull-token') return new Response(null, { status: 200 })
+      return new Response(null, {
+        status: 401,
+        headers: { 'www-authenticate': 'Bearer realm="http://auth.example/token",service="reg"' },
+      })
+    }
+    const resolver = createUpstreamResolver({ seedUrl: 'http://seed.example' })
+    const access = createAccessChecker({ resolver, fetch: fetchFn })
+    const request = (repository: string) => ({
+      host: 'seed.example',
+      repository,
+      kind: 'manifest' as const,
+      reference: 'v1',
+    })
+    await access.check(request('pub/app'), undefined)
+    expect(seen).toEqual([
+      '/v2/pub/app/manifests/v1 -',
+      '/token?service=reg&scope=repository%3Apub%2Fapp%3Apull -',
+      '/v2/pub/app/manifests/v1 Bearer pull-token',
+    ])
+    await expect(access.check(request('corp/app'), undefined)).rejects.toMatchObject({
+      name: 'UnauthorizedError',
+      detail: { wwwAuthenticate: 'Bearer realm="http://auth.example/token",service="reg"' },
+    })
+  })
 })
