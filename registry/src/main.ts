@@ -5,12 +5,14 @@
  * runs garbage collection periodically.
  */
 import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import type Koa from 'koa'
 import type { Logger } from 'pino'
 import { Counter, Histogram, type Registry } from 'prom-client'
 import type { RegistryConfig } from './config.js'
 import { createRegistryApp } from './http/app.js'
 import { createPullThroughRegistry } from './proxy/index.js'
+import { createSeeder, type Seeder } from './seeder/index.js'
 import type { RegistryService } from './service.js'
 import { createFilesystemDriver, createMemoryDriver, createStorageRegistry } from './storage/index.js'
 
@@ -31,6 +33,8 @@ export interface RegistryNode {
   stop(): Promise<void>
   /** Runs one garbage collection pass now, as the periodic timer does. */
   collectGarbage(options?: { signal?: AbortSignal }): Promise<void>
+  /** The seed (libp2p piece server, piece maps, announces), unless seed.enabled is false. */
+  seed?: Seeder
 }
 
 /**
@@ -46,9 +50,24 @@ export async function createRegistryNode(
     config.storageDriver === 'memory'
       ? createMemoryDriver()
       : createFilesystemDriver({ root: config.dataDir })
+  // The seed's key lives beside the data (a memory registry gets a fresh one each run).
+  const { enabled: seedEnabled, ...seedConfig } = config.seed
+  const seed = seedEnabled
+    ? await createSeeder(
+        { driver, logger, metrics },
+        {
+          ...seedConfig,
+          ...(config.storageDriver === 'filesystem' ? { keyPath: join(config.dataDir, 'seed', 'key') } : {}),
+        },
+      )
+    : undefined
   const storage = createStorageRegistry(
     { driver, logger },
-    { maxManifestBytes: config.maxManifestBytes, uploadTtlMs: config.uploadTtlMs },
+    {
+      maxManifestBytes: config.maxManifestBytes,
+      uploadTtlMs: config.uploadTtlMs,
+      ...(seed ? { onBlobCommitted: (info) => seed.blobCommitted(info) } : {}),
+    },
   )
   const service: RegistryService =
     config.upstreams.length > 0
@@ -58,7 +77,7 @@ export async function createRegistryNode(
         )
       : storage
   const app = createRegistryApp(
-    { registry: service, logger, metrics },
+    { registry: service, logger, metrics, ...(seed ? { routes: seed.routes } : {}) },
     { maxManifestBytes: config.maxManifestBytes },
   )
 
@@ -123,6 +142,7 @@ export async function createRegistryNode(
     app,
     service,
     collectGarbage,
+    ...(seed ? { seed } : {}),
     async start() {
       if (started) return
       started = true
@@ -130,6 +150,7 @@ export async function createRegistryNode(
       // Create the data folder up front so a bad path fails at start, not at the first push.
       if (config.storageDriver === 'filesystem') await mkdir(config.dataDir, { recursive: true })
       await storage.start()
+      await seed?.start()
       if (config.gcIntervalMs > 0) {
         timer = setInterval(() => {
           collectGarbage().catch((err: unknown) => {
@@ -144,6 +165,7 @@ export async function createRegistryNode(
         if (timer) clearInterval(timer)
         stopController?.abort()
         await running?.catch(() => {})
+        await seed?.stop()
         if (started) await storage.stop()
       })()
       return stopped

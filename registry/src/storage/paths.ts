@@ -7,7 +7,9 @@
  * │   └── sha256/
  * │       └── ab/
  * │           └── abcd…(hex)/
- * │               └── data                     the blob (layer, config or manifest body)
+ * │               ├── data                     the blob (layer, config or manifest body)
+ * │               └── piece-map                the seed's signed piece map of it (binary
+ * │                                            envelope, registry/src/seeder); goes with the blob
  * ├── repositories/
  * │   └── library/alpine/                      a repository name may have many components;
  * │       │                                    '_'-prefixed dirs cannot be name components
@@ -60,6 +62,14 @@ export function blobDir(digest: Digest): string {
 /** The file holding a blob's content. */
 export function blobDataPath(digest: Digest): string {
   return `${blobDir(digest)}/data`
+}
+
+/**
+ * The file holding the seed's signed piece map of a blob (beside its data, so garbage
+ * collection removes both together).
+ */
+export function blobPieceMapPath(digest: Digest): string {
+  return `${blobDir(digest)}/piece-map`
 }
 
 /** The directory of one repository. */
