@@ -5,9 +5,10 @@
  * default; only the per-frame work differs:
  *
  * - the key is turned into a KeyObject once per session key, not once per frame;
- * - frames are encrypted without the wasm detour for small frames and the tag is
- *   either appended to the ciphertext in one buffer (one socket write per frame) or
- *   handed back as a separate chunk (no copy; see `tagChunk`);
+ * - frames are encrypted without the wasm detour for small frames, and a frame
+ *   handed in as several parts (yamux header + data) comes back as one buffer with
+ *   its tag, so @libp2p/tcp makes one socket write per frame instead of one per
+ *   part (or, with `tagChunk`, as parts without any copy);
  * - decryption of a frame spread over several received chunks feeds each chunk to the
  *   decipher as it is, never joining them first.
  *
@@ -96,11 +97,22 @@ export function createNoiseCrypto(init: NoiseCryptoInit = {}): ICryptoInterface 
         tag.copy(out, body.byteLength)
         return out
       }
-      const out = new Uint8ArrayList()
-      for (const chunk of plaintext) out.append(cipher.update(chunk))
+      // A yamux frame arrives as a list (its 12-byte header, then data): the parts are
+      // sealed into one buffer so @libp2p/tcp makes one socket write per frame, not one
+      // per part.
+      const parts: Buffer[] = []
+      for (const chunk of plaintext) parts.push(cipher.update(chunk))
       cipher.final()
-      out.append(cipher.getAuthTag())
-      return asSealed(out)
+      if (tagChunk) {
+        const out = new Uint8ArrayList(...parts)
+        out.append(cipher.getAuthTag())
+        return asSealed(out)
+      }
+      const out = Buffer.allocUnsafe(plaintext.byteLength + TAG_BYTES)
+      let offset = 0
+      for (const part of parts) offset += part.copy(out, offset)
+      cipher.getAuthTag().copy(out, offset)
+      return out
     },
 
     chaCha20Poly1305Decrypt(ciphertext, nonce, ad, k) {
