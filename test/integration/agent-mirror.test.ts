@@ -167,6 +167,7 @@ describe('agent mirror endpoint', () => {
     expect(base.headers.get('docker-distribution-api-version')).toBe('registry/2.0')
     const put = await fetch(`${agent.url}/v2/x/manifests/latest`, { method: 'PUT', body: '{}' })
     expect(put.status).toBe(405)
+    expect(put.headers.get('allow')).toBe('GET, HEAD')
     expect(((await put.json()) as { errors: Array<{ code: string }> }).errors[0]?.code).toBe('UNSUPPORTED')
     const unknown = await fetch(`${agent.url}/v2/x/tags/list`)
     expect(unknown.status).toBe(404)

@@ -148,7 +148,6 @@ export function createMirrorApp(components: MirrorAppComponents, init: MirrorApp
     if (match === undefined) throw new RouteUnknownError(undefined, { path: ctx.path.slice(0, 300) })
     ;(ctx.state as { route?: string }).route = MIRROR_ROUTES[match.route]
     if (ctx.method !== 'GET' && ctx.method !== 'HEAD') {
-      ctx.set('Allow', 'GET, HEAD')
       throw new UnsupportedError(`${ctx.method} is not supported by the mirror`, { allow: ['GET', 'HEAD'] })
     }
     if (match.route === 'base') {

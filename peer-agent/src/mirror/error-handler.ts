@@ -19,7 +19,10 @@ export const API_VERSION_HEADER = 'Docker-Distribution-API-Version'
 /** Its value. */
 export const API_VERSION = 'registry/2.0'
 
-/** Creates the error middleware. Headers a route set before it failed are dropped. */
+/**
+ * Creates the error middleware. Headers a route set before it failed are dropped; a 405
+ * answers `Allow` from the error's `detail.allow`.
+ */
 export function createErrorHandler(components: { logger?: Logger }): Middleware {
   const { logger } = components
   return async (ctx, next) => {
@@ -40,6 +43,7 @@ export function createErrorHandler(components: { logger?: Logger }): Middleware 
       if (err instanceof UnauthorizedError && typeof detail?.wwwAuthenticate === 'string') {
         ctx.set('WWW-Authenticate', detail.wwwAuthenticate)
       }
+      if (status === 405 && Array.isArray(detail?.allow)) ctx.set('Allow', detail.allow.join(', '))
       if (err instanceof RangeInvalidError && typeof detail?.size === 'number') {
         ctx.set('Content-Range', `bytes */${detail.size}`)
       }
