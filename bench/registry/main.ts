@@ -56,6 +56,7 @@ const USAGE = `usage: npm run bench:registry -- [options]
   --candidate KIND         shoal (default) or distribution, to measure Distribution against itself
   --shoal-entry E          cli (default: bin/shoal.js registry) or direct (storage + HTTP, no CLI)
   --shoal-node-option O    pass a node option to shoal's process (repeatable)
+  --shoal-arg A            pass an argument to \`shoal registry\` (repeatable), e.g. --shoal-arg=--seed-enabled=false
   --cpu-prof               run shoal under node --cpu-prof and print where its time went
   --keep                   keep the temp folder (data, logs, profiles)
   -h, --help               show this help
@@ -75,6 +76,7 @@ interface BenchConfig {
   candidate: 'shoal' | 'distribution'
   shoalEntry: 'cli' | 'direct'
   shoalNodeOptions: string[]
+  shoalArgs: string[]
   cpuProf: boolean
   keep: boolean
 }
@@ -95,6 +97,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
       candidate: { type: 'string', default: 'shoal' },
       'shoal-entry': { type: 'string', default: 'cli' },
       'shoal-node-option': { type: 'string', multiple: true, default: [] },
+      'shoal-arg': { type: 'string', multiple: true, default: [] },
       'cpu-prof': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -136,6 +139,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
     candidate,
     shoalEntry,
     shoalNodeOptions: values['shoal-node-option'],
+    shoalArgs: values['shoal-arg'],
     cpuProf: values['cpu-prof'],
     keep: values.keep,
   }
@@ -171,6 +175,7 @@ async function main(): Promise<void> {
             workDir: candidateDir,
             repoRoot: REPO_ROOT,
             entry: config.shoalEntry,
+            extraArgs: config.shoalArgs,
             nodeArgs: [
               ...config.shoalNodeOptions,
               ...(config.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
