@@ -142,6 +142,22 @@ describe('the registry as seed', () => {
     expect((await fetch(`${r.url}/shoal/v1/piece-maps/${digest}`)).status).toBe(200)
   })
 
+  it('computes the piece map of pulled-through content when it lands in storage', async () => {
+    const upstream = await h.registry({ dataDir: join(h.dir, 'upstream'), seed: { enabled: false } })
+    const data = randomBytes(300_000)
+    const digest = await pushBlob(upstream.node, data, 'library/app')
+    const proxy = await h.registry({ upstreams: [{ url: upstream.url }] })
+    const seed = proxy.node.seed!
+    expect(seed.pieceMaps.computed()).toBe(0)
+    const res = await fetch(`${proxy.url}/v2/library/app/blobs/${digest}`)
+    expect(Buffer.from(await res.arrayBuffer()).equals(data)).toBe(true)
+    await waitFor(() => seed.pieceMaps.computed() === 1)
+    const signed = await seed.pieceMaps.get(digest)
+    expect(await verifyPieceMap(signed, seed.peerId)).toEqual(
+      await computePieceMap([data], digest, data.length),
+    )
+  })
+
   it('serves every piece to a libp2p peer, which reassembles the exact blob, and survives garbage', async () => {
     const r = await h.registry()
     const seed = r.node.seed!
