@@ -1,12 +1,17 @@
 import { randomBytes } from 'node:crypto'
-import { stat } from 'node:fs/promises'
+import { stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Registry } from 'prom-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { digestOf } from '../../../protocol/src/index.js'
 import { createMessageReader } from '../../../protocol/src/messages/index.js'
-import { createP2PNode, createPieceClient, type P2PNode } from '../../../protocol/src/p2p/index.js'
+import {
+  createP2PNode,
+  createPieceClient,
+  generateSwarmKey,
+  type P2PNode,
+} from '../../../protocol/src/p2p/index.js'
 import {
   computePieceMap,
   decodeSignedPieceMap,
@@ -239,6 +244,27 @@ describe('the registry as seed', () => {
     expect(received).toBe(data.length)
     // Unlimited, 2 MiB on loopback take well under 0.5 s; the bucket allows rate/s after its burst.
     expect(seconds).toBeGreaterThan((data.length - rate) / rate - 0.5)
+  })
+
+  it('closes the seed to peers without its pre-shared key, and refuses an unreadable key file', async () => {
+    const pskFile = join(h.dir, 'swarm.key')
+    const psk = generateSwarmKey()
+    await writeFile(pskFile, psk)
+    await expect(h.registry({ seed: { pskFile: join(h.dir, 'missing.key') } })).rejects.toMatchObject({
+      name: 'ConfigError',
+    })
+    const r = await h.registry({ seed: { pskFile } })
+    const digest = await pushBlob(r.node, randomBytes(1000))
+    const to = r.node.seed!.multiaddrs().map((a) => multiaddr(a))
+    const member = await createP2PNode({}, { psk })
+    peers.push(member)
+    await member.start()
+    const signed = await createPieceClient({ libp2p: member.libp2p }).fetchPieceMap(to, digest)
+    expect((await verifyPieceMap(signed, r.node.seed!.peerId)).digest).toBe(digest)
+    const outsider = await peer()
+    await expect(
+      createPieceClient({ libp2p: outsider.libp2p }, { timeoutMs: 3_000 }).fetchPieceMap(to, digest),
+    ).rejects.toThrow()
   })
 
   it('announces held and new blobs to a real tracker and provides them in the DHT', async () => {
