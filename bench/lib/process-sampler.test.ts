@@ -1,6 +1,11 @@
 import { spawn } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createProcessSampler, readProcessCpuSeconds, readProcessMemory } from './process-sampler.js'
+import {
+  createProcessSampler,
+  readProcessCpuSeconds,
+  readProcessMemory,
+  waitForIdle,
+} from './process-sampler.js'
 
 describe('process sampler', () => {
   const children: ReturnType<typeof spawn>[] = []
@@ -31,5 +36,19 @@ describe('process sampler', () => {
     expect(sample.cpuSeconds).toBeGreaterThan(0)
     expect(sample.samples).toBeGreaterThan(1)
     expect(sampler.stop()).toBe(sample)
+  })
+
+  it('waits until a process stops burning CPU, and gives up on one that never does', async () => {
+    const settling = spawn(process.execPath, [
+      '-e',
+      'const end = Date.now() + 400; while (Date.now() < end); setInterval(() => {}, 1000)',
+    ])
+    const busy = spawn(process.execPath, ['-e', 'for (;;);'])
+    children.push(settling, busy)
+    const startedAt = Date.now()
+    expect(await waitForIdle(settling.pid!, { windowMs: 300, timeoutMs: 10_000 })).toBe(true)
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(300)
+    // A generous bound: on a crowded machine a busy process may get only a small share of a core.
+    expect(await waitForIdle(busy.pid!, { windowMs: 300, maxCores: 0.01, timeoutMs: 1000 })).toBe(false)
   })
 })

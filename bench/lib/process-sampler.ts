@@ -148,3 +148,37 @@ export function readWaitedChildrenCpuSeconds(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return (Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS_PER_SECOND
 }
+
+/**
+ * Waits until `pid` has been nearly idle (CPU below `maxCores` cores) for one
+ * `windowMs` window, so that work a server does in the background after answering
+ * (hashing, indexing) is finished before the next measurement starts. Returns false
+ * when `timeoutMs` passes first or the process is gone.
+ */
+export async function waitForIdle(
+  pid: number,
+  init: { windowMs?: number; maxCores?: number; timeoutMs?: number } = {},
+): Promise<boolean> {
+  const windowMs = init.windowMs ?? 300
+  const maxCores = init.maxCores ?? 0.05
+  const deadline = Date.now() + (init.timeoutMs ?? 30_000)
+  while (Date.now() < deadline) {
+    let before: number
+    try {
+      before = readProcessCpuSeconds(pid)
+    } catch {
+      return false
+    }
+    const startedAt = performance.now()
+    await new Promise((resolve) => setTimeout(resolve, windowMs))
+    let after: number
+    try {
+      after = readProcessCpuSeconds(pid)
+    } catch {
+      return false
+    }
+    const cores = (after - before) / ((performance.now() - startedAt) / 1000)
+    if (cores <= maxCores) return true
+  }
+  return false
+}

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { type HttpLoadResult, type LoadTool, runHttpLoad } from '../lib/http-load.js'
-import { createProcessSampler, type ProcessSample } from '../lib/process-sampler.js'
+import { createProcessSampler, type ProcessSample, waitForIdle } from '../lib/process-sampler.js'
 import { progress } from '../lib/progress.js'
 import { median, megabytesPerSecond, type Summary, summarize } from '../lib/stats.js'
 import type { BlobSource } from './blob-source.js'
@@ -29,6 +29,8 @@ export const MANIFEST_REPOSITORY = 'bench/manifest'
 export const MANIFEST_TAG = 'bench'
 
 const GIB = 1024 ** 3
+/** Length of the idle check after each operation (see waitForIdle). */
+const IDLE_WINDOW_SECONDS = 0.3
 
 /** A throughput measured over several runs, with the server's resources during them. */
 export interface ThroughputResult {
@@ -36,10 +38,12 @@ export interface ThroughputResult {
   mbPerSecond: Summary
   /** Highest server RSS during any of the runs, bytes. */
   peakRssBytes: number
-  /** Server CPU seconds per GiB moved, median over runs. */
+  /** Server CPU seconds per GiB moved (background work after the answer included), median over runs. */
   cpuSecondsPerGiB: number
-  /** Server CPU use during the runs, in cores (CPU seconds / wall seconds), median. */
+  /** Server CPU seconds per second of transfer, in cores, median over runs. */
   serverCores: number
+  /** Seconds the server kept working after the client was done, median over runs. */
+  backgroundSeconds: number
 }
 
 /** Manifest GET load results for one target. */
@@ -51,18 +55,28 @@ export interface ManifestLoadResult extends HttpLoadResult {
   cpuMicrosecondsPerRequest: number
 }
 
-/** Runs `operation` against `target` while sampling the server process. */
+/**
+ * Runs `operation` against `target` while sampling the server process. The time is
+ * what the client waited for; sampling goes on until the server is idle again, so CPU
+ * and peak RSS include work it does in the background after answering (shoal's seed
+ * computes a blob's piece map after the push), and that work cannot spill over into
+ * the next target's measurement.
+ */
 async function sampled<T>(
   target: RegistryTarget,
   operation: () => Promise<T>,
-): Promise<{ value: T; seconds: number; sample: ProcessSample }> {
+): Promise<{ value: T; seconds: number; sample: ProcessSample; settleSeconds: number }> {
   const sampler = createProcessSampler({ pid: target.pid })
   sampler.start()
   const startedAt = performance.now()
   try {
     const value = await operation()
     const seconds = (performance.now() - startedAt) / 1000
-    return { value, seconds, sample: sampler.stop() }
+    const settleStartedAt = performance.now()
+    if (!(await waitForIdle(target.pid, { windowMs: IDLE_WINDOW_SECONDS * 1000 })))
+      progress(`${target.name} did not become idle within 30 s`)
+    const settleSeconds = (performance.now() - settleStartedAt) / 1000
+    return { value, seconds, sample: sampler.stop(), settleSeconds }
   } finally {
     sampler.stop()
   }
@@ -74,11 +88,22 @@ function orderFor<T>(targets: T[], run: number): T[] {
 
 /** Accumulates per-target samples of one scenario. */
 function createCollector(targets: RegistryTarget[]) {
-  const runs = new Map<string, { mbps: number; sample: ProcessSample; bytes: number }[]>()
+  interface Run {
+    mbps: number
+    seconds: number
+    settleSeconds: number
+    sample: ProcessSample
+    bytes: number
+  }
+  const runs = new Map<string, Run[]>()
   for (const target of targets) runs.set(target.name, [])
   return {
-    add(target: RegistryTarget, bytes: number, seconds: number, sample: ProcessSample) {
-      runs.get(target.name)!.push({ mbps: megabytesPerSecond(bytes, seconds), sample, bytes })
+    add(
+      target: RegistryTarget,
+      bytes: number,
+      measured: { seconds: number; settleSeconds: number; sample: ProcessSample },
+    ) {
+      runs.get(target.name)!.push({ mbps: megabytesPerSecond(bytes, measured.seconds), bytes, ...measured })
     },
     results(): Record<string, ThroughputResult> {
       const out: Record<string, ThroughputResult> = {}
@@ -87,7 +112,11 @@ function createCollector(targets: RegistryTarget[]) {
           mbPerSecond: summarize(list.map((run) => run.mbps)),
           peakRssBytes: Math.max(...list.map((run) => run.sample.peakRssBytes)),
           cpuSecondsPerGiB: summarize(list.map((run) => run.sample.cpuSeconds / (run.bytes / GIB))).median,
-          serverCores: summarize(list.map((run) => run.sample.cpuSeconds / run.sample.wallSeconds)).median,
+          serverCores: summarize(list.map((run) => run.sample.cpuSeconds / run.seconds)).median,
+          // The idle check itself takes one window; only time beyond it is background work.
+          backgroundSeconds: summarize(
+            list.map((run) => Math.max(0, run.settleSeconds - IDLE_WINDOW_SECONDS)),
+          ).median,
         }
       }
       return out
@@ -111,10 +140,9 @@ export async function benchPushMonolithic(
     const blob = source.variant(`${labelPrefix}-${run}`)
     digests.push(blob.digest)
     for (const target of orderFor(targets, run)) {
-      const { seconds, sample } = await sampled(target, () =>
-        pushBlobMonolithic(target.url, BLOB_REPOSITORY, blob),
-      )
-      collector.add(target, blob.size, seconds, sample)
+      const measured = await sampled(target, () => pushBlobMonolithic(target.url, BLOB_REPOSITORY, blob))
+      collector.add(target, blob.size, measured)
+      const { seconds, sample } = measured
       progress(
         `push monolithic ${target.name} run ${run + 1}/${runs}: ` +
           `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB`,
@@ -135,10 +163,11 @@ export async function benchPushChunked(
   for (let run = 0; run < runs; run++) {
     const blob = source.variant(`chunked-${run}`)
     for (const target of orderFor(targets, run)) {
-      const { seconds, sample } = await sampled(target, () =>
+      const measured = await sampled(target, () =>
         pushBlobChunked(target.url, BLOB_REPOSITORY, blob, chunkBytes),
       )
-      collector.add(target, blob.size, seconds, sample)
+      collector.add(target, blob.size, measured)
+      const { seconds, sample } = measured
       progress(
         `push chunked ${target.name} run ${run + 1}/${runs}: ` +
           `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB`,
@@ -169,14 +198,15 @@ export async function benchPull(
   const collector = createCollector(targets)
   for (let run = 0; run < runs; run++) {
     for (const target of orderFor(targets, run)) {
-      const { seconds, sample } = await sampled(target, () =>
+      const measured = await sampled(target, () =>
         Promise.all(
           Array.from({ length: concurrency }, () =>
             pullBlob(target.url, BLOB_REPOSITORY, digest, { expectedSize: size }),
           ),
         ),
       )
-      collector.add(target, size * concurrency, seconds, sample)
+      collector.add(target, size * concurrency, measured)
+      const { seconds, sample } = measured
       progress(
         `pull x${concurrency} ${target.name} run ${run + 1}/${runs}: ` +
           `${megabytesPerSecond(size * concurrency, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB`,
