@@ -120,7 +120,7 @@ describe('combined router', () => {
     await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 1 })
     await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 2 })
     expect(provide).toHaveBeenCalledTimes(1)
-    await router.stop()
+    await router.stop?.()
   })
 
   it('passes a rejection that is not an outage through', async () => {
@@ -129,6 +129,6 @@ describe('combined router', () => {
     const dht = createDhtRouter({ node: { findProviders: async () => [], provide: async () => {} } })
     const router = createCombinedRouter({ tracker: trackerRouter(tracker), dht })
     await expect(router.findPeers(DIGEST)).rejects.toThrow('boom')
-    await router.stop()
+    await router.stop?.()
   })
 })

@@ -80,6 +80,7 @@ export function createSwarmBlobSource(
   const bans = new Map<Digest, Set<string>>()
   /** Which source each piece fetched by this process came from (0: held before). */
   const provenance = new Map<Digest, Uint8Array>()
+  let stopping = false
 
   const gatedClient: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> = {
     fetchHave: (target, digest, options) => components.client.fetchHave(target, digest, options),
@@ -115,6 +116,10 @@ export function createSwarmBlobSource(
   function peersFor(map: PieceMap) {
     return async ({ signal }: { signal: AbortSignal }): Promise<SwarmPeer[]> => {
       const found = await router.findPeers(map.digest, { signal, pieceCount: map.pieces.length })
+      log?.trace(
+        { digest: map.digest, found: found.map((p) => `${p.peerId.slice(-6)}${p.seed ? ':seed' : ''}`) },
+        'found peers',
+      )
       const banned = bans.get(map.digest)
       const seedId = maps.seedPeerId()
       const peers: SwarmPeer[] = []
@@ -155,6 +160,7 @@ export function createSwarmBlobSource(
           provenance.set(digest, marks)
         }
         marks[index] = peer.origin ? FROM_SEED : FROM_PEER
+        log?.trace({ digest, index, peer: peer.id, source }, 'piece stored')
         metrics.pieces.inc({ source })
         metrics.pieceBytes.inc({ source }, bytes)
       },
@@ -196,6 +202,7 @@ export function createSwarmBlobSource(
         )
       },
       (err: unknown) => {
+        if (stopping) return
         metrics.downloads.inc({ result: 'failed' })
         log?.warn({ err, digest }, 'swarm download failed')
       },
@@ -262,6 +269,7 @@ export function createSwarmBlobSource(
     },
 
     async stop() {
+      stopping = true
       await downloads.stop()
     },
   }
