@@ -219,6 +219,9 @@ describe('shoal up', () => {
     const mirrored = await fetch(`${agentUrl}/v2/e2e/up/blobs/${digest}?ns=${up.host}`)
     expect(mirrored.status).toBe(200)
     expect(Buffer.from(await mirrored.arrayBuffer())).toEqual(blob)
+    // ...and it came over libp2p from the registry's seed, which shoal up wired in.
+    const agentMetrics = await (await fetch(`${agentUrl}/metrics`)).text()
+    expect(agentMetrics).toMatch(/shoal_agent_swarm_pieces_total\{source="seed"\} [1-9]/)
     expect(await up.process.stop()).toEqual({ code: 0, signal: null })
   })
 })

@@ -10,7 +10,7 @@ import { loadSectionConfig } from '../config/load.js'
 import { readConfigFile } from '../config/sources.js'
 import { guarded } from '../errors.js'
 import { agentSection, startAgentPart } from '../parts/agent-part.js'
-import { registrySection, startRegistryPart } from '../parts/registry-part.js'
+import { type RunningRegistryPart, registrySection, startRegistryPart } from '../parts/registry-part.js'
 import { startTrackerPart, trackerSection } from '../parts/tracker-part.js'
 import { exitOnSignals, type RunningPart, stopParts } from '../server/lifecycle.js'
 import { createLogger } from '../server/logger.js'
@@ -60,14 +60,6 @@ export function upCommand(): Command {
             return undefined
           }
         }
-        const registryConfig = load(() =>
-          loadSectionConfig(registrySection, {
-            file,
-            env: process.env,
-            base: { dataDir: resolve(dataDir, 'registry') },
-            flags: { ...common, ...listen(opts.registryListen) },
-          }),
-        )
         const trackerConfig = load(() =>
           loadSectionConfig(trackerSection, {
             file,
@@ -75,21 +67,36 @@ export function upCommand(): Command {
             flags: { ...common, ...listen(opts.trackerListen) },
           }),
         )
-        // The agent's registry and tracker URLs are known once those listen (ports may be 0);
-        // load it now with the configured addresses to report its problems up front.
-        const agentSources = (registryUrl: string, trackerUrl: string) => ({
+        // The registry's seed announces to the tracker, and the agent needs the registry,
+        // the tracker and the seed's identity; those are known only once the parts run
+        // (ports may be 0). So each section is loaded now with the configured addresses,
+        // to report its problems up front, and loaded again just before it starts.
+        const registrySources = (trackerUrl: string) => ({
           file,
           env: process.env,
-          base: { dataDir: resolve(dataDir, 'agent'), registryUrl, trackerUrl },
+          base: { dataDir: resolve(dataDir, 'registry'), seed: { trackerUrl } },
+          flags: { ...common, ...listen(opts.registryListen) },
+        })
+        const agentSources = (registryUrl: string, trackerUrl: string, seed?: RunningRegistryPart) => ({
+          file,
+          env: process.env,
+          base: {
+            dataDir: resolve(dataDir, 'agent'),
+            registryUrl,
+            trackerUrl,
+            ...(seed?.seedPeerId ? { registryPeerId: seed.seedPeerId } : {}),
+            ...(seed && seed.seedMultiaddrs.length > 0 ? { bootstrap: seed.seedMultiaddrs } : {}),
+          },
           flags: { ...common, ...listen(opts.agentListen) },
         })
+        const configuredTracker = `http://${trackerConfig?.listen ?? '127.0.0.1:7070'}`
+        const registryConfig = load(() =>
+          loadSectionConfig(registrySection, registrySources(configuredTracker)),
+        )
         const agentConfig = load(() =>
           loadSectionConfig(
             agentSection,
-            agentSources(
-              `http://${registryConfig?.listen ?? '127.0.0.1:5000'}`,
-              `http://${trackerConfig?.listen ?? '127.0.0.1:7070'}`,
-            ),
+            agentSources(`http://${registryConfig?.listen ?? '127.0.0.1:5000'}`, configuredTracker),
           ),
         )
         if (!registryConfig || !trackerConfig || !agentConfig) throw new ConfigError(problems)
@@ -98,16 +105,18 @@ export function upCommand(): Command {
         const parts: RunningPart[] = []
         exitOnSignals(() => stopParts(parts, logger), logger)
         try {
-          parts.push(await startRegistryPart(registryConfig, logger))
           const tracker = await startTrackerPart(trackerConfig, logger)
           parts.push(tracker)
-          const registryUrl = parts[0]!.url
-          parts.push(
-            await startAgentPart(
-              loadSectionConfig(agentSection, agentSources(registryUrl, tracker.url)),
-              logger,
-            ),
+          const registry = await startRegistryPart(
+            loadSectionConfig(registrySection, registrySources(tracker.url)),
+            logger,
           )
+          parts.push(registry)
+          const agent = await startAgentPart(
+            loadSectionConfig(agentSection, agentSources(registry.url, tracker.url, registry)),
+            logger,
+          )
+          parts.push(agent)
         } catch (err) {
           await stopParts(parts, logger).catch(() => {})
           throw err

@@ -21,12 +21,25 @@ export const registrySection: SectionSpec<RegistryConfig> = {
   parse: parseRegistryConfig,
 }
 
+/** A running registry part, with what other parts in the process need to know of its seed. */
+export interface RunningRegistryPart extends RunningPart {
+  /** The seed's libp2p peer id (the trust root of piece maps), when the seed runs. */
+  seedPeerId?: string
+  /** The seed's dialable multiaddrs, each ending in /p2p/<peer id>. */
+  seedMultiaddrs: string[]
+}
+
 /** Composes the registry from `config` and serves it; resolves once it listens. */
-export async function startRegistryPart(config: RegistryConfig, root: Logger): Promise<RunningPart> {
+export async function startRegistryPart(config: RegistryConfig, root: Logger): Promise<RunningRegistryPart> {
   // Loaded on demand so that `shoal --help` does not load storage, HTTP and libp2p code.
   const { createRegistryNode } = await import('../../../registry/src/main.js')
   const logger = serviceLogger(root, 'registry', config.logLevel)
   const metrics = createMetricsRegistry()
   const node = await createRegistryNode(config, { logger, metrics })
-  return runPart({ service: 'registry', node, listen: config.listen, metrics, logger })
+  const part = await runPart({ service: 'registry', node, listen: config.listen, metrics, logger })
+  return {
+    ...part,
+    ...(node.seed ? { seedPeerId: node.seed.peerId.toString() } : {}),
+    seedMultiaddrs: node.seed?.multiaddrs() ?? [],
+  }
 }
