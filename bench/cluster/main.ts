@@ -1,0 +1,331 @@
+/**
+ * `npm run bench:cluster`: builds a cluster in network namespaces (a bridge, the origin,
+ * the tracker and N nodes, shaped with tc, jumbo frames), pushes a random image, and lets
+ * every node pull it at the same moment, first straight from CNCF Distribution on the
+ * origin (the baseline), then through a shoal agent per node over the swarm. Reports
+ * per-node completion percentiles, the last node against the Kumar–Ross fluid bound,
+ * origin egress and machine CPU, as a table, JSON and an SVG plot. Removes everything it
+ * made, also on Ctrl-C; `--cleanup` removes what an earlier run left behind.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { skopeoCopy } from '../../test/helpers/images.js'
+import { requireBinaries } from '../../test/helpers/processes.js'
+import { writeBenchImage } from '../../test/testbed/image.js'
+import {
+  curlIn,
+  PORTS,
+  type PullProgress,
+  type PullTarget,
+  runPulls,
+  sampleSum,
+} from '../../test/testbed/services.js'
+import { createTestbed, type Testbed } from '../../test/testbed/testbed.js'
+import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX } from '../../test/testbed/topology.js'
+import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
+import { progress } from '../lib/progress.js'
+import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
+import { fluidBound } from './bound.js'
+import { formatRounds, type RoundResult, renderPlots, summarizeRound } from './report.js'
+
+const USAGE = `usage: npm run bench:cluster -- [options]      (as root)
+
+  --nodes LIST          node counts to run, e.g. 10,25,50 (default 3)
+  --node-mbit N         each node's upload and download, Mbit/s (default 20)
+  --origin-mbit N       the origin's upload, Mbit/s (default 20)
+  --image-mb N          image size in MB (10^6 bytes) (default 20)
+  --layers N            random layers the image is split over (default 2)
+  --systems LIST        shoal,distribution (default both; distribution is the baseline)
+  --tracker-arg A       extra argument to \`shoal tracker\` (repeatable), e.g. --tracker-arg=--announce-interval-ms=2000
+  --agent-arg A         extra argument to \`shoal agent\` (repeatable)
+  --registry-arg A      extra argument to \`shoal registry\` (repeatable)
+  --mtu N               MTU of every veth (default ${JUMBO_MTU})
+  --json PATH           JSON result path (default bench/results/cluster-<time>.json; the SVG goes beside it)
+  --keep                keep the work folder (logs of every daemon and client)
+  --cleanup             only remove namespaces and processes an earlier run left behind, then exit
+  -h, --help            show this help
+`
+
+interface Options {
+  nodes: number[]
+  nodeMbit: number
+  originMbit: number
+  imageBytes: number
+  layers: number
+  systems: Array<'shoal' | 'distribution'>
+  trackerArgs: string[]
+  agentArgs: string[]
+  registryArgs: string[]
+  mtu: number
+  jsonPath: string
+  keep: boolean
+  cleanup: boolean
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      nodes: { type: 'string', default: '3' },
+      'node-mbit': { type: 'string', default: '20' },
+      'origin-mbit': { type: 'string', default: '20' },
+      'image-mb': { type: 'string', default: '20' },
+      layers: { type: 'string', default: '2' },
+      systems: { type: 'string', default: 'distribution,shoal' },
+      'tracker-arg': { type: 'string', multiple: true, default: [] },
+      'agent-arg': { type: 'string', multiple: true, default: [] },
+      'registry-arg': { type: 'string', multiple: true, default: [] },
+      mtu: { type: 'string', default: String(JUMBO_MTU) },
+      json: { type: 'string' },
+      keep: { type: 'boolean', default: false },
+      cleanup: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  })
+  if (values.help) {
+    process.stdout.write(USAGE)
+    process.exit(0)
+  }
+  const positive = (name: string, text: string): number => {
+    const n = Number(text)
+    if (!(Number.isFinite(n) && n > 0)) throw new Error(`--${name} must be a positive number, got ${text}`)
+    return n
+  }
+  const nodes = values.nodes.split(',').map((s) => positive('nodes', s.trim()))
+  const systems = values.systems.split(',').map((s) => s.trim())
+  for (const s of systems) {
+    if (s !== 'shoal' && s !== 'distribution') throw new Error(`unknown system ${s}`)
+  }
+  return {
+    nodes: nodes.map((n) => Math.round(n)),
+    nodeMbit: positive('node-mbit', values['node-mbit']),
+    originMbit: positive('origin-mbit', values['origin-mbit']),
+    imageBytes: Math.round(positive('image-mb', values['image-mb']) * 1e6),
+    layers: Math.round(positive('layers', values.layers)),
+    systems: systems as Options['systems'],
+    trackerArgs: values['tracker-arg'],
+    agentArgs: values['agent-arg'],
+    registryArgs: values['registry-arg'],
+    mtu: Math.round(positive('mtu', values.mtu)),
+    jsonPath: values.json ?? defaultResultPath('cluster'),
+    keep: values.keep,
+    cleanup: values.cleanup,
+  }
+}
+
+const REPOSITORY = 'bench/image'
+const TAG = 'v1'
+
+/** A one-line progress display on stderr: nodes done and bytes moved. */
+function progressDisplay(label: string): { update(p: PullProgress): void; end(): void } {
+  const tty = process.stderr.isTTY
+  let lastPrint = 0
+  let last = ''
+  return {
+    update(p) {
+      last = `${label}: ${p.done}/${p.total} nodes done${p.failed ? `, ${p.failed} failed` : ''}, ${(p.bytes / 1e6).toFixed(0)} MB moved`
+      if (tty) process.stderr.write(`\r${last}\x1b[K`)
+      else if (Date.now() - lastPrint > 5_000) {
+        lastPrint = Date.now()
+        progress(last)
+      }
+    },
+    end() {
+      if (tty) process.stderr.write('\n')
+      else if (last) progress(last)
+    },
+  }
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions(process.argv.slice(2))
+  requireBinaries(['ip', 'tc', 'nsenter', 'curl', 'skopeo', '/usr/bin/docker-registry'])
+  if (options.cleanup) {
+    const removed = await cleanupLeftovers(TESTBED_PREFIX)
+    process.stdout.write(removed.length ? `removed ${removed.join(' ')}\n` : 'nothing to remove\n')
+    return
+  }
+  const maxNodes = Math.max(...options.nodes)
+  const workDir = await mkdtemp(join(tmpdir(), 'shoal-cluster-'))
+  const controller = new AbortController()
+  let testbed: Testbed | undefined
+  let tearingDown: Promise<void> | undefined
+  const teardown = (): Promise<void> => {
+    tearingDown ??= (async () => {
+      await testbed?.stop()
+      if (!options.keep) await rm(workDir, { recursive: true, force: true })
+    })()
+    return tearingDown
+  }
+  const onSignal = (signal: NodeJS.Signals): void => {
+    progress(`${signal}: stopping every daemon and removing the namespaces`)
+    controller.abort()
+    void teardown().finally(() => process.exit(130))
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+
+  const rounds: RoundResult[] = []
+  try {
+    progress(
+      `building the testbed: ${maxNodes} nodes, ${options.nodeMbit} Mbit/s nodes, ${options.originMbit} Mbit/s origin, MTU ${options.mtu}`,
+    )
+    testbed = await createTestbed(
+      {
+        nodes: maxNodes,
+        nodeMbit: options.nodeMbit,
+        originMbit: options.originMbit,
+        workDir,
+        mtu: options.mtu,
+      },
+      { signal: controller.signal },
+    )
+    const tb = testbed
+    progress(
+      `namespaces ${tb.topology.prefix}*; writing a ${options.imageBytes / 1e6} MB image of ${options.layers} layers`,
+    )
+    const image = await writeBenchImage({
+      dir: join(workDir, 'image'),
+      totalBytes: options.imageBytes,
+      layers: options.layers,
+      tag: TAG,
+    })
+    const distribution = options.systems.includes('distribution') ? await tb.startDistribution() : undefined
+    if (distribution) {
+      await skopeoCopy(image.ociRef, `docker://${distribution.host}/${REPOSITORY}:${TAG}`, {
+        netns: tb.topology.origin.ns,
+      })
+      progress(`pushed the image to Distribution at ${distribution.url}`)
+    }
+
+    for (const n of options.nodes) {
+      const bound = fluidBound({
+        fileBytes: image.totalBytes,
+        nodes: n,
+        originMbit: options.originMbit,
+        nodeUpMbit: options.nodeMbit,
+        nodeDownMbit: options.nodeMbit,
+      })
+      progress(`N=${n}: fluid bound ${bound.seconds.toFixed(1)} s (${bound.limitedBy})`)
+      const nodes = tb.topology.nodes.slice(0, n)
+
+      const measure = async (
+        system: 'shoal' | 'distribution',
+        targets: PullTarget[],
+        registryBytes?: () => Promise<number>,
+      ): Promise<void> => {
+        const display = progressDisplay(`${system} N=${n}`)
+        const tx0 = await tb.originTxBytes()
+        const reg0 = registryBytes ? await registryBytes() : 0
+        const cpu0 = readMachineCpuTimes()
+        const t0 = performance.now()
+        const { results } = await runPulls(
+          targets,
+          { repository: REPOSITORY, reference: TAG, logDir: join(workDir, `pulls-${system}-${n}`) },
+          { onProgress: (p) => display.update(p), signal: controller.signal },
+        )
+        const wallSeconds = (performance.now() - t0) / 1000
+        const cpu1 = readMachineCpuTimes()
+        display.end()
+        const tx1 = await tb.originTxBytes()
+        const reg1 = registryBytes ? await registryBytes() : null
+        const round = summarizeRound({
+          system,
+          nodes: n,
+          imageBytes: image.totalBytes,
+          bound,
+          results,
+          originEgressBytes: tx1 - tx0,
+          registryBlobBytesSent: reg1 === null ? null : reg1 - reg0,
+          machineCpu:
+            (cpu1.busySeconds - cpu0.busySeconds) / Math.max(1e-9, cpu1.totalSeconds - cpu0.totalSeconds),
+          wallSeconds,
+        })
+        rounds.push(round)
+        progress(
+          `${system} N=${n}: last node ${round.maxSeconds?.toFixed(1) ?? '—'} s (${round.ratioToBound?.toFixed(2) ?? '—'}x bound), origin sent ${(round.originEgressBytes / 1e6).toFixed(1)} MB (${round.originEgressRatio.toFixed(2)}x image), CPU ${(round.machineCpu * 100).toFixed(0)}%`,
+        )
+        for (const error of round.errors.slice(0, 5)) progress(`  failed: ${error}`)
+      }
+
+      if (distribution) {
+        await measure(
+          'distribution',
+          nodes.map((host) => ({ host, url: distribution.url })),
+        )
+      }
+      if (options.systems.includes('shoal')) {
+        const cluster = await tb.startShoal({
+          nodes: n,
+          dir: join(workDir, `shoal-${n}`),
+          trackerArgs: options.trackerArgs,
+          agentArgs: options.agentArgs,
+          registryArgs: options.registryArgs,
+          onAgentStarted: (done, total) => {
+            if (done === total || done % 10 === 0) progress(`agents started: ${done}/${total}`)
+          },
+        })
+        try {
+          await skopeoCopy(image.ociRef, `docker://${cluster.registry.host}/${REPOSITORY}:${TAG}`, {
+            netns: tb.topology.origin.ns,
+          })
+          const metrics = async (): Promise<number> =>
+            sampleSum(
+              await curlIn(tb.topology.origin, `${cluster.registry.url}/metrics`),
+              'shoal_registry_blob_bytes_sent_total',
+            )
+          await measure(
+            'shoal',
+            nodes.map((host) => ({
+              host,
+              url: `http://127.0.0.1:${PORTS.agent}`,
+              ns: cluster.registry.host,
+            })),
+            metrics,
+          )
+        } finally {
+          await cluster.stop()
+        }
+      }
+    }
+
+    const table = formatRounds(rounds)
+    process.stdout.write(`\n${table}\n\n`)
+    process.stdout.write(
+      `jumbo frames: MTU ${options.mtu} on every veth; image ${(image.totalBytes / 1e6).toFixed(1)} MB in ${options.layers} layers; nodes ${options.nodeMbit} Mbit/s up and down; origin ${options.originMbit} Mbit/s up\n`,
+    )
+    const result = {
+      benchmark: 'cluster',
+      date: new Date().toISOString(),
+      system: systemInfo(),
+      config: {
+        nodes: options.nodes,
+        nodeMbit: options.nodeMbit,
+        originMbit: options.originMbit,
+        imageBytes: image.totalBytes,
+        layers: options.layers,
+        mtu: options.mtu,
+        trackerArgs: options.trackerArgs,
+        agentArgs: options.agentArgs,
+        registryArgs: options.registryArgs,
+      },
+      rounds,
+    }
+    const jsonPath = await writeJsonResult(options.jsonPath, result)
+    const svgPath = jsonPath.replace(/\.json$/, '') + '.svg'
+    await writeFile(svgPath, renderPlots(rounds))
+    process.stdout.write(`results: ${jsonPath}\nplot: ${svgPath}\n`)
+    if (options.keep) process.stdout.write(`logs: ${workDir}\n`)
+  } finally {
+    await teardown()
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(
+    `bench:cluster failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  )
+  process.exitCode = 1
+})

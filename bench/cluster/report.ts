@@ -1,0 +1,160 @@
+/**
+ * Turns the pull results of one benchmark round into the numbers the cluster report
+ * shows (percentiles, last node, ratio to the fluid bound, origin egress) and renders
+ * the table and the plots.
+ */
+import { composeSvg, renderLineChart } from '../lib/svg.js'
+import { formatTable } from '../lib/table.js'
+import type { PullResult } from '../../test/testbed/services.js'
+import { type FluidBound, percentile } from './bound.js'
+
+/** The system a round measured. */
+export type SystemName = 'shoal' | 'distribution'
+
+/** One round: one system pulled by N nodes at once. */
+export interface RoundResult {
+  system: SystemName
+  nodes: number
+  imageBytes: number
+  bound: FluidBound
+  ok: number
+  failed: number
+  /** Per-node completion times in seconds from the common start (failed nodes excluded). */
+  completionSeconds: number[]
+  p50Seconds: number | null
+  p90Seconds: number | null
+  p99Seconds: number | null
+  maxSeconds: number | null
+  /** The last node's completion over the fluid bound. */
+  ratioToBound: number | null
+  /** Bytes sent on the origin's uplink during the round (tc/ip link counters, all protocols). */
+  originEgressBytes: number
+  originEgressRatio: number
+  /** Blob bytes the registry says it sent (shoal: HTTP + seed pieces; absent for Distribution). */
+  registryBlobBytesSent: number | null
+  /** Busy share of the whole machine during the pulls (0..1, all cores). */
+  machineCpu: number
+  wallSeconds: number
+  errors: string[]
+}
+
+/** Summarises one round. */
+export function summarizeRound(init: {
+  system: SystemName
+  nodes: number
+  imageBytes: number
+  bound: FluidBound
+  results: PullResult[]
+  originEgressBytes: number
+  registryBlobBytesSent: number | null
+  machineCpu: number
+  wallSeconds: number
+}): RoundResult {
+  const okResults = init.results.filter((r) => r.ok)
+  const times = okResults.map((r) => r.completionMs / 1000).sort((a, b) => a - b)
+  const pick = (p: number): number | null => (times.length > 0 ? percentile(times, p) : null)
+  const allDone = okResults.length === init.results.length
+  const max = times.length > 0 ? times.at(-1)! : null
+  return {
+    system: init.system,
+    nodes: init.nodes,
+    imageBytes: init.imageBytes,
+    bound: init.bound,
+    ok: okResults.length,
+    failed: init.results.length - okResults.length,
+    completionSeconds: times,
+    p50Seconds: pick(50),
+    p90Seconds: pick(90),
+    p99Seconds: pick(99),
+    maxSeconds: max,
+    ratioToBound: allDone && max !== null ? max / init.bound.seconds : null,
+    originEgressBytes: init.originEgressBytes,
+    originEgressRatio: init.originEgressBytes / init.imageBytes,
+    registryBlobBytesSent: init.registryBlobBytesSent,
+    machineCpu: init.machineCpu,
+    wallSeconds: init.wallSeconds,
+    errors: init.results.filter((r) => !r.ok).map((r) => `${r.node}: ${r.error ?? 'failed'}`),
+  }
+}
+
+/** The report table: one row per round. */
+export function formatRounds(rounds: readonly RoundResult[]): string {
+  const s = (v: number | null): number | null => (v === null ? null : Math.round(v * 100) / 100)
+  return formatTable(
+    [
+      { header: 'system' },
+      { header: 'N' },
+      { header: 'ok' },
+      { header: 'p50 s' },
+      { header: 'p90 s' },
+      { header: 'p99 s' },
+      { header: 'last s' },
+      { header: 'bound s' },
+      { header: 'last/bound' },
+      { header: 'origin MB' },
+      { header: 'origin/image' },
+      { header: 'CPU %' },
+    ],
+    rounds.map((r) => [
+      r.system,
+      r.nodes,
+      `${r.ok}/${r.ok + r.failed}`,
+      s(r.p50Seconds),
+      s(r.p90Seconds),
+      s(r.p99Seconds),
+      s(r.maxSeconds),
+      s(r.bound.seconds),
+      s(r.ratioToBound),
+      Math.round(r.originEgressBytes / 1e5) / 10,
+      s(r.originEgressRatio),
+      Math.round(r.machineCpu * 100),
+    ]),
+  )
+}
+
+const COLORS: Record<SystemName, string> = { shoal: '#1f77b4', distribution: '#d62728' }
+
+/** The plots: CDF of completion times per round, and the last node's time against N. */
+export function renderPlots(rounds: readonly RoundResult[]): string {
+  const cdf = renderLineChart({
+    title: 'Node completion times (CDF)',
+    xLabel: 'seconds since the common start',
+    yLabel: 'fraction of nodes done',
+    step: true,
+    yMin: 0,
+    yMax: 1,
+    width: 620,
+    series: rounds.map((r) => ({
+      name: `${r.system} N=${r.nodes}`,
+      color: rounds.filter((x) => x.system === r.system).length > 1 ? undefined : COLORS[r.system],
+      points: [
+        [0, 0] as const,
+        ...r.completionSeconds.map((t, j) => [t, (j + 1) / (r.ok + r.failed)] as const),
+      ],
+    })),
+  })
+  const sizes = [...new Set(rounds.map((r) => r.nodes))].sort((a, b) => a - b)
+  if (sizes.length < 2) return composeSvg([cdf])
+  const line = (system: SystemName) => ({
+    name: `${system} last node`,
+    color: COLORS[system],
+    markers: true,
+    points: rounds
+      .filter((r) => r.system === system && r.maxSeconds !== null)
+      .sort((a, b) => a.nodes - b.nodes)
+      .map((r) => [r.nodes, r.maxSeconds!] as const),
+  })
+  const bound = {
+    name: 'fluid bound',
+    color: '#555',
+    markers: true,
+    points: sizes.map((n) => [n, rounds.find((r) => r.nodes === n)!.bound.seconds] as const),
+  }
+  const scaling = renderLineChart({
+    title: 'Time until the last node is done',
+    xLabel: 'nodes (N)',
+    yLabel: 'seconds',
+    series: [line('shoal'), line('distribution'), bound].filter((s) => s.points.length > 0),
+  })
+  return composeSvg([cdf, scaling])
+}
