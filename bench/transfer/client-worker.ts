@@ -60,7 +60,7 @@ async function fetchShoal(
   if (entry === undefined) throw new Error(`no node for variant ${variant}`)
   const { node, client } = entry
   const peers = addresses.map((a) => multiaddr(a))
-  await Promise.all(peers.map((p) => node.dial(p, { signal: AbortSignal.timeout(10_000) })))
+  await Promise.all(peers.map((p) => node.dial(p, { signal: AbortSignal.timeout(60_000) })))
   const queue: PieceWant[][] = []
   const count = Math.min(limit, job.pieceHashes.length)
   let expected = 0

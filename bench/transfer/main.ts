@@ -41,7 +41,8 @@ const USAGE = `usage: npm run bench:transfer -- [options]
   --batch N          pieces per request (default 4)
   --depth N          requests in flight per peer (default 2)
   --json PATH        JSON result path (default bench/results/transfer-<time>.json)
-  --cpu-prof         run the workers under node --cpu-prof and print where their time went
+  --cpu-prof         profile both sides during the first one-connection run of each shoal
+                     variant and print where their time went (profiles kept with --keep)
   --keep             keep the temp folder (blob, profiles)
   -h, --help         show this help
 `
@@ -139,7 +140,6 @@ async function main(): Promise<number> {
   const system = systemInfo()
   const dir = await mkdtemp(join(tmpdir(), 'shoal-bench-transfer-'))
   const profileDir = join(dir, 'profiles')
-  const nodeOptions = config.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []
   const workers: Worker[] = []
   try {
     progress(`load average ${system.loadAverage.join(' ')} on ${system.cpuCount} cores`)
@@ -152,7 +152,7 @@ async function main(): Promise<number> {
 
     const servers: ServerInfo[] = []
     for (const root of roots) {
-      const worker = await startWorker('bench/transfer/server-worker.ts', { nodeOptions })
+      const worker = await startWorker('bench/transfer/server-worker.ts', {})
       workers.push(worker)
       const info = await worker.request<{ addresses: Record<string, string>; rawPort: number }>({
         cmd: 'start',
@@ -161,7 +161,7 @@ async function main(): Promise<number> {
       })
       servers.push({ worker, ...info })
     }
-    const client = await startWorker('bench/transfer/client-worker.ts', { nodeOptions })
+    const client = await startWorker('bench/transfer/client-worker.ts', {})
     workers.push(client)
     await client.request({ cmd: 'start', variants: config.variants })
 
@@ -191,7 +191,21 @@ async function main(): Promise<number> {
           variant: string | undefined,
           transfer: () => Promise<FetchResult>,
         ): Promise<void> => {
+          // With --cpu-prof, the first one-connection run of each shoal variant is profiled.
+          const profiled = config.cpuProf && kind === 'shoal' && run === 1 && peers === 1
+          const sides = [client, ...used.map((s) => s.worker)]
+          if (profiled) await Promise.all(sides.map((w) => w.request({ cmd: 'profile-start' })))
           const m = await measure(client, used, transfer)
+          if (profiled) {
+            await Promise.all(
+              sides.map((w, i) =>
+                w.request({
+                  cmd: 'profile-stop',
+                  path: join(profileDir, `${variant}-${i === 0 ? 'fetcher' : 'server'}.cpuprofile`),
+                }),
+              ),
+            )
+          }
           const entry: Measurement = { kind, peers, run, ...m }
           if (variant !== undefined) entry.variant = variant
           measurements.push(entry)
@@ -229,7 +243,7 @@ async function main(): Promise<number> {
     const verdict = judge(rows, gate)
     let profiles: unknown
     if (config.cpuProf) {
-      const files = (await readdir(profileDir)).filter((f) => f.endsWith('.cpuprofile'))
+      const files = (await readdir(profileDir)).filter((f) => f.endsWith('.cpuprofile')).sort()
       profiles = await Promise.all(
         files.map(async (f) => ({
           file: f,
@@ -249,13 +263,18 @@ async function main(): Promise<number> {
       '\n  CPU s/GB = CPU seconds of fetcher + servers per 10^9 bytes; x raw = MB/s over raw TCP with the same peers\n',
     )
     if (config.cpuProf && Array.isArray(profiles)) {
+      type Entry = { name: string; share: number }
       for (const p of profiles as Array<{
         file: string
         totalMs: number
-        functions: Array<{ name: string; share: number }>
+        functions: Entry[]
+        files: Entry[]
       }>) {
-        out.write(`\nprofile ${p.file} (${(p.totalMs / 1000).toFixed(1)} s):\n`)
+        out.write(`\nprofile ${p.file} (${(p.totalMs / 1000).toFixed(1)} s), self time:\n`)
         for (const f of p.functions.slice(0, 12))
+          out.write(`  ${(f.share * 100).toFixed(1).padStart(5)}%  ${f.name}\n`)
+        out.write('  by file:\n')
+        for (const f of p.files.slice(0, 8))
           out.write(`  ${(f.share * 100).toFixed(1).padStart(5)}%  ${f.name}\n`)
       }
     }

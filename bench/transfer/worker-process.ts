@@ -6,6 +6,8 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { resolve } from 'node:path'
+import { writeFile } from 'node:fs/promises'
+import { Session } from 'node:inspector/promises'
 import { createInterface } from 'node:readline'
 
 /** A request to a worker: a command name and its arguments. */
@@ -90,9 +92,31 @@ export function serveRequests(
   close: () => Promise<void>,
 ): void {
   const lines = createInterface({ input: process.stdin })
+  let session: Session | undefined
+  // CPU profiles of just the transfers asked for (not start-up or other phases).
+  const builtin = async (req: WorkerRequest): Promise<unknown> => {
+    if (req.cmd === 'ping') return 'pong'
+    if (req.cmd === 'profile-start') {
+      session = new Session()
+      session.connect()
+      await session.post('Profiler.enable')
+      await session.post('Profiler.setSamplingInterval', { interval: 200 })
+      await session.post('Profiler.start')
+      return null
+    }
+    if (req.cmd === 'profile-stop') {
+      if (session === undefined) throw new Error('no profile running')
+      const { profile } = await session.post('Profiler.stop')
+      session.disconnect()
+      session = undefined
+      await writeFile(String(req.path), JSON.stringify(profile))
+      return null
+    }
+    return handle(req)
+  }
   lines.on('line', (line) => {
     const req = JSON.parse(line) as WorkerRequest & { id: number }
-    const reply = req.cmd === 'ping' ? Promise.resolve('pong') : handle(req)
+    const reply = builtin(req)
     reply.then(
       (result) => process.stdout.write(`${JSON.stringify({ id: req.id, ok: true, result })}\n`),
       (err: unknown) =>
