@@ -20,10 +20,11 @@ import {
   type PullProgress,
   type PullTarget,
   runPulls,
+  sampleByLabel,
   sampleSum,
 } from '../../test/testbed/services.js'
 import { createTestbed, type Testbed } from '../../test/testbed/testbed.js'
-import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX } from '../../test/testbed/topology.js'
+import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX, type TestbedHost } from '../../test/testbed/topology.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
 import { progress } from '../lib/progress.js'
 import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
@@ -139,6 +140,38 @@ function progressDisplay(label: string): { update(p: PullProgress): void; end():
   }
 }
 
+/** Sums, over every node's agent, where its bytes came from and what it served (Prometheus text). */
+async function scrapeAgents(nodes: readonly TestbedHost[]): Promise<Record<string, number>> {
+  const totals: Record<string, number> = {}
+  const add = (key: string, value: number): void => {
+    totals[key] = (totals[key] ?? 0) + value
+  }
+  await Promise.all(
+    nodes.map(async (host) => {
+      const text = await curlIn(host, `http://127.0.0.1:${PORTS.agent}/metrics`).catch(() => '')
+      for (const [source, v] of Object.entries(
+        sampleByLabel(text, 'shoal_agent_swarm_piece_bytes_total', 'source'),
+      )) {
+        add(`swarmPieceBytes.${source}`, v)
+      }
+      for (const [source, v] of Object.entries(
+        sampleByLabel(text, 'shoal_agent_blob_bytes_total', 'source'),
+      )) {
+        add(`deliveredBytes.${source}`, v)
+      }
+      add('uploadedBytes', sampleSum(text, 'shoal_agent_swarm_uploaded_bytes_total'))
+      add('swarmUnavailable', sampleSum(text, 'shoal_agent_swarm_unavailable_total'))
+      add('badPieces', sampleSum(text, 'shoal_agent_swarm_bad_pieces_total'))
+      for (const [result, v] of Object.entries(
+        sampleByLabel(text, 'shoal_agent_swarm_downloads_total', 'result'),
+      )) {
+        add(`downloads.${result}`, v)
+      }
+    }),
+  )
+  return totals
+}
+
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2))
   requireBinaries(['ip', 'tc', 'nsenter', 'curl', 'skopeo', '/usr/bin/docker-registry'])
@@ -215,7 +248,7 @@ async function main(): Promise<void> {
         system: 'shoal' | 'distribution',
         targets: PullTarget[],
         registryBytes?: () => Promise<number>,
-      ): Promise<void> => {
+      ): Promise<RoundResult> => {
         const display = progressDisplay(`${system} N=${n}`)
         const tx0 = await tb.originTxBytes()
         const reg0 = registryBytes ? await registryBytes() : 0
@@ -248,6 +281,7 @@ async function main(): Promise<void> {
           `${system} N=${n}: last node ${round.maxSeconds?.toFixed(1) ?? '—'} s (${round.ratioToBound?.toFixed(2) ?? '—'}x bound), origin sent ${(round.originEgressBytes / 1e6).toFixed(1)} MB (${round.originEgressRatio.toFixed(2)}x image), CPU ${(round.machineCpu * 100).toFixed(0)}%`,
         )
         for (const error of round.errors.slice(0, 5)) progress(`  failed: ${error}`)
+        return round
       }
 
       if (distribution) {

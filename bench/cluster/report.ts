@@ -35,7 +35,11 @@ export interface RoundResult {
   /** Busy share of the whole machine during the pulls (0..1, all cores). */
   machineCpu: number
   wallSeconds: number
+  /** Blob requests the clients resumed with Range after a broken connection. */
+  retries: number
   errors: string[]
+  /** shoal: the agents' own counters summed (bytes by source, uploads, fallbacks). */
+  agents?: Record<string, number>
 }
 
 /** Summarises one round. */
@@ -73,6 +77,7 @@ export function summarizeRound(init: {
     registryBlobBytesSent: init.registryBlobBytesSent,
     machineCpu: init.machineCpu,
     wallSeconds: init.wallSeconds,
+    retries: init.results.reduce((sum, r) => sum + r.retries, 0),
     errors: init.results.filter((r) => !r.ok).map((r) => `${r.node}: ${r.error ?? 'failed'}`),
   }
 }

@@ -61,6 +61,17 @@ export function sampleSum(text: string, name: string): number {
   return sum
 }
 
+/** The samples of a metric in Prometheus text, summed by the value of `label` ('' when absent). */
+export function sampleByLabel(text: string, name: string, label: string): Record<string, number> {
+  const sums: Record<string, number> = {}
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue
+    const value = new RegExp(`${label}="([^"]*)"`).exec(line)?.[1] ?? ''
+    sums[value] = (sums[value] ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1))
+  }
+  return sums
+}
+
 /**
  * Starts Distribution on `host` at `<address>:5000` with filesystem storage under
  * `dir`, and waits until it logs that it listens. Throws with its log tail otherwise.

@@ -1,0 +1,103 @@
+/**
+ * The cluster testbed itself: a 3-node shaped network comes up with jumbo frames, its
+ * hosts reach one another over 198.18.0.0/15, a transfer between two nodes runs at the
+ * shaped rate (loosely: a shared two-core machine is noisy), and stopping removes every
+ * namespace it made, as does cleanupLeftovers after a run that did not stop.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { listNetns } from '../helpers/netns.js'
+import {
+  createCleanup,
+  createTempDir,
+  removeTempDir,
+  requireBinaries,
+  startProcess,
+} from '../helpers/processes.js'
+import { readLinkCounters } from './shaping.js'
+import { createTestbed } from './testbed.js'
+import { cleanupLeftovers, createTopology, newRunPrefix } from './topology.js'
+
+const NODE_MBIT = 20
+const TRANSFER_BYTES = 5_000_000
+
+describe('cluster testbed', () => {
+  const cleanup = createCleanup()
+  afterEach(() => cleanup.run())
+
+  it('builds a shaped 3-node cluster, moves bytes at the shaped rate, and removes everything', async () => {
+    requireBinaries(['ip', 'tc', 'nsenter', 'curl'])
+    const workDir = await createTempDir('shoal-testbed-')
+    cleanup.add(() => removeTempDir(workDir))
+    const prefix = newRunPrefix()
+    const testbed = await createTestbed({ nodes: 3, nodeMbit: NODE_MBIT, originMbit: 40, workDir, prefix })
+    cleanup.add(() => testbed.stop())
+    const [n1, n2, n3] = testbed.topology.nodes
+    expect((await listNetns()).filter((name) => name.startsWith(prefix))).toHaveLength(6)
+
+    const link = JSON.parse(
+      (await n1!.ns.exec('ip', ['-j', 'link', 'show', 'dev', 'eth0'])).stdout,
+    ) as Array<{
+      mtu: number
+    }>
+    expect(link[0]!.mtu).toBe(9000)
+
+    const script = `require('http').createServer((q, r) => r.end(Buffer.alloc(${TRANSFER_BYTES}))).listen(8080, '${n2!.address}', () => console.log('ready'))`
+    const server = await startProcess({
+      name: 'server',
+      ...n2!.ns.wrap(process.execPath, ['-e', script]),
+      logDir: workDir,
+    })
+    cleanup.add(() => server.stop())
+    await server.waitForLine((line) => (line === 'ready' ? true : undefined))
+
+    // Reachable from another node and from the origin (over the bridge, not loopback).
+    const ping = await n3!.ns.exec('curl', [
+      '-sS',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      `http://${n2!.address}:8080/`,
+    ])
+    expect(ping.stdout).toBe('200')
+    const before = await readLinkCounters(n2!.ns.name)
+    const fetched = await n1!.ns.exec('curl', [
+      '-sS',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{size_download} %{speed_download}',
+      `http://${n2!.address}:8080/`,
+    ])
+    const [size, speed] = fetched.stdout.split(' ').map(Number) as [number, number]
+    expect(size).toBe(TRANSFER_BYTES)
+    const mbit = (speed * 8) / 1e6
+    // Shaped to 20 Mbit/s: never faster than that (plus the token bucket's burst), and not
+    // absurdly slower either (an unshaped veth moves gigabits).
+    expect(mbit).toBeLessThan(NODE_MBIT * 1.15)
+    expect(mbit).toBeGreaterThan(NODE_MBIT * 0.3)
+    const after = await readLinkCounters(n2!.ns.name)
+    expect(after.txBytes - before.txBytes).toBeGreaterThanOrEqual(TRANSFER_BYTES)
+
+    await server.stop()
+    await testbed.stop()
+    expect((await listNetns()).filter((name) => name.startsWith(prefix))).toEqual([])
+  })
+
+  it('removes the namespaces of a run that never stopped', async () => {
+    requireBinaries(['ip'])
+    const prefix = newRunPrefix()
+    const topology = await createTopology({ nodes: 2, prefix })
+    cleanup.add(() => topology.destroy())
+    expect((await listNetns()).filter((name) => name.startsWith(prefix))).toHaveLength(5)
+    const removed = await cleanupLeftovers(prefix)
+    expect(removed.sort()).toEqual([
+      `${prefix}n1`,
+      `${prefix}n2`,
+      `${prefix}origin`,
+      `${prefix}sw`,
+      `${prefix}tracker`,
+    ])
+    expect((await listNetns()).filter((name) => name.startsWith(prefix))).toEqual([])
+  })
+})
