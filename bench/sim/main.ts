@@ -1,0 +1,168 @@
+/**
+ * `npm run sim`: simulates a whole cluster pulling one image at once through shoal's
+ * own hand-out and piece-picking policy (see simulate.ts), and reports what the cluster
+ * benchmark reports. Flags describe one scenario (`--nodes` takes a comma list);
+ * `--preset scale` runs N = 10, 25, 50, 1000, 10000 at 100 Mbit, `--preset kraken` Uber
+ * Kraken's published case. Table on stdout, progress on stderr, JSON and SVG under
+ * bench/results/.
+ */
+import { writeFile } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
+import { progress } from '../lib/progress.js'
+import { systemInfo } from '../lib/system-info.js'
+import { type Reference, type SimRow, formatSimRows, renderSimPlots, summarizeSim } from './report.js'
+import { type SimConfig, simulate } from './simulate.js'
+
+const MiB = 2 ** 20
+
+const { values } = parseArgs({
+  options: {
+    preset: { type: 'string' },
+    nodes: { type: 'string', default: '50' },
+    'image-mb': { type: 'string', default: '256' },
+    layers: { type: 'string', default: '4' },
+    'piece-mb': { type: 'string' },
+    'node-mbit': { type: 'string', default: '100' },
+    'node-down-mbit': { type: 'string' },
+    'origin-mbit': { type: 'string', default: '100' },
+    'latency-ms': { type: 'string', default: '1' },
+    'have-delay-ms': { type: 'string' },
+    'origin-slots': { type: 'string', default: '3' },
+    'max-uploads': { type: 'string', default: '16' },
+    'busy-backoff-ms': { type: 'string', default: '1000' },
+    'requests-per-peer': { type: 'string', default: '2' },
+    'origin-requests': { type: 'string', default: '1' },
+    'max-peers': { type: 'string', default: '8' },
+    'tracker-sample': { type: 'string', default: '1000' },
+    'start-jitter-ms': { type: 'string', default: '0' },
+    streaming: { type: 'boolean', default: false },
+    seed: { type: 'string', default: '1' },
+    out: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+})
+
+if (values.help) {
+  process.stdout.write(`usage: npm run sim -- [--preset scale|kraken] [--nodes 10,50] [--image-mb 256]
+  [--layers 4] [--piece-mb N] [--node-mbit 100] [--node-down-mbit M] [--origin-mbit 100]
+  [--latency-ms 1] [--have-delay-ms D] [--origin-slots 3] [--max-uploads 16]
+  [--busy-backoff-ms 1000] [--requests-per-peer 2] [--origin-requests 1] [--max-peers 8]
+  [--tracker-sample 1000] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
+`)
+  process.exit(0)
+}
+
+function num(name: keyof typeof values): number | undefined {
+  const raw = values[name]
+  if (raw === undefined || typeof raw === 'boolean') return undefined
+  const n = Number(raw)
+  if (!Number.isFinite(n) || n < 0) {
+    process.stderr.write(`--${name} must be a non-negative number, got ${raw}\n`)
+    process.exit(2)
+  }
+  return n
+}
+
+interface Scenario {
+  label: string
+  config: SimConfig
+  reference?: Reference
+}
+
+function baseConfig(nodes: number): SimConfig {
+  const config: SimConfig = {
+    nodes,
+    imageBytes: Math.round(num('image-mb')! * MiB),
+    layers: num('layers')!,
+    nodeUpMbit: num('node-mbit')!,
+    originMbit: num('origin-mbit')!,
+    latencyMs: num('latency-ms')!,
+    seed: num('seed')!,
+    originSlots: num('origin-slots')!,
+    maxConcurrentUploads: num('max-uploads')!,
+    originMaxConcurrentUploads: num('max-uploads')!,
+    trackerSample: num('tracker-sample')!,
+    busyBackoffMs: num('busy-backoff-ms')!,
+    requestsPerPeer: num('requests-per-peer')!,
+    originRequests: num('origin-requests')!,
+    maxPeers: num('max-peers')!,
+    startJitterMs: num('start-jitter-ms')!,
+    streaming: values.streaming,
+  }
+  const down = num('node-down-mbit')
+  if (down !== undefined) config.nodeDownMbit = down
+  const piece = num('piece-mb')
+  if (piece !== undefined) config.pieceSize = Math.round(piece * MiB)
+  const have = num('have-delay-ms')
+  if (have !== undefined) config.haveDelayMs = have
+  return config
+}
+
+function scenarios(): Scenario[] {
+  if (values.preset === 'scale') {
+    return [10, 25, 50, 1000, 10_000].map((n) => ({ label: `scale N=${n}`, config: baseConfig(n) }))
+  }
+  if (values.preset === 'kraken') {
+    // Kraken (github.com/uber/kraken README): a 3 GB image of two layers to 2,600 hosts,
+    // agents capped at 300 MB/s (2400 Mbit) up and down; p50 10 s, p99 18 s. Their
+    // origin tier is several hosts: modelled as 4 x 2400 Mbit unless --origin-mbit is given.
+    const config = baseConfig(2_600)
+    config.imageBytes = 3 * 1024 * MiB
+    config.layers = 2
+    config.nodeUpMbit = 2_400
+    config.nodeDownMbit = 2_400
+    config.originMbit = process.argv.includes('--origin-mbit') ? num('origin-mbit')! : 4 * 2_400
+    return [
+      { label: 'kraken 3 GB x 2600', config, reference: { name: 'Kraken', p50Seconds: 10, p99Seconds: 18 } },
+    ]
+  }
+  if (values.preset !== undefined) {
+    process.stderr.write(`unknown --preset ${values.preset} (scale, kraken)\n`)
+    process.exit(2)
+  }
+  return values
+    .nodes!.split(',')
+    .map((s) => Number(s.trim()))
+    .map((n) => {
+      if (!Number.isInteger(n) || n < 1) {
+        process.stderr.write(`--nodes must be positive integers, got ${values.nodes}\n`)
+        process.exit(2)
+      }
+      return { label: `N=${n}`, config: baseConfig(n) }
+    })
+}
+
+const rows: SimRow[] = []
+for (const s of scenarios()) {
+  progress(
+    `simulating ${s.label}: ${(s.config.imageBytes / MiB).toFixed(0)} MiB in ${s.config.layers} layers, ` +
+      `nodes ${s.config.nodeUpMbit} Mbit, origin ${s.config.originMbit} Mbit, latency ${s.config.latencyMs} ms`,
+  )
+  const result = simulate({
+    ...s.config,
+    onProgress: (done, simMs, events) =>
+      progress(
+        `  ${s.label}: t=${(simMs / 1000).toFixed(1)} s simulated, ${done}/${s.config.nodes} done, ${events} events`,
+      ),
+  })
+  const row = summarizeSim(s.label, s.config, result, s.reference)
+  progress(
+    `  done: last node at ${row.lastDoneSeconds.toFixed(2)} s (bound ${row.boundSeconds.toFixed(2)} s), ` +
+      `origin ${row.originRatio.toFixed(2)}x image, ${row.wallSeconds.toFixed(1)} s wall`,
+  )
+  rows.push(row)
+}
+
+process.stdout.write(`${formatSimRows(rows)}\n`)
+const jsonPath = values.out ?? defaultResultPath('sim')
+const written = await writeJsonResult(jsonPath, {
+  kind: 'sim',
+  at: new Date().toISOString(),
+  system: systemInfo(),
+  argv: process.argv.slice(2),
+  rows,
+})
+const svgPath = written.replace(/\.json$/, '') + '.svg'
+await writeFile(svgPath, renderSimPlots(rows))
+process.stdout.write(`results: ${written}\nplot:    ${svgPath}\n`)

@@ -1,0 +1,115 @@
+import { describe, expect, it } from 'vitest'
+import { fluidBound } from '../cluster/bound.js'
+import { EventQueue } from './event-queue.js'
+import { summarizeSim } from './report.js'
+import { type SimConfig, layerSizes, mbitToBytesPerMs, simulate } from './simulate.js'
+
+const MiB = 2 ** 20
+
+function config(over: Partial<SimConfig>): SimConfig {
+  return {
+    nodes: 1,
+    imageBytes: 16 * MiB,
+    layers: 1,
+    nodeUpMbit: 100,
+    originMbit: 100,
+    latencyMs: 5,
+    seed: 7,
+    ...over,
+  }
+}
+
+describe('EventQueue', () => {
+  it('pops by time, then in insertion order', () => {
+    const q = new EventQueue()
+    const times = [5, 1, 3, 3, 9, 0, 3, 2]
+    times.forEach((t, i) => q.push(t, 0, i))
+    const out: Array<[number, number]> = []
+    for (let e = q.pop(); e !== undefined; e = q.pop()) out.push([e.t, e.ref as number])
+    expect(out).toEqual([
+      [0, 5],
+      [1, 1],
+      [2, 7],
+      [3, 2],
+      [3, 3],
+      [3, 6],
+      [5, 0],
+      [9, 4],
+    ])
+  })
+})
+
+describe('simulate', () => {
+  it('gives one node without contention size / bandwidth plus a few latencies', () => {
+    // One piece: no request round trips between pieces.
+    const c = config({ nodeUpMbit: 50, originMbit: 100, latencyMs: 5, pieceSize: 16 * MiB })
+    const r = simulate(c)
+    // Bound by the node's 50 Mbit downlink.
+    const transferMs = c.imageBytes / mbitToBytesPerMs(50)
+    const t = r.completionMs[0]!
+    expect(t).toBeGreaterThanOrEqual(transferMs)
+    // announce + answer, the first request, the last byte's way back: four latencies.
+    expect(t).toBeLessThanOrEqual(transferMs + 4 * c.latencyMs + 1)
+    expect(r.originBytes).toBe(c.imageBytes)
+  })
+
+  it('pays a round trip per piece with the agent default of one request to the origin', () => {
+    const c = config({ nodeUpMbit: 50, originMbit: 100, latencyMs: 5 })
+    const r = simulate(c)
+    const transferMs = c.imageBytes / mbitToBytesPerMs(50)
+    const roundTrips = (r.pieces + 1) * 2 * c.latencyMs
+    expect(r.completionMs[0]!).toBeCloseTo(transferMs + roundTrips, 0)
+  })
+
+  it('splits the image into layers that add up to it', () => {
+    expect(layerSizes(10, 3)).toEqual([3, 3, 4])
+    expect(layerSizes(16 * MiB, 2).reduce((a, b) => a + b)).toBe(16 * MiB)
+  })
+
+  it('finishes a swarm no faster than the fluid bound and within a sensible factor of it', () => {
+    const c = config({
+      nodes: 30,
+      imageBytes: 64 * MiB,
+      layers: 1,
+      nodeUpMbit: 100,
+      originMbit: 100,
+      latencyMs: 1,
+    })
+    const r = simulate(c)
+    const bound = fluidBound({
+      fileBytes: c.imageBytes,
+      nodes: c.nodes,
+      originMbit: c.originMbit,
+      nodeUpMbit: c.nodeUpMbit,
+      nodeDownMbit: c.nodeUpMbit,
+    })
+    const last = r.lastDoneMs / 1000
+    expect(last).toBeGreaterThanOrEqual(bound.seconds)
+    expect(last).toBeLessThan(3 * bound.seconds)
+    expect(r.deliveredPieces).toBe(c.nodes * r.pieces)
+    // Every byte came from somewhere: the origin sent at least one copy, far fewer than N.
+    expect(r.originBytes).toBeGreaterThanOrEqual(c.imageBytes)
+    expect(r.originBytes).toBeLessThan(c.nodes * c.imageBytes)
+  })
+
+  it('is deterministic for a fixed seed and differs across seeds', () => {
+    const c = config({ nodes: 20, imageBytes: 16 * MiB, layers: 2, latencyMs: 2, seed: 42 })
+    const a = simulate(c)
+    const b = simulate(c)
+    expect(b.completionMs).toEqual(a.completionMs)
+    expect(b.originBytes).toBe(a.originBytes)
+    expect(b.events).toBe(a.events)
+    const other = simulate({ ...c, seed: 43 })
+    expect(other.completionMs).not.toEqual(a.completionMs)
+  })
+
+  it('is bound by the origin when the origin is the slowest link', () => {
+    const c = config({ nodes: 10, imageBytes: 16 * MiB, nodeUpMbit: 1000, originMbit: 50, latencyMs: 1 })
+    const r = simulate(c)
+    const row = summarizeSim('origin-bound', c, r)
+    expect(row.boundLimitedBy).toBe('origin upload')
+    expect(row.ratioToBound).toBeGreaterThanOrEqual(1)
+    expect(row.p50Seconds).toBeLessThanOrEqual(row.maxSeconds)
+    expect(row.originRatio).toBeGreaterThanOrEqual(1)
+  })
+})

@@ -1,0 +1,616 @@
+/**
+ * A discrete-event simulation of one image pulled by a whole cluster at once, running
+ * shoal's own policy code: the tracker's hand-out and origin wish (tracker/src/hand-out.ts)
+ * and the agent's piece picker (peer-agent/src/transfer/piece-picker.ts), imported, over
+ * a flow-level network (flow-network.ts).
+ *
+ * What is modelled, and how it maps to the real parts:
+ * - Every node pulls every layer at t = 0 (plus an optional start jitter); a layer is a
+ *   blob with its own swarm, and the node is done when its last layer is.
+ * - Announces reach the tracker after one latency and the answer comes back after
+ *   another. The tracker keeps the record of each announce (complete, pieces held,
+ *   upload load) and answers with `handOut` over the swarm's members; `wantsOrigin`
+ *   decides whether the peer asks for an origin slot, and at most `originSlots` peers
+ *   of a swarm hold one at once (the rationing of the tracker's peer store: a slot is
+ *   kept until the peer announces completion). As in the agent's tracker router, a
+ *   node announces at start, on its first piece, on completion and every
+ *   `announceIntervalMs`; the scheduler looks for peers every 2 s (1 s with none) while
+ *   it has fewer than `maxPeers`, and gets the router's cached answer, which is renewed
+ *   early only when it held nothing (no peers, no origin) and is `barrenRetryMs` old.
+ * - The scheduler's pure rules: at most `maxPeers` peers per download, `requestsPerPeer`
+ *   requests in flight per peer and `originRequests` to the origin, the origin asked
+ *   last (only for what the other peers cannot give) and without endgame duplicates,
+ *   duplicates cancelled when a piece arrives. The piece itself is chosen by pickPiece
+ *   (streaming window at the first missing piece, rarest first, endgame).
+ * - A request reaches the sender after one latency; a sender with
+ *   `maxConcurrentUploads` uploads running answers busy and is left alone for
+ *   `busyBackoffMs` (the piece server's cap). The piece flows at the rate the network
+ *   gives it and arrives one latency after its last byte left.
+ * - In-flight seeding: a piece is servable as soon as it is received; other peers learn
+ *   of it `haveDelayMs` later (have-messages; the real agent polls every second when a
+ *   peer had nothing for it, so 1000 is the pessimistic setting).
+ *
+ * Not modelled: CPU, disk, hashing, slow-peer cut-off and failures (nothing fails here),
+ * the DHT, zones. For 10,000 nodes the hand-out runs over a uniform random sample of
+ * `trackerSample` members of the swarm (0 = all) to keep it O(sample) per announce.
+ */
+import { choosePieceSize, pieceCountFor } from '../../protocol/src/piece-map.js'
+import { type PieceSet, createRng, pickPiece } from '../../peer-agent/src/transfer/piece-picker.js'
+import { type HandOutCandidate, handOut, wantsOrigin } from '../../tracker/src/hand-out.js'
+import { EventQueue } from './event-queue.js'
+import { type Flow, FlowNetwork } from './flow-network.js'
+
+/** Inputs of one simulation. */
+export interface SimConfig {
+  nodes: number
+  imageBytes: number
+  layers: number
+  /** Piece size of every layer; default choosePieceSize(layer size). */
+  pieceSize?: number
+  nodeUpMbit: number
+  /** @default nodeUpMbit */
+  nodeDownMbit?: number
+  originMbit: number
+  /** One-way latency of every link (and to the tracker), ms. */
+  latencyMs: number
+  seed: number
+  /** @default latencyMs */
+  haveDelayMs?: number
+  /** Nodes start uniformly within this many ms. @default 0 */
+  startJitterMs?: number
+  /** Tracker: peers that may fetch from the origin at once, per swarm. @default 3 */
+  originSlots?: number
+  /** @default 30 */
+  maxPeersPerAnswer?: number
+  /** @default 10000 */
+  announceIntervalMs?: number
+  /** Re-announce delay after an answer with no peers and no origin. @default 1000 */
+  barrenRetryMs?: number
+  /** Members the hand-out looks at; 0 = all. @default 1000 */
+  trackerSample?: number
+  /** Agent scheduler settings (defaults as in peer-agent/src/transfer/scheduler.ts). */
+  maxPeers?: number
+  /** @default 2000 */
+  peerSearchIntervalMs?: number
+  requestsPerPeer?: number
+  originRequests?: number
+  windowSize?: number
+  /**
+   * Give the picker a read position (the first missing piece), as when the client
+   * streams the blob while it downloads. The agent's scheduler takes a readPosition
+   * but the swarm source does not pass one yet, so the default mirrors today's agent.
+   * @default false
+   */
+  streaming?: boolean
+  endgameThreshold?: number
+  maxConcurrentUploads?: number
+  /** Uploads the origin serves at once. @default 16 */
+  originMaxConcurrentUploads?: number
+  busyBackoffMs?: number
+  /** Called now and then with nodes done and the simulated time. */
+  onProgress?: (done: number, simMs: number, events: number) => void
+}
+
+/** What a simulation produced. */
+export interface SimResult {
+  /** Per node, ms from its start to its last layer complete. */
+  completionMs: number[]
+  /** Simulated ms until the last node was done. */
+  lastDoneMs: number
+  originBytes: number
+  imageBytes: number
+  pieceSize: number[]
+  pieces: number
+  events: number
+  deliveredPieces: number
+  duplicatePieces: number
+  busyAnswers: number
+  wallMs: number
+}
+
+const EV_FLOW_DONE = 1
+const EV_ANNOUNCE = 2
+const EV_ANSWER = 3
+const EV_REQ_ARRIVE = 4
+const EV_DELIVER = 5
+const EV_HAVE = 6
+const EV_WAKE = 7
+const EV_START = 8
+const EV_FIND = 9
+const EV_TRACKER = 10
+
+interface Link {
+  peer: number
+  origin: boolean
+  requested: Set<number>
+  peerHas: PieceSet
+  busyUntil: number
+  /**
+   * Pieces the peer is known to hold that we lack. When it does not exceed the
+   * requests already made to this peer, pickPiece has nothing to give for it and is
+   * not called (a shortcut with the same outcome, for speed).
+   */
+  useful: number
+}
+
+interface Download {
+  node: number
+  layer: number
+  pc: number
+  have: Uint8Array
+  /** What other peers have been told this node holds. */
+  shown: Uint8Array
+  held: number
+  inFlight: Int32Array
+  avail: Int32Array
+  links: Link[]
+  linked: Set<number>
+  readPos: number
+  complete: boolean
+  /** Requests per piece, for cancelling endgame duplicates. */
+  pending: Map<number, Req[]>
+  haveSet: PieceSet
+  candidate: HandOutCandidate & { idx: number }
+  announceVersion: number
+  announcedHolding: boolean
+  /** The router's cached answer and when it came. */
+  answer: Answer | undefined
+  answerAt: number
+  /** The scheduler waits for an announce it asked for (findPeers on a barren answer). */
+  awaitingAnswer: boolean
+  findScheduled: boolean
+}
+
+interface Req {
+  dl: Download
+  link: Link
+  index: number
+  flow: Flow | undefined
+  cancelled: boolean
+}
+
+interface Answer {
+  dl: Download
+  peers: number[]
+  allowOrigin: boolean
+}
+
+const ALL: PieceSet = { has: () => true }
+
+/** Bytes per millisecond of `mbit` megabit per second. */
+export function mbitToBytesPerMs(mbit: number): number {
+  return (mbit * 1e6) / 8 / 1000
+}
+
+/** Layer sizes of an image of `imageBytes` in `layers` nearly equal layers. */
+export function layerSizes(imageBytes: number, layers: number): number[] {
+  const base = Math.floor(imageBytes / layers)
+  return Array.from({ length: layers }, (_, i) =>
+    i === layers - 1 ? imageBytes - base * (layers - 1) : base,
+  )
+}
+
+/** Runs one simulation to the end (every node done). */
+export function simulate(config: SimConfig): SimResult {
+  const wallStart = performance.now()
+  const N = config.nodes
+  const ORIGIN = N
+  const L = config.layers
+  const lat = config.latencyMs
+  const haveDelay = config.haveDelayMs ?? lat
+  const originSlots = config.originSlots ?? 3
+  const maxPerAnswer = config.maxPeersPerAnswer ?? 30
+  const announceInterval = config.announceIntervalMs ?? 10_000
+  const barrenRetry = config.barrenRetryMs ?? 1_000
+  const sampleSize = config.trackerSample ?? 1_000
+  const maxPeers = config.maxPeers ?? 8
+  const peerSearchInterval = config.peerSearchIntervalMs ?? 2_000
+  const requestsPerPeer = config.requestsPerPeer ?? 2
+  const originRequests = config.originRequests ?? 1
+  const windowSize = config.windowSize ?? 4
+  const streaming = config.streaming ?? false
+  const endgameThreshold = config.endgameThreshold ?? 4
+  const maxUploads = config.maxConcurrentUploads ?? 16
+  const originMaxUploads = config.originMaxConcurrentUploads ?? 16
+  const busyBackoff = config.busyBackoffMs ?? 1_000
+  const rng = createRng(config.seed)
+
+  const sizes = layerSizes(config.imageBytes, L)
+  const pieceSizes = sizes.map((s) => config.pieceSize ?? choosePieceSize(s))
+  const pieceCounts = sizes.map((s, l) => pieceCountFor(s, pieceSizes[l]!))
+  const pieceBytes = (l: number, i: number): number =>
+    Math.min(pieceSizes[l]!, sizes[l]! - i * pieceSizes[l]!)
+
+  const queue = new EventQueue()
+  const up = new Float64Array(N + 1).fill(mbitToBytesPerMs(config.nodeUpMbit))
+  const down = new Float64Array(N + 1).fill(mbitToBytesPerMs(config.nodeDownMbit ?? config.nodeUpMbit))
+  up[ORIGIN] = mbitToBytesPerMs(config.originMbit)
+  down[ORIGIN] = Number.POSITIVE_INFINITY
+  const net = new FlowNetwork(queue, EV_FLOW_DONE, up, down)
+
+  // Per layer: every node's download, the swarm members (in announce order), who links to whom.
+  const downloads: Download[][] = []
+  const members: number[][] = []
+  const memberSet: Uint8Array[] = []
+  const watchers: number[][][] = []
+  const slots: Set<number>[] = []
+  for (let l = 0; l < L; l++) {
+    const pc = pieceCounts[l]!
+    const row: Download[] = []
+    for (let n = 0; n < N; n++) {
+      const have = new Uint8Array(pc)
+      row.push({
+        node: n,
+        layer: l,
+        pc,
+        have,
+        shown: new Uint8Array(pc),
+        held: 0,
+        inFlight: new Int32Array(pc),
+        avail: new Int32Array(pc),
+        links: [],
+        linked: new Set(),
+        readPos: 0,
+        complete: false,
+        pending: new Map(),
+        haveSet: { has: (i) => have[i] === 1 },
+        candidate: { peerId: String(n), idx: n, complete: false, uploadLoad: 0, piecesHeld: 0 },
+        announceVersion: 0,
+        announcedHolding: false,
+        answer: undefined,
+        answerAt: 0,
+        awaitingAnswer: true,
+        findScheduled: false,
+      })
+    }
+    downloads.push(row)
+    members.push([])
+    memberSet.push(new Uint8Array(N))
+    watchers.push(Array.from({ length: N }, () => []))
+    slots.push(new Set())
+  }
+
+  const startMs = new Float64Array(N)
+  const completionMs = new Float64Array(N).fill(-1)
+  const layersLeft = new Int32Array(N).fill(L)
+  let done = 0
+  let events = 0
+  let delivered = 0
+  let duplicates = 0
+  let busyAnswers = 0
+  let now = 0
+
+  const jitter = config.startJitterMs ?? 0
+  for (let n = 0; n < N; n++) {
+    startMs[n] = jitter > 0 ? rng() * jitter : 0
+    queue.push(startMs[n]!, EV_START, n)
+  }
+
+  function announce(dl: Download, delay: number): void {
+    dl.announceVersion++
+    queue.push(now + delay, EV_ANNOUNCE, dl, dl.announceVersion)
+  }
+
+  /** The tracker's side of an announce, at the tracker. */
+  function trackerAnnounce(dl: Download): void {
+    const l = dl.layer
+    const n = dl.node
+    const c = dl.candidate
+    c.complete = dl.complete
+    c.piecesHeld = dl.held
+    c.uploadLoad = net.out[n]!.length
+    if (memberSet[l]![n] === 0) {
+      memberSet[l]![n] = 1
+      members[l]!.push(n)
+    }
+    let allowOrigin = false
+    const wish = wantsOrigin({
+      role: 'peer',
+      state: dl.complete ? 'complete' : 'partial',
+      ...(dl.complete ? { event: 'completed' as const } : {}),
+    })
+    if (wish) {
+      if (slots[l]!.has(n) || slots[l]!.size < originSlots) {
+        slots[l]!.add(n)
+        allowOrigin = true
+      }
+    } else {
+      slots[l]!.delete(n)
+    }
+    let peers: number[] = []
+    if (!dl.complete) {
+      const all = members[l]!
+      let pool: HandOutCandidate[]
+      if (sampleSize <= 0 || all.length <= sampleSize) {
+        pool = all.map((m) => downloads[l]![m]!.candidate)
+      } else {
+        // A uniform sample without replacement (partial Fisher-Yates on a copy of indexes).
+        pool = []
+        const picked = new Set<number>()
+        while (pool.length < sampleSize) {
+          const m = all[Math.floor(rng() * all.length)]!
+          if (picked.has(m)) continue
+          picked.add(m)
+          pool.push(downloads[l]![m]!.candidate)
+        }
+      }
+      const chosen = handOut(pool, { peerId: c.peerId }, { max: maxPerAnswer, random: rng })
+      peers = chosen.map((p) => (p as HandOutCandidate & { idx: number }).idx)
+    }
+    const answer: Answer = { dl, peers, allowOrigin }
+    queue.push(now + lat, EV_ANSWER, answer)
+  }
+
+  function addLink(dl: Download, peer: number): void {
+    if (dl.linked.has(peer)) return
+    dl.linked.add(peer)
+    const origin = peer === ORIGIN
+    let peerHas = ALL
+    let useful = 0
+    if (!origin) {
+      const shown = downloads[dl.layer]![peer]!.shown
+      peerHas = { has: (i) => shown[i] === 1 }
+      for (let i = 0; i < dl.pc; i++) {
+        if (shown[i] !== 1) continue
+        dl.avail[i]!++
+        if (dl.have[i] !== 1) useful++
+      }
+      watchers[dl.layer]![peer]!.push(dl.node)
+    } else {
+      for (let i = 0; i < dl.pc; i++) dl.avail[i]!++
+      useful = dl.pc - dl.held
+    }
+    const link: Link = { peer, origin, requested: new Set(), peerHas, busyUntil: 0, useful }
+    // The origin is kept last: it is asked only for what the others cannot give.
+    const last = dl.links[dl.links.length - 1]
+    if (!origin && last?.origin) dl.links.splice(dl.links.length - 1, 0, link)
+    else dl.links.push(link)
+  }
+
+  /** The scheduler's searchPeers: adds peers of the cached answer up to maxPeers. */
+  function applyAnswer(dl: Download, a: Answer): void {
+    let live = dl.links.length
+    for (const p of a.peers) {
+      if (live >= maxPeers) break
+      if (!dl.linked.has(p)) {
+        addLink(dl, p)
+        live++
+      }
+    }
+    if (a.allowOrigin && live < maxPeers && !dl.linked.has(ORIGIN)) addLink(dl, ORIGIN)
+    scheduleAll(dl)
+  }
+
+  function scheduleFind(dl: Download): void {
+    if (dl.findScheduled || dl.complete || dl.links.length >= maxPeers) return
+    dl.findScheduled = true
+    queue.push(now + (dl.links.length === 0 ? 1_000 : peerSearchInterval), EV_FIND, dl)
+  }
+
+  function onFind(dl: Download): void {
+    dl.findScheduled = false
+    if (dl.complete || dl.links.length >= maxPeers || dl.awaitingAnswer) return
+    const a = dl.answer
+    const barren = a === undefined || (a.peers.length === 0 && !a.allowOrigin)
+    if (barren && now - dl.answerAt >= barrenRetry) {
+      dl.awaitingAnswer = true
+      announce(dl, 0)
+      return
+    }
+    if (a !== undefined) applyAnswer(dl, a)
+    scheduleFind(dl)
+  }
+
+  function onAnswer(a: Answer): void {
+    const dl = a.dl
+    if (dl.complete) return
+    dl.answer = a
+    dl.answerAt = now
+    // The router re-announces every interval the tracker asked for.
+    announce(dl, announceInterval)
+    if (dl.awaitingAnswer) {
+      dl.awaitingAnswer = false
+      applyAnswer(dl, a)
+      scheduleFind(dl)
+    }
+  }
+
+  function scheduleLink(dl: Download, link: Link): void {
+    if (dl.complete || link.busyUntil > now || link.useful <= link.requested.size) return
+    const slotsFor = link.origin ? originRequests : requestsPerPeer
+    while (link.requested.size < slotsFor) {
+      const next = pickPiece({
+        pieceCount: dl.pc,
+        have: dl.haveSet,
+        peerHas: link.peerHas,
+        inFlight: dl.inFlight,
+        requestedFromPeer: link.requested,
+        availability: dl.avail,
+        readPosition: streaming && dl.readPos < dl.pc ? dl.readPos : undefined,
+        windowSize,
+        endgameThreshold,
+        ...(link.origin ? { maxDuplicates: 1 } : {}),
+        rng,
+      })
+      if (next === undefined) return
+      request(dl, link, next.index)
+    }
+  }
+
+  function scheduleAll(dl: Download): void {
+    for (const link of dl.links) scheduleLink(dl, link)
+  }
+
+  function request(dl: Download, link: Link, index: number): void {
+    const req: Req = { dl, link, index, flow: undefined, cancelled: false }
+    link.requested.add(index)
+    dl.inFlight[index]!++
+    let list = dl.pending.get(index)
+    if (list === undefined) {
+      list = []
+      dl.pending.set(index, list)
+    }
+    list.push(req)
+    queue.push(now + lat, EV_REQ_ARRIVE, req)
+  }
+
+  function release(req: Req): void {
+    const { dl, link, index } = req
+    link.requested.delete(index)
+    dl.inFlight[index]!--
+    const list = dl.pending.get(index)
+    if (list !== undefined) {
+      const k = list.indexOf(req)
+      if (k >= 0) list.splice(k, 1)
+      if (list.length === 0) dl.pending.delete(index)
+    }
+  }
+
+  function onRequestArrive(req: Req): void {
+    if (req.cancelled) return
+    const sender = req.link.peer
+    const cap = sender === ORIGIN ? originMaxUploads : maxUploads
+    if (net.out[sender]!.length >= cap) {
+      // Busy: the answer travels back, then the peer is left alone for a while.
+      busyAnswers++
+      release(req)
+      req.link.busyUntil = now + lat + busyBackoff
+      const dl = req.dl
+      queue.push(req.link.busyUntil, EV_WAKE, dl)
+      // Another peer may take the piece meanwhile.
+      scheduleAll(dl)
+      return
+    }
+    req.flow = net.start(sender, req.dl.node, pieceBytes(req.dl.layer, req.index), now, req)
+  }
+
+  function onDeliver(req: Req): void {
+    if (req.cancelled) return
+    const { dl, index } = req
+    release(req)
+    if (dl.have[index] === 1) {
+      duplicates++
+      scheduleLink(dl, req.link)
+      return
+    }
+    delivered++
+    dl.have[index] = 1
+    dl.held++
+    for (const link of dl.links) if (link.peerHas.has(index)) link.useful--
+    while (dl.readPos < dl.pc && dl.have[dl.readPos] === 1) dl.readPos++
+    // Endgame duplicates of this piece are no longer needed.
+    const others = dl.pending.get(index)
+    if (others !== undefined) {
+      for (const o of [...others]) {
+        o.cancelled = true
+        if (o.flow !== undefined) net.remove(o.flow, now)
+        release(o)
+      }
+    }
+    queue.push(now + haveDelay, EV_HAVE, dl, index)
+    if (!dl.announcedHolding) {
+      dl.announcedHolding = true
+      announce(dl, 0)
+    }
+    if (dl.held === dl.pc) {
+      dl.complete = true
+      announce(dl, 0)
+      const n = dl.node
+      if (--layersLeft[n]! === 0) {
+        completionMs[n] = now - startMs[n]!
+        done++
+      }
+      return
+    }
+    scheduleAll(dl)
+  }
+
+  function onHave(dl: Download, index: number): void {
+    dl.shown[index] = 1
+    for (const w of watchers[dl.layer]![dl.node]!) {
+      const wdl = downloads[dl.layer]![w]!
+      if (wdl.complete) continue
+      wdl.avail[index]!++
+      if (wdl.have[index] === 1) continue
+      for (const link of wdl.links) {
+        if (link.peer === dl.node) {
+          link.useful++
+          scheduleLink(wdl, link)
+          break
+        }
+      }
+    }
+  }
+
+  let nextProgress = 0
+  for (;;) {
+    const ev = queue.pop()
+    if (ev === undefined) break
+    now = ev.t
+    events++
+    switch (ev.kind) {
+      case EV_FLOW_DONE: {
+        const flow = ev.ref as Flow
+        if (!net.isCurrent(flow, ev.version)) break
+        net.remove(flow, now)
+        queue.push(now + lat, EV_DELIVER, flow.owner)
+        break
+      }
+      case EV_REQ_ARRIVE:
+        onRequestArrive(ev.ref as Req)
+        break
+      case EV_DELIVER:
+        onDeliver(ev.ref as Req)
+        break
+      case EV_HAVE:
+        onHave(ev.ref as Download, ev.version)
+        break
+      case EV_ANNOUNCE: {
+        const dl = ev.ref as Download
+        if (ev.version !== dl.announceVersion) break
+        // The announce travels to the tracker; the tracker acts on arrival.
+        queue.push(now + lat, EV_TRACKER, dl)
+        break
+      }
+      case EV_TRACKER:
+        trackerAnnounce(ev.ref as Download)
+        break
+      case EV_ANSWER:
+        onAnswer(ev.ref as Answer)
+        break
+      case EV_FIND:
+        onFind(ev.ref as Download)
+        break
+      case EV_WAKE: {
+        scheduleAll(ev.ref as Download)
+        break
+      }
+      case EV_START: {
+        const n = ev.ref as number
+        for (let l = 0; l < L; l++) announce(downloads[l]![n]!, 0)
+        break
+      }
+    }
+    if (done === N) break
+    if (config.onProgress && events >= nextProgress) {
+      nextProgress = events + 500_000
+      config.onProgress(done, now, events)
+    }
+  }
+  if (done < N) throw new Error(`simulation stalled: ${done} of ${N} nodes done at ${now} ms`)
+
+  const completion = Array.from(completionMs)
+  return {
+    completionMs: completion,
+    lastDoneMs: Math.max(...completion.map((c, n) => c + startMs[n]!)),
+    originBytes: net.sent[ORIGIN]!,
+    imageBytes: config.imageBytes,
+    pieceSize: pieceSizes,
+    pieces: pieceCounts.reduce((a, b) => a + b, 0),
+    events,
+    deliveredPieces: delivered,
+    duplicatePieces: duplicates,
+    busyAnswers,
+    wallMs: performance.now() - wallStart,
+  }
+}
