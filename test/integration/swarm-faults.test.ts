@@ -2,7 +2,7 @@
  * The swarm under faults, each in its own small cluster (seed registry, tracker,
  * agents; 8 to 16 MB blobs of 1 MiB pieces): an agent stopped mid-transfer, a peer
  * serving corrupted pieces, the tracker stopped, the seed stopped, an agent restarted
- * mid-pull, and a cache quota too small for everything.
+ * mid-pull, a cache quota too small for everything; and byte ranges served mid-download.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Digest } from '../../protocol/src/index.js'
@@ -194,6 +194,22 @@ describe('swarm faults', () => {
     expect(await metricValue(again.metrics, 'shoal_agent_blob_bytes_total', { source: 'cache' })).toBe(
       kept * MIB,
     )
+  }, 60_000)
+
+  it('serves byte ranges from the swarm before the blob is complete (containerd resumes with bytes=N-)', async () => {
+    cluster = await startCluster({ seed: { uploadBytesPerSecond: 4 * MIB } })
+    const blob = blobFixture(8 * MIB, 19)
+    await cluster.push('team/app', blob.bytes, blob.digest)
+    const agent = await cluster.addAgent()
+    const start = 3 * MIB + 12_345
+    const res = await fetch(`${agent.url}/v2/team/app/blobs/${blob.digest}?ns=${cluster.registry.host}`, {
+      headers: { range: `bytes=${start}-` },
+    })
+    expect(res.status).toBe(206)
+    expect(res.headers.get('content-range')).toBe(`bytes ${start}-${blob.size - 1}/${blob.size}`)
+    const body = new Uint8Array(await res.arrayBuffer())
+    expect(Buffer.from(body).equals(Buffer.from(blob.bytes.subarray(start)))).toBe(true)
+    expect(await fetchedPieces(agent)).toBeGreaterThan(0)
   }, 60_000)
 
   it('evicts least recently used blobs under the disk quota without corrupting any', async () => {
