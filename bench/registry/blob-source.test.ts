@@ -44,4 +44,12 @@ describe('createBlobSource', () => {
     expect((await readRange(blob, 990, 995)).equals(whole.subarray(990, 995))).toBe(true)
     await expect(readRange(blob, 0, 1001)).rejects.toThrow(RangeError)
   })
+
+  it('keeps two sources of the same size in one folder apart', async () => {
+    const first = await createBlobSource({ dir, sizeBytes: 4096 })
+    await createBlobSource({ dir, sizeBytes: 4096 })
+    const blob = first.variant('a')
+    const bytes = await readRange(blob, 0, blob.size)
+    expect('sha256:' + createHash('sha256').update(bytes).digest('hex')).toBe(blob.digest)
+  })
 })

@@ -5,7 +5,7 @@
  * another file. The digest of each variant comes from a copy of the hash of the
  * shared prefix, so preparing a variant costs no re-read.
  */
-import { createHash, type Hash, randomFill } from 'node:crypto'
+import { createHash, type Hash, randomFill, randomUUID } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -36,7 +36,7 @@ export interface BlobSource {
 }
 
 /**
- * Writes `sizeBytes - 32` random bytes to `<dir>/blob-<size>.bin` and returns a source
+ * Writes `sizeBytes - 32` random bytes to a new file in `dir` and returns a source
  * of blob variants of exactly `sizeBytes`.
  * @throws {RangeError} when `sizeBytes` is smaller than 64
  */
@@ -44,7 +44,8 @@ export async function createBlobSource(init: { dir: string; sizeBytes: number })
   const { sizeBytes } = init
   if (sizeBytes < 2 * SUFFIX_BYTES) throw new RangeError(`blob size ${sizeBytes} is too small`)
   const prefixBytes = sizeBytes - SUFFIX_BYTES
-  const path = join(init.dir, `blob-${sizeBytes}.bin`)
+  // A unique name: two sources of the same size in one folder must not share a file.
+  const path = join(init.dir, `blob-${sizeBytes}-${randomUUID()}.bin`)
   const prefixHash: Hash = createHash('sha256')
   const file = await open(path, 'w')
   try {
