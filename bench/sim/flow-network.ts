@@ -24,6 +24,8 @@ export interface Flow {
   rate: number
   lastT: number
   version: number
+  /** When its pending completion event fires. */
+  dueAt: number
   /** Index in the sender's outgoing list, -1 once removed. */
   upIdx: number
   downIdx: number
@@ -61,6 +63,7 @@ export class FlowNetwork {
       rate: 0,
       lastT: now,
       version: 0,
+      dueAt: Number.POSITIVE_INFINITY,
       upIdx: this.out[src]!.length,
       downIdx: this.in[dst]!.length,
       owner,
@@ -94,9 +97,19 @@ export class FlowNetwork {
     this.refresh(flow.src, flow.dst, now)
   }
 
-  /** True when the completion event of `flow` with `version` is still current. */
-  isCurrent(flow: Flow, version: number): boolean {
-    return flow.upIdx >= 0 && flow.version === version
+  /**
+   * Handles a popped completion event: true when `flow` has really finished (the caller
+   * removes it); false for a superseded event, or one that fired early because the flow
+   * slowed down since it was scheduled (then it is scheduled again at the right time).
+   */
+  due(flow: Flow, version: number, now: number): boolean {
+    if (flow.upIdx < 0 || flow.version !== version) return false
+    this.advance(flow, now)
+    // Less than a byte left (or a float's worth of it) counts as done.
+    if (flow.remaining <= 0.5) return true
+    flow.dueAt = now + flow.remaining / flow.rate
+    this.queue.push(flow.dueAt, this.doneKind, flow, flow.version)
+    return false
   }
 
   private advance(flow: Flow, now: number): void {
@@ -114,9 +127,15 @@ export class FlowNetwork {
     if (rate === flow.rate) return
     this.advance(flow, now)
     flow.rate = rate
-    flow.version++
-    const left = Math.max(0, flow.remaining)
-    this.queue.push(now + left / rate, this.doneKind, flow, flow.version)
+    const dueAt = now + Math.max(0, flow.remaining) / rate
+    // A flow that slowed down keeps its pending event, which fires early and is pushed
+    // again then (see due); only a flow that sped up needs an earlier event now. This
+    // keeps the heap from filling with superseded events when rates flicker.
+    if (dueAt < flow.dueAt) {
+      flow.version++
+      flow.dueAt = dueAt
+      this.queue.push(dueAt, this.doneKind, flow, flow.version)
+    }
   }
 
   private refresh(src: number, dst: number, now: number): void {

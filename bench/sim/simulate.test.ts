@@ -23,7 +23,7 @@ describe('EventQueue', () => {
   it('pops by time, then in insertion order', () => {
     const q = new EventQueue()
     const times = [5, 1, 3, 3, 9, 0, 3, 2]
-    times.forEach((t, i) => q.push(t, 0, i))
+    for (const [i, t] of times.entries()) q.push(t, 0, i)
     const out: Array<[number, number]> = []
     for (let e = q.pop(); e !== undefined; e = q.pop()) out.push([e.t, e.ref as number])
     expect(out).toEqual([

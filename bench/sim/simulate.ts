@@ -551,7 +551,7 @@ export function simulate(config: SimConfig): SimResult {
     switch (ev.kind) {
       case EV_FLOW_DONE: {
         const flow = ev.ref as Flow
-        if (!net.isCurrent(flow, ev.version)) break
+        if (!net.due(flow, ev.version, now)) break
         net.remove(flow, now)
         queue.push(now + lat, EV_DELIVER, flow.owner)
         break

@@ -1,0 +1,67 @@
+import { describe, expect, it } from 'vitest'
+import { EventQueue } from './event-queue.js'
+import { type Flow, FlowNetwork } from './flow-network.js'
+
+/** Runs the network alone, starting flows at given times; returns finish times by name. */
+function run(
+  up: number[],
+  down: number[],
+  starts: Array<{ at: number; src: number; dst: number; bytes: number; name: string }>,
+): Record<string, number> {
+  const queue = new EventQueue()
+  const net = new FlowNetwork(queue, 1, Float64Array.from(up), Float64Array.from(down))
+  for (const s of starts) queue.push(s.at, 2, s)
+  const done: Record<string, number> = {}
+  for (let ev = queue.pop(); ev !== undefined; ev = queue.pop()) {
+    if (ev.kind === 2) {
+      const s = ev.ref as (typeof starts)[number]
+      net.start(s.src, s.dst, s.bytes, ev.t, s.name)
+    } else {
+      const flow = ev.ref as Flow
+      if (!net.due(flow, ev.version, ev.t)) continue
+      net.remove(flow, ev.t)
+      done[flow.owner as string] = ev.t
+    }
+  }
+  return done
+}
+
+describe('FlowNetwork', () => {
+  it('shares an uplink equally and hands the share back when a flow ends', () => {
+    // Sender 0 at 1 byte/ms to two receivers with fast downlinks.
+    const done = run(
+      [1, 1, 1],
+      [100, 100, 100],
+      [
+        { at: 0, src: 0, dst: 1, bytes: 1000, name: 'a' },
+        { at: 0, src: 0, dst: 2, bytes: 500, name: 'b' },
+      ],
+    )
+    expect(done.b).toBeCloseTo(1000, 6)
+    expect(done.a).toBeCloseTo(1500, 6)
+  })
+
+  it('slows a running flow when another joins, and takes the receiver bound into account', () => {
+    const done = run(
+      [1, 1, 1],
+      [100, 0.25, 100],
+      [
+        { at: 0, src: 0, dst: 2, bytes: 1000, name: 'a' },
+        // Joins at 400 (a has 600 left); bound by its receiver at 0.25 byte/ms.
+        { at: 400, src: 0, dst: 1, bytes: 100, name: 'b' },
+      ],
+    )
+    // b: min(1/2, 0.25) = 0.25 -> 400 ms. a: 0.5 byte/ms meanwhile (proportional share),
+    // 200 bytes by 800, then 400 left at 1 byte/ms.
+    expect(done.b).toBeCloseTo(800, 6)
+    expect(done.a).toBeCloseTo(1200, 6)
+  })
+
+  it('counts the bytes each sender sent, cut-short flows included', () => {
+    const queue = new EventQueue()
+    const net = new FlowNetwork(queue, 1, Float64Array.from([2, 1]), Float64Array.from([10, 10]))
+    const f = net.start(0, 1, 1000, 0, undefined)
+    net.remove(f, 100)
+    expect(net.sent[0]).toBeCloseTo(200, 6)
+  })
+})
