@@ -28,15 +28,15 @@ import { findVariants, STACK_VARIANTS, type StackVariant } from './stack.js'
 import { startWorker, type Worker } from './worker-process.js'
 
 const MIB = 1024 * 1024
-/** The stack node.ts runs, judged against the target. */
-export const NODE_VARIANT = 'node-crypto'
+/** The stack node.ts runs (noise with its default crypto), judged against the target. */
+export const NODE_VARIANT = 'default'
 
 const USAGE = `usage: npm run bench:transfer -- [options]
 
   --size-mb N        size of the generated blob (default 1024); piece size per choosePieceSize
   --runs N           runs per configuration, median reported (default 3)
   --peers N          servers of the parallel case, one connection each (default 3; 1 skips it)
-  --variants LIST    shoal stack variants, comma-separated (default ${NODE_VARIANT},default)
+  --variants LIST    shoal stack variants, comma-separated (default ${NODE_VARIANT},node-crypto)
                      known: ${STACK_VARIANTS.map((v) => v.name).join(', ')}
   --batch N          pieces per request (default 4)
   --depth N          requests in flight per peer (default 2)
@@ -90,7 +90,7 @@ function parseConfig(argv: string[]): Config | undefined {
   }
   let variants: StackVariant[] = []
   try {
-    variants = findVariants((values.variants ?? `${NODE_VARIANT},default`).split(',').filter(Boolean))
+    variants = findVariants((values.variants ?? `${NODE_VARIANT},node-crypto`).split(',').filter(Boolean))
   } catch (err) {
     problems.push((err as Error).message)
   }
@@ -182,6 +182,13 @@ async function main(): Promise<number> {
     await client.request({ cmd: 'raw', ports: servers.map((s) => s.rawPort), job, verify: true })
 
     const measurements: Measurement[] = []
+    const failures: Array<{
+      kind: string
+      variant: string | undefined
+      peers: number
+      run: number
+      error: string
+    }> = []
     const peerCounts = config.peers > 1 ? [1, config.peers] : [1]
     for (let run = 1; run <= config.runs; run++) {
       for (const peers of peerCounts) {
@@ -195,7 +202,18 @@ async function main(): Promise<number> {
           const profiled = config.cpuProf && kind === 'shoal' && run === 1 && peers === 1
           const sides = [client, ...used.map((s) => s.worker)]
           if (profiled) await Promise.all(sides.map((w) => w.request({ cmd: 'profile-start' })))
-          const m = await measure(client, used, transfer)
+          let m: Awaited<ReturnType<typeof measure>>
+          try {
+            m = await measure(client, used, transfer)
+          } catch (err) {
+            // One failed transfer is reported (and fails the exit code) without losing the others.
+            const message = err instanceof Error ? err.message.split('\n')[0]! : String(err)
+            failures.push({ kind, variant, peers, run, error: message })
+            progress(`run ${run} peers ${peers} ${variant ?? kind}: FAILED ${message}`)
+            if (profiled)
+              await Promise.all(sides.map((w) => w.request({ cmd: 'profile-stop', path: '/dev/null' })))
+            return
+          }
           if (profiled) {
             await Promise.all(
               sides.map((w, i) =>
@@ -278,6 +296,9 @@ async function main(): Promise<number> {
           out.write(`  ${(f.share * 100).toFixed(1).padStart(5)}%  ${f.name}\n`)
       }
     }
+    for (const f of failures) {
+      out.write(`\nFAILED: ${f.variant ?? f.kind}, ${f.peers} peer(s), run ${f.run}: ${f.error}\n`)
+    }
     out.write(`\n${verdict.message}\n`)
     const jsonPath = await writeJsonResult(config.jsonPath, {
       benchmark: 'transfer',
@@ -290,10 +311,11 @@ async function main(): Promise<number> {
       verdict,
       rows,
       measurements,
+      failures,
       profiles,
     })
     progress(`JSON result written to ${jsonPath}`)
-    return 0
+    return failures.length > 0 ? 1 : 0
   } finally {
     for (const worker of workers) await worker.stop().catch(() => {})
     if (config.keep) progress(`kept ${dir}`)

@@ -65,7 +65,11 @@ async function start(req: WorkerRequest): Promise<unknown> {
     const node = await startStack(variant)
     nodes.push(node)
     const source = await cacheFor(variant.writeBytes ?? DEFAULT_WRITE_BYTES)
-    const server = createPieceServer({ libp2p: node, source }, { maxConcurrentUploads: 64 })
+    // A loaded machine can leave a stream unread for long: the bench measures speed, not stall handling.
+    const server = createPieceServer(
+      { libp2p: node, source },
+      { maxConcurrentUploads: 64, sendStallTimeoutMs: 600_000, requestTimeoutMs: 600_000 },
+    )
     await server.start()
     servers.push(server)
     addresses[variant.name] = node.getMultiaddrs()[0]!.toString()

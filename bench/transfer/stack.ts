@@ -29,7 +29,11 @@ const MiB = 1 << 20
 
 /** Every variant the benchmark knows; `--variants` picks among them. */
 export const STACK_VARIANTS: StackVariant[] = [
-  { name: 'default', description: 'noise default crypto, yamux defaults, 1 MiB writes', cipher: 'default' },
+  {
+    name: 'default',
+    description: 'as node.ts runs it: noise default crypto, yamux defaults, 1 MiB writes',
+    cipher: 'default',
+  },
   { name: 'node-crypto', description: 'noise with createNoiseCrypto', cipher: 'node' },
   {
     name: 'node-crypto-tag',
