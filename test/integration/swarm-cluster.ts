@@ -119,7 +119,7 @@ export async function startCluster(init: ClusterInit = {}): Promise<Cluster> {
   if (init.tracker !== false) {
     const metrics = new Registry()
     const node = await createTrackerNode(
-      parseTrackerConfig({ announceIntervalMs: 1000, peerTtlMs: 5000, ...(init.tracker ?? {}) }),
+      parseTrackerConfig({ announceIntervalMs: 1000, peerTtlMs: 10_000, ...(init.tracker ?? {}) }),
       { logger, metrics },
     )
     await node.start()
@@ -179,7 +179,6 @@ export async function startCluster(init: ClusterInit = {}): Promise<Cluster> {
           ...(tracker ? { trackerUrl: tracker.url } : {}),
           swarm: true,
           swarmStallTimeoutMs: 15_000,
-          trackerTimeoutMs: 2_000,
           dhtTimeoutMs: 3_000,
           logLevel: 'silent',
           ...config,

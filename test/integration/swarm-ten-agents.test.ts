@@ -53,5 +53,5 @@ describe('swarm: ten agents, one blob', () => {
     }
     expect(fromPeers + fromSeed).toBe(AGENTS * SIZE)
     expect(fromPeers).toBeGreaterThan(fromSeed)
-  }, 300_000)
+  }, 420_000)
 })

@@ -2,7 +2,8 @@
  * The agent's router: the tracker first, the DHT when the tracker cannot be reached
  * (TrackerUnavailableError), and announces to both (the DHT gets a provide as soon as
  * one piece is held). While the tracker is out of reach there is nobody to ration the
- * origin, so any seed found in the DHT may be used.
+ * origin: once the outage has lasted `originAfterOutageMs`, any seed found in the DHT
+ * may be used (before that, only a slot the tracker granted recently).
  */
 import type { Logger } from 'pino'
 import { TrackerUnavailableError } from '../../../protocol/src/errors.js'
@@ -10,6 +11,16 @@ import type { Digest } from '../../../protocol/src/index.js'
 import type { DhtRouter } from './dht.js'
 import type { TrackerRouter } from './tracker.js'
 import type { ContentRouter, FindPeersOptions, ProviderRecord } from './types.js'
+
+/** Options of the combined router. */
+export interface CombinedRouterInit {
+  /**
+   * How long the tracker must have been unreachable before the origin may be used
+   * without its permission (a slow answer under load is not an outage).
+   * @default 10000
+   */
+  originAfterOutageMs?: number
+}
 
 /** Collaborators of the combined router; at least one of them. */
 export interface CombinedRouterComponents {
@@ -29,9 +40,19 @@ export interface CombinedRouter extends ContentRouter {
 }
 
 /** Creates the combined router (see the file comment). */
-export function createCombinedRouter(components: CombinedRouterComponents): CombinedRouter {
+export function createCombinedRouter(
+  components: CombinedRouterComponents,
+  init: CombinedRouterInit = {},
+): CombinedRouter {
   const { tracker, dht, logger } = components
+  const originAfterOutageMs = init.originAfterOutageMs ?? 10_000
   let down = tracker === undefined
+  /** When the current outage began. */
+  let downSince = 0
+  const markDown = (): void => {
+    if (!down) downSince = Date.now()
+    down = true
+  }
 
   return {
     async findPeers(digest: Digest, options: FindPeersOptions = {}): Promise<ProviderRecord[]> {
@@ -43,7 +64,7 @@ export function createCombinedRouter(components: CombinedRouterComponents): Comb
         } catch (err) {
           if (!(err instanceof TrackerUnavailableError) || dht === undefined) throw err
           if (!down) logger?.warn({ err, digest }, 'tracker unavailable, finding peers in the DHT')
-          down = true
+          markDown()
         }
       }
       if (dht === undefined) return []
@@ -60,7 +81,7 @@ export function createCombinedRouter(components: CombinedRouterComponents): Comb
               down = false
             },
             (err: unknown) => {
-              if (err instanceof TrackerUnavailableError) down = true
+              if (err instanceof TrackerUnavailableError) markDown()
               logger?.debug({ err, digest: state.digest }, 'tracker announce failed')
             },
           ),
@@ -86,7 +107,8 @@ export function createCombinedRouter(components: CombinedRouterComponents): Comb
     },
 
     originAllowed(digest) {
-      if (tracker === undefined || down) return true
+      if (tracker === undefined) return true
+      if (down && Date.now() - downSince >= originAfterOutageMs) return true
       return tracker.originAllowed(digest)
     },
 

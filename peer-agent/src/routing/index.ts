@@ -1,5 +1,10 @@
 /** Content routing of the peer agent: the tracker, the DHT and their combination. */
-export { type CombinedRouter, type CombinedRouterComponents, createCombinedRouter } from './combined.js'
+export {
+  type CombinedRouter,
+  type CombinedRouterComponents,
+  type CombinedRouterInit,
+  createCombinedRouter,
+} from './combined.js'
 export { createDhtRouter, type DhtRouter, type DhtRouterComponents, type DhtRouterInit } from './dht.js'
 export {
   createTrackerRouter,

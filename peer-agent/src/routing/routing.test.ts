@@ -104,7 +104,10 @@ describe('combined router', () => {
     const provide = vi.fn(async () => {})
     const dht = createDhtRouter({ node: { findProviders, provide }, seedPeerId: () => 'Seed' })
     const onFallback = vi.fn()
-    const router = createCombinedRouter({ tracker: trackerRouter(tracker), dht, onFallback })
+    const router = createCombinedRouter(
+      { tracker: trackerRouter(tracker), dht, onFallback },
+      { originAfterOutageMs: 50 },
+    )
     await router.findPeers(DIGEST)
     expect(findProviders).not.toHaveBeenCalled()
     expect(router.originAllowed(DIGEST)).toBe(false)
@@ -113,6 +116,9 @@ describe('combined router', () => {
     expect(findProviders).toHaveBeenCalledTimes(1)
     expect(onFallback).toHaveBeenCalledTimes(1)
     expect(router.trackerDown()).toBe(true)
+    // A short outage is not a reason to use the origin without a slot; a long one is.
+    expect(router.originAllowed(DIGEST)).toBe(false)
+    await new Promise((r) => setTimeout(r, 60))
     expect(router.originAllowed(DIGEST)).toBe(true)
     // Announces reach the DHT (a provide once a piece is held) even with the tracker down.
     await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 0 })

@@ -49,7 +49,7 @@ export interface TrackerRouterInit {
 
 /** The tracker router. */
 export interface TrackerRouter extends ContentRouter {
-  /** True while the tracker's latest answer for `digest` grants an origin slot. */
+  /** True while the tracker's latest answer for `digest`, renewed within three intervals, grants an origin slot. */
   originAllowed(digest: Digest): boolean
   /** Digests announced periodically now. */
   tracked(): Digest[]
@@ -222,7 +222,10 @@ export function createTrackerRouter(
     },
 
     originAllowed(digest) {
-      return swarms.get(digest)?.answer?.allowOrigin === true
+      const t = swarms.get(digest)
+      // The tracker's slot is a lease renewed by each announce: one not renewed for three
+      // intervals may have been handed to another peer, so it is no longer used.
+      return t?.answer?.allowOrigin === true && Date.now() - t.lastAt < 3 * t.intervalMs
     },
 
     tracked() {
