@@ -26,6 +26,7 @@ import {
 import { createTestbed, type Testbed } from '../../test/testbed/testbed.js'
 import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX, type TestbedHost } from '../../test/testbed/topology.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
+import { readProcessCpuSeconds } from '../lib/process-sampler.js'
 import { progress } from '../lib/progress.js'
 import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
 import { fluidBound } from './bound.js'
@@ -248,7 +249,17 @@ async function main(): Promise<void> {
         system: 'shoal' | 'distribution',
         targets: PullTarget[],
         registryBytes?: () => Promise<number>,
+        servicePids: number[] = [],
       ): Promise<RoundResult> => {
+        const ownCpu = (): number =>
+          servicePids.reduce((sum, pid) => {
+            try {
+              return sum + readProcessCpuSeconds(pid)
+            } catch {
+              return sum
+            }
+          }, 0)
+        const own0 = ownCpu()
         const display = progressDisplay(`${system} N=${n}`)
         const tx0 = await tb.originTxBytes()
         const reg0 = registryBytes ? await registryBytes() : 0
@@ -261,6 +272,7 @@ async function main(): Promise<void> {
         )
         const wallSeconds = (performance.now() - t0) / 1000
         const cpu1 = readMachineCpuTimes()
+        const own1 = ownCpu()
         display.end()
         const tx1 = await tb.originTxBytes()
         const reg1 = registryBytes ? await registryBytes() : null
@@ -276,9 +288,10 @@ async function main(): Promise<void> {
             (cpu1.busySeconds - cpu0.busySeconds) / Math.max(1e-9, cpu1.totalSeconds - cpu0.totalSeconds),
           wallSeconds,
         })
+        round.serviceCpuSeconds = own1 - own0
         rounds.push(round)
         progress(
-          `${system} N=${n}: last node ${round.maxSeconds?.toFixed(1) ?? '—'} s (${round.ratioToBound?.toFixed(2) ?? '—'}x bound), origin sent ${(round.originEgressBytes / 1e6).toFixed(1)} MB (${round.originEgressRatio.toFixed(2)}x image), CPU ${(round.machineCpu * 100).toFixed(0)}%`,
+          `${system} N=${n}: last node ${round.maxSeconds?.toFixed(1) ?? '—'} s (${round.ratioToBound?.toFixed(2) ?? '—'}x bound), origin sent ${(round.originEgressBytes / 1e6).toFixed(1)} MB (${round.originEgressRatio.toFixed(2)}x image), CPU ${(round.machineCpu * 100).toFixed(0)}% (registry/agents: ${round.serviceCpuSeconds?.toFixed(0)} CPU-s over ${round.wallSeconds.toFixed(0)} s)`,
         )
         for (const error of round.errors.slice(0, 5)) progress(`  failed: ${error}`)
         return round
@@ -288,6 +301,8 @@ async function main(): Promise<void> {
         await measure(
           'distribution',
           nodes.map((host) => ({ host, url: distribution.url })),
+          undefined,
+          [distribution.process.pid],
         )
       }
       if (options.systems.includes('shoal')) {
@@ -310,7 +325,7 @@ async function main(): Promise<void> {
               await curlIn(tb.topology.origin, `${cluster.registry.url}/metrics`),
               'shoal_registry_blob_bytes_sent_total',
             )
-          await measure(
+          const round = await measure(
             'shoal',
             nodes.map((host) => ({
               host,
@@ -318,7 +333,10 @@ async function main(): Promise<void> {
               ns: cluster.registry.host,
             })),
             metrics,
+            [cluster.registry, cluster.tracker, ...cluster.agents].map((service) => service.process.pid),
           )
+          round.agents = await scrapeAgents(nodes)
+          progress(`shoal N=${n}: agents' counters ${JSON.stringify(round.agents)}`)
         } finally {
           await cluster.stop()
         }

@@ -35,6 +35,8 @@ export interface RoundResult {
   /** Busy share of the whole machine during the pulls (0..1, all cores). */
   machineCpu: number
   wallSeconds: number
+  /** CPU seconds the servers used during the round (Distribution; or seed, tracker and agents). */
+  serviceCpuSeconds?: number
   /** Blob requests the clients resumed with Range after a broken connection. */
   retries: number
   errors: string[]
