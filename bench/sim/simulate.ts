@@ -87,6 +87,8 @@ export interface SimConfig {
   /** Uploads the origin serves at once. @default 16 */
   originMaxConcurrentUploads?: number
   busyBackoffMs?: number
+  /** Called for every piece a node stores: who sent it (nodes = the origin), when. */
+  onPiece?: (node: number, layer: number, index: number, from: number, simMs: number) => void
   /** Called now and then with nodes done and the simulated time. */
   onProgress?: (done: number, simMs: number, events: number) => void
 }
@@ -494,6 +496,7 @@ export function simulate(config: SimConfig): SimResult {
       return
     }
     delivered++
+    config.onPiece?.(dl.node, dl.layer, index, req.link.peer, now)
     dl.have[index] = 1
     dl.held++
     for (const link of dl.links) if (link.peerHas.has(index)) link.useful--
