@@ -121,3 +121,5 @@ export class TrackerRejectedError extends ShoalError {
     this.status = status
   }
 }
+/** No preheat job has the given id. */
+export class JobUnknownError extends defineError('JobUnknownError', 'preheat job unknown') {}

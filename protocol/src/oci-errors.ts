@@ -59,6 +59,7 @@ const TABLE: Record<string, OciErrorMapping> = {
   SignatureInvalidError: { code: 'UNKNOWN', status: 502 },
   TrackerUnavailableError: { code: 'UNKNOWN', status: 503 },
   TrackerRejectedError: { code: 'UNKNOWN', status: 502 },
+  JobUnknownError: { code: 'UNKNOWN', status: 404 },
 }
 
 /**

@@ -115,6 +115,31 @@ export const announcePeerSchema = z.object({
 /** One peer handed out by the tracker. */
 export type AnnouncePeer = z.infer<typeof announcePeerSchema>
 
+/** Longest repository name in a preheat task. */
+export const MAX_TASK_REPOSITORY_LENGTH = 255
+/** Most preheat tasks handed out in one answer. */
+export const MAX_TASKS_PER_ANSWER = 64
+
+/**
+ * A preheat task handed to an agent in an announce or heartbeat answer (pull model):
+ * fetch this blob through the swarm into the cache and keep it seeded. The agent says it
+ * is done by listing the digest in `held` of a later heartbeat.
+ */
+export const preheatTaskSchema = z.object({
+  jobId: z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[A-Za-z0-9_-]+$/),
+  digest: digestSchema,
+  /** The registry host the image is named after (the agent's upstream host, `ns`). */
+  host: z.string().min(1).max(255),
+  repository: z.string().min(1).max(MAX_TASK_REPOSITORY_LENGTH),
+  size: z.number().int().min(0).optional(),
+})
+/** A preheat task. */
+export type PreheatTask = z.infer<typeof preheatTaskSchema>
+
 /** The tracker's answer to an announce. */
 export const announceResponseSchema = z.object({
   /** Other peers of the swarm (never the asking peer, never seeds). */
@@ -125,9 +150,53 @@ export const announceResponseSchema = z.object({
   intervalMs: z.number().int().min(0),
   /** True when this peer may fetch from the origin (seed or upstream) now. */
   allowOrigin: z.boolean(),
+  /** Preheat tasks for this peer (optional; trackers without preheat jobs leave it out). */
+  tasks: z.array(preheatTaskSchema).max(MAX_TASKS_PER_ANSWER).optional(),
 })
 /** The tracker's answer to an announce. */
 export type AnnounceResponse = z.infer<typeof announceResponseSchema>
+
+/**
+ * An agent's heartbeat announce (`POST /v1/heartbeat`): sent every `intervalMs` even
+ * when the agent downloads nothing, with its stats (for the live view) and the digests
+ * of its preheat tasks it now holds complete or failed to fetch.
+ */
+export const heartbeatRequestSchema = z
+  .object({
+    peerId: peerIdSchema,
+    multiaddrs: z.array(multiaddrSchema).max(MAX_MULTIADDRS),
+    zone: labelSchema.optional(),
+    rack: labelSchema.optional(),
+    /** The agent's mirror endpoint (host:port or URL), for the live view. */
+    address: z.string().max(256).optional(),
+    cacheUsedBytes: z.number().min(0).optional(),
+    cacheQuotaBytes: z.number().min(0).optional(),
+    /** Bytes per second served to other peers (recent average). */
+    uploadBytesPerSec: z.number().min(0).optional(),
+    /** Bytes per second obtained from peers, the seed or the upstream (recent average). */
+    downloadBytesPerSec: z.number().min(0).optional(),
+    /** Totals by source since start: peer, seed, upstream, uploaded. */
+    bytesBySource: z
+      .record(z.enum(['peer', 'seed', 'upstream', 'cache', 'uploaded']), z.number().min(0))
+      .optional(),
+    /** Preheat task digests this agent holds complete now. */
+    held: z.array(digestSchema).max(1024).optional(),
+    /** Preheat tasks that failed on this agent. */
+    failed: z
+      .array(z.object({ jobId: z.string().max(64), digest: digestSchema, reason: z.string().max(512) }))
+      .max(MAX_TASKS_PER_ANSWER)
+      .optional(),
+  })
+  .strict()
+/** An agent heartbeat. */
+export type HeartbeatRequest = z.infer<typeof heartbeatRequestSchema>
+/** The answer to a heartbeat: when to beat again and the preheat tasks to work on. */
+export const heartbeatResponseSchema = z.object({
+  intervalMs: z.number().int().min(0),
+  tasks: z.array(preheatTaskSchema).max(MAX_TASKS_PER_ANSWER),
+})
+/** The answer to a heartbeat. */
+export type HeartbeatResponse = z.infer<typeof heartbeatResponseSchema>
 
 /** A report that `peerId` served bad data for `digest`. */
 export const reportBadPeerRequestSchema = z

@@ -14,6 +14,12 @@ describe('parseTrackerConfig', () => {
       badPeerBanMs: 600_000,
       seedPeerIds: [],
       logLevel: 'info',
+      preheat: {
+        maxConcurrentJobs: 4,
+        heartbeatIntervalMs: 5_000,
+        jobTimeoutMs: 1_800_000,
+        retainFinishedJobs: 200,
+      },
     })
   })
   it('accepts a Redis store', () => {

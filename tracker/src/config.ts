@@ -36,6 +36,33 @@ export const trackerStoreSchema = z.strictObject({
 
 const positiveInt = () => z.number().int().positive()
 
+/** Preheat jobs and agent heartbeats (docs/adr/0005-preheat-jobs-in-the-tracker.md). */
+export const trackerPreheatSchema = z.strictObject({
+  adminToken: z
+    .string()
+    .min(16, 'use at least 16 characters')
+    .max(256)
+    .optional()
+    .describe('bearer token of the admin API (/v1/preheat); absent, the admin API refuses every request'),
+  maxConcurrentJobs: positiveInt().max(64).default(4).describe('preheat jobs resolved or running at once'),
+  heartbeatIntervalMs: positiveInt()
+    .default(5 * SECOND_MS)
+    .describe('how often agents are told to send a heartbeat (stats, preheat progress), in milliseconds'),
+  agentTtlMs: positiveInt()
+    .optional()
+    .describe(
+      'an agent silent this long is gone and its preheat targets fail (default 3 heartbeats), in milliseconds',
+    ),
+  jobTimeoutMs: positiveInt()
+    .default(30 * MINUTE_MS)
+    .describe('a running preheat job not finished after this long fails, in milliseconds'),
+  seedRegistryUrl: z
+    .url()
+    .optional()
+    .describe("URL of the seed registry that scope 'seed' pulls through (default: the image's own registry)"),
+  retainFinishedJobs: positiveInt().default(200).describe('finished preheat jobs kept for listing'),
+})
+
 /** Every tracker setting. Field names carry their unit. */
 export const trackerConfigSchema = z
   .strictObject({
@@ -45,6 +72,12 @@ export const trackerConfigSchema = z
       .default('127.0.0.1:7070')
       .describe('address the tracker API listens on (host:port)'),
     store: trackerStoreSchema.prefault({}),
+    dataDir: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('folder for durable state with the memory store (preheat jobs in preheat-jobs.json)'),
+    preheat: trackerPreheatSchema.prefault({}),
     announceIntervalMs: positiveInt()
       .default(10 * SECOND_MS)
       .describe('how often peers are told to announce again, in milliseconds'),

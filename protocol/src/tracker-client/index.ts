@@ -12,6 +12,10 @@ import {
   announceRequestSchema,
   announceResponseSchema,
   formatIssues,
+  type HeartbeatRequest,
+  type HeartbeatResponse,
+  heartbeatRequestSchema,
+  heartbeatResponseSchema,
   type ReportBadPeerRequest,
   type ReportBadPeerResponse,
   reportBadPeerRequestSchema,
@@ -45,6 +49,8 @@ export interface TrackerClient {
     request: ReportBadPeerRequest,
     options?: { signal?: AbortSignal },
   ): Promise<ReportBadPeerResponse>
+  /** Sends an agent heartbeat (stats, held preheat blobs) and returns its preheat tasks. Same errors as announce. */
+  heartbeat(request: HeartbeatRequest, options?: { signal?: AbortSignal }): Promise<HeartbeatResponse>
   /** Lists swarms (observability). */
   swarms(options?: { signal?: AbortSignal }): Promise<SwarmList>
   /** Describes one swarm (observability). */
@@ -168,6 +174,10 @@ export function createTrackerClient(init: TrackerClientInit): TrackerClient {
     async reportBadPeer(request, options = {}) {
       const body = validated(reportBadPeerRequestSchema, request)
       return call('POST', 'v1/report', body, reportBadPeerResponseSchema, options.signal)
+    },
+    async heartbeat(request, options = {}) {
+      const body = validated(heartbeatRequestSchema, request)
+      return call('POST', 'v1/heartbeat', body, heartbeatResponseSchema, options.signal)
     },
     swarms(options = {}) {
       return call('GET', 'v1/swarms', undefined, swarmListSchema, options.signal)

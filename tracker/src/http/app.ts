@@ -31,10 +31,15 @@ export interface TrackerAppComponents {
   tracker: Tracker
   logger?: Logger
   metrics?: Pick<TrackerMetrics, 'httpRequests'>
+  /** More routes (the preheat admin API, heartbeats, the live view), tried after the core ones. */
+  extraRoutes?: TrackerRoute[]
+  /** Preheat tasks for a peer, added to its announce answers (pull model). */
+  tasksFor?(peerId: string): Promise<import('../../../protocol/src/tracker-api.js').PreheatTask[]>
 }
 
 const ERROR_CODES: Record<number, string> = {
   400: 'BAD_REQUEST',
+  401: 'UNAUTHORIZED',
   403: 'DENIED',
   404: 'NOT_FOUND',
   405: 'METHOD_NOT_ALLOWED',
@@ -42,7 +47,8 @@ const ERROR_CODES: Record<number, string> = {
   415: 'UNSUPPORTED_MEDIA_TYPE',
 }
 
-async function readJson(ctx: Koa.Context): Promise<unknown> {
+/** Reads a JSON request body (bounded); DecodeError or TooLargeError when it cannot. */
+export async function readJson(ctx: Koa.Context): Promise<unknown> {
   const declared = Number(ctx.get('content-length') || '0')
   if (declared > MAX_TRACKER_BODY_BYTES)
     throw new TooLargeError(`body larger than ${MAX_TRACKER_BODY_BYTES} bytes`)
@@ -68,14 +74,17 @@ async function readJson(ctx: Koa.Context): Promise<unknown> {
   }
 }
 
-function validate<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
+/** Validates a value against a schema; DecodeError listing the issues when it fails. */
+export function validate<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
   const r = schema.safeParse(value)
   if (!r.success) throw new DecodeError('request does not match the schema', formatIssues(r.error))
   return r.data
 }
 
-type Handler = (ctx: Koa.Context, params: string[]) => Promise<unknown>
-interface Route {
+/** A route handler: returns the JSON body (or sets ctx.body itself and returns undefined). */
+export type Handler = (ctx: Koa.Context, params: string[]) => Promise<unknown>
+/** A tracker route. */
+export interface TrackerRoute {
   name: string
   pattern: RegExp
   methods: Partial<Record<string, Handler>>
@@ -84,15 +93,18 @@ interface Route {
 /** Creates the tracker's Koa app. */
 export function createTrackerApp(components: TrackerAppComponents): Koa {
   const { tracker, logger } = components
-  const routes: Route[] = [
+  const routes: TrackerRoute[] = [
     {
       name: '/v1/announce',
       pattern: /^\/v1\/announce\/?$/,
       methods: {
-        POST: async (ctx) =>
-          tracker.announce(validate(announceRequestSchema, await readJson(ctx)), {
-            signal: abortOnClose(ctx),
-          }),
+        POST: async (ctx) => {
+          const request = validate(announceRequestSchema, await readJson(ctx))
+          const answer = await tracker.announce(request, { signal: abortOnClose(ctx) })
+          if (components.tasksFor === undefined) return answer
+          const tasks = await components.tasksFor(request.peerId)
+          return tasks.length > 0 ? { ...answer, tasks } : answer
+        },
       },
     },
     {
@@ -126,6 +138,7 @@ export function createTrackerApp(components: TrackerAppComponents): Koa {
         },
       },
     },
+    ...(components.extraRoutes ?? []),
   ]
 
   const app = new Koa()
@@ -142,8 +155,11 @@ export function createTrackerApp(components: TrackerAppComponents): Koa {
         throw new UnsupportedError(`${ctx.method} is not allowed on ${route.name}`)
       }
       const params = route.pattern.exec(ctx.path)!.slice(1)
-      ctx.body = await handler(ctx, params)
-      ctx.type = 'application/json'
+      const body = await handler(ctx, params)
+      if (body !== undefined) {
+        ctx.body = body
+        ctx.type = 'application/json'
+      }
     } catch (err) {
       const { status } = ociErrorFor(err)
       if (status >= 500) logger?.error({ err, path: ctx.path }, 'tracker request failed')
@@ -170,7 +186,7 @@ export function createTrackerApp(components: TrackerAppComponents): Koa {
 }
 
 /** A signal that aborts when the client goes away before the answer is sent. */
-function abortOnClose(ctx: Koa.Context): AbortSignal {
+export function abortOnClose(ctx: Koa.Context): AbortSignal {
   const ac = new AbortController()
   ctx.res.once('close', () => {
     if (!ctx.res.writableFinished) ac.abort(new Error('client closed the connection'))
