@@ -112,4 +112,31 @@ describe('simulate', () => {
     expect(row.p50Seconds).toBeLessThanOrEqual(row.maxSeconds)
     expect(row.originRatio).toBeGreaterThanOrEqual(1)
   })
+
+  it('serves pieces from peers that are still downloading (in-flight seeding)', () => {
+    const c = config({ nodes: 12, imageBytes: 16 * MiB, layers: 1, latencyMs: 1 })
+    const deliveries: Array<{ from: number; t: number }> = []
+    const r = simulate({ ...c, onPiece: (_n, _l, _i, from, t) => deliveries.push({ from, t }) })
+    expect(deliveries).toHaveLength(c.nodes * r.pieces)
+    const fromPartial = deliveries.filter((d) => d.from < c.nodes && d.t < r.completionMs[d.from]!)
+    expect(fromPartial.length).toBeGreaterThan(0)
+  })
+
+  it('lets only originSlots peers fetch from the origin at once', () => {
+    const c = config({ nodes: 15, imageBytes: 16 * MiB, layers: 1, latencyMs: 1, originSlots: 1 })
+    const fromOrigin: Array<{ node: number; t: number }> = []
+    const r = simulate({
+      ...c,
+      onPiece: (node, _l, _i, from, t) => {
+        if (from === c.nodes) fromOrigin.push({ node, t })
+      },
+    })
+    // A slot is held until its peer completes: origin pieces reach one node at a time.
+    for (let k = 1; k < fromOrigin.length; k++) {
+      const prev = fromOrigin[k - 1]!
+      const cur = fromOrigin[k]!
+      if (cur.node !== prev.node) expect(cur.t).toBeGreaterThanOrEqual(r.completionMs[prev.node]!)
+    }
+    expect(fromOrigin.length).toBeGreaterThanOrEqual(r.pieces)
+  })
 })
