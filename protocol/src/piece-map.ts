@@ -203,7 +203,16 @@ export async function computePieceMap(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   digest: Digest,
   size: number,
-  options: { pieceSize?: number; signal?: AbortSignal } = {},
+  options: {
+    pieceSize?: number
+    signal?: AbortSignal
+    /**
+     * Check the whole blob against `digest` (DigestMismatchError). Callers that read a
+     * blob their own store verified at commit may skip this second pass over the bytes.
+     * @default true
+     */
+    verifyDigest?: boolean
+  } = {},
 ): Promise<PieceMap> {
   const { algorithm } = parseDigest(digest)
   const pieceSize = options.pieceSize ?? choosePieceSize(size)
@@ -214,7 +223,7 @@ export async function computePieceMap(
     throw new SizeInvalidError(`invalid blob size: ${size}`)
   }
   if (pieceCountFor(size, pieceSize) > MAX_PIECE_COUNT) throw new RangeError('too many pieces')
-  const whole = new Digester(algorithm)
+  const whole = options.verifyDigest === false ? undefined : new Digester(algorithm)
   const pieces: string[] = []
   let piece = createHash('sha256')
   let inPiece = 0
@@ -223,7 +232,7 @@ export async function computePieceMap(
     options.signal?.throwIfAborted()
     total += chunk.byteLength
     if (total > size) throw new SizeInvalidError(`blob is larger than ${size} bytes`, { expected: size })
-    whole.update(chunk)
+    whole?.update(chunk)
     let off = 0
     while (off < chunk.byteLength) {
       const n = Math.min(pieceSize - inPiece, chunk.byteLength - off)
@@ -240,7 +249,7 @@ export async function computePieceMap(
   if (total !== size)
     throw new SizeInvalidError(`blob has ${total} bytes, expected ${size}`, { expected: size, actual: total })
   if (inPiece > 0 || pieces.length === 0) pieces.push(piece.digest('hex'))
-  const actual = whole.digest()
+  const actual = whole?.digest() ?? digest
   if (actual !== digest) throw new DigestMismatchError(undefined, { expected: digest, actual })
   return { digest, size, pieceSize, pieces }
 }

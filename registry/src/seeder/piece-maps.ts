@@ -1,6 +1,6 @@
 /**
- * The seed's signed piece maps: computed from a blob's bytes (computePieceMap, which
- * also re-checks the blob's digest), signed with the seed's libp2p key, and stored
+ * The seed's signed piece maps: computed from a blob's bytes (computePieceMap, once;
+ * the store verified the digest at commit), signed with the seed's libp2p key, and stored
  * beside the blob through the storage driver so they survive restarts and go away
  * with the blob. A blob that has none yet (stored before the seed existed, or whose
  * commit hook was missed) gets one on first request. Concurrent requests for one blob
@@ -96,7 +96,11 @@ export function createPieceMapStore(
     if (body === undefined) return undefined
     let map: Awaited<ReturnType<typeof computePieceMap>>
     try {
+      // The blob store verified this digest when the blob was committed and never
+      // exposes partial blobs; agents check the whole blob again before completing it.
+      // Skipping the second whole-blob hash saves a full pass over every pushed byte.
       map = await computePieceMap(body, digest, size, {
+        verifyDigest: false,
         ...(init.pieceSize !== undefined ? { pieceSize: init.pieceSize } : {}),
         ...(signal ? { signal } : {}),
       })

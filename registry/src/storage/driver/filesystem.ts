@@ -206,6 +206,9 @@ export function createFilesystemDriver(init: FilesystemDriverInit): StorageDrive
       return handle.createReadStream({
         start: offset,
         end: end - 1,
+        // 1 MiB reads: with Node's 64 KiB default a large blob costs 16x as many reads,
+        // stream hops and socket writes (the registry benchmark measured ~1.6x throughput).
+        highWaterMark: 1024 * 1024,
         autoClose: true,
         signal: options?.signal,
       })
