@@ -30,7 +30,7 @@ import { readProcessCpuSeconds } from '../lib/process-sampler.js'
 import { progress } from '../lib/progress.js'
 import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
 import { fluidBound } from './bound.js'
-import { formatRounds, type RoundResult, renderPlots, summarizeRound } from './report.js'
+import { formatRounds, judgeTargets, type RoundResult, renderPlots, summarizeRound } from './report.js'
 
 const USAGE = `usage: npm run bench:cluster -- [options]      (as root)
 
@@ -345,6 +345,9 @@ async function main(): Promise<void> {
 
     const table = formatRounds(rounds)
     process.stdout.write(`\n${table}\n\n`)
+    const verdicts = judgeTargets(rounds)
+    for (const v of verdicts)
+      process.stdout.write(`${v.pass ? 'PASS' : 'FAIL'}  ${v.target}: ${v.measured}\n`)
     process.stdout.write(
       `jumbo frames: MTU ${options.mtu} on every veth; image ${(image.totalBytes / 1e6).toFixed(1)} MB in ${options.layers} layers; nodes ${options.nodeMbit} Mbit/s up and down; origin ${options.originMbit} Mbit/s up\n`,
     )
@@ -364,6 +367,7 @@ async function main(): Promise<void> {
         registryArgs: options.registryArgs,
       },
       rounds,
+      targets: verdicts,
     }
     const jsonPath = await writeJsonResult(options.jsonPath, result)
     const svgPath = jsonPath.replace(/\.json$/, '') + '.svg'

@@ -165,3 +165,48 @@ export function renderPlots(rounds: readonly RoundResult[]): string {
   })
   return composeSvg([cdf, scaling])
 }
+
+/** One target of the cluster issue and its verdict on these rounds. */
+export interface TargetVerdict {
+  target: string
+  measured: string
+  pass: boolean
+}
+
+/**
+ * The issue's targets on the shoal rounds: origin egress at most 1.1x the image at every
+ * N; the last node within 1.5x the fluid bound at the largest N; growth of the last
+ * node's time from the smallest to the largest N at most 1.3x.
+ */
+export function judgeTargets(rounds: readonly RoundResult[]): TargetVerdict[] {
+  const shoal = rounds.filter((r) => r.system === 'shoal').sort((a, b) => a.nodes - b.nodes)
+  const verdicts: TargetVerdict[] = []
+  for (const r of shoal) {
+    verdicts.push({
+      target: `origin egress <= 1.1x image at N=${r.nodes}`,
+      measured: `${r.originEgressRatio.toFixed(2)}x`,
+      pass: r.originEgressRatio <= 1.1,
+    })
+  }
+  const largest = shoal.at(-1)
+  if (largest) {
+    verdicts.push({
+      target: `last node <= 1.5x fluid bound at N=${largest.nodes}`,
+      measured: largest.ratioToBound === null ? 'nodes failed' : `${largest.ratioToBound.toFixed(2)}x`,
+      pass: largest.ratioToBound !== null && largest.ratioToBound <= 1.5,
+    })
+  }
+  const smallest = shoal[0]
+  if (smallest && largest && largest.nodes > smallest.nodes) {
+    const growth =
+      smallest.maxSeconds && largest.maxSeconds && largest.failed === 0
+        ? largest.maxSeconds / smallest.maxSeconds
+        : null
+    verdicts.push({
+      target: `growth of the last node N=${smallest.nodes} -> ${largest.nodes} <= 1.3x`,
+      measured: growth === null ? 'nodes failed' : `${growth.toFixed(2)}x`,
+      pass: growth !== null && growth <= 1.3,
+    })
+  }
+  return verdicts
+}

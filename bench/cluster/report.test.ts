@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest'
+import { fluidBound } from './bound.js'
+import { formatRounds, judgeTargets, renderPlots, summarizeRound } from './report.js'
+
+const IMAGE = 100e6
+
+function round(system: 'shoal' | 'distribution', nodes: number, lastMs: number, egress: number) {
+  const bound = fluidBound({ fileBytes: IMAGE, nodes, originMbit: 100, nodeUpMbit: 100, nodeDownMbit: 100 })
+  const results = Array.from({ length: nodes }, (_, i) => ({
+    node: `n${i + 1}`,
+    ok: true,
+    completionMs: Math.round((lastMs * (i + 1)) / nodes),
+    bytes: IMAGE,
+    retries: 0,
+  }))
+  return summarizeRound({
+    system,
+    nodes,
+    imageBytes: IMAGE,
+    bound,
+    results,
+    originEgressBytes: egress,
+    registryBlobBytesSent: null,
+    machineCpu: 0.5,
+    wallSeconds: lastMs / 1000,
+  })
+}
+
+describe('cluster report', () => {
+  it('summarises a round against the bound and judges the targets', () => {
+    const r10 = round('shoal', 10, 9_000, 1.05 * IMAGE)
+    expect(r10.maxSeconds).toBe(9)
+    expect(r10.p50Seconds).toBe(4.5)
+    expect(r10.ratioToBound).toBeCloseTo(9 / 8, 6)
+    const r50 = round('shoal', 50, 11_000, 1.2 * IMAGE)
+    const verdicts = judgeTargets([r10, r50, round('distribution', 50, 400_000, 50 * IMAGE)])
+    expect(verdicts.map((v) => v.pass)).toEqual([true, false, true, true])
+    expect(verdicts[3]!.measured).toBe('1.22x')
+  })
+
+  it('treats a failed node as a miss, and renders the table and both plots', () => {
+    const r = round('shoal', 3, 5_000, IMAGE)
+    const failed = { ...r, failed: 1, ok: 2, ratioToBound: null }
+    expect(judgeTargets([failed]).find((v) => v.target.includes('bound'))!.pass).toBe(false)
+    expect(formatRounds([r])).toContain('shoal')
+    const svg = renderPlots([
+      r,
+      round('shoal', 10, 6_000, IMAGE),
+      round('distribution', 10, 80_000, 10 * IMAGE),
+    ])
+    expect(svg.match(/<polyline/g)!.length).toBeGreaterThanOrEqual(5)
+  })
+})
