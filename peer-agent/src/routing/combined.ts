@@ -29,6 +29,8 @@ export interface CombinedRouterComponents {
   logger?: Logger
   /** Called each time findPeers falls back to the DHT (for metrics). */
   onFallback?(digest: Digest): void
+  /** Called with the peers the tracker handed out (the agent dials some to fill its DHT routing table). */
+  onTrackerPeers?(peers: ProviderRecord[]): void
 }
 
 /** The combined router. */
@@ -60,6 +62,7 @@ export function createCombinedRouter(
         try {
           const peers = await tracker.findPeers(digest, options)
           down = false
+          components.onTrackerPeers?.(peers)
           return peers
         } catch (err) {
           if (!(err instanceof TrackerUnavailableError) || dht === undefined) throw err

@@ -32,6 +32,9 @@ import { createSwarmMetrics } from './metrics.js'
 import { createPieceMapStore, type PieceMapStore } from './piece-maps.js'
 import { createSwarmBlobSource, type SwarmBlobSource } from './swarm-source.js'
 
+/** Below this many connections, peers handed out by the tracker are dialled for the DHT. */
+const DHT_MIN_CONNECTIONS = 3
+
 /** Substitutes for parts of the swarm (tests: a peer whose cache serves flipped bytes). */
 export interface AgentSwarmOverrides {
   /** What the piece server serves from instead of the cache. */
@@ -150,6 +153,21 @@ export async function createAgentSwarm(
     dht,
     logger,
     onFallback: () => metrics.dhtFallbacks.inc(),
+    onTrackerPeers: (peers) => {
+      // A node with few connections dials a few peers the tracker named, so its DHT
+      // routing table is ready should the tracker go away.
+      if (node.libp2p.getConnections().length >= DHT_MIN_CONNECTIONS) return
+      for (const peer of peers.slice(0, DHT_MIN_CONNECTIONS)) {
+        const addrs = peer.multiaddrs.filter((m) => m.includes('/p2p/'))
+        if (addrs.length === 0) continue
+        void node.libp2p
+          .dial(
+            addrs.map((m) => multiaddr(m)),
+            { signal: AbortSignal.timeout(5_000) },
+          )
+          .catch(() => {})
+      }
+    },
   })
   const combined = router
   const source = createSwarmBlobSource(
