@@ -560,6 +560,87 @@ describe('agent mirror endpoint', () => {
       await bareAnonymous.arrayBuffer()
     })
 
+    it('serves a cached private blob only through a repository that holds it, to clients it accepts', async () => {
+      const secret = imageFixture(11)
+      const open = imageFixture(12)
+      await pushImage(locked.url, 'corp/secret', 'v1', secret, { username: 'alice', password: USERS.alice })
+      await pushImage(hub.url, 'pub/app', 'v1', open)
+      const proxy: CountingProxy = await startCountingProxy(locked.url)
+      stops.push(() => proxy.stop())
+      const gated = await startAgent({
+        upstreams: [
+          { host: 'corp.example', url: proxy.url, username: 'agent', password: USERS.agent },
+          { host: 'docker.io', url: hub.url },
+        ],
+      })
+      const layer = secret.layer.digest
+      const privateUrl = `${gated.url}/v2/corp/secret/blobs/${layer}?ns=corp.example`
+      const publicUrl = `${gated.url}/v2/pub/app/blobs/${layer}?ns=docker.io`
+      const alice = { authorization: basic('alice', USERS.alice) }
+      const errorCode = async (res: Response) =>
+        ((await res.json()) as { errors: Array<{ code: string }> }).errors[0]?.code
+
+      // An authorised client pulls the private layer; the agent caches it.
+      const first = await fetch(privateUrl, { headers: alice })
+      expect(first.status).toBe(200)
+      expect(digestOf(new Uint8Array(await first.arrayBuffer()))).toBe(layer)
+      await waitUntil(() => gated.node.cache.has(layer), 'the private blob to be cached')
+      const blobPath = `/v2/corp/secret/blobs/${layer}`
+      // The agent's upstream client answers the htpasswd challenge: its first GET goes twice.
+      const gets = proxy.count(`GET ${blobPath}`)
+      expect(gets).toBeGreaterThan(0)
+
+      // Asked for through a public repository that does not hold it: 404, not the cached bytes.
+      const anyone: Array<Record<string, string>> = [{}, alice]
+      for (const headers of anyone) {
+        const leaked = await fetch(publicUrl, { headers })
+        expect(leaked.status, JSON.stringify(headers)).toBe(404)
+        expect(await errorCode(leaked)).toBe('BLOB_UNKNOWN')
+        const leakedHead = await fetch(publicUrl, { method: 'HEAD', headers })
+        expect(leakedHead.status).toBe(404)
+      }
+      const ranged = await fetch(publicUrl, { headers: { range: 'bytes=0-99' } })
+      expect(ranged.status).toBe(404)
+      await ranged.arrayBuffer()
+      // The public repository's own layer is still served to anyone.
+      const own = await fetch(`${gated.url}/v2/pub/app/blobs/${open.layer.digest}?ns=docker.io`)
+      expect(own.status).toBe(200)
+      expect(digestOf(new Uint8Array(await own.arrayBuffer()))).toBe(open.layer.digest)
+
+      // Through the private repository itself: 401 without credentials or with wrong ones.
+      const refusedHeaders: Array<Record<string, string>> = [{}, { authorization: basic('alice', 'wrong') }]
+      for (const headers of refusedHeaders) {
+        const refused = await fetch(privateUrl, { headers })
+        expect(refused.status, JSON.stringify(headers)).toBe(401)
+        expect(refused.headers.get('www-authenticate')).toMatch(/^Basic /)
+        expect(await errorCode(refused)).toBe('UNAUTHORIZED')
+      }
+
+      // The authorised client is served from the cache, with no more upstream GETs nor
+      // HEADs: its verdict for this blob is cached.
+      const headsBefore = proxy.count(`HEAD ${blobPath}`)
+      for (let i = 0; i < 3; i++) {
+        const again = await fetch(privateUrl, { headers: alice })
+        expect(again.status).toBe(200)
+        expect(digestOf(new Uint8Array(await again.arrayBuffer()))).toBe(layer)
+      }
+      expect(proxy.count(`GET ${blobPath}`)).toBe(gets)
+      expect(proxy.count(`HEAD ${blobPath}`)).toBe(headsBefore)
+      expect(await metricValue(gated.metrics, 'shoal_agent_blob_bytes_total', { source: 'cache' })).toBe(
+        3 * secret.layer.bytes.byteLength,
+      )
+
+      // Another credential costs one HEAD of its own for this blob, then none.
+      const other = { authorization: basic('agent', USERS.agent) }
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(privateUrl, { headers: other })
+        expect(res.status).toBe(200)
+        await res.arrayBuffer()
+      }
+      expect(proxy.count(`HEAD ${blobPath}`)).toBe(headsBefore + 1)
+      expect(proxy.count(`GET ${blobPath}`)).toBe(gets)
+    })
+
     it('points anonymous clients at the upstream token realm and accepts its bearer tokens', async () => {
       const issuer = await createTokenIssuer(dir)
       const tokens = await startTokenServer({
