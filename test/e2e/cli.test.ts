@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { readdir } from 'node:fs/promises'
+import { readdir, writeFile } from 'node:fs/promises'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createCleanup, createTempDir, removeTempDir, runCommand } from '../helpers/processes.js'
 import {
@@ -72,6 +72,33 @@ describe('shoal registry', () => {
     const status = await registry.process.stop()
     expect(status).toEqual({ code: 0, signal: null })
     expect(registry.process.lines().some((line) => line.includes('"msg":"stopped"'))).toBe(true)
+  })
+
+  it('takes its settings from a YAML config file, with flags above it', async () => {
+    const file = join(dir, 'shoal.yaml')
+    await writeFile(
+      file,
+      [
+        'registry:',
+        '  listen: 127.0.0.1:1',
+        '  storageDriver: memory',
+        '  seed:',
+        '    enabled: false',
+        '',
+      ].join('\n'),
+    )
+    const registry = await startShoalService({
+      args: ['registry', '--config', file, '--listen', '127.0.0.1:0'],
+      service: 'registry',
+      name: 'shoal-registry-config',
+      logDir: dir,
+    })
+    cleanup.add(() => registry.stop(), 'stop registry')
+    expect(registry.port).not.toBe(1)
+    expect((await fetch(`${registry.url}/v2/`)).status).toBe(200)
+    // seed.enabled: false from the file: no seed endpoint.
+    expect((await fetch(`${registry.url}/shoal/v1/seed`)).status).toBe(404)
+    expect(await registry.process.stop()).toEqual({ code: 0, signal: null })
   })
 
   it('reports every configuration problem at once and exits 2', async () => {
