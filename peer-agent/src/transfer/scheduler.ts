@@ -363,6 +363,10 @@ export async function downloadBlob(
     const othersPending = ordered.some(
       (p) => !p.peer.origin && !p.dropped && p.lastHaveAt === 0 && now - p.addedAt < ORIGIN_HOLD_MS,
     )
+    // A piece another usable agent holds is never the origin's, even while that agent's
+    // request slots are full: the origin gets only what no other peer can give.
+    const othersHold = (index: number): boolean =>
+      ordered.some((p) => !p.peer.origin && !p.dropped && p.busyUntil <= now && p.has?.get(index) === true)
     for (const state of ordered) {
       if (state.dropped || state.busyUntil > now) continue
       if (state.peer.origin && othersPending) continue
@@ -377,7 +381,9 @@ export async function downloadBlob(
         const next = pickPiece({
           pieceCount: count,
           have: haveSet,
-          peerHas: { has: (i) => peerHas.get(i) },
+          peerHas: state.peer.origin
+            ? { has: (i) => peerHas.get(i) && !othersHold(i) }
+            : { has: (i) => peerHas.get(i) },
           inFlight,
           requestedFromPeer: state.requested,
           availability,
