@@ -12,6 +12,7 @@ import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { type BlobCache, createBlobCache } from './cache/index.js'
 import type { AgentConfig } from './config.js'
+import { createPreheatWorker, type PreheatWorker } from './preheat/index.js'
 import {
   type BlobSource,
   createCachingBlobSource,
@@ -120,6 +121,31 @@ export async function createAgentNode(
     { ttlMs: config.authCacheTtlMs, timeoutMs: config.upstreamTimeoutMs },
   )
   const app = createMirrorApp({ manifests, blobs, access, logger, metrics })
+  // Heartbeats and preheat tasks from the tracker (docs/adr/0005), for a swarm with a peer id.
+  const peerId = (swarm as { peerId?: unknown } | undefined)?.peerId
+  const preheat: PreheatWorker | undefined =
+    config.trackerUrl === undefined || typeof peerId !== 'string'
+      ? undefined
+      : await (async () => {
+          const { createTrackerClient } = await import('../../protocol/src/tracker-client/index.js')
+          const node = (swarm as { node?: { getMultiaddrs(): Array<{ toString(): string }> } }).node
+          return createPreheatWorker(
+            {
+              client: createTrackerClient({ url: config.trackerUrl!, timeoutMs: config.trackerTimeoutMs }),
+              blobs,
+              cache,
+              metrics,
+              logger,
+            },
+            {
+              peerId,
+              multiaddrs: () => node?.getMultiaddrs().map((m) => m.toString()) ?? [],
+              address: config.listen,
+              ...(config.zone === undefined ? {} : { zone: config.zone }),
+              ...(config.rack === undefined ? {} : { rack: config.rack }),
+            },
+          )
+        })()
 
   let started = false
   let stopped: Promise<void> | undefined
@@ -133,6 +159,7 @@ export async function createAgentNode(
       await mkdir(config.dataDir, { recursive: true })
       await Promise.all([cache.start(), manifestCache.start()])
       await swarm?.start?.()
+      await preheat?.start()
       logger.info(
         {
           registryUrl: config.registryUrl,
@@ -145,6 +172,7 @@ export async function createAgentNode(
     stop() {
       stopped ??= (async () => {
         if (!started) return
+        await preheat?.stop()
         await swarm?.stop?.()
         await cache.stop()
       })()

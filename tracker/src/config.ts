@@ -51,7 +51,7 @@ export const trackerPreheatSchema = z.strictObject({
   agentTtlMs: positiveInt()
     .optional()
     .describe(
-      'an agent silent this long is gone and its preheat targets fail (default 3 heartbeats), in milliseconds',
+      'an agent silent this long is gone and its preheat targets fail (default 3 heartbeats, at least 15 s), in milliseconds',
     ),
   jobTimeoutMs: positiveInt()
     .default(30 * MINUTE_MS)

@@ -46,7 +46,7 @@ export interface PreheatServiceInit {
   maxConcurrentJobs?: number
   /** How often agents send heartbeats, in milliseconds. @default 5000 */
   heartbeatIntervalMs?: number
-  /** An agent silent for this long is gone (its targets fail). @default 3 * heartbeatIntervalMs */
+  /** An agent silent for this long is gone (its targets fail). @default max(3 heartbeats, 15 s) */
   agentTtlMs?: number
   /** A running job not finished after this long fails. @default 1800000 */
   jobTimeoutMs?: number
@@ -93,7 +93,7 @@ export function createPreheatService(
   const random = components.random ?? Math.random
   const maxConcurrent = init.maxConcurrentJobs ?? 4
   const heartbeatIntervalMs = init.heartbeatIntervalMs ?? 5000
-  const agentTtlMs = init.agentTtlMs ?? 3 * heartbeatIntervalMs
+  const agentTtlMs = init.agentTtlMs ?? Math.max(3 * heartbeatIntervalMs, 15_000)
   const jobTimeoutMs = init.jobTimeoutMs ?? 30 * 60_000
   const tickIntervalMs = init.tickIntervalMs ?? 500
   const retain = init.retainFinishedJobs ?? 200

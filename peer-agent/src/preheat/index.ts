@@ -1,0 +1,2 @@
+/** Preheat on the agent: heartbeats to the tracker and the tasks its answers carry. */
+export * from './worker.js'
