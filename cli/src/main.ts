@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs'
 import { Command } from 'commander'
 import { agentCommand } from './commands/agent.js'
+import { preheatCommand } from './commands/preheat.js'
 import { registryCommand } from './commands/registry.js'
 import { trackerCommand } from './commands/tracker.js'
 import { upCommand } from './commands/up.js'
@@ -18,7 +19,14 @@ const program = new Command('shoal')
   .description('peer-to-peer container image distribution: an OCI registry, a tracker and per-node agents')
   .version(pkg.version)
 
-for (const command of [program, registryCommand(), trackerCommand(), agentCommand(), upCommand()]) {
+for (const command of [
+  program,
+  registryCommand(),
+  trackerCommand(),
+  agentCommand(),
+  upCommand(),
+  preheatCommand(),
+]) {
   // Usage errors (unknown option, missing argument) exit 2 like configuration errors; help and version exit 0.
   command.showHelpAfterError().exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE))
   if (command !== program) program.addCommand(command)
