@@ -168,16 +168,24 @@ async function main(): Promise<number> {
     // Untimed warm-up of every path, so no measured run pays for JIT compilation.
     progress('warming up')
     const warmPieces = Math.max(1, Math.ceil((64 * MIB) / job.pieceSize))
+    const warmups: string[] = []
     for (const variant of config.variants) {
-      await client.request({
-        cmd: 'shoal',
-        variant: variant.name,
-        addresses: servers.map((s) => s.addresses[variant.name]!),
-        job,
-        batch: config.batch,
-        depth: config.depth,
-        limit: warmPieces * servers.length,
-      })
+      try {
+        await client.request({
+          cmd: 'shoal',
+          variant: variant.name,
+          addresses: servers.map((s) => s.addresses[variant.name]!),
+          job,
+          batch: config.batch,
+          depth: config.depth,
+          limit: warmPieces * servers.length,
+        })
+      } catch (err) {
+        // Reported with the results; the measured runs show whether the path works.
+        const message = err instanceof Error ? err.message.split('\n')[0]! : String(err)
+        warmups.push(`${variant.name}: ${message}`)
+        progress(`warm-up of ${variant.name} failed: ${message}`)
+      }
     }
     await client.request({ cmd: 'raw', ports: servers.map((s) => s.rawPort), job, verify: true })
 
@@ -312,6 +320,7 @@ async function main(): Promise<number> {
       rows,
       measurements,
       failures,
+      warmupFailures: warmups,
       profiles,
     })
     progress(`JSON result written to ${jsonPath}`)
