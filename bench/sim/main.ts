@@ -34,7 +34,7 @@ const { values } = parseArgs({
     'requests-per-peer': { type: 'string', default: '2' },
     'origin-requests': { type: 'string', default: '1' },
     'max-peers': { type: 'string', default: '8' },
-    'tracker-sample': { type: 'string', default: '1000' },
+    'tracker-sample': { type: 'string', default: '200' },
     'start-jitter-ms': { type: 'string', default: '0' },
     streaming: { type: 'boolean', default: false },
     seed: { type: 'string', default: '1' },
@@ -48,7 +48,7 @@ if (values.help) {
   [--layers 4] [--piece-mb N] [--node-mbit 100] [--node-down-mbit M] [--origin-mbit 100]
   [--latency-ms 1] [--have-delay-ms D] [--origin-slots 3] [--max-uploads 16]
   [--busy-backoff-ms 1000] [--requests-per-peer 2] [--origin-requests 1] [--max-peers 8]
-  [--tracker-sample 1000] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
+  [--tracker-sample 200] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
 `)
   process.exit(0)
 }

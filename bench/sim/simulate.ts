@@ -66,7 +66,7 @@ export interface SimConfig {
   announceIntervalMs?: number
   /** Re-announce delay after an answer with no peers and no origin. @default 1000 */
   barrenRetryMs?: number
-  /** Members the hand-out looks at; 0 = all. @default 1000 */
+  /** Members the hand-out looks at; 0 = all. @default 200 */
   trackerSample?: number
   /** Agent scheduler settings (defaults as in peer-agent/src/transfer/scheduler.ts). */
   maxPeers?: number
@@ -204,7 +204,7 @@ export function simulate(config: SimConfig): SimResult {
   const maxPerAnswer = config.maxPeersPerAnswer ?? 30
   const announceInterval = config.announceIntervalMs ?? 10_000
   const barrenRetry = config.barrenRetryMs ?? 1_000
-  const sampleSize = config.trackerSample ?? 1_000
+  const sampleSize = config.trackerSample ?? 200
   const maxPeers = config.maxPeers ?? 8
   const peerSearchInterval = config.peerSearchIntervalMs ?? 2_000
   const requestsPerPeer = config.requestsPerPeer ?? 2
