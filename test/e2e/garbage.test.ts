@@ -283,7 +283,14 @@ describe('garbage on every libp2p protocol and HTTP endpoint', () => {
     for (const service of [registry, tracker, agent]) {
       expect(service.process.exitStatus(), service.process.name).toBeUndefined()
     }
-    // The seed and the agent still answer a proper request over libp2p.
+    // The seed and the agent still take a new connection and answer a proper request.
+    for (const target of [seedAddr, agentAddr]) {
+      await client.libp2p.hangUp(multiaddr(target))
+      const missing = decodeFrames(
+        await exchange(target, HAVE_PROTOCOL, [frame([2, 1, ...Buffer.alloc(32)])]),
+      )
+      expect(missing[0]?.type === 'have-reply' && missing[0].status, target).toBe('not-found')
+    }
     const have = decodeFrames(await exchange(seedAddr, HAVE_PROTOCOL, [frame([2, ...digestBytes])]))
     expect(have[0]?.type === 'have-reply' && have[0].status).toBe('ok')
   })
