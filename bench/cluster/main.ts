@@ -13,6 +13,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { skopeoCopy } from '../../test/helpers/images.js'
 import { requireBinaries } from '../../test/helpers/processes.js'
+import { startNodeContainerds } from '../../test/testbed/containerd-nodes.js'
 import { writeBenchImage } from '../../test/testbed/image.js'
 import {
   curlIn,
@@ -43,6 +44,7 @@ const USAGE = `usage: npm run bench:cluster -- [options]      (as root)
   --tracker-arg A       extra argument to \`shoal tracker\` (repeatable), e.g. --tracker-arg=--announce-interval-ms=2000
   --agent-arg A         extra argument to \`shoal agent\` (repeatable)
   --registry-arg A      extra argument to \`shoal registry\` (repeatable)
+  --containerd          pull with a real \`ctr images pull\` from a containerd per node (fresh for every round)
   --mtu N               MTU of every veth (default ${JUMBO_MTU})
   --json PATH           JSON result path (default bench/results/cluster-<time>.json; the SVG goes beside it)
   --keep                keep the work folder (logs of every daemon and client)
@@ -64,6 +66,7 @@ interface Options {
   jsonPath: string
   keep: boolean
   cleanup: boolean
+  containerd: boolean
 }
 
 function parseOptions(argv: string[]): Options {
@@ -83,6 +86,7 @@ function parseOptions(argv: string[]): Options {
       json: { type: 'string' },
       keep: { type: 'boolean', default: false },
       cleanup: { type: 'boolean', default: false },
+      containerd: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   })
@@ -114,6 +118,7 @@ function parseOptions(argv: string[]): Options {
     jsonPath: values.json ?? defaultResultPath('cluster'),
     keep: values.keep,
     cleanup: values.cleanup,
+    containerd: values.containerd,
   }
 }
 
@@ -175,7 +180,15 @@ async function scrapeAgents(nodes: readonly TestbedHost[]): Promise<Record<strin
 
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2))
-  requireBinaries(['ip', 'tc', 'nsenter', 'curl', 'skopeo', '/usr/bin/docker-registry'])
+  requireBinaries([
+    'ip',
+    'tc',
+    'nsenter',
+    'curl',
+    'skopeo',
+    '/usr/bin/docker-registry',
+    ...(process.argv.includes('--containerd') ? ['containerd', 'ctr'] : []),
+  ])
   if (options.cleanup) {
     const removed = await cleanupLeftovers(TESTBED_PREFIX)
     process.stdout.write(removed.length ? `removed ${removed.join(' ')}\n` : 'nothing to remove\n')
@@ -264,14 +277,32 @@ async function main(): Promise<void> {
         const tx0 = await tb.originTxBytes()
         const reg0 = registryBytes ? await registryBytes() : 0
         const cpu0 = readMachineCpuTimes()
+        // With --containerd: fresh containerds (their content store would remember the
+        // previous round), pulling through the agent as mirror or straight from the origin.
+        const containerds = options.containerd
+          ? await startNodeContainerds(
+              targets.map((t) => t.host),
+              join(workDir, `containerd-${system}-${n}`),
+            )
+          : undefined
+        const first = targets[0]!
+        const pullTargets = containerds
+          ? await containerds.targets({
+              registryHost: first.ns ?? new URL(first.url).host,
+              repository: REPOSITORY,
+              tag: TAG,
+              ...(first.ns ? { mirrorUrl: first.url } : {}),
+            })
+          : targets
         const t0 = performance.now()
         const { results } = await runPulls(
-          targets,
+          pullTargets,
           { repository: REPOSITORY, reference: TAG, logDir: join(workDir, `pulls-${system}-${n}`) },
           { onProgress: (p) => display.update(p), signal: controller.signal },
         )
         const wallSeconds = (performance.now() - t0) / 1000
         const cpu1 = readMachineCpuTimes()
+        await containerds?.stop()
         const own1 = ownCpu()
         display.end()
         const tx1 = await tb.originTxBytes()

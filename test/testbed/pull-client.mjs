@@ -5,12 +5,17 @@
 // every blob it lists, in parallel, checking each blob's sha256, and discards the bytes.
 // With --ns it adds `?ns=<host>` as containerd does through a mirror. It writes JSON
 // lines to stdout: ready, progress (bytes so far, every 500 ms), then done or error.
+// With --exec it runs the command after `--` at the start time instead (e.g. a real
+// `ctr images pull`) and reports when it exits (bytes are then unknown: 0).
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import http from 'node:http'
 import { parseArgs } from 'node:util'
 
-const { values } = parseArgs({
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
   options: {
+    exec: { type: 'boolean', default: false },
     url: { type: 'string' },
     repo: { type: 'string' },
     ref: { type: 'string' },
@@ -19,7 +24,7 @@ const { values } = parseArgs({
     'timeout-ms': { type: 'string', default: '1800000' },
   },
 })
-if (!values.url || !values.repo || !values.ref) {
+if (!values.exec && (!values.url || !values.repo || !values.ref)) {
   process.stderr.write('usage: pull-client.mjs --url URL --repo NAME --ref TAG [--ns HOST] [--start-at MS]\n')
   process.exit(2)
 }
@@ -107,7 +112,25 @@ async function get(path, { accept, keep }) {
   }
 }
 
+/** Runs the command after `--`; rejects with the end of its stderr when it fails. */
+function execPull() {
+  return new Promise((resolve, reject) => {
+    const [command, ...args] = positionals
+    if (!command) return reject(new Error('--exec needs a command after --'))
+    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (c) => {
+      stderr = (stderr + c).slice(-2000)
+    })
+    child.on('error', reject)
+    child.on('exit', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`${command} exited ${code ?? signal}: ${stderr.trim()}`)),
+    )
+  })
+}
+
 async function pull() {
+  if (values.exec) return execPull()
   const repo = values.repo
   const manifest = await get(`/v2/${repo}/manifests/${values.ref}`, { accept: ACCEPT, keep: true })
   const parsed = JSON.parse(manifest.body.toString('utf8'))

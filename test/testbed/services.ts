@@ -219,6 +219,8 @@ export interface PullTarget {
   url: string
   /** Adds `?ns=<ns>` to every request (the mirror protocol). */
   ns?: string
+  /** Run this command at the start time instead of the HTTP puller (e.g. `ctr images pull`). */
+  command?: string[]
 }
 
 /** Progress of a pull round. */
@@ -261,6 +263,7 @@ export async function runPulls(
           String(startAt),
           '--timeout-ms',
           String(timeoutMs),
+          ...(target.command ? ['--exec', '--', ...target.command] : []),
         ]),
         logDir: init.logDir,
       }),
