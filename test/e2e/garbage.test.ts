@@ -549,6 +549,9 @@ describe('garbage on every libp2p protocol and HTTP endpoint', () => {
       expect(health.status).toBe(200)
       await health.arrayBuffer()
       expect(service.process.exitStatus(), service.process.name).toBeUndefined()
+      // Garbage is the client's fault: nothing was logged as a server error (pino level 50+).
+      const errors = service.process.lines().filter((line) => /"level":(5|6)\d/.test(line))
+      expect(errors, service.process.name).toEqual([])
     }
   })
 })
