@@ -36,6 +36,14 @@ describe('parseRegistryConfig', () => {
         allowPeers: [],
         reprovideIntervalMs: 21_600_000,
       },
+      events: {
+        webhookUrls: [],
+        webhookEvents: ['push', 'pull', 'delete', 'preheat'],
+        webhookMaxAttempts: 6,
+        webhookInitialBackoffMs: 500,
+        webhookMaxBackoffMs: 30_000,
+        preheatRules: [],
+      },
     })
     expect(parseRegistryConfig(undefined)).toEqual(config)
   })

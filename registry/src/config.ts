@@ -7,6 +7,7 @@
  */
 import { z } from 'zod'
 import { ConfigError, isRepositoryName } from '../../protocol/src/index.js'
+import { parsePreheatRule } from './events/preheat-rules.js'
 
 const MINUTE_MS = 60_000
 const HOUR_MS = 60 * MINUTE_MS
@@ -118,6 +119,61 @@ export const seedConfigSchema = z.strictObject({
     .describe('how often every held blob is provided in the DHT again, in milliseconds'),
 })
 
+/** Webhooks and preheat rules (registry/src/events, docs/adr/0005). */
+export const eventsConfigSchema = z
+  .strictObject({
+    webhookUrls: z
+      .array(z.url())
+      .max(32)
+      .default([])
+      .describe('URLs that receive push, pull, delete and preheat events as JSON POSTs'),
+    webhookEvents: z
+      .array(z.enum(['push', 'pull', 'delete', 'preheat']))
+      .default(['push', 'pull', 'delete', 'preheat'])
+      .describe('event types sent to the webhooks'),
+    webhookMaxAttempts: z.number().int().min(1).max(20).default(6).describe('attempts per webhook delivery'),
+    webhookInitialBackoffMs: z
+      .number()
+      .int()
+      .positive()
+      .default(500)
+      .describe('wait before the first webhook retry, doubled each retry, in milliseconds'),
+    webhookMaxBackoffMs: z
+      .number()
+      .int()
+      .positive()
+      .default(30_000)
+      .describe('longest wait between webhook retries, in milliseconds'),
+    trackerUrl: z.url().optional().describe('tracker whose admin API preheat rules call'),
+    trackerAdminToken: z.string().min(1).optional().describe("the tracker's admin token, for preheat rules"),
+    preheatRules: z
+      .array(
+        z.string().refine((v) => {
+          try {
+            parsePreheatRule(v)
+            return true
+          } catch {
+            return false
+          }
+        }, 'expected <repository-glob>[:<tag-glob>][@all|seed|count:N|percent:P|zone:Z][#os/arch,...]'),
+      )
+      .default([])
+      .describe(
+        'preheat a pushed image whose repository and tag match: repo-glob[:tag-glob][@scope][#platforms]',
+      ),
+    preheatRegistryUrl: z
+      .url()
+      .optional()
+      .describe('URL the tracker reaches this registry at, for preheat rules (default http://<listen>)'),
+  })
+  .superRefine((e, ctx) => {
+    if (e.preheatRules.length === 0) return
+    for (const key of ['trackerUrl', 'trackerAdminToken'] as const) {
+      if (e[key] === undefined)
+        ctx.addIssue({ code: 'custom', path: [key], message: 'required when preheatRules are set' })
+    }
+  })
+
 /**
  * Every registry setting. Field names carry their unit (`Ms`, `Bytes`). Each field's
  * `.describe()` text is the one-line documentation shown in `--help`.
@@ -160,6 +216,7 @@ export const registryConfigSchema = z.strictObject({
     .describe('how long a tag resolved from an upstream is trusted before asking again, in milliseconds'),
   logLevel: logLevelSchema.default('info').describe('log level'),
   seed: seedConfigSchema.prefault({}),
+  events: eventsConfigSchema.prefault({}),
 })
 
 /** The registry's configuration after defaults were applied. */

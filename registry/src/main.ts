@@ -11,6 +11,13 @@ import type { Logger } from 'pino'
 import { Counter, Histogram, type Registry } from 'prom-client'
 import type { RegistryConfig } from './config.js'
 import { createRegistryApp } from './http/app.js'
+import { createPreheatClient } from '../../protocol/src/tracker-client/preheat.js'
+import {
+  createObservedRegistry,
+  createPreheatRules,
+  createWebhookNotifier,
+  parsePreheatRule,
+} from './events/index.js'
 import { createPullThroughRegistry } from './proxy/index.js'
 import { createSeeder, type Seeder } from './seeder/index.js'
 import type { RegistryService } from './service.js'
@@ -35,6 +42,8 @@ export interface RegistryNode {
   collectGarbage(options?: { signal?: AbortSignal }): Promise<void>
   /** The seed (libp2p piece server, piece maps, announces), unless seed.enabled is false. */
   seed?: Seeder
+  /** Tells the node the URL it is served at (preheat rules name it to the tracker); optional. */
+  setUrl?(url: string): void
 }
 
 /**
@@ -69,13 +78,52 @@ export async function createRegistryNode(
       ...(seed ? { onBlobCommitted: (info) => seed.blobCommitted(info) } : {}),
     },
   )
-  const service: RegistryService =
+  const inner: RegistryService =
     config.upstreams.length > 0
       ? createPullThroughRegistry(
           { local: storage, logger, metrics },
           { upstreams: config.upstreams, tagTtlMs: config.tagTtlMs },
         )
       : storage
+  // Webhooks and preheat rules see pushes, pulls and deletes (registry/src/events).
+  const events = config.events
+  let servedUrl: string | undefined
+  const webhooks =
+    events.webhookUrls.length === 0
+      ? undefined
+      : createWebhookNotifier(
+          { logger, metrics },
+          {
+            urls: events.webhookUrls,
+            events: events.webhookEvents,
+            maxAttempts: events.webhookMaxAttempts,
+            initialBackoffMs: events.webhookInitialBackoffMs,
+            maxBackoffMs: events.webhookMaxBackoffMs,
+          },
+        )
+  const rules =
+    events.preheatRules.length === 0 ||
+    events.trackerUrl === undefined ||
+    events.trackerAdminToken === undefined
+      ? undefined
+      : createPreheatRules(
+          {
+            client: createPreheatClient({ url: events.trackerUrl, token: events.trackerAdminToken }),
+            ...(webhooks ? { sink: (e) => webhooks.notify(e) } : {}),
+            logger,
+          },
+          {
+            rules: events.preheatRules.map(parsePreheatRule),
+            registryUrl: () => events.preheatRegistryUrl ?? servedUrl ?? `http://${config.listen}`,
+          },
+        )
+  const service: RegistryService =
+    webhooks || rules
+      ? createObservedRegistry(inner, (event) => {
+          webhooks?.notify(event)
+          rules?.handle(event)
+        })
+      : inner
   const app = createRegistryApp(
     { registry: service, logger, metrics, ...(seed ? { routes: seed.routes } : {}) },
     { maxManifestBytes: config.maxManifestBytes },
@@ -141,6 +189,9 @@ export async function createRegistryNode(
   return {
     app,
     service,
+    setUrl(url: string) {
+      servedUrl = url
+    },
     collectGarbage,
     ...(seed ? { seed } : {}),
     async start() {
@@ -165,6 +216,8 @@ export async function createRegistryNode(
         if (timer) clearInterval(timer)
         stopController?.abort()
         await running?.catch(() => {})
+        await rules?.stop()
+        await webhooks?.stop()
         await seed?.stop()
         if (started) await storage.stop()
       })()

@@ -3,7 +3,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ConfigError } from '../../../protocol/src/index.js'
-import { parseRegistryConfig, registryConfigSchema, seedConfigSchema } from '../../../registry/src/config.js'
+import {
+  eventsConfigSchema,
+  parseRegistryConfig,
+  registryConfigSchema,
+  seedConfigSchema,
+} from '../../../registry/src/config.js'
 import { agentSection } from '../parts/agent-part.js'
 import { trackerSection } from '../parts/tracker-part.js'
 import { loadSectionConfig } from './load.js'
@@ -54,10 +59,18 @@ describe('listSettings', () => {
       flag: 'seed-upload-bytes-per-second',
       kind: 'number',
     })
-    // Every top-level setting is a leaf except the nested seed section.
+    // Every top-level setting is a leaf except the nested seed and events sections.
     expect(settings).toHaveLength(
-      Object.keys(registryConfigSchema.shape).length - 1 + Object.keys(seedConfigSchema.shape).length,
+      Object.keys(registryConfigSchema.shape).length -
+        2 +
+        Object.keys(seedConfigSchema.shape).length +
+        Object.keys(eventsConfigSchema.shape).length,
     )
+    expect(byPath['events.webhookUrls']).toMatchObject({
+      env: 'SHOAL_REGISTRY_EVENTS_WEBHOOK_URLS',
+      flag: 'events-webhook-url',
+      kind: 'string-array',
+    })
   })
 })
 

@@ -37,6 +37,8 @@ export async function startRegistryPart(config: RegistryConfig, root: Logger): P
   const metrics = createMetricsRegistry()
   const node = await createRegistryNode(config, { logger, metrics })
   const part = await runPart({ service: 'registry', node, listen: config.listen, metrics, logger })
+  // Preheat rules name the registry to the tracker by the URL it is actually served at.
+  node.setUrl?.(part.url)
   return {
     ...part,
     ...(node.seed ? { seedPeerId: node.seed.peerId.toString() } : {}),
