@@ -177,7 +177,7 @@ export const heartbeatRequestSchema = z
     downloadBytesPerSec: z.number().min(0).optional(),
     /** Totals by source since start: peer, seed, upstream, uploaded. */
     bytesBySource: z
-      .record(z.enum(['peer', 'seed', 'upstream', 'cache', 'uploaded']), z.number().min(0))
+      .partialRecord(z.enum(['peer', 'seed', 'upstream', 'cache', 'uploaded']), z.number().min(0))
       .optional(),
     /** Preheat task digests this agent holds complete now. */
     held: z.array(digestSchema).max(1024).optional(),

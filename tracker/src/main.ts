@@ -12,6 +12,7 @@ import { createTrackerMetrics } from './metrics.js'
 import type { PeerStore } from './peer-store/index.js'
 import { createMemoryPeerStore } from './peer-store/memory.js'
 import { createRedisPeerStore } from './peer-store/redis.js'
+import { liveRoutes } from './live/routes.js'
 import { createMemoryPreheatStore } from './preheat/memory-store.js'
 import { createRedisPreheatStore } from './preheat/redis-store.js'
 import { preheatRoutes } from './preheat/routes.js'
@@ -98,9 +99,12 @@ export async function createTrackerNode(
     tracker,
     logger,
     metrics,
-    extraRoutes: preheatRoutes(preheat, {
-      ...(config.preheat.adminToken === undefined ? {} : { adminToken: config.preheat.adminToken }),
-    }),
+    extraRoutes: [
+      ...preheatRoutes(preheat, {
+        ...(config.preheat.adminToken === undefined ? {} : { adminToken: config.preheat.adminToken }),
+      }),
+      ...liveRoutes({ tracker, preheat }),
+    ],
     tasksFor: (peerId) => preheat.tasksFor(peerId),
   })
   let started = false
