@@ -64,6 +64,8 @@ export function upCommand(): Command {
           loadSectionConfig(trackerSection, {
             file,
             env: process.env,
+            // Preheat jobs persist under the tracker's folder.
+            base: { dataDir: resolve(dataDir, 'tracker') },
             flags: { ...common, ...listen(opts.trackerListen) },
           }),
         )
