@@ -120,6 +120,7 @@ export function formatRounds(rounds: readonly RoundResult[]): string {
 }
 
 const COLORS: Record<SystemName, string> = { shoal: '#1f77b4', distribution: '#d62728' }
+const DASHES = ['', '6 3', '2 3', '10 3 2 3']
 
 /** The plots: CDF of completion times per round, and the last node's time against N. */
 export function renderPlots(rounds: readonly RoundResult[]): string {
@@ -133,7 +134,11 @@ export function renderPlots(rounds: readonly RoundResult[]): string {
     width: 620,
     series: rounds.map((r) => ({
       name: `${r.system} N=${r.nodes}`,
-      color: rounds.filter((x) => x.system === r.system).length > 1 ? undefined : COLORS[r.system],
+      // One colour per system, one dash pattern per N.
+      color: COLORS[r.system],
+      dash: DASHES[
+        [...new Set(rounds.map((x) => x.nodes))].sort((a, b) => a - b).indexOf(r.nodes) % DASHES.length
+      ],
       points: [
         [0, 0] as const,
         ...r.completionSeconds.map((t, j) => [t, (j + 1) / (r.ok + r.failed)] as const),

@@ -13,6 +13,8 @@ export interface ChartSeries {
   color?: string
   /** Draw markers at the points. @default false */
   markers?: boolean
+  /** An SVG stroke-dasharray, e.g. '6 3'. @default solid */
+  dash?: string
 }
 
 /** A chart panel. */
@@ -106,7 +108,10 @@ export function renderLineChart(chart: LineChart): string {
       coords.push(`${f(sx(x))},${f(sy(y))}`)
     })
     if (coords.length > 0) {
-      parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${coords.join(' ')}"/>`)
+      const dash = series.dash ? ` stroke-dasharray="${series.dash}"` : ''
+      parts.push(
+        `<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${coords.join(' ')}"/>`,
+      )
     }
     if (series.markers) {
       for (const [x, y] of series.points)
@@ -114,7 +119,7 @@ export function renderLineChart(chart: LineChart): string {
     }
     const ly = margin.top + 14 + i * 15
     parts.push(
-      `<line x1="${margin.left + 10}" y1="${ly - 4}" x2="${margin.left + 30}" y2="${ly - 4}" stroke="${color}" stroke-width="2"/>`,
+      `<line x1="${margin.left + 10}" y1="${ly - 4}" x2="${margin.left + 30}" y2="${ly - 4}" stroke="${color}" stroke-width="2"${series.dash ? ` stroke-dasharray="${series.dash}"` : ''}/>`,
       `<text x="${margin.left + 35}" y="${ly}">${escapeXml(series.name)}</text>`,
     )
   })
