@@ -12,7 +12,7 @@ import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { type BlobCache, createBlobCache } from './cache/index.js'
 import type { AgentConfig } from './config.js'
-import { createPreheatWorker, type PreheatWorker } from './preheat/index.js'
+import { createBlobStats, createPreheatWorker, type PreheatWorker } from './preheat/index.js'
 import {
   type BlobSource,
   createCachingBlobSource,
@@ -104,10 +104,12 @@ export async function createAgentNode(
   const swarmFactory: SwarmFactory | undefined =
     components.swarm ?? ((config.swarm ?? config.trackerUrl !== undefined) ? defaultSwarm : undefined)
   const swarm = swarmFactory ? await swarmFactory({ config, cache, resolver, logger, metrics }) : undefined
+  // Bytes per blob by source, for the tracker's live view (reported in heartbeats).
+  const blobStats = createBlobStats()
   const blobs = createCachingBlobSource({
     cache,
-    upstream: createUpstreamBlobSource({ resolver }, upstreamInit),
-    ...(swarm === undefined ? {} : { swarm }),
+    upstream: blobStats.wrap(createUpstreamBlobSource({ resolver }, upstreamInit)),
+    ...(swarm === undefined ? {} : { swarm: blobStats.wrap(swarm) }),
     logger,
     metrics,
   })
@@ -135,6 +137,7 @@ export async function createAgentNode(
               blobs,
               cache,
               metrics,
+              blobStats,
               logger,
             },
             {

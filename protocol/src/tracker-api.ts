@@ -179,6 +179,18 @@ export const heartbeatRequestSchema = z
     bytesBySource: z
       .partialRecord(z.enum(['peer', 'seed', 'upstream', 'cache', 'uploaded']), z.number().min(0))
       .optional(),
+    /** Recently active blobs with the bytes this agent got for each, by source (live view). */
+    blobs: z
+      .array(
+        z.object({
+          digest: digestSchema,
+          peer: z.number().min(0),
+          seed: z.number().min(0),
+          upstream: z.number().min(0),
+        }),
+      )
+      .max(64)
+      .optional(),
     /** Preheat task digests this agent holds complete now. */
     held: z.array(digestSchema).max(1024).optional(),
     /** Preheat tasks that failed on this agent. */

@@ -127,6 +127,24 @@ describe('live view', () => {
       const s = await shown()
       return s.peer === fromPeers && s.seed === fromSeed
     }, 'the page totals to match the agent metrics')
+    // Per blob, the swarm row shows the bytes the agents' clients got from peers and the seed.
+    let blobFromPeers = 0
+    let blobFromSeed = 0
+    for (const agent of agents) {
+      blobFromPeers += await metricValue(agent.metrics, 'shoal_agent_blob_bytes_total', { source: 'peer' })
+      blobFromSeed += await metricValue(agent.metrics, 'shoal_agent_blob_bytes_total', { source: 'seed' })
+    }
+    expect(blobFromPeers + blobFromSeed).toBe(AGENTS * SIZE)
+    await waitUntil(async () => {
+      const s = await page.evaluate((sel) => {
+        const tr = (globalThis as unknown as { document: Doc }).document.querySelector(sel)
+        return {
+          peer: Number(tr?.querySelector('.from-peer')?.dataset.bytes),
+          seed: Number(tr?.querySelector('.from-seed')?.dataset.bytes),
+        }
+      }, row)
+      return s.peer === blobFromPeers && s.seed === blobFromSeed
+    }, 'the swarm row bytes to match the agent metrics')
     // Per agent, the row shows what its metrics say.
     for (const agent of agents) {
       const cellBytes = await page.evaluate(

@@ -52,7 +52,17 @@ export function renderStatus(o: Overview): string {
     '',
     `SWARMS (${o.swarms.length})`,
     table(
-      ['BLOB', 'PEERS', 'COMPLETE', 'SEEDS', 'ORIGIN SLOTS', 'COMPLETION'],
+      [
+        'BLOB',
+        'PEERS',
+        'COMPLETE',
+        'SEEDS',
+        'ORIGIN SLOTS',
+        'COMPLETION',
+        'FROM PEERS',
+        'FROM SEED',
+        'FROM UPSTREAM',
+      ],
       o.swarms.map((s) => [
         s.digest,
         String(s.peers),
@@ -60,6 +70,9 @@ export function renderStatus(o: Overview): string {
         String(s.seeds),
         String(s.originSlotsInUse),
         `${Math.round(s.completion * 100)}%`,
+        bytes(s.bytesFromPeers),
+        bytes(s.bytesFromSeed),
+        bytes(s.bytesFromUpstream),
       ]),
     ),
     '',

@@ -15,6 +15,7 @@ import type { HeartbeatRequest, PreheatTask } from '../../../protocol/src/tracke
 import type { TrackerClient } from '../../../protocol/src/tracker-client/index.js'
 import type { BlobCache } from '../cache/index.js'
 import type { BlobSource } from '../mirror/sources.js'
+import type { BlobStats } from './blob-stats.js'
 
 /** Collaborators of the preheat worker. */
 export interface PreheatWorkerComponents {
@@ -24,6 +25,8 @@ export interface PreheatWorkerComponents {
   cache: Pick<BlobCache, 'has' | 'usage'>
   /** The agent's metrics: read for the stats, and the worker's own counters go there. */
   metrics: Registry
+  /** Per-blob byte counters reported in heartbeats (live view). */
+  blobStats?: Pick<BlobStats, 'snapshot'>
   logger?: Logger
 }
 
@@ -119,6 +122,7 @@ export function createPreheatWorker(
       cacheQuotaBytes: usage.quotaBytes,
       ...rates,
       bytesBySource: { peer, seed, upstream, cache: cached, uploaded },
+      ...(components.blobStats ? { blobs: components.blobStats.snapshot(64) } : {}),
     }
   }
 

@@ -39,8 +39,14 @@ describe('live view routes', () => {
       address: '127.0.0.1:5001',
       cacheUsedBytes: 10,
       bytesBySource: { peer: 100, seed: 20 },
+      blobs: [{ digest, peer: 3, seed: 1, upstream: 0 }],
     })
-    await client.heartbeat({ peerId: 'agentB', multiaddrs: [], bytesBySource: { peer: 5, upstream: 7 } })
+    await client.heartbeat({
+      peerId: 'agentB',
+      multiaddrs: [],
+      bytesBySource: { peer: 5, upstream: 7 },
+      blobs: [{ digest, peer: 2, seed: 0, upstream: 2 }],
+    })
     await client.announce({
       peerId: 'agentA',
       multiaddrs: [],
@@ -72,6 +78,9 @@ describe('live view routes', () => {
         originSlotsInUse: 1,
         completion: (1 + 0.25) / 2,
         pieceCount: 4,
+        bytesFromPeers: 5,
+        bytesFromSeed: 1,
+        bytesFromUpstream: 2,
       },
     ])
     expect(overview.totals).toEqual({ peer: 105, seed: 20, upstream: 7, cache: 0, uploaded: 0 })

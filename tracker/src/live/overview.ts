@@ -21,6 +21,10 @@ export interface OverviewSwarm {
   completion: number
   /** Pieces of the blob, when a peer said. */
   pieceCount?: number
+  /** Bytes of this blob the agents got from other peers, the seed and the upstream (their heartbeats). */
+  bytesFromPeers: number
+  bytesFromSeed: number
+  bytesFromUpstream: number
 }
 
 /** The overview. */
@@ -52,7 +56,20 @@ export async function buildOverview(
       else if (p.pieceCount !== undefined && p.pieceCount > 0) sum += (p.piecesHeld ?? 0) / p.pieceCount
       pieceCount ??= p.pieceCount
     }
+    let bytesFromPeers = 0
+    let bytesFromSeed = 0
+    let bytesFromUpstream = 0
+    for (const a of agents) {
+      const b = a.blobs?.find((x) => x.digest === s.digest)
+      if (b === undefined) continue
+      bytesFromPeers += b.peer
+      bytesFromSeed += b.seed
+      bytesFromUpstream += b.upstream
+    }
     swarms.push({
+      bytesFromPeers,
+      bytesFromSeed,
+      bytesFromUpstream,
       digest: s.digest,
       peers: peers.length,
       complete: peers.filter((p) => p.complete).length,

@@ -505,6 +505,7 @@ export function createPreheatService(
             ? {}
             : { downloadBytesPerSec: request.downloadBytesPerSec }),
           ...(request.bytesBySource === undefined ? {} : { bytesBySource: request.bytesBySource }),
+          ...(request.blobs === undefined ? {} : { blobs: request.blobs }),
           lastSeenMs: seenMs,
         },
         agentTtlMs,

@@ -18,6 +18,8 @@ export interface AgentRecord {
   uploadBytesPerSec?: number
   downloadBytesPerSec?: number
   bytesBySource?: Partial<Record<string, number>>
+  /** Recently active blobs and the bytes this agent got for each, by source. */
+  blobs?: Array<{ digest: string; peer: number; seed: number; upstream: number }>
   lastSeenMs: number
 }
 
