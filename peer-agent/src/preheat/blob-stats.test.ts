@@ -10,7 +10,7 @@ describe('blob stats', () => {
   it('counts the bytes each blob got by source, most recent first, bounded', async () => {
     const swarm: BlobSource = {
       stat: async (ref) => ({ digest: ref.digest, size: 8 }),
-      async open(ref) {
+      async open() {
         const chunks = [Buffer.alloc(4), Buffer.alloc(4)]
         return {
           size: 8,
