@@ -27,6 +27,7 @@ for (const command of [
   agentCommand(),
   upCommand(),
   preheatCommand(),
+  statusCommand(),
 ]) {
   // Usage errors (unknown option, missing argument) exit 2 like configuration errors; help and version exit 0.
   command.showHelpAfterError().exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE))
