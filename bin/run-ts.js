@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Runs one TypeScript entry point (benchmarks, the simulator, scripts) through tsx.
 import './polyfill.js'
-import { pathToFileURL } from 'node:url'
 import { resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { register } from 'tsx/esm/api'
 
 const entry = process.argv[2]

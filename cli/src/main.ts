@@ -1,6 +1,6 @@
 /**
  * The `shoal` command: one subcommand per part, and `up` for all of them together.
- * bin/shoal.js loads this file through tsx.
+ * bin/shoal.js bundles the sources with esbuild (or runs them through tsx) and loads this file.
  */
 import { readFileSync } from 'node:fs'
 import { Command } from 'commander'

@@ -28,7 +28,7 @@ export interface StartShoalServiceInit {
   /** Run inside this network namespace. */
   netns?: NetworkNamespace
   env?: NodeJS.ProcessEnv
-  /** @default 60000 (tsx compiles on first start) */
+  /** @default 60000 (the first start bundles the sources) */
   startTimeoutMs?: number
 }
 

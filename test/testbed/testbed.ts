@@ -143,7 +143,7 @@ export async function createTestbed(
         )
         started.push(registry)
         let count = 0
-        // tsx compiles on first start; a few at once keeps two cores from thrashing.
+        // Starting Node processes is CPU-heavy; a few at once keeps two cores from thrashing.
         const agents = await inBatches(topology.nodes.slice(0, shoal.nodes), 4, async (host) => {
           const agent = track(
             await startAgent(host, join(shoal.dir, `agent-${host.id}`), {

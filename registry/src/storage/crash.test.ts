@@ -81,7 +81,7 @@ describe('crash safety (SIGKILL during pushes)', () => {
 
   it('keeps every acknowledged chunk and blob, and never exposes a partial blob', async () => {
     const allCommitted = new Map<string, number>()
-    // Kill points mid-upload and around a commit (7 lines per blob); each restart costs a tsx start-up.
+    // Kill points mid-upload and around a commit (7 lines per blob); each restart costs a CLI start-up.
     for (const steps of [10, 13]) {
       const acked = await runAndKill(dir, steps, children)
       for (const [d, size] of acked.committed) allCommitted.set(d, size)
