@@ -78,6 +78,8 @@ export interface AgentNode {
   start(): Promise<void>
   /** Stops the swarm and the cache. Safe to call twice. */
   stop(): Promise<void>
+  /** Tells the agent where its mirror endpoint is bound (host:port), for heartbeats. */
+  setMirrorAddress(address: string): void
 }
 
 /**
@@ -125,6 +127,8 @@ export async function createAgentNode(
   const app = createMirrorApp({ manifests, blobs, access, logger, metrics })
   // Heartbeats and preheat tasks from the tracker (docs/adr/0005), for a swarm with a peer id.
   const peerId = (swarm as { peerId?: unknown } | undefined)?.peerId
+  // The configured listen address until the host reports the bound one (port 0).
+  let mirrorAddress = config.listen
   const preheat: PreheatWorker | undefined =
     config.trackerUrl === undefined || typeof peerId !== 'string'
       ? undefined
@@ -143,7 +147,7 @@ export async function createAgentNode(
             {
               peerId,
               multiaddrs: () => node?.getMultiaddrs().map((m) => m.toString()) ?? [],
-              address: config.listen,
+              address: () => mirrorAddress,
               ...(config.zone === undefined ? {} : { zone: config.zone }),
               ...(config.rack === undefined ? {} : { rack: config.rack }),
             },
@@ -156,6 +160,9 @@ export async function createAgentNode(
     app,
     cache,
     swarm,
+    setMirrorAddress(address) {
+      mirrorAddress = address
+    },
     async start() {
       if (started) return
       started = true

@@ -23,5 +23,7 @@ export async function startAgentPart(config: AgentConfig, root: Logger): Promise
   const logger = serviceLogger(root, 'agent', config.logLevel)
   const metrics = createMetricsRegistry()
   const node = await createAgentNode(config, { logger, metrics })
-  return runPart({ service: 'agent', node, listen: config.listen, metrics, logger })
+  const part = await runPart({ service: 'agent', node, listen: config.listen, metrics, logger })
+  node.setMirrorAddress(new URL(part.url).host)
+  return part
 }

@@ -52,6 +52,7 @@ describe('preheat worker', () => {
       },
     }
     const metrics = new Registry()
+    let address = '127.0.0.1:0'
     const worker = createPreheatWorker(
       {
         client: {
@@ -64,10 +65,12 @@ describe('preheat worker', () => {
         cache: { has: (digest) => held.has(digest), usage: () => ({ usedBytes: 7, quotaBytes: 100 }) },
         metrics,
       },
-      { peerId: 'agent1', multiaddrs: () => [], zone: 'z1', address: '127.0.0.1:5001', maxAttempts: 2 },
+      { peerId: 'agent1', multiaddrs: () => [], zone: 'z1', address: () => address, maxAttempts: 2 },
     )
     workers.push(worker)
     await worker.start()
+    // The host binds the mirror after the worker started: later heartbeats carry the bound address.
+    address = '127.0.0.1:5001'
     await until(() => requests.some((r) => r.held?.includes(d('a'))), 'a reported held')
     await until(() => requests.some((r) => r.failed?.some((f) => f.digest === d('b'))), 'b reported failed')
     const failure = requests.find((r) => r.failed !== undefined)!.failed![0]!
@@ -75,9 +78,10 @@ describe('preheat worker', () => {
     expect(requests[0]).toMatchObject({
       peerId: 'agent1',
       zone: 'z1',
-      address: '127.0.0.1:5001',
+      address: '127.0.0.1:0',
       cacheUsedBytes: 7,
     })
+    expect(requests.at(-1)).toMatchObject({ address: '127.0.0.1:5001' })
     expect(worker.active().map((t) => t.digest)).toEqual([d('c')])
     // The job of c is cancelled: the tracker stops handing it out and the worker aborts it.
     tasks = [task('j1', d('a'))]

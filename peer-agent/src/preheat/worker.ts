@@ -36,8 +36,11 @@ export interface PreheatWorkerInit {
   multiaddrs(): string[]
   zone?: string
   rack?: string
-  /** The mirror endpoint's address, shown in the live view. */
-  address?: string
+  /**
+   * The mirror endpoint's address, shown in the live view; read at every heartbeat,
+   * since the endpoint may be bound (port 0) only after the worker starts.
+   */
+  address?: () => string | undefined
   /** Tasks fetched at once. @default 2 */
   maxConcurrentTasks?: number
   /** Attempts per task before it is reported failed. @default 3 */
@@ -223,6 +226,7 @@ export function createPreheatWorker(
   async function beatOnce(): Promise<void> {
     const held = [...known].filter((d) => cache.has(d))
     const reports = [...failed.values()].slice(0, 64)
+    const address = init.address?.()
     try {
       const answer = await client.heartbeat(
         {
@@ -230,7 +234,7 @@ export function createPreheatWorker(
           multiaddrs: init.multiaddrs().slice(0, 16),
           ...(init.zone === undefined ? {} : { zone: init.zone }),
           ...(init.rack === undefined ? {} : { rack: init.rack }),
-          ...(init.address === undefined ? {} : { address: init.address }),
+          ...(address === undefined ? {} : { address }),
           ...(await stats()),
           ...(held.length > 0 ? { held: held.slice(-1024) } : {}),
           ...(reports.length > 0 ? { failed: reports } : {}),
