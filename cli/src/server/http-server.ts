@@ -71,6 +71,11 @@ export async function startHttpService(init: HttpServiceInit): Promise<HttpServi
   })
   // Blob uploads and downloads may take long; the header timeout still guards against idle sockets.
   server.requestTimeout = 0
+  // Keep idle connections well past the clients' own keep-alive (undici: 4 s) so a
+  // client never reuses a socket the server is closing at that moment; under CPU
+  // starvation Node's 5 s default raced with it ("other side closed" in the testbed).
+  server.keepAliveTimeout = 65_000
+  server.headersTimeout = 66_000
 
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {

@@ -33,6 +33,33 @@ async function serve(
 }
 
 describe('tracker client', () => {
+  it('repeats a call once when the connection closes under it, and no more', async () => {
+    let requests = 0
+    let cut: 'first' | 'every' = 'first'
+    server = createServer((req, res) => {
+      requests++
+      req.resume()
+      req.on('end', () => {
+        // Closing without an answer is what a reused keep-alive socket the server just dropped looks like.
+        if (cut === 'every' || requests === 1) return req.socket.destroy()
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ peers: [], seeds: [], intervalMs: 1000, allowOrigin: false }))
+      })
+    })
+    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve))
+    const url = `http://127.0.0.1:${(server!.address() as AddressInfo).port}`
+    const client = createTrackerClient({ url, timeoutMs: 2000 })
+    const announce = { peerId, multiaddrs: [], digest, state: 'partial' as const }
+
+    // The first request is cut off, the repeat answered.
+    await expect(client.announce(announce)).resolves.toMatchObject({ allowOrigin: false })
+    expect(requests).toBe(2)
+
+    requests = 0
+    cut = 'every' // one repeat, then the tracker counts as unavailable
+    await expect(client.announce(announce)).rejects.toMatchObject({ name: 'TrackerUnavailableError' })
+    expect(requests).toBe(2)
+  })
   it('announces and parses the answer', async () => {
     let seen: unknown
     const url = await serve((path, body) => {

@@ -80,7 +80,16 @@ export function createTrackerClient(init: TrackerClientInit): TrackerClient {
     for (let attempt = 0; attempt < bases.length; attempt++) {
       const i = (current + attempt) % bases.length
       try {
-        const result = await callOne(bases[i]!, method, path, body, schema, signal)
+        let result: T
+        try {
+          result = await callOne(bases[i]!, method, path, body, schema, signal)
+        } catch (err) {
+          // A pooled keep-alive connection the tracker closed just as it was reused fails
+          // before any answer; every tracker call may be repeated, so try once more on a
+          // fresh connection rather than report the tracker down (which costs origin slots).
+          if (!(err instanceof TrackerUnavailableError) || !isStaleConnection(err.cause)) throw err
+          result = await callOne(bases[i]!, method, path, body, schema, signal)
+        }
         current = i
         return result
       } catch (err) {
@@ -192,4 +201,15 @@ export function createTrackerClient(init: TrackerClientInit): TrackerClient {
       )
     },
   }
+}
+
+const STALE_CONNECTION_CODES = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
+
+/** True for a fetch failure caused by the connection closing under a request, not by a timeout. */
+function isStaleConnection(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && STALE_CONNECTION_CODES.has(code)) return true
+  }
+  return false
 }
