@@ -31,19 +31,9 @@ import {
   runCommand,
 } from '../helpers/processes.js'
 import { SHOAL_BIN, type ShoalService, startShoalRegistry, startShoalService } from '../helpers/shoal.js'
+import { sampleSum } from '../helpers/metrics.js'
 
 const RANDOM_LAYER_BYTES = 8 * 1024 * 1024
-
-/** The value of a sample in Prometheus text (summed over every sample matching `labels`). */
-function sampleSum(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
-}
 
 describe('shoal agent with containerd and skopeo', () => {
   const fileCleanup = createCleanup()

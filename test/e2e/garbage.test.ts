@@ -22,20 +22,10 @@ import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../../protoc
 import { buildTestImage, getBlob, getManifest, pushImage, type TestImage } from '../helpers/images.js'
 import { createCleanup, createTempDir, removeTempDir, requireBinaries } from '../helpers/processes.js'
 import { type ShoalService, startShoalRegistry, startShoalService } from '../helpers/shoal.js'
+import { sampleSum } from '../helpers/metrics.js'
 
 const REPOSITORY = 'garbage/busybox'
 const MISSING_DIGEST = `sha256:${'0'.repeat(64)}`
-
-/** The value of a sample in Prometheus text (summed over every sample matching `labels`). */
-function sampleSum(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
-}
 
 /** What came back on a raw socket. */
 interface RawAnswer {

@@ -7,8 +7,6 @@
  * private-repository gate against Distribution with htpasswd auth.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -30,28 +28,9 @@ import {
   startDistribution,
   startTokenServer,
 } from '../helpers/distribution.js'
+import { type Served, serve } from './swarm-cluster.js'
 
 const logger = pino({ level: 'silent' })
-
-interface Served {
-  url: string
-  host: string
-  close(): Promise<void>
-}
-
-async function serve(handler: http.RequestListener): Promise<Served> {
-  const server = http.createServer(handler)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()))
-  const { port } = server.address() as AddressInfo
-  return {
-    url: `http://127.0.0.1:${port}`,
-    host: `127.0.0.1:${port}`,
-    async close() {
-      server.closeAllConnections()
-      await new Promise<void>((resolve) => server.close(() => resolve()))
-    },
-  }
-}
 
 interface TestImage {
   manifest: Buffer

@@ -51,15 +51,7 @@ export async function curlIn(
   return result.stdout
 }
 
-/** The sum of a metric's samples in Prometheus text. */
-export function sampleSum(text: string, name: string): number {
-  let sum = 0
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `))
-      sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
-}
+export { sampleSum } from '../helpers/metrics.js'
 
 /** The samples of a metric in Prometheus text, summed by the value of `label` ('' when absent). */
 export function sampleByLabel(text: string, name: string, label: string): Record<string, number> {
