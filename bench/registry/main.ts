@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util'
 import { summarizeCpuProfile } from '../lib/cpu-profile.js'
 import { defaultLoadTool, type LoadTool } from '../lib/http-load.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
+import { positiveOptionReader } from '../lib/options.js'
 import {
   readProcessCpuSeconds,
   readProcessMemory,
@@ -109,13 +110,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
     return undefined
   }
   const problems: string[] = []
-  const positive = (name: string, raw: string | undefined, fallback: number): number => {
-    if (raw === undefined) return fallback
-    const value = Number(raw)
-    if (!Number.isFinite(value) || value <= 0)
-      problems.push(`--${name} must be a positive number, got ${raw}`)
-    return value
-  }
+  const positive = positiveOptionReader(problems)
   const full = values.full
   const loadTool = (values['load-tool'] ?? defaultLoadTool()) as LoadTool
   if (loadTool !== 'wrk' && loadTool !== 'autocannon') problems.push(`--load-tool must be wrk or autocannon`)

@@ -18,6 +18,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { summarizeCpuProfile } from '../lib/cpu-profile.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
+import { positiveOptionReader } from '../lib/options.js'
 import { readProcessCpuSeconds } from '../lib/process-sampler.js'
 import { progress } from '../lib/progress.js'
 import { systemInfo } from '../lib/system-info.js'
@@ -81,13 +82,7 @@ function parseConfig(argv: string[]): Config | undefined {
     return undefined
   }
   const problems: string[] = []
-  const positive = (name: string, raw: string | undefined, fallback: number): number => {
-    if (raw === undefined) return fallback
-    const value = Number(raw)
-    if (!Number.isFinite(value) || value <= 0)
-      problems.push(`--${name} must be a positive number, got ${raw}`)
-    return value
-  }
+  const positive = positiveOptionReader(problems)
   let variants: StackVariant[] = []
   try {
     variants = findVariants((values.variants ?? `${NODE_VARIANT},node-crypto`).split(',').filter(Boolean))
