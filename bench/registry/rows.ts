@@ -145,6 +145,9 @@ export function buildRegistryRows(
       baseline: m.pull[b]!.cpuSecondsPerGiB,
       target: { kind: 'none' },
     },
+    ...cpuAndFaultRows(`pulled (1 stream)`, m.pull, c, b),
+    ...cpuAndFaultRows(`pulled (${settings.concurrency} streams)`, m.pullConcurrent, c, b),
+    ...cpuAndFaultRows(`pushed (monolithic, incl. after)`, m.mono, c, b),
     {
       metric: 'server CPU per manifest GET by digest',
       unit: 'CPU µs',
@@ -154,4 +157,28 @@ export function buildRegistryRows(
     },
   )
   return rows
+}
+
+/**
+ * User CPU, system CPU and minor page faults of the server per GiB for one operation:
+ * a server in a slow state shows several times the user CPU and faults for the same bytes.
+ */
+function cpuAndFaultRows(
+  what: string,
+  results: Record<string, ThroughputResult>,
+  candidate: string,
+  baseline: string,
+): ReportRow[] {
+  const row = (metric: string, unit: string, value: (result: ThroughputResult) => number): ReportRow => ({
+    metric,
+    unit,
+    candidate: value(results[candidate]!),
+    baseline: value(results[baseline]!),
+    target: { kind: 'none' },
+  })
+  return [
+    row(`server user CPU per GiB ${what}`, 'CPU s', (result) => result.userSecondsPerGiB),
+    row(`server system CPU per GiB ${what}`, 'CPU s', (result) => result.systemSecondsPerGiB),
+    row(`server minor page faults per GiB ${what}`, 'faults', (result) => result.minorFaultsPerGiB),
+  ]
 }

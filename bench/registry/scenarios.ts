@@ -19,6 +19,7 @@ import {
   pushSmallBlob,
   putManifest,
 } from './oci-client.js'
+import { diffProcessTimes, type ProcessTimes, readProcessTimes } from './process-times.js'
 import type { RegistryTarget } from './servers.js'
 
 /** Repository the large blobs are pushed to. */
@@ -44,6 +45,14 @@ export interface ThroughputResult {
   serverCores: number
   /** Seconds the server kept working after the client was done, median over runs. */
   backgroundSeconds: number
+  /** Server user-mode CPU seconds per GiB moved, median over runs. */
+  userSecondsPerGiB: number
+  /** Server kernel CPU seconds per GiB moved, median over runs. */
+  systemSecondsPerGiB: number
+  /** Server minor page faults per GiB moved, median over runs. */
+  minorFaultsPerGiB: number
+  /** Per run, in order: MB/s and the server's counters over the run (background work included). */
+  runs: { mbPerSecond: number; times: ProcessTimes }[]
 }
 
 /** Manifest GET load results for one target. */
@@ -65,9 +74,16 @@ export interface ManifestLoadResult extends HttpLoadResult {
 async function sampled<T>(
   target: RegistryTarget,
   operation: () => Promise<T>,
-): Promise<{ value: T; seconds: number; sample: ProcessSample; settleSeconds: number }> {
+): Promise<{
+  value: T
+  seconds: number
+  sample: ProcessSample
+  settleSeconds: number
+  times: ProcessTimes
+}> {
   const sampler = createProcessSampler({ pid: target.pid })
   sampler.start()
+  const timesBefore = readProcessTimes(target.pid)
   const startedAt = performance.now()
   try {
     const value = await operation()
@@ -76,7 +92,8 @@ async function sampled<T>(
     if (!(await waitForIdle(target.pid, { windowMs: IDLE_WINDOW_SECONDS * 1000 })))
       progress(`${target.name} did not become idle within 30 s`)
     const settleSeconds = (performance.now() - settleStartedAt) / 1000
-    return { value, seconds, sample: sampler.stop(), settleSeconds }
+    const times = diffProcessTimes(timesBefore, readProcessTimes(target.pid))
+    return { value, seconds, sample: sampler.stop(), settleSeconds, times }
   } finally {
     sampler.stop()
   }
@@ -93,6 +110,7 @@ function createCollector(targets: RegistryTarget[]) {
     seconds: number
     settleSeconds: number
     sample: ProcessSample
+    times: ProcessTimes
     bytes: number
   }
   const runs = new Map<string, Run[]>()
@@ -101,13 +119,15 @@ function createCollector(targets: RegistryTarget[]) {
     add(
       target: RegistryTarget,
       bytes: number,
-      measured: { seconds: number; settleSeconds: number; sample: ProcessSample },
+      measured: { seconds: number; settleSeconds: number; sample: ProcessSample; times: ProcessTimes },
     ) {
       runs.get(target.name)!.push({ mbps: megabytesPerSecond(bytes, measured.seconds), bytes, ...measured })
     },
     results(): Record<string, ThroughputResult> {
       const out: Record<string, ThroughputResult> = {}
       for (const [name, list] of runs) {
+        const perGiB = (value: (run: Run) => number): number =>
+          summarize(list.map((run) => value(run) / (run.bytes / GIB))).median
         out[name] = {
           mbPerSecond: summarize(list.map((run) => run.mbps)),
           peakRssBytes: Math.max(...list.map((run) => run.sample.peakRssBytes)),
@@ -117,6 +137,10 @@ function createCollector(targets: RegistryTarget[]) {
           backgroundSeconds: summarize(
             list.map((run) => Math.max(0, run.settleSeconds - IDLE_WINDOW_SECONDS)),
           ).median,
+          userSecondsPerGiB: perGiB((run) => run.times.userSeconds),
+          systemSecondsPerGiB: perGiB((run) => run.times.systemSeconds),
+          minorFaultsPerGiB: perGiB((run) => run.times.minorFaults),
+          runs: list.map((run) => ({ mbPerSecond: run.mbps, times: run.times })),
         }
       }
       return out
@@ -142,10 +166,11 @@ export async function benchPushMonolithic(
     for (const target of orderFor(targets, run)) {
       const measured = await sampled(target, () => pushBlobMonolithic(target.url, BLOB_REPOSITORY, blob))
       collector.add(target, blob.size, measured)
-      const { seconds, sample } = measured
+      const { seconds, sample, times } = measured
       progress(
         `push monolithic ${target.name} run ${run + 1}/${runs}: ` +
-          `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB`,
+          `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB, ` +
+          timesText(times),
       )
     }
   }
@@ -167,10 +192,11 @@ export async function benchPushChunked(
         pushBlobChunked(target.url, BLOB_REPOSITORY, blob, chunkBytes),
       )
       collector.add(target, blob.size, measured)
-      const { seconds, sample } = measured
+      const { seconds, sample, times } = measured
       progress(
         `push chunked ${target.name} run ${run + 1}/${runs}: ` +
-          `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB`,
+          `${megabytesPerSecond(blob.size, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB, ` +
+          timesText(times),
       )
     }
   }
@@ -206,10 +232,11 @@ export async function benchPull(
         ),
       )
       collector.add(target, size * concurrency, measured)
-      const { seconds, sample } = measured
+      const { seconds, sample, times } = measured
       progress(
         `pull x${concurrency} ${target.name} run ${run + 1}/${runs}: ` +
-          `${megabytesPerSecond(size * concurrency, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB`,
+          `${megabytesPerSecond(size * concurrency, seconds).toFixed(1)} MB/s, peak RSS ${mb(sample.peakRssBytes)} MB, ` +
+          timesText(times),
       )
     }
   }
@@ -359,6 +386,14 @@ export async function benchManifestGet(
     }
   }
   return out
+}
+
+/** "user 1.20 s, sys 0.40 s, 1234 minor faults" of one operation. */
+function timesText(times: ProcessTimes): string {
+  return (
+    `user ${times.userSeconds.toFixed(2)} s, sys ${times.systemSeconds.toFixed(2)} s, ` +
+    `${times.minorFaults} minor faults`
+  )
 }
 
 function mb(bytes: number): string {
