@@ -26,12 +26,27 @@ export interface ByteRange {
   end?: number
 }
 
+/** Positional reads of an open blob file into buffers the caller owns (see BlobReader.file). */
+export interface BlobFile {
+  /** Reads up to `length` bytes at file offset `position` into the start of `buffer`; 0 at the end. */
+  read(buffer: Uint8Array, length: number, position: number): Promise<number>
+  /** Releases the file. Safe to call twice. */
+  close(): Promise<void>
+}
+
 /** An opened blob: its info, the range actually served, and the byte stream. */
 export interface BlobReader {
   info: BlobInfo
   /** The inclusive range of bytes `stream` yields. Equals [0, size-1] for a full read. */
   range: { start: number; end: number }
   stream: Readable
+  /**
+   * The open file the bytes come from, when the storage keeps blobs in files: lets the
+   * HTTP layer send `range` of it through buffers it reuses, instead of a fresh buffer
+   * per chunk from `stream`. Whoever takes it reads by position, closes it, and leaves
+   * `stream` alone (which, for such readers, is only opened when first touched).
+   */
+  file?: BlobFile
 }
 
 /** The state of an upload session. */

@@ -4,10 +4,12 @@
  * repository only when both the link and the content exist. Inputs are validated by
  * the caller (registry.ts).
  */
+import type { Readable } from 'node:stream'
 import type { Digest } from '../../../protocol/src/index.js'
 import { BlobUnknownError, RangeInvalidError } from '../../../protocol/src/index.js'
 import type { AbortOptions, BlobInfo, BlobReader, ByteRange } from '../service.js'
 import { protectBlob, type StorageContext } from './context.js'
+import { readableFromFile } from './driver/file-readable.js'
 import { StoragePathNotFoundError } from './driver/index.js'
 import { blobDataPath, blobDir, layerLinkPath } from './paths.js'
 
@@ -82,6 +84,21 @@ export function createBlobStore(ctx: StorageContext): BlobStore {
         end = Math.min(range.end ?? info.size - 1, info.size - 1)
       }
       try {
+        if (driver.openFile !== undefined) {
+          // The HTTP layer sends the file through buffers it reuses; the stream is only
+          // opened for callers that ask for it.
+          const file = await driver.openFile(blobDataPath(digest), options)
+          let stream: Readable | undefined
+          return {
+            info,
+            range: { start, end },
+            file,
+            get stream() {
+              stream ??= readableFromFile(file, start, end + 1, options)
+              return stream
+            },
+          }
+        }
         const stream = await driver.reader(
           blobDataPath(digest),
           { offset: start, length: end - start + 1 },

@@ -111,6 +111,29 @@ export function describeDriverConformance(name: string, factory: DriverFactory):
       expect(await driver.stat('/gone')).toBeUndefined()
     })
 
+    it('reads files by position into reused buffers when it offers openFile', async () => {
+      if (driver.openFile === undefined) return
+      await driver.putContent('/p', bytes('0123456789'))
+      const file = await driver.openFile('/p')
+      expect(file.size).toBe(10)
+      const buffer = Buffer.alloc(4)
+      expect(await file.read(buffer, 4, 3)).toBe(4)
+      expect(buffer.toString()).toBe('3456')
+      expect(await file.read(buffer, 4, 8)).toBe(2)
+      expect(buffer.subarray(0, 2).toString()).toBe('89')
+      expect(await file.read(buffer, 4, 10)).toBe(0)
+      // Still readable after the file is deleted.
+      await driver.delete('/p')
+      expect(await file.read(buffer, 2, 0)).toBe(2)
+      expect(buffer.subarray(0, 2).toString()).toBe('01')
+      await file.close()
+      await file.close()
+      await expect(driver.openFile('/p')).rejects.toMatchObject({ name: 'StoragePathNotFoundError' })
+      await driver.putContent('/dir/f', bytes('x'))
+      await expect(driver.openFile('/dir')).rejects.toMatchObject({ name: 'StoragePathNotFoundError' })
+      await expect(driver.openFile('/a/../b')).rejects.toMatchObject({ name: 'StoragePathInvalidError' })
+    })
+
     it('writes, appends, truncates and cancels streamed files', async () => {
       const w = await driver.writer('/up/data')
       await w.write(bytes('abc'))

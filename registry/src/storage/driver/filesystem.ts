@@ -214,6 +214,39 @@ export function createFilesystemDriver(init: FilesystemDriverInit): StorageDrive
       })
     },
 
+    async openFile(path, options) {
+      throwIfAborted(options)
+      const file = resolve(path)
+      let handle: fs.FileHandle
+      try {
+        handle = await fs.open(file, 'r')
+      } catch (err) {
+        if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) throw new StoragePathNotFoundError(path)
+        throw err
+      }
+      let size: number
+      try {
+        const st = await handle.stat()
+        if (st.isDirectory()) throw new StoragePathNotFoundError(path)
+        size = st.size
+      } catch (err) {
+        await handle.close()
+        throw err
+      }
+      let closing: Promise<void> | undefined
+      return {
+        size,
+        async read(buffer, length, position) {
+          const { bytesRead } = await handle.read(buffer, 0, length, position)
+          return bytesRead
+        },
+        close() {
+          closing ??= handle.close()
+          return closing
+        },
+      }
+    },
+
     async writer(path, init = {}, options) {
       throwIfAborted(options)
       const file = resolve(path)

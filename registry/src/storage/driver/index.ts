@@ -41,6 +41,22 @@ export interface FileWriter {
   cancel(): Promise<void>
 }
 
+/**
+ * An open file read by position into buffers the caller owns (and may reuse), opened
+ * by `StorageDriver.openFile`. It stays readable if the file is deleted while open.
+ */
+export interface ReadableFile {
+  /** Size of the file when it was opened, in bytes. */
+  readonly size: number
+  /**
+   * Reads up to `length` bytes at file offset `position` into the start of `buffer`;
+   * resolves how many bytes were read (0 at or past the end of the file).
+   */
+  read(buffer: Uint8Array, length: number, position: number): Promise<number>
+  /** Releases the file. Safe to call twice. */
+  close(): Promise<void>
+}
+
 /** A byte range to read: `length` omitted means to the end of the file. */
 export interface ReadRange {
   offset?: number
@@ -70,6 +86,12 @@ export interface StorageDriver {
    * deleted while it is read.
    */
   reader(path: string, range?: ReadRange, options?: DriverOptions): Promise<Readable>
+  /**
+   * Opens a file for positional reads into the caller's buffers (optional: a driver
+   * that has no files to offer leaves it out, and its callers use `reader`).
+   * StoragePathNotFoundError when the file is missing or is a directory.
+   */
+  openFile?(path: string, options?: DriverOptions): Promise<ReadableFile>
   /**
    * Opens a writer: with `append` it continues an existing file (or creates it),
    * otherwise it truncates. Creates parent directories. Not atomic: write to a private
