@@ -10,6 +10,7 @@ import type { Libp2p } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import { createNoiseCrypto } from '../../protocol/src/p2p/noise-crypto.js'
+import { shoalNoise } from '../../protocol/src/p2p/noise-encrypter.js'
 
 /** One configuration of the shoal piece path under test. */
 export interface StackVariant {
@@ -19,6 +20,8 @@ export interface StackVariant {
   description: string
   /** The noise cipher: the package default or createNoiseCrypto. */
   cipher: 'default' | 'node' | 'node-tag-chunk'
+  /** The noise data phase: the package's own stream or shoal's NoiseFrameStream (shoalNoise). */
+  encrypter?: 'package' | 'shoal'
   /** yamux initial and maximum stream window in bytes (both ends); undefined keeps the default (256 KiB / 16 MiB). */
   streamWindowBytes?: number
   /** Bytes per piece-server write (the cache's read chunk). @default 1 MiB */
@@ -33,6 +36,12 @@ export const STACK_VARIANTS: StackVariant[] = [
     name: 'default',
     description: 'as node.ts runs it: noise default crypto, yamux defaults, 1 MiB writes',
     cipher: 'default',
+  },
+  {
+    name: 'shoal-noise',
+    description: 'shoalNoise: package handshake, shoal data phase (one write per send, no per-frame lists)',
+    cipher: 'node-tag-chunk',
+    encrypter: 'shoal',
   },
   { name: 'node-crypto', description: 'noise with createNoiseCrypto', cipher: 'node' },
   {
@@ -75,7 +84,7 @@ export async function startStack(variant: StackVariant): Promise<Libp2p> {
   const node = await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [noise(crypto ? { crypto } : {})],
+    connectionEncrypters: [variant.encrypter === 'shoal' ? shoalNoise() : noise(crypto ? { crypto } : {})],
     streamMuxers: [
       yamux(
         window === undefined
