@@ -7,6 +7,7 @@
  */
 import type { Readable } from 'node:stream'
 import type { Digest } from '../../../protocol/src/index.js'
+import { reusedBufferChunks } from '../storage/driver/file-readable.js'
 import { type StorageDriver, StoragePathNotFoundError } from '../storage/index.js'
 import { BLOBS_ROOT, blobDataPath, digestFromParts } from '../storage/paths.js'
 
@@ -24,6 +25,17 @@ export interface BlobContent {
     end: number,
     options?: { signal?: AbortSignal },
   ): Promise<Readable | undefined>
+  /**
+   * Reads a whole held blob in chunks for a consumer that is done with each chunk before
+   * it asks for the next (hashing): with a driver that offers files, the chunks are
+   * views of one reused buffer, so a pass over a large blob allocates nothing per chunk.
+   * Undefined when the blob is not held.
+   */
+  scan(
+    digest: Digest,
+    size: number,
+    options?: { signal?: AbortSignal },
+  ): Promise<AsyncIterable<Uint8Array> | undefined>
   /** Every held blob (walks the store; content that arrives meanwhile may be missed). */
   list(options?: { signal?: AbortSignal }): AsyncGenerator<Digest>
 }
@@ -40,6 +52,19 @@ export function createBlobContent(components: { driver: StorageDriver }): BlobCo
     async read(digest, start, end, options) {
       try {
         return await driver.reader(blobDataPath(digest), { offset: start, length: end - start }, options)
+      } catch (err) {
+        if (err instanceof StoragePathNotFoundError) return undefined
+        throw err
+      }
+    },
+
+    async scan(digest, size, options) {
+      try {
+        if (driver.openFile === undefined) {
+          return await driver.reader(blobDataPath(digest), { offset: 0, length: size }, options)
+        }
+        const file = await driver.openFile(blobDataPath(digest), options)
+        return reusedBufferChunks(file, 0, Math.min(size, file.size), options)
       } catch (err) {
         if (err instanceof StoragePathNotFoundError) return undefined
         throw err

@@ -92,7 +92,9 @@ export function createPieceMapStore(
     if (size === undefined) return undefined
     const stored = await readStored(digest, size, signal)
     if (stored) return stored
-    const body = await content.read(digest, 0, size, { signal })
+    // computePieceMap hashes each chunk before it asks for the next, so the chunks may
+    // share one reused buffer (no allocation per chunk over the whole blob).
+    const body = await content.scan(digest, size, { signal })
     if (body === undefined) return undefined
     let map: Awaited<ReturnType<typeof computePieceMap>>
     try {
@@ -105,7 +107,7 @@ export function createPieceMapStore(
         ...(signal ? { signal } : {}),
       })
     } finally {
-      body.destroy()
+      if ('destroy' in body && typeof body.destroy === 'function') body.destroy()
     }
     const signed = await signPieceMap(map, privateKey)
     // Gone meanwhile (garbage collection): do not leave a map without its blob behind.

@@ -52,3 +52,35 @@ export function readableFromFile(
   if (options.signal) addAbortSignal(options.signal, stream)
   return stream
 }
+
+/**
+ * Yields bytes [start, end) of `file` read into one buffer of `chunkBytes` (default
+ * 1 MiB) that is reused for every chunk: each yielded chunk is a view of that buffer
+ * and only valid until the consumer asks for the next one, so a consumer that keeps
+ * chunks must copy them (a hash that takes each chunk synchronously need not). Fails
+ * when the file turns out shorter than `end`; closes the file when the iteration ends,
+ * fails or is stopped.
+ */
+export async function* reusedBufferChunks(
+  file: ReadableFile,
+  start: number,
+  end: number,
+  options: { chunkBytes?: number; signal?: AbortSignal } = {},
+): AsyncGenerator<Uint8Array, void, undefined> {
+  try {
+    const buffer = Buffer.allocUnsafeSlow(
+      Math.max(1, Math.min(options.chunkBytes ?? CHUNK_BYTES, end - start)),
+    )
+    let position = start
+    while (position < end) {
+      options.signal?.throwIfAborted()
+      const length = Math.min(buffer.byteLength, end - position)
+      const read = await file.read(buffer, length, position)
+      if (read === 0) throw new Error(`file ended at ${position} bytes, before ${end}`)
+      position += read
+      yield buffer.subarray(0, read)
+    }
+  } finally {
+    await file.close()
+  }
+}
