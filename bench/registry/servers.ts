@@ -3,8 +3,10 @@
  * storage in its own temp folder: shoal's registry (the candidate) and CNCF
  * Distribution 2.8 from Debian (the baseline).
  */
+import { execFile } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
+import { promisify } from 'node:util'
 import {
   findFreePort,
   type ServiceProcess,
@@ -28,6 +30,7 @@ export interface RegistryTarget {
 }
 
 const READY_TIMEOUT_MS = 60_000
+const execFileAsync = promisify(execFile)
 
 /** Path of Debian's Distribution binary. */
 export const DISTRIBUTION_BINARY = '/usr/bin/docker-registry'
@@ -115,6 +118,10 @@ export async function startShoal(init: {
 }): Promise<RegistryTarget> {
   const dataDir = join(init.workDir, 'data')
   await mkdir(dataDir, { recursive: true })
+  // bin/shoal.js bundles the sources on the first start after a change, inside the
+  // process that then serves; build it beforehand so that the measured process does not
+  // carry esbuild and the build in its memory.
+  if (init.entry !== 'direct') await buildShoalBundle(init.repoRoot)
   const entryArgs =
     init.entry === 'direct'
       ? [
@@ -162,4 +169,16 @@ export async function startShoal(init: {
     process: child,
     stop: () => child.stop(),
   }
+}
+
+/**
+ * Runs `node bin/shoal.js --version`, which builds the esbuild bundle of the sources
+ * when it is missing or stale, and waits for it.
+ * @throws when the command fails
+ */
+async function buildShoalBundle(repoRoot: string): Promise<void> {
+  await execFileAsync(process.execPath, [resolve(repoRoot, 'bin', 'shoal.js'), '--version'], {
+    cwd: repoRoot,
+    timeout: READY_TIMEOUT_MS,
+  })
 }
