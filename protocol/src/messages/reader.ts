@@ -18,6 +18,12 @@ export interface MessageReader {
   readBytes(n: number, options?: { signal?: AbortSignal }): Promise<Uint8ArrayList>
   /** Exactly `n` raw bytes as they arrive, chunk by chunk. Throws DecodeError when the stream ends first. */
   readChunks(n: number, options?: { signal?: AbortSignal }): AsyncGenerator<Uint8Array>
+  /**
+   * Exactly `target.byteLength` raw bytes (at most MAX_PIECE_SIZE), copied into `target`
+   * as they arrive, so no chunk is held longer than it takes to copy it. Throws
+   * DecodeError when the stream ends first.
+   */
+  readInto(target: Uint8Array, options?: { signal?: AbortSignal }): Promise<void>
 }
 
 /** Creates a reader over `source`. */
@@ -93,6 +99,25 @@ export function createMessageReader(
       const out = buffer.sublist(0, n)
       buffer.consume(n)
       return out
+    },
+    async readInto(target, options = {}) {
+      const n = target.byteLength
+      checkRaw(n)
+      let at = 0
+      for (;;) {
+        // Copy out whole buffered chunks, then drop them, before waiting for more.
+        const take = Math.min(n - at, buffer.byteLength)
+        if (take > 0) {
+          for (const chunk of buffer.sublist(0, take)) {
+            target.set(chunk, at)
+            at += chunk.byteLength
+          }
+          buffer.consume(take)
+        }
+        if (at === n) return
+        if (!(await pull(options.signal)))
+          throw new DecodeError(`stream ended: ${n - at} of ${n} bytes missing`)
+      }
     },
     async *readChunks(n, options = {}) {
       checkRaw(n)

@@ -175,8 +175,10 @@ export function createPieceClient(
               `peer sent ${header.length} bytes for piece ${want.index}, expected ${want.length}`,
             )
           }
-          const bytes = await reader.readBytes(header.length, { signal })
-          yield { index: want.index, bytes: bytes.subarray() }
+          // Copied into place as the bytes arrive: one copy, no list of chunks held per piece.
+          const bytes = Buffer.allocUnsafeSlow(header.length)
+          await reader.readInto(bytes, { signal })
+          yield { index: want.index, bytes }
         }
       })
     },

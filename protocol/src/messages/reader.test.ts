@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest'
+import { digestOf } from '../digest.js'
+import { encodeMessage, expectMessage } from './codec.js'
+import { createMessageReader } from './reader.js'
+
+async function* chunked(data: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size)
+}
+
+describe('MessageReader.readInto', () => {
+  const digest = digestOf('reader')
+  const piece = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7) & 0xff)
+  const all = Buffer.concat([
+    encodeMessage({ type: 'piece-header', index: 1, length: piece.length, status: 'ok' }),
+    piece,
+    encodeMessage({ type: 'have-request', digest }),
+  ])
+
+  it('fills the target across arbitrary chunking and leaves what follows', async () => {
+    for (const size of [1, 7, 4096, all.length]) {
+      const reader = createMessageReader(chunked(all, size))
+      const header = expectMessage((await reader.read())!, 'piece-header')
+      const target = new Uint8Array(header.length)
+      await reader.readInto(target)
+      expect(Buffer.from(target).equals(Buffer.from(piece))).toBe(true)
+      expect(expectMessage((await reader.read())!, 'have-request').digest).toBe(digest)
+      expect(await reader.read()).toBeUndefined()
+    }
+  })
+
+  it('throws DecodeError when the stream ends first, RangeError for an oversized target', async () => {
+    const reader = createMessageReader(chunked(piece.subarray(0, 100), 30))
+    await expect(reader.readInto(new Uint8Array(101))).rejects.toMatchObject({ name: 'DecodeError' })
+    await expect(createMessageReader(chunked(piece, 10)).readInto(new Uint8Array(17 << 20))).rejects.toThrow(
+      RangeError,
+    )
+  })
+})
