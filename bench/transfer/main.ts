@@ -29,7 +29,7 @@ import { findVariants, STACK_VARIANTS, type StackVariant } from './stack.js'
 import { startWorker, type Worker } from './worker-process.js'
 
 const MIB = 1024 * 1024
-/** The stack node.ts runs (noise with its default crypto), judged against the target. */
+/** The stack node.ts runs (shoalNoise, yamux defaults), judged against the target. */
 export const NODE_VARIANT = 'default'
 
 const USAGE = `usage: npm run bench:transfer -- [options]
@@ -37,7 +37,7 @@ const USAGE = `usage: npm run bench:transfer -- [options]
   --size-mb N        size of the generated blob (default 1024); piece size per choosePieceSize
   --runs N           runs per configuration, median reported (default 3)
   --peers N          servers of the parallel case, one connection each (default 3; 1 skips it)
-  --variants LIST    shoal stack variants, comma-separated (default ${NODE_VARIANT},node-crypto)
+  --variants LIST    shoal stack variants, comma-separated (default ${NODE_VARIANT},stock-noise)
                      known: ${STACK_VARIANTS.map((v) => v.name).join(', ')}
   --batch N          pieces per request (default 4)
   --depth N          requests in flight per peer (default 2)
@@ -45,6 +45,8 @@ const USAGE = `usage: npm run bench:transfer -- [options]
   --cpu-prof         profile both sides during the first one-connection run of each shoal
                      variant and print where their time went (profiles kept with --keep)
   --keep             keep the temp folder (blob, profiles)
+  --node-options STR node flags for the serving and fetching processes, space-separated
+                     (e.g. "--trace-gc"; what they print goes to stderr)
   -h, --help         show this help
 `
 
@@ -58,6 +60,7 @@ interface Config {
   jsonPath: string
   cpuProf: boolean
   keep: boolean
+  nodeOptions: string[]
 }
 
 function parseConfig(argv: string[]): Config | undefined {
@@ -73,6 +76,7 @@ function parseConfig(argv: string[]): Config | undefined {
       json: { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
+      'node-options': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -85,7 +89,7 @@ function parseConfig(argv: string[]): Config | undefined {
   const positive = positiveOptionReader(problems)
   let variants: StackVariant[] = []
   try {
-    variants = findVariants((values.variants ?? `${NODE_VARIANT},node-crypto`).split(',').filter(Boolean))
+    variants = findVariants((values.variants ?? `${NODE_VARIANT},stock-noise`).split(',').filter(Boolean))
   } catch (err) {
     problems.push((err as Error).message)
   }
@@ -99,6 +103,7 @@ function parseConfig(argv: string[]): Config | undefined {
     jsonPath: values.json ?? defaultResultPath('transfer'),
     cpuProf: values['cpu-prof'],
     keep: values.keep,
+    nodeOptions: (values['node-options'] ?? '').split(' ').filter(Boolean),
   }
   if (problems.length > 0) throw new Error(`invalid options:\n  ${problems.join('\n  ')}`)
   return config
@@ -147,7 +152,7 @@ async function main(): Promise<number> {
 
     const servers: ServerInfo[] = []
     for (const root of roots) {
-      const worker = await startWorker('bench/transfer/server-worker.ts', {})
+      const worker = await startWorker('bench/transfer/server-worker.ts', { nodeOptions: config.nodeOptions })
       workers.push(worker)
       const info = await worker.request<{ addresses: Record<string, string>; rawPort: number }>({
         cmd: 'start',
@@ -156,7 +161,7 @@ async function main(): Promise<number> {
       })
       servers.push({ worker, ...info })
     }
-    const client = await startWorker('bench/transfer/client-worker.ts', {})
+    const client = await startWorker('bench/transfer/client-worker.ts', { nodeOptions: config.nodeOptions })
     workers.push(client)
     await client.request({ cmd: 'start', variants: config.variants })
 

@@ -1,6 +1,12 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { Libp2p } from '@libp2p/interface'
 import type { SingleKadDHT } from '@libp2p/kad-dht'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { type Ping, ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p } from 'libp2p'
 import { afterEach, describe, expect, it } from 'vitest'
 import { digestOf } from '../digest.js'
 import { createP2PNode, generateSwarmKey, type P2PNode, type P2PNodeInit } from './node.js'
@@ -23,8 +29,34 @@ describe('p2p node', () => {
     return n
   }
 
+  const stockNodes: Libp2p[] = []
+
   afterEach(async () => {
     await Promise.all(nodes.splice(0).map((n) => n.stop()))
+    await Promise.all(stockNodes.splice(0).map((n) => n.stop()))
+  })
+
+  it('talks to a node running stock @chainsafe/libp2p-noise, both ways', async () => {
+    const ours = await node()
+    const stock: Libp2p<{ ping: Ping }> = await createLibp2p({
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      services: { ping: ping() },
+    })
+    stockNodes.push(stock)
+    const signal = () => AbortSignal.timeout(5_000)
+    expect(
+      await stock.services.ping.ping(ours.getMultiaddrs()[0]!, { signal: signal() }),
+    ).toBeGreaterThanOrEqual(0)
+    await stock.hangUp(ours.peerId)
+    // Our side sees the stock node close the connection.
+    await waitFor(() => ours.libp2p.getConnections(stock.peerId).length === 0)
+    expect(
+      await ours.libp2p.services.ping.ping(stock.getMultiaddrs()[0]!, { signal: signal() }),
+    ).toBeGreaterThanOrEqual(0)
+    expect(ours.libp2p.getConnections(stock.peerId)[0]?.encryption).toBe('/noise')
   })
 
   it('connects only nodes that share the pre-shared key', async () => {

@@ -1,11 +1,10 @@
 /**
- * The libp2p node of a shoal peer: TCP, noise, yamux, identify, ping and shoal's own
+ * The libp2p node of a shoal peer: TCP, noise (shoalNoise, ADR 0007), yamux, identify, ping and shoal's own
  * Kademlia DHT, configured as LIBP2P.md prescribes for a LAN (server mode, addresses
  * kept as they are, the cluster ranges allow-listed in the connection manager). A
  * cluster can be closed with a pre-shared key (libp2p private network) and/or an
  * allow-list of peer ids.
  */
-import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { type Identify, identify } from '@libp2p/identify'
 import type { ConnectionGater, Libp2p, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface'
@@ -14,11 +13,12 @@ import { type Ping, ping } from '@libp2p/ping'
 import { generateKey, preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
-import { createLibp2p } from 'libp2p'
+import { createLibp2p, type Libp2pInit } from 'libp2p'
 import type { Logger } from 'pino'
 import { blobCid } from '../cid.js'
 import type { Digest } from '../digest.js'
 import { KAD_PROTOCOL } from '../protocols.js'
+import { shoalNoise } from './noise-encrypter.js'
 
 /** The libp2p services a shoal node runs. */
 export type P2PServices = {
@@ -98,6 +98,20 @@ export const DEFAULT_ALLOW_NETWORKS = [
   '/ip4/198.18.0.0/ipcidr/15',
 ]
 
+/**
+ * The connection encrypters every shoal node offers: libp2p /noise with shoal's data
+ * phase (wire-compatible with stock @chainsafe/libp2p-noise; ADR 0007). Shared with the
+ * transfer benchmark, whose `default` variant must be exactly this stack.
+ */
+export function shoalConnectionEncrypters(): NonNullable<Libp2pInit['connectionEncrypters']> {
+  return [shoalNoise()]
+}
+
+/** The stream muxers every shoal node offers: yamux with its defaults (LIBP2P.md pitfall 4). */
+export function shoalStreamMuxers(): NonNullable<Libp2pInit['streamMuxers']> {
+  return [yamux()]
+}
+
 /** A new random pre-shared key in the swarm key file format, for `P2PNodeInit.psk`. */
 export function generateSwarmKey(): Uint8Array {
   const key = new Uint8Array(95)
@@ -132,8 +146,8 @@ export async function createP2PNode(components: P2PNodeComponents, init: P2PNode
       ...(init.announce ? { announce: init.announce } : {}),
     },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    connectionEncrypters: shoalConnectionEncrypters(),
+    streamMuxers: shoalStreamMuxers(),
     ...(init.psk ? { connectionProtector: preSharedKey({ psk: init.psk }) } : {}),
     connectionGater: allowListGater(init.allowPeers),
     connectionManager: {
