@@ -65,8 +65,13 @@ export interface DownloadInit {
   maxPeers?: number
   /** Piece requests in flight per peer. @default 2 */
   requestsPerPeer?: number
-  /** Piece requests in flight to an origin peer. @default 1 */
+  /** Piece requests in flight to an origin peer. @default 2 */
   originRequests?: number
+  /**
+   * How long a piece the origin answered not-held (its first-copy rule: it just sent
+   * that piece to another agent) is not asked of the origin again. @default 2000
+   */
+  originDeferMs?: number
   /** Streaming window in pieces. @default 4 */
   windowSize?: number
   /** Endgame threshold in missing pieces. @default 4 */
@@ -140,7 +145,8 @@ export async function downloadBlob(
   const count = map.pieces.length
   const maxPeers = init.maxPeers ?? 8
   const requestsPerPeer = init.requestsPerPeer ?? 2
-  const originRequests = init.originRequests ?? 1
+  const originRequests = init.originRequests ?? 2
+  const originDeferMs = init.originDeferMs ?? 2_000
   const pieceTimeoutMs = init.pieceTimeoutMs ?? 30_000
   const maxPeerFailures = init.maxPeerFailures ?? 3
   const slowFactor = init.slowFactor ?? 4
@@ -158,6 +164,8 @@ export async function downloadBlob(
   const haveSet = { has: (i: number) => have.get(i) }
   const inFlight = new Int32Array(count)
   const availability = new Int32Array(count)
+  /** Until when the origin is not asked for each piece (it sent it to someone else). */
+  const originDeferredUntil = new Float64Array(count)
   const requests = new Map<number, Set<PendingRequest>>()
   /** Recent piece times in ms per byte, for spotting slow peers. */
   const msPerByte: number[] = []
@@ -307,6 +315,10 @@ export async function downloadBlob(
           state.busyUntil = Date.now() + busyBackoffMs
         } else if (err.status === 'not-found') {
           setHas(state, undefined)
+        } else if (state.peer.origin) {
+          // The origin holds everything; not-held means another agent got this piece
+          // from it moments ago and will pass it on.
+          originDeferredUntil[index] = Date.now() + originDeferMs
         } else if (state.has?.get(index)) {
           state.has.unset(index)
           availability[index]!--
@@ -382,12 +394,14 @@ export async function downloadBlob(
           pieceCount: count,
           have: haveSet,
           peerHas: state.peer.origin
-            ? { has: (i) => peerHas.get(i) && !othersHold(i) }
+            ? { has: (i) => peerHas.get(i) && !othersHold(i) && originDeferredUntil[i]! <= now }
             : { has: (i) => peerHas.get(i) },
           inFlight,
           requestedFromPeer: state.requested,
           availability,
-          readPosition,
+          // The origin is asked rarest first, not in reading order: agents that start
+          // together read the same bytes first and would all ask it for the same pieces.
+          readPosition: state.peer.origin ? undefined : readPosition,
           windowSize: init.windowSize,
           endgameThreshold: init.endgameThreshold,
           ...(state.peer.origin ? { maxDuplicates: 1 } : {}),

@@ -140,7 +140,7 @@ export function createPieceServer(
     const stat = await source.stat(digest)
     let status: PieceStatus = 'ok'
     if (stat === undefined || stat.pieceSize === undefined) status = 'not-found'
-    else if (!(index < stat.pieceCount) || !(await source.hasPiece(digest, index))) status = 'not-held'
+    else if (!(index < stat.pieceCount) || !(await source.hasPiece(digest, index, peer))) status = 'not-held'
     if (status !== 'ok' || stat === undefined || stat.pieceSize === undefined) {
       await send(stream, encodeMessage({ type: 'piece-header', index, length: 0, status }))
       return

@@ -24,8 +24,13 @@ export interface PieceSourceStat {
 export interface PieceSource {
   /** The layout of `digest`, or undefined when none of it is held. */
   stat(digest: Digest): MaybePromise<PieceSourceStat | undefined>
-  /** True when piece `index` of `digest` is held and can be read now. */
-  hasPiece(digest: Digest, index: number): MaybePromise<boolean>
+  /**
+   * True when piece `index` of `digest` is held and can be read now. `peer` (the asking
+   * peer's id) is given when the piece server asks on behalf of a piece request: a
+   * source may then decline a piece it holds (the seed's first-copy rule), and the
+   * peer is answered not-held.
+   */
+  hasPiece(digest: Digest, index: number, peer?: string): MaybePromise<boolean>
   /**
    * The held pieces of `digest`, encoded as protocol/src/bitfield.ts encodes
    * (`ceil(pieceCount / 8)` bytes, MSB first), or undefined when none of it is held.

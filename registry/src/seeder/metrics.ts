@@ -12,6 +12,8 @@ export interface SeedMetrics {
   blobBytesSent: Counter
   /** Pieces sent to peers. */
   piecesSent: Counter
+  /** Piece requests refused by the first-copy rule. */
+  piecesDeferred: Counter
   /** Piece maps computed and stored. */
   pieceMapsComputed: Counter
   /** Tracker announces, by result (ok or error). */
@@ -39,6 +41,11 @@ export function createSeedMetrics(registry: Registry): SeedMetrics {
     piecesSent: counter(registry, {
       name: 'shoal_registry_seed_pieces_sent_total',
       help: 'Pieces the seed sent to peers over libp2p.',
+      labelNames: [] as const,
+    }),
+    piecesDeferred: counter(registry, {
+      name: 'shoal_registry_seed_pieces_deferred_total',
+      help: 'Piece requests the seed answered not-held under the first-copy rule.',
       labelNames: [] as const,
     }),
     pieceMapsComputed: counter(registry, {

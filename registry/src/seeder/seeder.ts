@@ -32,6 +32,7 @@ import { loadOrCreateSeedKey } from './key.js'
 import { createSeedMetrics } from './metrics.js'
 import { createPieceMapStore, type PieceMapStore } from './piece-maps.js'
 import { createSeedRoutes } from './routes.js'
+import { createFirstCopyRule } from './first-copy.js'
 import { createStorePieceSource } from './store-piece-source.js'
 
 /** The collaborators of the seed. */
@@ -115,10 +116,14 @@ export async function createSeeder(components: SeederComponents, init: SeederIni
       onComputed: () => metrics.pieceMapsComputed.inc(),
     },
   )
+  const firstCopy = createFirstCopyRule({
+    repeatAfterMs: init.repeatPieceAfterMs ?? 10_000,
+    onRefused: () => metrics.piecesDeferred.inc(),
+  })
   const pieceServer = createPieceServer(
     {
       libp2p: node.libp2p,
-      source: createStorePieceSource({ content, pieceMaps }),
+      source: createStorePieceSource({ content, pieceMaps, firstCopy }),
       ...(logger ? { logger } : {}),
     },
     {

@@ -6,17 +6,22 @@
 import { Bitfield } from '../../../protocol/src/bitfield.js'
 import type { PieceSource, PieceSourceStat } from '../../../protocol/src/p2p/index.js'
 import type { BlobContent } from './blob-content.js'
+import type { FirstCopyRule } from './first-copy.js'
 import type { PieceMapStore } from './piece-maps.js'
 
 /** Size of the chunks handed to the piece server (reads are gathered up to it). */
 const WRITE_BYTES = 1024 * 1024
 
-/** Creates the seed's PieceSource over the blob content and its piece maps. */
+/**
+ * Creates the seed's PieceSource over the blob content and its piece maps. With
+ * `firstCopy`, a piece request the rule refuses is answered not-held.
+ */
 export function createStorePieceSource(components: {
   content: BlobContent
   pieceMaps: PieceMapStore
+  firstCopy?: FirstCopyRule
 }): PieceSource {
-  const { content, pieceMaps } = components
+  const { content, pieceMaps, firstCopy } = components
 
   async function stat(digest: Parameters<PieceSource['stat']>[0]): Promise<PieceSourceStat | undefined> {
     const signed = await pieceMaps.get(digest)
@@ -27,9 +32,11 @@ export function createStorePieceSource(components: {
   return {
     stat,
 
-    async hasPiece(digest, index) {
+    async hasPiece(digest, index, peer) {
       const s = await stat(digest)
-      return s !== undefined && Number.isInteger(index) && index >= 0 && index < s.pieceCount
+      const held = s !== undefined && Number.isInteger(index) && index >= 0 && index < s.pieceCount
+      if (!held || peer === undefined || firstCopy === undefined) return held
+      return firstCopy.admit(digest, index, peer)
     },
 
     async bitfield(digest) {

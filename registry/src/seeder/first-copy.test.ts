@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest'
+import type { Digest } from '../../../protocol/src/index.js'
+import { createFirstCopyRule } from './first-copy.js'
+
+const A = `sha256:${'a'.repeat(64)}` as Digest
+const B = `sha256:${'b'.repeat(64)}` as Digest
+
+function clock(start = 1_000) {
+  let t = start
+  return { now: () => t, advance: (ms: number) => (t += ms) }
+}
+
+describe('first-copy rule', () => {
+  it('sends a piece once, refuses it to other peers within the window, then sends it again', () => {
+    const c = clock()
+    let refusedEvents = 0
+    const rule = createFirstCopyRule({ repeatAfterMs: 5_000, now: c.now, onRefused: () => refusedEvents++ })
+    expect(rule.admit(A, 0, 'p1')).toBe(true)
+    expect(rule.admit(A, 0, 'p2')).toBe(false)
+    expect(rule.admit(A, 1, 'p2')).toBe(true)
+    c.advance(4_999)
+    expect(rule.admit(A, 0, 'p3')).toBe(false)
+    c.advance(1)
+    expect(rule.admit(A, 0, 'p3')).toBe(true)
+    // The window restarts with that send.
+    expect(rule.admit(A, 0, 'p1')).toBe(false)
+    expect(rule.refused()).toBe(3)
+    expect(refusedEvents).toBe(3)
+  })
+
+  it('lets the peer that got the piece ask again (a retry or a restarted agent)', () => {
+    const rule = createFirstCopyRule({ repeatAfterMs: 5_000, now: clock().now })
+    expect(rule.admit(A, 3, 'p1')).toBe(true)
+    expect(rule.admit(A, 3, 'p1')).toBe(true)
+    expect(rule.admit(A, 3, 'p2')).toBe(false)
+  })
+
+  it('keeps blobs apart and admits everything when switched off', () => {
+    const rule = createFirstCopyRule({ repeatAfterMs: 5_000, now: clock().now })
+    expect(rule.admit(A, 0, 'p1')).toBe(true)
+    expect(rule.admit(B, 0, 'p2')).toBe(true)
+    const off = createFirstCopyRule({ repeatAfterMs: 0, now: clock().now })
+    expect(off.admit(A, 0, 'p1')).toBe(true)
+    expect(off.admit(A, 0, 'p2')).toBe(true)
+    expect(off.refused()).toBe(0)
+  })
+
+  it('forgets the least recently asked blob beyond maxBlobs', () => {
+    const rule = createFirstCopyRule({ repeatAfterMs: 5_000, maxBlobs: 1, now: clock().now })
+    expect(rule.admit(A, 0, 'p1')).toBe(true)
+    expect(rule.admit(B, 0, 'p1')).toBe(true)
+    // A was forgotten, so its piece 0 counts as never sent.
+    expect(rule.admit(A, 0, 'p2')).toBe(true)
+  })
+})

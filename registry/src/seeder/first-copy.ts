@@ -1,0 +1,78 @@
+/**
+ * The seed's first-copy rule: while a swarm is pulling a blob, the seed sends each piece
+ * once and lets the agents pass it on, instead of sending the same piece to every agent
+ * that holds an origin slot. Agents that start together ask for the same pieces at the
+ * same moment (their clients all read from byte 0); without this rule the origin sends
+ * a blob once per slot holder.
+ *
+ * A piece sent less than `repeatAfterMs` ago to another peer is refused (the piece
+ * server answers not-held, and the agent asks its peers or the seed for another piece);
+ * after that it is served again, so a swarm that lost its only copy (the holder died)
+ * recovers. The peer that got it may always ask again (a retry, or a restarted agent
+ * resuming). The rule is in memory and per seed process: a restarted seed serves each
+ * piece once more.
+ */
+import type { Digest } from '../../../protocol/src/index.js'
+
+/** Options for createFirstCopyRule. */
+export interface FirstCopyInit {
+  /** How long after sending a piece the seed refuses to send it again; 0 disables the rule. */
+  repeatAfterMs: number
+  /** Blobs tracked at once; the least recently asked are forgotten beyond it. @default 1024 */
+  maxBlobs?: number
+  /** Called on every refusal (metrics). */
+  onRefused?: () => void
+  /** Clock (tests). @default Date.now */
+  now?: () => number
+}
+
+/** Decides whether the seed sends a piece now. */
+export interface FirstCopyRule {
+  /**
+   * True when piece `index` of `digest` may be sent to `peer` now (and records it as
+   * sent); false when it was sent to another peer less than `repeatAfterMs` ago.
+   */
+  admit(digest: Digest, index: number, peer?: string): boolean
+  /** Pieces refused since start. */
+  refused(): number
+}
+
+/** Creates the rule; with `repeatAfterMs` 0 it admits everything. */
+export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
+  const repeatAfterMs = init.repeatAfterMs
+  const maxBlobs = init.maxBlobs ?? 1024
+  const now = init.now ?? Date.now
+  /** Last send of each piece, by blob; Map order is least recently asked first. */
+  const sentAt = new Map<Digest, Map<number, { at: number; peer: string | undefined }>>()
+  let refusals = 0
+
+  return {
+    admit(digest, index, peer) {
+      if (repeatAfterMs <= 0) return true
+      const t = now()
+      let pieces = sentAt.get(digest)
+      if (pieces === undefined) {
+        pieces = new Map()
+        if (sentAt.size >= maxBlobs) {
+          const oldest = sentAt.keys().next().value
+          if (oldest !== undefined) sentAt.delete(oldest)
+        }
+      } else {
+        sentAt.delete(digest)
+      }
+      sentAt.set(digest, pieces)
+      const last = pieces.get(index)
+      if (last !== undefined && t - last.at < repeatAfterMs && (peer === undefined || peer !== last.peer)) {
+        refusals++
+        init.onRefused?.()
+        return false
+      }
+      pieces.set(index, { at: t, peer })
+      return true
+    },
+
+    refused() {
+      return refusals
+    },
+  }
+}
