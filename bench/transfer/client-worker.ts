@@ -27,6 +27,12 @@ export interface FetchJob {
 export interface FetchResult {
   seconds: number
   bytes: number
+  /** The fetching process's peak RSS so far (since it started, all paths), in bytes. */
+  fetcherMaxRssBytes: number
+}
+
+function maxRssBytes(): number {
+  return process.resourceUsage().maxRSS * 1024
 }
 
 const nodes = new Map<string, { node: Libp2p; client: PieceClient }>()
@@ -88,7 +94,7 @@ async function fetchShoal(
   const seconds = (performance.now() - started) / 1000
   for (const p of peers) await node.hangUp(p)
   if (bytes !== expected) throw new Error(`fetched ${bytes} of ${expected} bytes`)
-  return { seconds, bytes }
+  return { seconds, bytes, fetcherMaxRssBytes: maxRssBytes() }
 }
 
 /** Reads `[start, end)` from one raw server; with `verify`, hashes it piece by piece. */
@@ -142,7 +148,7 @@ async function fetchRaw(ports: number[], job: FetchJob, verify: boolean): Promis
   const seconds = (performance.now() - started) / 1000
   const bytes = counts.reduce((a, b) => a + b, 0)
   if (bytes !== job.size) throw new Error(`fetched ${bytes} of ${job.size} bytes`)
-  return { seconds, bytes }
+  return { seconds, bytes, fetcherMaxRssBytes: maxRssBytes() }
 }
 
 serveRequests(

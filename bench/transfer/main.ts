@@ -238,7 +238,8 @@ async function main(): Promise<number> {
           const mbps = m.bytes / 1e6 / m.seconds
           const cpu = (m.clientCpuSeconds + m.serverCpuSeconds) / (m.bytes / 1e9)
           progress(
-            `run ${run} peers ${peers} ${variant ?? kind}: ${mbps.toFixed(0)} MB/s, ${cpu.toFixed(2)} CPU s/GB`,
+            `run ${run} peers ${peers} ${variant ?? kind}: ${mbps.toFixed(0)} MB/s, ${cpu.toFixed(2)} CPU s/GB, ` +
+              `fetcher peak RSS ${(m.fetcherMaxRssBytes / MIB).toFixed(0)} MiB`,
           )
         }
         const ports = used.map((s) => s.rawPort)
