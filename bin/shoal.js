@@ -11,6 +11,11 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync 
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
+// File work runs on libuv's thread pool (4 threads by default). An agent syncs every
+// piece it stores; with only four threads a few slow syncs hold up every other file
+// read and write of the process (serving pieces, the mirror). Set before any pool use.
+process.env.UV_THREADPOOL_SIZE ??= '16'
+
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const entry = join(root, 'cli/src/main.ts')
 const SOURCE_DIRS = ['cli', 'protocol', 'registry', 'tracker', 'peer-agent']

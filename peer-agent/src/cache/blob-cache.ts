@@ -492,8 +492,10 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
       const value = withBit(entry.bits, index)
       const fh = await open(entry.paths.partialBits, 'r+')
       try {
+        // No sync here: the piece's bytes were synced before this write, so whenever
+        // the bit reaches the disk its data is already there; a bit lost in a crash
+        // only costs downloading the piece again.
         await writeAll(fh, Uint8Array.of(value), byteIndex)
-        if (durable) await fh.datasync()
       } finally {
         await fh.close()
       }

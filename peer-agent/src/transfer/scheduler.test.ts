@@ -84,7 +84,36 @@ describe('downloadBlob', () => {
     expect(c.has(map.digest)).toBe(true)
   })
 
-  it('spares the origin: other peers first, one request at a time', async () => {
+  it('asks the origin again only after a while for a piece it declined, and takes it from the agent that got it', async () => {
+    const { bytes, map } = blob(6)
+    const swarm = fakeSwarm(bytes, map)
+    // The seed sent pieces 0 and 1 to agent b a moment ago (first-copy rule): it
+    // declines them here, and b holds them shortly after.
+    const seed = swarm.peer('origin', map.pieces.keys())
+    seed.declines = new Set([0, 1])
+    const origin = { ...seed, origin: true }
+    const b = swarm.peer('b', [])
+    const gained = setTimeout(() => {
+      b.holds.add(0)
+      b.holds.add(1)
+    }, 300)
+    const c = await cache()
+    try {
+      const result = await downloadBlob(
+        { cache: c, client: swarm.client },
+        { map, findPeers: async () => [origin, b], originDeferMs: 10_000, haveRefreshMs: 200, seed: 9 },
+      )
+      expect(c.has(map.digest)).toBe(true)
+      expect(result.bytesByPeer.get('b')).toBe(2 * PIECE)
+      expect(result.bytesByPeer.get('origin')).toBe(map.size - 2 * PIECE)
+      // Each declined piece was asked of the origin at most once (then deferred).
+      for (const i of [0, 1]) expect(origin.requests.filter((r) => r === i).length).toBeLessThanOrEqual(1)
+    } finally {
+      clearTimeout(gained)
+    }
+  })
+
+  it('spares the origin: other peers first', async () => {
     const { bytes, map } = blob(8)
     const swarm = fakeSwarm(bytes, map)
     const origin = { ...swarm.peer('origin', map.pieces.keys()), origin: true }

@@ -80,11 +80,13 @@ export interface DownloadInit {
   pieceTimeoutMs?: number
   /**
    * A request running this many times longer than the swarm's median piece time (per
-   * byte) is abandoned and counted as a failure, so slow peers end up dropped.
-   * @default 4
+   * byte) is abandoned and counted as a failure, so slow peers end up dropped. In a
+   * swarm whose uplinks are all busy a piece simply takes its share of time, and an
+   * abandoned request wastes what was already sent, so the factor is generous.
+   * @default 8
    */
   slowFactor?: number
-  /** Requests younger than this are never called slow. @default 2000 */
+  /** Requests younger than this are never called slow. @default 5000 */
   slowPieceMinMs?: number
   /** Failed requests (timeouts, resets, too slow) after which a peer is dropped. @default 3 */
   maxPeerFailures?: number
@@ -124,8 +126,11 @@ interface PeerState {
 }
 
 const TICK_MS = 200
-/** How long the origin waits for other peers' first have replies before it is asked. */
-const ORIGIN_HOLD_MS = 2_000
+/**
+ * How long the origin waits for other peers' first have replies before it is asked
+ * (peers the tracker handed out with a bitfield need no reply).
+ */
+const ORIGIN_HOLD_MS = 500
 
 /**
  * Downloads `init.map`'s blob into the cache and marks it complete. Throws
@@ -149,8 +154,8 @@ export async function downloadBlob(
   const originDeferMs = init.originDeferMs ?? 2_000
   const pieceTimeoutMs = init.pieceTimeoutMs ?? 30_000
   const maxPeerFailures = init.maxPeerFailures ?? 3
-  const slowFactor = init.slowFactor ?? 4
-  const slowPieceMinMs = init.slowPieceMinMs ?? 2_000
+  const slowFactor = init.slowFactor ?? 8
+  const slowPieceMinMs = init.slowPieceMinMs ?? 5_000
   const busyBackoffMs = init.busyBackoffMs ?? 1_000
   const haveRefreshMs = init.haveRefreshMs ?? 1_000
   const peerSearchIntervalMs = init.peerSearchIntervalMs ?? 2_000

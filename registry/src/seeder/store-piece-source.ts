@@ -35,7 +35,9 @@ export function createStorePieceSource(components: {
     async hasPiece(digest, index, peer) {
       const s = await stat(digest)
       const held = s !== undefined && Number.isInteger(index) && index >= 0 && index < s.pieceCount
-      if (!held || peer === undefined || firstCopy === undefined) return held
+      // A one-piece blob (a config, a small layer) is cheap to send twice and would
+      // otherwise wait for another agent to pass it on.
+      if (!held || peer === undefined || firstCopy === undefined || s.pieceCount < 2) return held
       return firstCopy.admit(digest, index, peer)
     },
 

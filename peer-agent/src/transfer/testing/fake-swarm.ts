@@ -30,6 +30,8 @@ export interface FakePeer extends SwarmPeer {
   requests: number[]
   /** Extra time each piece takes. */
   delayMs?: number
+  /** Pieces it holds (and says so) but answers not-held, as the seed's first-copy rule does. */
+  declines?: Set<number>
 }
 
 /** A piece client answering from memory on behalf of fake peers. */
@@ -63,7 +65,7 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap) {
         })
       }
       if (p.behaviour === 'fail') throw new Error('stream reset')
-      if (!p.holds.has(index)) throw new PieceUnavailableError('not-held')
+      if (!p.holds.has(index) || p.declines?.has(index)) throw new PieceUnavailableError('not-held')
       const { offset, length } = pieceRange(map, index)
       const piece = Buffer.from(bytes.subarray(offset, offset + length))
       if (p.behaviour === 'corrupt') piece[0] = piece[0]! ^ 0xff
