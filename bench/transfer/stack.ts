@@ -3,7 +3,7 @@
  * stack protocol/src/p2p/node.ts builds (its shoalConnectionEncrypters and
  * shoalStreamMuxers); every other variant is that stack with one thing changed: the
  * connection encrypter (stock @chainsafe/libp2p-noise, with its default cipher or
- * createNoiseCrypto), the yamux stream window (set on both ends, LIBP2P.md pitfall 4)
+ * createNoiseCrypto), shoalNoise's send size, the yamux stream window (set on both ends, LIBP2P.md pitfall 4)
  * or, on the serving side, the size of the writes the piece server makes (the cache's
  * read chunk).
  */
@@ -14,6 +14,7 @@ import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import { shoalConnectionEncrypters, shoalStreamMuxers } from '../../protocol/src/p2p/node.js'
 import { createNoiseCrypto } from '../../protocol/src/p2p/noise-crypto.js'
+import { shoalNoise } from '../../protocol/src/p2p/noise-encrypter.js'
 
 /** One configuration of the shoal piece path under test (plain data: it is sent to the workers). */
 export interface StackVariant {
@@ -26,6 +27,8 @@ export interface StackVariant {
    * @chainsafe/libp2p-noise with the package's default cipher or createNoiseCrypto.
    */
   stockNoise?: 'default-crypto' | 'node-crypto' | 'node-crypto-tag'
+  /** shoalNoise's maxSendBytes (plaintext sealed into one socket write); undefined keeps node.ts's. */
+  noiseSendBytes?: number
   /** yamux initial and maximum stream window in bytes (both ends); undefined keeps node.ts's yamux. */
   streamWindowBytes?: number
   /** Bytes per piece-server write (the cache's read chunk). @default 1 MiB */
@@ -55,6 +58,11 @@ export const STACK_VARIANTS: StackVariant[] = [
     name: 'node-crypto-tag',
     description: 'stock noise data phase, createNoiseCrypto with the tag as its own chunk',
     stockNoise: 'node-crypto-tag',
+  },
+  {
+    name: 'send-256k',
+    description: 'default with shoalNoise sealing at most 4 frames (256 KiB) per socket write instead of 16',
+    noiseSendBytes: 4 * 65_519,
   },
   {
     name: 'window-4m',
@@ -88,7 +96,9 @@ export async function startStack(variant: StackVariant): Promise<Libp2p> {
     transports: [tcp()],
     connectionEncrypters:
       stock === undefined
-        ? shoalConnectionEncrypters()
+        ? variant.noiseSendBytes === undefined
+          ? shoalConnectionEncrypters()
+          : [shoalNoise({ maxSendBytes: variant.noiseSendBytes })]
         : [
             noise(
               stock === 'default-crypto'
