@@ -27,12 +27,19 @@ import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { type LengthPrefixedStream, lpStream } from '@libp2p/utils'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { createNoiseCrypto } from './noise-crypto.js'
-import { NOISE_MAX_MESSAGE_BYTES, NoiseFrameStream, type NoiseSession } from './noise-frame-stream.js'
+import {
+  NOISE_MAX_MESSAGE_BYTES,
+  NoiseFrameStream,
+  type NoiseFrameStreamInit,
+  type NoiseSession,
+} from './noise-frame-stream.js'
 
 /** Options for shoalNoise: the package's own (its `crypto` is replaced) and the stream's. */
 export interface ShoalNoiseInit extends Omit<NoiseInit, 'crypto'> {
   /** Plaintext sealed into one socket write at most. @default 16 noise frames */
   maxSendBytes?: number
+  /** How sends reach the transport (NoiseFrameStreamInit.sendMode). @default 'copy' */
+  sendMode?: 'copy' | 'parts'
 }
 
 /** The handshake result of @chainsafe/libp2p-noise 17 (not exported by the package). */
@@ -87,12 +94,14 @@ class ShoalNoise implements ConnectionEncrypter<NoiseExtensions> {
 
   private readonly components: NoiseComponents
   private readonly handshakes: NoiseHandshakes
-  private readonly maxSendBytes: number | undefined
+  private readonly streamInit: NoiseFrameStreamInit
 
   constructor(components: NoiseComponents, init: ShoalNoiseInit) {
     this.components = components
-    const { maxSendBytes, ...noiseInit } = init
-    this.maxSendBytes = maxSendBytes
+    const { maxSendBytes, sendMode, ...noiseInit } = init
+    this.streamInit = {}
+    if (maxSendBytes !== undefined) this.streamInit.maxSendBytes = maxSendBytes
+    if (sendMode !== undefined) this.streamInit.sendMode = sendMode
     // tagChunk: a sealed message comes back as its parts, copied once into the send buffer.
     const inner = noise({ ...noiseInit, crypto: createNoiseCrypto({ tagChunk: true }) })(
       components,
@@ -143,11 +152,7 @@ class ShoalNoise implements ConnectionEncrypter<NoiseExtensions> {
     )
     const remotePeer = peerIdFromPublicKey(publicKeyFromProtobuf(result.payload.identityKey))
     const secured: SecuredConnection<NoiseExtensions> = {
-      connection: new NoiseFrameStream(
-        framed.unwrap(),
-        result,
-        this.maxSendBytes === undefined ? {} : { maxSendBytes: this.maxSendBytes },
-      ),
+      connection: new NoiseFrameStream(framed.unwrap(), result, this.streamInit),
       remotePeer,
     }
     if (result.payload.extensions !== undefined) secured.remoteExtensions = result.payload.extensions
