@@ -153,6 +153,14 @@ export const agentConfigSchema = z.strictObject({
     .describe(
       'give a swarm download up (and use the upstream) after this long without a new piece, in milliseconds',
     ),
+  swarmMinBlobBytes: z
+    .number()
+    .int()
+    .min(0)
+    .default(64 * 1024)
+    .describe(
+      'blobs smaller than this (configs, tiny layers) come straight from the seed or upstream: the swarm costs more round trips than their bytes',
+    ),
   trackerTimeoutMs: z
     .number()
     .int()

@@ -172,7 +172,7 @@ export async function createAgentSwarm(
   const combined = router
   const source = createSwarmBlobSource(
     { cache, client, maps, router: combined, selfPeerId: peerId, metrics, logger },
-    { stallTimeoutMs: config.swarmStallTimeoutMs },
+    { stallTimeoutMs: config.swarmStallTimeoutMs, minBlobBytes: config.swarmMinBlobBytes },
   )
 
   /** Blobs announced with at least one piece in this process. */

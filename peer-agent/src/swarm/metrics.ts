@@ -18,6 +18,8 @@ export interface SwarmMetrics {
   downloads: Counter<'result'>
   /** Opens the swarm refused as unavailable (the mirror then uses the upstream). */
   unavailable: Counter
+  /** Blob opens below the swarm's minimum size, sent to the seed or upstream. */
+  small: Counter
   /** findPeers calls answered by the DHT because the tracker was unreachable. */
   dhtFallbacks: Counter
   /** Piece bytes served to other peers. */
@@ -50,6 +52,10 @@ export function createSwarmMetrics(registry: Registry, activeUploads: () => numb
     unavailable: counter(
       'shoal_agent_swarm_unavailable_total',
       'Blob opens the swarm refused as unavailable (served from the upstream instead).',
+    ),
+    small: counter(
+      'shoal_agent_swarm_small_blobs_total',
+      'Blob opens below swarmMinBlobBytes, fetched from the seed or upstream directly.',
     ),
     dhtFallbacks: counter(
       'shoal_agent_swarm_dht_fallbacks_total',

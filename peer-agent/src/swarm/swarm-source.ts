@@ -55,6 +55,12 @@ export interface SwarmBlobSourceInit {
   maxPeers?: number
   /** Deadline of one piece request. @default 30000 */
   pieceTimeoutMs?: number
+  /**
+   * Blobs smaller than this are not fetched from the swarm: open() throws
+   * SwarmUnavailableError at once and the mirror asks the seed or upstream.
+   * @default 0
+   */
+  minBlobBytes?: number
 }
 
 /** The swarm source with its lifecycle. */
@@ -238,6 +244,12 @@ export function createSwarmBlobSource(
       const end = range?.end ?? map.size - 1
       if (start < 0 || end >= map.size || (start > end && map.size > 0)) {
         throw new RangeInvalidError(`range ${start}-${end} outside the blob`, { size: map.size })
+      }
+      if (map.size < (init.minBlobBytes ?? 0) && !cache.stat(map.digest)?.complete) {
+        metrics.small.inc()
+        throw new SwarmUnavailableError(`blob of ${map.size} bytes is below the swarm's minimum`, {
+          digest: map.digest,
+        })
       }
       ensureDownload(map)
       let stream: Readable
