@@ -94,18 +94,6 @@ export interface PieceClient {
   ): Promise<SignedPieceMap | undefined>
 }
 
-/**
- * Memory for one received piece. A SharedArrayBuffer, not an ordinary Buffer: V8 counts
- * ordinary ArrayBuffer memory as "external memory pressure" and answers every few MB
- * of it with a garbage collection, and a fetcher allocates a whole piece for every
- * piece it receives. Pieces in shared memory cut the fetcher's CPU per GB by about a
- * third in bench:transfer (BENCHMARKS.md). It is a Buffer like any other to its users;
- * the pages are zero-filled by the allocator, and freed when the piece is collected.
- */
-function allocPiece(n: number): Buffer {
-  return Buffer.from(new SharedArrayBuffer(n))
-}
-
 function refusal(msg: Message): Error | undefined {
   return msg.type === 'error' ? new PeerRefusedError(msg.code, msg.message) : undefined
 }
@@ -188,7 +176,7 @@ export function createPieceClient(
             )
           }
           // Copied into place as the bytes arrive: one copy, no list of chunks held per piece.
-          const bytes = allocPiece(header.length)
+          const bytes = Buffer.allocUnsafe(header.length)
           await reader.readInto(bytes, { signal })
           yield { index: want.index, bytes }
         }
