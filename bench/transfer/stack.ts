@@ -3,7 +3,7 @@
  * stack protocol/src/p2p/node.ts builds (its shoalConnectionEncrypters and
  * shoalStreamMuxers); every other variant is that stack with one thing changed: the
  * connection encrypter (stock @chainsafe/libp2p-noise, with its default cipher or
- * createNoiseCrypto), how shoalNoise hands sends to the socket, the yamux stream window (set on both ends, LIBP2P.md pitfall 4)
+ * createNoiseCrypto), shoalNoise's send size, the yamux stream window (set on both ends, LIBP2P.md pitfall 4)
  * or, on the serving side, the size of the writes the piece server makes (the cache's
  * read chunk).
  */
@@ -29,8 +29,6 @@ export interface StackVariant {
   stockNoise?: 'default-crypto' | 'node-crypto' | 'node-crypto-tag'
   /** shoalNoise's maxSendBytes (plaintext sealed into one socket write); undefined keeps node.ts's. */
   noiseSendBytes?: number
-  /** shoalNoise's sendMode; undefined keeps node.ts's. */
-  noiseSendMode?: 'copy' | 'parts'
   /** yamux initial and maximum stream window in bytes (both ends); undefined keeps node.ts's yamux. */
   streamWindowBytes?: number
   /** Bytes per piece-server write (the cache's read chunk). @default 1 MiB */
@@ -67,12 +65,6 @@ export const STACK_VARIANTS: StackVariant[] = [
     noiseSendBytes: 4 * 65_519,
   },
   {
-    name: 'send-parts',
-    description:
-      'default with shoalNoise handing frames over as parts (no copy, two socket writes per frame)',
-    noiseSendMode: 'parts',
-  },
-  {
     name: 'window-4m',
     description: 'default with a yamux stream window of 4 MiB on both ends',
     streamWindowBytes: 4 * MiB,
@@ -104,14 +96,9 @@ export async function startStack(variant: StackVariant): Promise<Libp2p> {
     transports: [tcp()],
     connectionEncrypters:
       stock === undefined
-        ? variant.noiseSendBytes === undefined && variant.noiseSendMode === undefined
+        ? variant.noiseSendBytes === undefined
           ? shoalConnectionEncrypters()
-          : [
-              shoalNoise({
-                ...(variant.noiseSendBytes === undefined ? {} : { maxSendBytes: variant.noiseSendBytes }),
-                ...(variant.noiseSendMode === undefined ? {} : { sendMode: variant.noiseSendMode }),
-              }),
-            ]
+          : [shoalNoise({ maxSendBytes: variant.noiseSendBytes })]
         : [
             noise(
               stock === 'default-crypto'

@@ -14,7 +14,7 @@ import { waitDrain } from './stream-io.js'
 const ECHO = '/shoal-test/echo/1.0.0'
 const MiB = 1 << 20
 
-type Kind = 'shoal' | 'shoal-parts' | 'stock'
+type Kind = 'shoal' | 'stock'
 
 /**
  * A TCP relay between a dialler and a node that can stop reading from the dialler
@@ -95,9 +95,7 @@ describe('shoalNoise over TCP', () => {
     const node = await createLibp2p({
       addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
       transports: [tcp()],
-      connectionEncrypters: [
-        kind === 'stock' ? noise() : shoalNoise(kind === 'shoal-parts' ? { sendMode: 'parts' } : {}),
-      ],
+      connectionEncrypters: [kind === 'stock' ? noise() : shoalNoise()],
       streamMuxers: [
         yamux(
           window === undefined
@@ -146,7 +144,6 @@ describe('shoalNoise over TCP', () => {
     ['shoal', 'stock'],
     ['stock', 'shoal'],
     ['shoal', 'shoal'],
-    ['shoal-parts', 'stock'],
   ] as Array<[Kind, Kind]>) {
     it(`carries a stream from a ${a} node to a ${b} node and back`, async () => {
       const from = await start(a)

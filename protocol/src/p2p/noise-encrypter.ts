@@ -38,8 +38,6 @@ import {
 export interface ShoalNoiseInit extends Omit<NoiseInit, 'crypto'> {
   /** Plaintext sealed into one socket write at most. @default 16 noise frames */
   maxSendBytes?: number
-  /** How sends reach the transport (NoiseFrameStreamInit.sendMode). @default 'copy' */
-  sendMode?: 'copy' | 'parts'
 }
 
 /** The handshake result of @chainsafe/libp2p-noise 17 (not exported by the package). */
@@ -98,10 +96,9 @@ class ShoalNoise implements ConnectionEncrypter<NoiseExtensions> {
 
   constructor(components: NoiseComponents, init: ShoalNoiseInit) {
     this.components = components
-    const { maxSendBytes, sendMode, ...noiseInit } = init
+    const { maxSendBytes, ...noiseInit } = init
     this.streamInit = {}
     if (maxSendBytes !== undefined) this.streamInit.maxSendBytes = maxSendBytes
-    if (sendMode !== undefined) this.streamInit.sendMode = sendMode
     // tagChunk: a sealed message comes back as its parts, copied once into the send buffer.
     const inner = noise({ ...noiseInit, crypto: createNoiseCrypto({ tagChunk: true }) })(
       components,

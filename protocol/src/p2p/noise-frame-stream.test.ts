@@ -92,17 +92,6 @@ describe('NoiseFrameStream', () => {
     }
   })
 
-  it('puts the same bytes on the wire when it hands frames over as parts', () => {
-    for (const size of [1, NOISE_MAX_PLAINTEXT_BYTES, NOISE_MAX_PLAINTEXT_BYTES + 1, 1_000_000]) {
-      const wire = new Wire()
-      const stream = new NoiseFrameStream(wire, session(key), { sendMode: 'parts' })
-      const data = randomBytes(size)
-      stream.send(new Uint8ArrayList(data.subarray(0, 3), data.subarray(3)))
-      expect(wire.sent).toHaveLength(1)
-      expect(Buffer.from(wire.sent[0]!).equals(stockWire(data, key))).toBe(true)
-    }
-  })
-
   it('splits a send larger than maxSendBytes into several writes, nonces continuing', () => {
     const wire = new Wire()
     const stream = new NoiseFrameStream(wire, session(key), { maxSendBytes: 2 * NOISE_MAX_PLAINTEXT_BYTES })

@@ -51,14 +51,6 @@ export class NoiseFrameError extends Error {
 export interface NoiseFrameStreamInit {
   /** Plaintext sealed into one outgoing buffer at most. @default 16 full frames */
   maxSendBytes?: number
-  /**
-   * How a send reaches the transport: `copy` seals every frame into one new buffer (one
-   * socket write per send); `parts` hands over each frame's ciphertext as the cipher
-   * returned it, with each tag and the next length prefix joined into one small buffer
-   * (two socket writes per frame, no copy of the ciphertext).
-   * @default 'copy'
-   */
-  sendMode?: 'copy' | 'parts'
 }
 
 function append(out: Uint8Array[], bytes: Bytes): void {
@@ -84,7 +76,6 @@ export class NoiseFrameStream extends AbstractMessageStream {
   /** The first byte of a length prefix split across two chunks; -1 if none. */
   private prefixHigh = -1
   private failed = false
-  private readonly sendParts: boolean
 
   constructor(connection: MessageStream, session: NoiseSession, init: NoiseFrameStreamInit = {}) {
     super({
@@ -96,7 +87,6 @@ export class NoiseFrameStream extends AbstractMessageStream {
     })
     this.connection = connection
     this.session = session
-    this.sendParts = init.sendMode === 'parts'
 
     connection.addEventListener('message', (evt) => {
       if (this.failed) return
@@ -188,7 +178,6 @@ export class NoiseFrameStream extends AbstractMessageStream {
   }
 
   override sendData(data: Uint8ArrayList): SendResult {
-    if (this.sendParts) return this.sendFrameParts(data)
     const total = data.byteLength
     const frames = Math.ceil(total / NOISE_MAX_PLAINTEXT_BYTES)
     const out = Buffer.allocUnsafe(total + frames * (2 + NOISE_TAG_BYTES))
@@ -214,36 +203,6 @@ export class NoiseFrameStream extends AbstractMessageStream {
       sentBytes: total,
       canSendMore: this.connection.send(at === out.byteLength ? out : out.subarray(0, at)),
     }
-  }
-
-  /** sendMode 'parts': [prefix, ciphertext..., tag + next prefix, ciphertext..., tag]. */
-  private sendFrameParts(data: Uint8ArrayList): SendResult {
-    const total = data.byteLength
-    const out = new Uint8ArrayList()
-    let tag: Uint8Array | undefined
-    for (let start = 0; start < total; start += NOISE_MAX_PLAINTEXT_BYTES) {
-      const stop = Math.min(start + NOISE_MAX_PLAINTEXT_BYTES, total)
-      const sealed = this.session.encrypt(data.sublist(start, stop))
-      const length = sealed.byteLength
-      const glue = Buffer.allocUnsafe((tag?.byteLength ?? 0) + 2)
-      if (tag !== undefined) glue.set(tag, 0)
-      glue[glue.byteLength - 2] = length >> 8
-      glue[glue.byteLength - 1] = length & 0xff
-      out.append(glue)
-      const parts = sealed instanceof Uint8Array ? [sealed] : [...sealed]
-      const last = parts.pop()!
-      for (const part of parts) out.append(part)
-      // The tag (the last 16 bytes) travels with the next frame's length prefix.
-      if (last.byteLength > NOISE_TAG_BYTES) out.append(last.subarray(0, last.byteLength - NOISE_TAG_BYTES))
-      if (last.byteLength >= NOISE_TAG_BYTES) {
-        tag = last.subarray(last.byteLength - NOISE_TAG_BYTES)
-      } else {
-        out.append(last)
-        tag = undefined
-      }
-    }
-    if (tag !== undefined) out.append(tag)
-    return { sentBytes: total, canSendMore: this.connection.send(out) }
   }
 
   override close(options?: { signal?: AbortSignal }): Promise<void> {
