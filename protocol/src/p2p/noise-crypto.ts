@@ -12,7 +12,9 @@
  * - decryption of a frame spread over several received chunks feeds each chunk to the
  *   decipher as it is, never joining them first.
  *
- * Key agreement, hashing and HKDF are the package defaults.
+ * Key agreement, hashing and HKDF are the package defaults. shoalNoise (node.ts's
+ * encrypter, ADR 0007) runs the package's handshake and data-phase cipher states on it
+ * with `tagChunk`.
  */
 import { type KeyObject, createCipheriv, createDecipheriv, createSecretKey } from 'node:crypto'
 import type { ICryptoInterface } from '@chainsafe/libp2p-noise'
