@@ -99,7 +99,7 @@ export const seedConfigSchema = z.strictObject({
     .default(16)
     .describe('piece requests the seed serves at once; more are answered busy'),
   repeatPieceAfterMs: nonNegativeInt()
-    .default(10_000)
+    .default(30_000)
     .describe(
       'first-copy rule: a piece sent to one peer is refused to others for this long, so agents pass it on (0: off)',
     ),

@@ -51,7 +51,7 @@ export interface SwarmBlobSourceComponents {
 export interface SwarmBlobSourceInit {
   /** Give up (SwarmUnavailableError) after this long without a new piece. @default 20000 */
   stallTimeoutMs?: number
-  /** Peers used at once per download. @default 8 */
+  /** Agents used at once per download (the seed not counted). @default 16 */
   maxPeers?: number
   /** Deadline of one piece request. @default 30000 */
   pieceTimeoutMs?: number

@@ -61,7 +61,7 @@ export interface DownloadInit {
   findPeers(options: { signal: AbortSignal }): Promise<SwarmPeer[]>
   /** The piece index the local client reads next, for the streaming window. */
   readPosition?: () => number | undefined
-  /** Peers used at once. @default 8 */
+  /** Agents used at once (the origin is not counted). @default 16 */
   maxPeers?: number
   /** Piece requests in flight per peer. @default 2 */
   requestsPerPeer?: number
@@ -148,7 +148,7 @@ export async function downloadBlob(
   const { map } = init
   const digest = map.digest
   const count = map.pieces.length
-  const maxPeers = init.maxPeers ?? 8
+  const maxPeers = init.maxPeers ?? 16
   const requestsPerPeer = init.requestsPerPeer ?? 2
   const originRequests = init.originRequests ?? 2
   const originDeferMs = init.originDeferMs ?? 2_000
@@ -211,8 +211,11 @@ export async function downloadBlob(
     log?.debug({ peer: state.peer.id, digest, why }, 'dropped peer')
   }
 
-  function usable(state: PeerState): boolean {
-    return !state.dropped
+  /** Usable agents, the origin not counted: it is asked last and only for what they lack. */
+  function usableAgents(): number {
+    let n = 0
+    for (const p of peers.values()) if (!p.dropped && !p.peer.origin) n++
+    return n
   }
 
   async function refreshHave(state: PeerState): Promise<void> {
@@ -245,7 +248,7 @@ export async function downloadBlob(
       const found = await init.findPeers({ signal })
       for (const peer of found) {
         if (peers.has(peer.id)) continue
-        if ([...peers.values()].filter(usable).length >= maxPeers) break
+        if (!peer.origin && usableAgents() >= maxPeers) continue
         const state: PeerState = {
           peer,
           has: undefined,
@@ -381,9 +384,10 @@ export async function downloadBlob(
       (p) => !p.peer.origin && !p.dropped && p.lastHaveAt === 0 && now - p.addedAt < ORIGIN_HOLD_MS,
     )
     // A piece another usable agent holds is never the origin's, even while that agent's
-    // request slots are full: the origin gets only what no other peer can give.
+    // request slots are full or it answered busy: the origin gets only what no other
+    // peer can give.
     const othersHold = (index: number): boolean =>
-      ordered.some((p) => !p.peer.origin && !p.dropped && p.busyUntil <= now && p.has?.get(index) === true)
+      ordered.some((p) => !p.peer.origin && !p.dropped && p.has?.get(index) === true)
     for (const state of ordered) {
       if (state.dropped || state.busyUntil > now) continue
       if (state.peer.origin && othersPending) continue
@@ -392,7 +396,6 @@ export async function downloadBlob(
         continue
       }
       const peerHas = state.has
-      let picked = false
       const slots = state.peer.origin ? originRequests : requestsPerPeer
       while (state.requested.size < slots) {
         const next = pickPiece({
@@ -413,15 +416,16 @@ export async function downloadBlob(
           rng,
         })
         if (next === undefined) break
-        picked = true
         void request(state, next.index)
       }
-      // A peer with nothing for us may have gained pieces since (it is downloading too).
-      if (!picked && state.requested.size === 0 && !state.refreshing && !state.has.isComplete()) {
-        if (now - state.lastHaveAt >= haveRefreshMs) void refreshHave(state)
+      // A peer still downloading gains pieces all the time: ask again what it holds,
+      // also while we are fetching from it, or the pieces it gained stay unknown here
+      // (fewer requests in flight, and the origin asked for what the swarm has).
+      if (!state.refreshing && !state.has.isComplete() && now - state.lastHaveAt >= haveRefreshMs) {
+        void refreshHave(state)
       }
     }
-    const live = [...peers.values()].filter(usable).length
+    const live = usableAgents()
     const interval = live === 0 ? Math.min(1_000, peerSearchIntervalMs) : peerSearchIntervalMs
     if (!searching && live < maxPeers && now - lastSearch >= interval) void searchPeers()
   }
@@ -439,7 +443,7 @@ export async function downloadBlob(
           digest,
           held: have.count(),
           pieces: count,
-          peers: [...peers.values()].filter(usable).length,
+          peers: [...peers.values()].filter((p) => !p.dropped).length,
         })
       }
       dirty = false

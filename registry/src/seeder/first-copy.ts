@@ -5,8 +5,9 @@
  * same moment (their clients all read from byte 0); without this rule the origin sends
  * a blob once per slot holder.
  *
- * A piece sent less than `repeatAfterMs` ago to another peer is refused (the piece
- * server answers not-held, and the agent asks its peers or the seed for another piece);
+ * A piece already sent to another peer is refused (the piece server answers not-held,
+ * and the agent asks its peers or the seed for another piece) while some piece of the
+ * blob has not been sent at all, and in any case for `repeatAfterMs` after it was sent;
  * after that it is served again, so a swarm that lost its only copy (the holder died)
  * recovers. The peer that got it may always ask again (a retry, or a restarted agent
  * resuming). The rule is in memory and per seed process: a restarted seed serves each
@@ -29,10 +30,11 @@ export interface FirstCopyInit {
 /** Decides whether the seed sends a piece now. */
 export interface FirstCopyRule {
   /**
-   * True when piece `index` of `digest` may be sent to `peer` now (and records it as
-   * sent); false when it was sent to another peer less than `repeatAfterMs` ago.
+   * True when piece `index` of `digest` (a blob of `pieceCount` pieces) may be sent to
+   * `peer` now, and records it as sent; false when it went to another peer less than
+   * `repeatAfterMs` ago, or at all while other pieces were never sent.
    */
-  admit(digest: Digest, index: number, peer?: string): boolean
+  admit(digest: Digest, index: number, pieceCount: number, peer?: string): boolean
   /** Pieces refused since start. */
   refused(): number
 }
@@ -47,7 +49,7 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
   let refusals = 0
 
   return {
-    admit(digest, index, peer) {
+    admit(digest, index, pieceCount, peer) {
       if (repeatAfterMs <= 0) return true
       const t = now()
       let pieces = sentAt.get(digest)
@@ -62,7 +64,8 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
       }
       sentAt.set(digest, pieces)
       const last = pieces.get(index)
-      if (last !== undefined && t - last.at < repeatAfterMs && (peer === undefined || peer !== last.peer)) {
+      const again = last !== undefined && (peer === undefined || peer !== last.peer)
+      if (again && (t - last.at < repeatAfterMs || pieces.size < pieceCount)) {
         refusals++
         init.onRefused?.()
         return false

@@ -117,7 +117,7 @@ export async function createSeeder(components: SeederComponents, init: SeederIni
     },
   )
   const firstCopy = createFirstCopyRule({
-    repeatAfterMs: init.repeatPieceAfterMs ?? 10_000,
+    repeatAfterMs: init.repeatPieceAfterMs ?? 30_000,
     onRefused: () => metrics.piecesDeferred.inc(),
   })
   const pieceServer = createPieceServer(

@@ -38,7 +38,7 @@ export function createStorePieceSource(components: {
       // A one-piece blob (a config, a small layer) is cheap to send twice and would
       // otherwise wait for another agent to pass it on.
       if (!held || peer === undefined || firstCopy === undefined || s.pieceCount < 2) return held
-      return firstCopy.admit(digest, index, peer)
+      return firstCopy.admit(digest, index, s.pieceCount, peer)
     },
 
     async bitfield(digest) {
