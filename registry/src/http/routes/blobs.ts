@@ -13,11 +13,10 @@ import type { EndpointHandlers, RouteDeps } from './types.js'
 /**
  * Handlers of the blob endpoint. GET sends the blob's file through reused buffers when
  * the storage offers one (send-file.ts), and otherwise streams the service's reader to
- * the socket; both with backpressure (memory stays flat for any size), counting bytes as
- * they go out. A
- * `Range` request answers 206 with Content-Range, or 416 with `Content-Range: bytes
- * *\/size` when unsatisfiable; a Range header that is not one valid `bytes=` range is
- * ignored (RFC 9110) and the whole blob served.
+ * the socket; both with backpressure (memory stays flat for any size), counting bytes
+ * as they go out. A `Range` request answers 206 with Content-Range, or 416 with
+ * `Content-Range: bytes *\/size` when unsatisfiable; a Range header that is not one
+ * valid `bytes=` range is ignored (RFC 9110) and the whole blob served.
  */
 export function createBlobRoutes(deps: Pick<RouteDeps, 'registry' | 'metrics'>): EndpointHandlers<'blob'> {
   const { registry, metrics } = deps
