@@ -28,12 +28,13 @@ const { values } = parseArgs({
     'origin-mbit': { type: 'string', default: '100' },
     'latency-ms': { type: 'string', default: '1' },
     'have-delay-ms': { type: 'string' },
-    'origin-slots': { type: 'string', default: '3' },
+    'origin-slots': { type: 'string', default: '8' },
     'max-uploads': { type: 'string', default: '16' },
     'busy-backoff-ms': { type: 'string', default: '1000' },
     'requests-per-peer': { type: 'string', default: '2' },
-    'origin-requests': { type: 'string', default: '1' },
-    'max-peers': { type: 'string', default: '8' },
+    'origin-requests': { type: 'string', default: '2' },
+    'repeat-piece-after-ms': { type: 'string', default: '30000' },
+    'max-peers': { type: 'string', default: '16' },
     'tracker-sample': { type: 'string', default: '200' },
     'start-jitter-ms': { type: 'string', default: '0' },
     streaming: { type: 'boolean', default: false },
@@ -46,8 +47,9 @@ const { values } = parseArgs({
 if (values.help) {
   process.stdout.write(`usage: npm run sim -- [--preset scale|kraken] [--nodes 10,50] [--image-mb 256]
   [--layers 4] [--piece-mb N] [--node-mbit 100] [--node-down-mbit M] [--origin-mbit 100]
-  [--latency-ms 1] [--have-delay-ms D] [--origin-slots 3] [--max-uploads 16]
-  [--busy-backoff-ms 1000] [--requests-per-peer 2] [--origin-requests 1] [--max-peers 8]
+  [--latency-ms 1] [--have-delay-ms D] [--origin-slots 8] [--max-uploads 16]
+  [--busy-backoff-ms 1000] [--requests-per-peer 2] [--origin-requests 2] [--max-peers 16]
+  [--repeat-piece-after-ms 30000 (the seed's first-copy rule; 0: off)]
   [--tracker-sample 200] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
 `)
   process.exit(0)
@@ -86,6 +88,7 @@ function baseConfig(nodes: number): SimConfig {
     busyBackoffMs: num('busy-backoff-ms')!,
     requestsPerPeer: num('requests-per-peer')!,
     originRequests: num('origin-requests')!,
+    repeatPieceAfterMs: num('repeat-piece-after-ms')!,
     maxPeers: num('max-peers')!,
     startJitterMs: num('start-jitter-ms')!,
     streaming: values.streaming,

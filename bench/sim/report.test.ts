@@ -25,6 +25,7 @@ function fake(nodes: number, completionMs: number[]): { config: SimConfig; resul
     deliveredPieces: 100 * nodes,
     duplicatePieces: 0,
     busyAnswers: 0,
+    declinedAnswers: 0,
     wallMs: 5,
   }
   return { config, result }

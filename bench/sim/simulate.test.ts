@@ -53,12 +53,16 @@ describe('simulate', () => {
     expect(r.originBytes).toBe(c.imageBytes)
   })
 
-  it('pays a round trip per piece with the agent default of one request to the origin', () => {
-    const c = config({ nodeUpMbit: 50, originMbit: 100, latencyMs: 5 })
+  it('pays a round trip per piece with one request to the origin at a time, and hides it with two', () => {
+    const c = config({ nodeUpMbit: 50, originMbit: 100, latencyMs: 5, originRequests: 1 })
     const r = simulate(c)
     const transferMs = c.imageBytes / mbitToBytesPerMs(50)
     const roundTrips = (r.pieces + 1) * 2 * c.latencyMs
     expect(r.completionMs[0]!).toBeCloseTo(transferMs + roundTrips, 0)
+    // The agent's default keeps two requests in flight: the round trips overlap transfers.
+    const two = simulate({ ...c, originRequests: 2 })
+    expect(two.completionMs[0]!).toBeLessThan(r.completionMs[0]! - (r.pieces - 2) * c.latencyMs)
+    expect(two.completionMs[0]!).toBeGreaterThanOrEqual(transferMs)
   })
 
   it('splits the image into layers that add up to it', () => {

@@ -36,6 +36,8 @@
  */
 import { choosePieceSize, pieceCountFor } from '../../protocol/src/piece-map.js'
 import { type PieceSet, createRng, pickPiece } from '../../peer-agent/src/transfer/piece-picker.js'
+import { createFirstCopyRule } from '../../registry/src/seeder/first-copy.js'
+import type { Digest } from '../../protocol/src/index.js'
 import { type HandOutCandidate, handOut, wantsOrigin } from '../../tracker/src/hand-out.js'
 import { EventQueue } from './event-queue.js'
 import { type Flow, FlowNetwork } from './flow-network.js'
@@ -58,7 +60,7 @@ export interface SimConfig {
   haveDelayMs?: number
   /** Nodes start uniformly within this many ms. @default 0 */
   startJitterMs?: number
-  /** Tracker: peers that may fetch from the origin at once, per swarm. @default 3 */
+  /** Tracker: peers that may fetch from the origin at once, per swarm. @default 8 */
   originSlots?: number
   /** @default 30 */
   maxPeersPerAnswer?: number
@@ -86,6 +88,14 @@ export interface SimConfig {
   maxConcurrentUploads?: number
   /** Uploads the origin serves at once. @default 16 */
   originMaxConcurrentUploads?: number
+  /**
+   * The seed's first-copy rule (registry/src/seeder/first-copy.ts, imported): a piece
+   * already sent to another node is declined while some piece of the layer was never
+   * sent, and for this many ms after its last send; 0 switches it off. @default 30000
+   */
+  repeatPieceAfterMs?: number
+  /** How long a node leaves a piece the origin declined before asking it again. @default 2000 */
+  originDeferMs?: number
   busyBackoffMs?: number
   /** Called for every piece a node stores: who sent it (nodes = the origin), when. */
   onPiece?: (node: number, layer: number, index: number, from: number, simMs: number) => void
@@ -107,6 +117,8 @@ export interface SimResult {
   deliveredPieces: number
   duplicatePieces: number
   busyAnswers: number
+  /** Piece requests the origin declined under its first-copy rule. */
+  declinedAnswers: number
   wallMs: number
 }
 
@@ -124,6 +136,8 @@ const EV_TRACKER = 10
 interface Link {
   peer: number
   origin: boolean
+  /** Origin links: until when each piece is not asked of it (it declined it). */
+  deferredUntil?: Float64Array
   requested: Set<number>
   peerHas: PieceSet
   busyUntil: number
@@ -200,15 +214,22 @@ export function simulate(config: SimConfig): SimResult {
   const L = config.layers
   const lat = config.latencyMs
   const haveDelay = config.haveDelayMs ?? lat
-  const originSlots = config.originSlots ?? 3
+  const originSlots = config.originSlots ?? 8
   const maxPerAnswer = config.maxPeersPerAnswer ?? 30
   const announceInterval = config.announceIntervalMs ?? 10_000
   const barrenRetry = config.barrenRetryMs ?? 1_000
   const sampleSize = config.trackerSample ?? 200
-  const maxPeers = config.maxPeers ?? 8
+  const maxPeers = config.maxPeers ?? 16
   const peerSearchInterval = config.peerSearchIntervalMs ?? 2_000
   const requestsPerPeer = config.requestsPerPeer ?? 2
-  const originRequests = config.originRequests ?? 1
+  const originRequests = config.originRequests ?? 2
+  const originDefer = config.originDeferMs ?? 2_000
+  const firstCopy = createFirstCopyRule({
+    repeatAfterMs: config.repeatPieceAfterMs ?? 30_000,
+    now: () => now,
+  })
+  const layerDigest = (l: number): Digest => `sha256:${l.toString(16).padStart(64, '0')}` as Digest
+  let declinedAnswers = 0
   const windowSize = config.windowSize ?? 4
   const streaming = config.streaming ?? false
   const endgameThreshold = config.endgameThreshold ?? 4
@@ -363,6 +384,12 @@ export function simulate(config: SimConfig): SimResult {
       useful = dl.pc - dl.held
     }
     const link: Link = { peer, origin, requested: new Set(), peerHas, busyUntil: 0, useful }
+    if (origin) {
+      // As the scheduler does: never ask the origin for a piece it declined a moment ago.
+      const deferred = new Float64Array(dl.pc)
+      link.deferredUntil = deferred
+      link.peerHas = { has: (i) => deferred[i]! <= now }
+    }
     // The origin is kept last: it is asked only for what the others cannot give.
     const last = dl.links[dl.links.length - 1]
     if (!origin && last?.origin) dl.links.splice(dl.links.length - 1, 0, link)
@@ -371,7 +398,8 @@ export function simulate(config: SimConfig): SimResult {
 
   /** The scheduler's searchPeers: adds peers of the cached answer up to maxPeers. */
   function applyAnswer(dl: Download, a: Answer): void {
-    let live = dl.links.length
+    // The origin does not take one of the maxPeers places (as in the scheduler).
+    let live = dl.links.length - (dl.linked.has(ORIGIN) ? 1 : 0)
     for (const p of a.peers) {
       if (live >= maxPeers) break
       if (!dl.linked.has(p)) {
@@ -379,7 +407,7 @@ export function simulate(config: SimConfig): SimResult {
         live++
       }
     }
-    if (a.allowOrigin && live < maxPeers && !dl.linked.has(ORIGIN)) addLink(dl, ORIGIN)
+    if (a.allowOrigin && !dl.linked.has(ORIGIN)) addLink(dl, ORIGIN)
     scheduleAll(dl)
   }
 
@@ -428,7 +456,8 @@ export function simulate(config: SimConfig): SimResult {
         inFlight: dl.inFlight,
         requestedFromPeer: link.requested,
         availability: dl.avail,
-        readPosition: streaming && dl.readPos < dl.pc ? dl.readPos : undefined,
+        // The origin is asked rarest first, never in reading order (as in the scheduler).
+        readPosition: streaming && !link.origin && dl.readPos < dl.pc ? dl.readPos : undefined,
         windowSize,
         endgameThreshold,
         ...(link.origin ? { maxDuplicates: 1 } : {}),
@@ -481,6 +510,19 @@ export function simulate(config: SimConfig): SimResult {
       queue.push(req.link.busyUntil, EV_WAKE, dl)
       // Another peer may take the piece meanwhile.
       scheduleAll(dl)
+      return
+    }
+    if (
+      sender === ORIGIN &&
+      !firstCopy.admit(layerDigest(req.dl.layer), req.index, req.dl.pc, String(req.dl.node))
+    ) {
+      // Declined (not-held): the node leaves this piece at the origin for a while.
+      declinedAnswers++
+      release(req)
+      const deferred = req.link.deferredUntil
+      if (deferred !== undefined) deferred[req.index] = now + lat + originDefer
+      queue.push(now + lat + originDefer, EV_WAKE, req.dl)
+      queue.push(now + lat, EV_WAKE, req.dl)
       return
     }
     req.flow = net.start(sender, req.dl.node, pieceBytes(req.dl.layer, req.index), now, req)
@@ -614,6 +656,7 @@ export function simulate(config: SimConfig): SimResult {
     deliveredPieces: delivered,
     duplicatePieces: duplicates,
     busyAnswers,
+    declinedAnswers,
     wallMs: performance.now() - wallStart,
   }
 }

@@ -9,7 +9,7 @@ describe('parseTrackerConfig', () => {
       announceIntervalMs: 10_000,
       peerTtlMs: 35_000,
       maxPeersPerAnswer: 30,
-      originSlotsPerSwarm: 3,
+      originSlotsPerSwarm: 8,
       badPeerReporters: 2,
       badPeerBanMs: 600_000,
       seedPeerIds: [],

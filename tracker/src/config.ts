@@ -89,8 +89,10 @@ export const trackerConfigSchema = z
       .number()
       .int()
       .min(0)
-      .default(3)
-      .describe('how many peers of a swarm may fetch from the origin (seed) at once'),
+      .default(8)
+      .describe(
+        'how many peers of a swarm may fetch from the origin (seed) at once; the seed sends each piece once anyway (its first-copy rule), so more holders only spread its pieces faster',
+      ),
     badPeerReporters: positiveInt()
       .default(2)
       .describe(
