@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto'
 import { createNetns, deleteNetns, listNetns, type NetworkNamespace } from '../helpers/netns.js'
 import { runCommand } from '../helpers/processes.js'
+import { raiseNeighbourLimits } from './neighbour-table.js'
 
 /** Every testbed namespace name starts with this (then a run id and a dash). */
 export const TESTBED_PREFIX = 'shb-'
@@ -106,12 +107,16 @@ export async function createTopology(
   const mtu = init.mtu ?? JUMBO_MTU
   const made: NetworkNamespace[] = []
   let destroyed = false
+  let restoreNeighbourLimits: (() => Promise<void>) | undefined
   const destroy = async (): Promise<void> => {
     if (destroyed) return
     destroyed = true
     await inBatches(made.splice(0), 8, (ns) => ns.delete())
+    await restoreNeighbourLimits?.()
   }
   try {
+    // Origin, tracker and nodes all talk to one another: see neighbour-table.ts.
+    restoreNeighbourLimits = await raiseNeighbourLimits(init.nodes + 2)
     const switchNs = await createNetns({ name: `${prefix}sw` })
     made.push(switchNs)
     await ip(['-n', switchNs.name, 'link', 'add', 'br0', 'mtu', String(mtu), 'type', 'bridge'])

@@ -40,6 +40,21 @@ describe('first-copy rule', () => {
     expect(rule.admit(A, 0, 3, 'p2')).toBe(true)
   })
 
+  it('sends a piece again at once when the peer that got it is gone', () => {
+    const connected = new Set(['p1', 'p2'])
+    const rule = createFirstCopyRule({
+      repeatAfterMs: 60_000,
+      now: clock().now,
+      isConnected: (p) => connected.has(p),
+    })
+    expect(rule.admit(A, 0, 2, 'p1')).toBe(true)
+    expect(rule.admit(A, 0, 2, 'p2')).toBe(false)
+    connected.delete('p1')
+    expect(rule.admit(A, 0, 2, 'p2')).toBe(true)
+    // Now p2 holds it, and p2 is connected.
+    expect(rule.admit(A, 0, 2, 'p3')).toBe(false)
+  })
+
   it('lets the peer that got the piece ask again (a retry or a restarted agent)', () => {
     const rule = createFirstCopyRule({ repeatAfterMs: 5_000, now: clock().now })
     expect(rule.admit(A, 3, 2, 'p1')).toBe(true)

@@ -8,9 +8,9 @@
  * A piece already sent to another peer is refused (the piece server answers not-held,
  * and the agent asks its peers or the seed for another piece) while some piece of the
  * blob has not been sent at all, and in any case for `repeatAfterMs` after it was sent;
- * after that it is served again, so a swarm that lost its only copy (the holder died)
- * recovers. The peer that got it may always ask again (a retry, or a restarted agent
- * resuming). The rule is in memory and per seed process: a restarted seed serves each
+ * after that it is served again. A piece whose last recipient is no longer connected
+ * to the seed (stopped, restarted, crashed) is served at once: the swarm may have lost
+ * its only copy. The peer that got it may always ask again (a retry). The rule is in memory and per seed process: a restarted seed serves each
  * piece once more.
  */
 import type { Digest } from '../../../protocol/src/index.js'
@@ -23,6 +23,11 @@ export interface FirstCopyInit {
   maxBlobs?: number
   /** Called on every refusal (metrics). */
   onRefused?: () => void
+  /**
+   * True while `peer` is connected to the seed; a piece sent to a peer that is gone is
+   * not held back. @default every peer counts as connected
+   */
+  isConnected?: (peer: string) => boolean
   /** Clock (tests). @default Date.now */
   now?: () => number
 }
@@ -64,7 +69,10 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
       }
       sentAt.set(digest, pieces)
       const last = pieces.get(index)
-      const again = last !== undefined && (peer === undefined || peer !== last.peer)
+      const again =
+        last !== undefined &&
+        (peer === undefined || peer !== last.peer) &&
+        (last.peer === undefined || init.isConnected?.(last.peer) !== false)
       if (again && (t - last.at < repeatAfterMs || pieces.size < pieceCount)) {
         refusals++
         init.onRefused?.()

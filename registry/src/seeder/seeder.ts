@@ -32,6 +32,7 @@ import { loadOrCreateSeedKey } from './key.js'
 import { createSeedMetrics } from './metrics.js'
 import { createPieceMapStore, type PieceMapStore } from './piece-maps.js'
 import { createSeedRoutes } from './routes.js'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { createFirstCopyRule } from './first-copy.js'
 import { createStorePieceSource } from './store-piece-source.js'
 
@@ -119,6 +120,13 @@ export async function createSeeder(components: SeederComponents, init: SeederIni
   const firstCopy = createFirstCopyRule({
     repeatAfterMs: init.repeatPieceAfterMs ?? 30_000,
     onRefused: () => metrics.piecesDeferred.inc(),
+    isConnected: (peer) => {
+      try {
+        return node.libp2p.getConnections(peerIdFromString(peer)).length > 0
+      } catch {
+        return false
+      }
+    },
   })
   const pieceServer = createPieceServer(
     {
