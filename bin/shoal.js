@@ -6,6 +6,7 @@
 // and its resident memory is about 35 MB lower, which matters with one agent per node
 // and fifty agents in the cluster testbed. SHOAL_TSX=1 runs the sources through tsx.
 import './polyfill.js'
+import { startCpuProfileFromEnv } from './cpu-profile.js'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
@@ -77,6 +78,8 @@ async function bundle() {
   renameSync(tmp, out)
   return out
 }
+
+startCpuProfileFromEnv()
 
 if (process.env.SHOAL_TSX === '1') {
   const { register } = await import('tsx/esm/api')

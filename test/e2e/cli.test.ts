@@ -232,8 +232,9 @@ describe('shoal up', () => {
       timeoutMs: 10_000,
       description: 'the push hint',
     })
-    // A pushed blob lands under <data>/registry.
-    const blob = Buffer.from('shoal up e2e blob')
+    // A pushed blob lands under <data>/registry. 100 KiB: blobs under the agent's
+    // swarmMinBlobBytes (64 KiB) skip the swarm, and this one must go through it.
+    const blob = Buffer.alloc(100 * 1024, 'shoal up e2e blob')
     const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`
     const push = await fetch(`${up.url}/v2/e2e/up/blobs/uploads/?digest=${digest}`, {
       method: 'POST',

@@ -90,7 +90,13 @@ export function createCombinedRouter(
           ),
         )
       }
-      if (dht !== undefined) {
+      // While the tracker answers, the DHT gets only complete blobs: when a whole cluster
+      // starts pulling, every agent providing at its first piece means thousands of DHT
+      // queries and connections at the moment the swarm needs the CPU (at 50 agents on
+      // two cores their handshakes timed out). With the tracker down, partial holders
+      // are provided too, so agents find one another without it.
+      const complete = state.pieceCount > 0 && state.piecesHeld >= state.pieceCount
+      if (dht !== undefined && (tracker === undefined || down || complete)) {
         jobs.push(
           dht.announce(state, options).catch((err: unknown) => {
             logger?.debug({ err, digest: state.digest }, 'DHT announce failed')

@@ -129,6 +129,19 @@ describe('combined router', () => {
     await router.stop?.()
   })
 
+  it('provides only complete blobs in the DHT while the tracker answers', async () => {
+    const tracker = fakeTracker()
+    const provide = vi.fn(async () => {})
+    const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
+    const router = createCombinedRouter({ tracker: trackerRouter(tracker), dht })
+    await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 3 })
+    expect(provide).not.toHaveBeenCalled()
+    expect(tracker.client.announce).toHaveBeenCalledTimes(1)
+    await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8, event: 'completed' })
+    expect(provide).toHaveBeenCalledTimes(1)
+    await router.stop?.()
+  })
+
   it('passes a rejection that is not an outage through', async () => {
     const tracker = fakeTracker()
     tracker.client.announce.mockRejectedValueOnce(new Error('boom'))
