@@ -84,30 +84,55 @@ describe('pickPiece', () => {
   })
 
   it('duplicates in-flight pieces to other peers only in endgame, up to maxDuplicates', () => {
-    const pieceCount = 10
-    const have = pieceSetOf([0, 1, 2, 3])
-    // Six missing, three in flight elsewhere, the other three held only by other peers.
-    const inFlight = [0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
-    const peerHas = pieceSetOf([4, 5, 6])
+    const pieceCount = 24
+    const held = Array.from({ length: 18 }, (_, i) => i)
+    const have = pieceSetOf(held)
+    const zeros = (): number[] => new Array(pieceCount).fill(0)
+    // Six missing (18..23), three in flight elsewhere, the other three held only by other peers.
+    const inFlight = zeros()
+    for (const i of [18, 19, 20]) inFlight[i] = 1
+    const peerHas = pieceSetOf([18, 19, 20])
     const base = input({ pieceCount, have, inFlight, peerHas, endgameThreshold: 4 })
     expect(isEndgame(base)).toBe(false)
     expect(pickPiece(base)).toBeUndefined()
 
-    // Everything missing is requested: endgame, least duplicated piece first.
-    const allAsked = [0, 0, 0, 0, 2, 1, 2, 1, 1, 1]
+    // Everything missing is requested and at most a quarter is missing: endgame, least
+    // duplicated piece first.
+    const allAsked = zeros()
+    for (const [i, n] of [
+      [18, 2],
+      [19, 1],
+      [20, 2],
+      [21, 1],
+      [22, 1],
+      [23, 1],
+    ] as const)
+      allAsked[i] = n
     expect(isEndgame({ ...base, inFlight: allAsked })).toBe(true)
-    expect(pickPiece({ ...base, inFlight: allAsked })).toEqual({ index: 5, reason: 'endgame' })
-    expect(pickPiece({ ...base, inFlight: allAsked, requestedFromPeer: pieceSetOf([5]) })).toBeUndefined()
+    expect(pickPiece({ ...base, inFlight: allAsked })).toEqual({ index: 19, reason: 'endgame' })
+    expect(pickPiece({ ...base, inFlight: allAsked, requestedFromPeer: pieceSetOf([19]) })).toBeUndefined()
     expect(
-      pickPiece({ ...base, inFlight: allAsked, maxDuplicates: 3, requestedFromPeer: pieceSetOf([5]) }),
+      pickPiece({ ...base, inFlight: allAsked, maxDuplicates: 3, requestedFromPeer: pieceSetOf([19]) }),
     ).toEqual({
       index: expect.any(Number),
       reason: 'endgame',
     })
 
+    // Everything requested but more than a quarter missing (more request slots than
+    // pieces, a small blob): not endgame, so nothing is fetched twice.
+    const early = input({
+      pieceCount: 8,
+      have: pieceSetOf([0, 1]),
+      inFlight: [0, 0, 1, 1, 1, 1, 1, 1],
+      peerHas: pieceSetOf([2, 3, 4, 5, 6, 7]),
+      endgameThreshold: 4,
+    })
+    expect(isEndgame(early)).toBe(false)
+    expect(pickPiece(early)).toBeUndefined()
+
     // Few pieces missing: endgame even though some are unrequested elsewhere.
     const few = input({
-      pieceCount,
+      pieceCount: 10,
       have: pieceSetOf([0, 1, 2, 3, 4, 5, 6]),
       inFlight: [0, 0, 0, 0, 0, 0, 0, 1, 0, 0],
       peerHas: pieceSetOf([7]),

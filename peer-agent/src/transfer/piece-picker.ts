@@ -61,7 +61,12 @@ function count(values: ArrayLike<number>, index: number): number {
   return values[index] ?? 0
 }
 
-/** True when the download is in endgame: few pieces missing, or all of them requested. */
+/**
+ * True when the download is in endgame: few pieces missing, or all missing pieces
+ * requested with at most a quarter of the blob left. (Without that bound a download
+ * with more request slots than pieces, a small layer among 16 peers, would be in
+ * endgame from its first moment and fetch every piece twice.)
+ */
 export function isEndgame(
   input: Pick<PickPieceInput, 'pieceCount' | 'have' | 'inFlight' | 'endgameThreshold'>,
 ) {
@@ -73,7 +78,7 @@ export function isEndgame(
     missing++
     if (count(input.inFlight, i) === 0) unrequested++
   }
-  return missing > 0 && (missing <= threshold || unrequested === 0)
+  return missing > 0 && (missing <= threshold || (unrequested === 0 && missing * 4 <= input.pieceCount))
 }
 
 /**
