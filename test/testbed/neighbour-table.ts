@@ -24,15 +24,16 @@ export function neighbourLimitsFor(hosts: number): [number, number, number] {
  */
 export async function raiseNeighbourLimits(hosts: number): Promise<() => Promise<void>> {
   const wanted = neighbourLimitsFor(hosts)
+  // thresh3 is raised first and lowered last, so it never sits below the other two.
   const restore: Array<[string, string]> = []
-  for (const [i, knob] of KNOBS.entries()) {
+  for (let i = KNOBS.length - 1; i >= 0; i--) {
+    const knob = KNOBS[i]!
     const before = (await readFile(path(knob), 'utf8')).trim()
     if (Number(before) >= wanted[i]!) continue
     await writeFile(path(knob), String(wanted[i]))
     restore.push([knob, before])
   }
   return async () => {
-    // Lower thresh3 last going down, as it must stay above the others.
     for (const [knob, before] of restore.reverse()) {
       await writeFile(path(knob), before).catch(() => {})
     }

@@ -18,13 +18,18 @@ const pieceMaps = {
   },
 } as unknown as PieceMapStore
 
+/** The seed's piece source over those maps, with the first-copy rule (a 60 s window). */
+function sourceWithFirstCopy() {
+  return createStorePieceSource({
+    content: {} as BlobContent,
+    pieceMaps,
+    firstCopy: createFirstCopyRule({ repeatAfterMs: 60_000 }),
+  })
+}
+
 describe('the seed piece source', () => {
   it('declines a piece of a multi-piece blob just sent to another peer, under the first-copy rule', async () => {
-    const source = createStorePieceSource({
-      content: {} as BlobContent,
-      pieceMaps,
-      firstCopy: createFirstCopyRule({ repeatAfterMs: 60_000 }),
-    })
+    const source = sourceWithFirstCopy()
     expect(await source.hasPiece(BIG, 1, 'p1')).toBe(true)
     expect(await source.hasPiece(BIG, 1, 'p2')).toBe(false)
     expect(await source.hasPiece(BIG, 2, 'p2')).toBe(true)
@@ -35,11 +40,7 @@ describe('the seed piece source', () => {
   })
 
   it('sends a one-piece blob to everyone', async () => {
-    const source = createStorePieceSource({
-      content: {} as BlobContent,
-      pieceMaps,
-      firstCopy: createFirstCopyRule({ repeatAfterMs: 60_000 }),
-    })
+    const source = sourceWithFirstCopy()
     expect(await source.hasPiece(SMALL, 0, 'p1')).toBe(true)
     expect(await source.hasPiece(SMALL, 0, 'p2')).toBe(true)
   })
