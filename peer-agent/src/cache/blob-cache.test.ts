@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { type Digest, digestOf } from '../../../protocol/src/index.js'
 import { type BlobCache, type BlobCacheInit, createBlobCache } from './blob-cache.js'
+import { runCommand } from '../../../test/helpers/processes.js'
 import { blobPaths } from './paths.js'
 
 const PIECE = 16 * 1024
@@ -270,28 +271,62 @@ describe('blob cache', () => {
   })
 
   it('reports a full disk as InsufficientStorageError and keeps what was held', async () => {
-    const f = fixture(3 * PIECE)
-    const layout = { size: f.bytes.length, pieceSize: PIECE }
-    const cache = await makeCache()
-    await cache.open(f.digest, layout)
-    await cache.writePiece(f.digest, 0, f.pieces[0]!)
-    const { partialData } = blobPaths(root, f.digest)
-    // /dev/full fails every write with ENOSPC, like a disk that filled up.
-    await rename(partialData, `${partialData}.saved`)
-    await symlink('/dev/full', partialData)
-    await expect(cache.writePiece(f.digest, 1, f.pieces[1]!)).rejects.toMatchObject({
-      name: 'InsufficientStorageError',
-    })
-    expect(cache.hasPiece(f.digest, 1)).toBe(false)
-    await cache.stop()
-    await rm(partialData)
-    await rename(`${partialData}.saved`, partialData)
+    // A real full file system: a tmpfs of 8 pages. The bitfield and the layout take a
+    // page each and piece 0 four, so piece 1 runs out of space half way.
+    const mountPoint = join(root, 'small')
+    await mkdir(mountPoint)
+    await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=32k', 'tmpfs', mountPoint])
+    try {
+      const f = fixture(3 * PIECE)
+      const layout = { size: f.bytes.length, pieceSize: PIECE }
+      const cache = await makeCache({ root: mountPoint })
+      await cache.open(f.digest, layout)
+      await cache.writePiece(f.digest, 0, f.pieces[0]!)
+      await expect(cache.writePiece(f.digest, 1, f.pieces[1]!)).rejects.toMatchObject({
+        name: 'InsufficientStorageError',
+      })
+      expect(cache.hasPiece(f.digest, 1)).toBe(false)
+      await cache.stop()
+      await runCommand('mount', ['-o', 'remount,size=1m', mountPoint])
 
-    const again = await makeCache()
-    expect([0, 1, 2].map((i) => again.hasPiece(f.digest, i))).toEqual([true, false, false])
-    await again.writePiece(f.digest, 1, f.pieces[1]!)
-    await again.writePiece(f.digest, 2, f.pieces[2]!)
-    await again.complete(f.digest)
-    expect(await readAll(again.readRange(f.digest, 0, f.bytes.length))).toEqual(f.bytes)
+      const again = await makeCache({ root: mountPoint })
+      expect([0, 1, 2].map((i) => again.hasPiece(f.digest, i))).toEqual([true, false, false])
+      await again.writePiece(f.digest, 1, f.pieces[1]!)
+      await again.writePiece(f.digest, 2, f.pieces[2]!)
+      await again.complete(f.digest)
+      expect(await readAll(again.readRange(f.digest, 0, f.bytes.length))).toEqual(f.bytes)
+      await again.stop()
+    } finally {
+      await runCommand('umount', ['-l', mountPoint], { allowFailure: true })
+    }
+  })
+
+  it('serves a stored piece at once and writes its bit at the next flush', async () => {
+    const f = fixture(2 * PIECE)
+    const cache = await makeCache({ flushIntervalMs: 3_600_000 })
+    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    await cache.writePiece(f.digest, 0, f.pieces[0]!)
+    expect(cache.hasPiece(f.digest, 0)).toBe(true)
+    expect(await readAll(cache.readRange(f.digest, 0, PIECE))).toEqual(f.pieces[0])
+    const { partialBits } = blobPaths(root, f.digest)
+    // Not flushed yet: a process that died now would fetch piece 0 again.
+    expect([...(await readFile(partialBits))]).toEqual([0])
+    await cache.stop()
+    expect([...(await readFile(partialBits))]).toEqual([0x80])
+  })
+
+  it('flushes stored pieces within the flush interval', async () => {
+    const f = fixture(2 * PIECE)
+    const cache = await makeCache({ flushIntervalMs: 20 })
+    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    await cache.writePiece(f.digest, 1, f.pieces[1]!)
+    const { partialBits } = blobPaths(root, f.digest)
+    const deadline = Date.now() + 5_000
+    let bits = [...(await readFile(partialBits))]
+    while (bits[0] !== 0x40 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      bits = [...(await readFile(partialBits))]
+    }
+    expect(bits).toEqual([0x40])
   })
 })

@@ -60,7 +60,7 @@ export interface HeldBlob extends BlobStat {
 
 /** Events emitted on `cache.events`. */
 export interface BlobCacheEvents {
-  /** A verified piece was persisted. */
+  /** A verified piece was stored (readable at once; on disk by the next flush). */
   piece: [{ digest: Digest; index: number; piecesHeld: number; pieceCount: number }]
   /** A blob passed its whole-digest check and is now complete. */
   complete: [{ digest: Digest; size: number }]
@@ -82,11 +82,20 @@ export interface BlobCacheInit {
    */
   pieceSizeFor?: (size: number) => number
   /**
-   * fsync piece data and the bitfield after every piece, so a crash never leaves a
-   * bit set for bytes that were not written. Only tests that measure speed turn it off.
+   * fsync piece data before its bit is written, and small files and renames, so a
+   * crash never leaves a bit set for bytes that were not written. Only tests that
+   * measure speed turn it off.
    * @default true
    */
   durable?: boolean
+  /**
+   * Stored pieces are served at once, but their bits reach the disk in batches: at most
+   * this long after a piece is stored, the partial file is synced once and the whole
+   * bitfield written (and at complete and stop). One sync per batch rather than one per
+   * piece; a crash costs at most this window's pieces, which are fetched again.
+   * @default 1000
+   */
+  flushIntervalMs?: number
   /** Size of the chunks readRange yields. @default 1 MiB */
   readChunkBytes?: number
 }
@@ -191,15 +200,20 @@ interface Entry {
   size: number
   pieceSize: number | undefined
   pieceCount: number
-  /** In-memory bitfield (partial only); mirrors what is persisted. */
+  /** In-memory bitfield (partial only); ahead of the persisted one until the next flush. */
   bits: Uint8Array
   held: number
   lastAccess: number
   /** Breaks ties between accesses in the same millisecond. */
   accessSeq: number
   lastTouchPersisted: number
-  /** Serialises bitfield persistence so concurrent pieces in one byte do not lose bits. */
+  /** Serialises bitfield flushes. */
   bitsChain: Promise<void>
+  /** Pieces stored whose bits are not yet on disk. */
+  dirty: boolean
+  flushTimer: ReturnType<typeof setTimeout> | undefined
+  /** The partial data file, open for piece writes while the download runs. */
+  writer: Promise<FileHandle> | undefined
   /** Pieces being written now, to fold duplicate writes into one. */
   writing: Map<number, Promise<BlobStat>>
   completing: Promise<void> | undefined
@@ -232,6 +246,7 @@ function validLayout(layout: unknown): layout is PieceLayout {
 export function createBlobCache(components: BlobCacheComponents, init: BlobCacheInit): BlobCache {
   const { root, quotaBytes } = init
   const durable = init.durable ?? true
+  const flushIntervalMs = init.flushIntervalMs ?? 1_000
   const chunkBytes = init.readChunkBytes ?? 1 << 20
   const pieceSizeFor = init.pieceSizeFor ?? choosePieceSize
   const log = components.logger
@@ -296,6 +311,9 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
       accessSeq: ++accessCounter,
       lastTouchPersisted: Date.now(),
       bitsChain: Promise.resolve(),
+      dirty: false,
+      flushTimer: undefined,
+      writer: undefined,
       writing: new Map(),
       completing: undefined,
       removed: false,
@@ -315,6 +333,8 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
     entry.removed = true
     if (entries.get(entry.digest) === entry) entries.delete(entry.digest)
     usedBytes -= entry.size
+    clearTimeout(entry.flushTimer)
+    await closeWriter(entry)
     await removeFiles(entry)
   }
 
@@ -485,60 +505,101 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
     return entry
   }
 
-  async function persistBit(entry: Entry, index: number): Promise<void> {
+  /** The partial data file of `entry`, opened once for all its piece writes. */
+  function writerOf(entry: Entry): Promise<FileHandle> {
+    if (entry.writer === undefined) {
+      const opening = open(entry.paths.partialData, 'r+')
+      entry.writer = opening
+      opening.catch(() => {
+        if (entry.writer === opening) entry.writer = undefined
+      })
+    }
+    return entry.writer
+  }
+
+  /** Closes the partial's writer after its pending writes; errors are of no interest. */
+  async function closeWriter(entry: Entry): Promise<void> {
+    const writer = entry.writer
+    entry.writer = undefined
+    if (writer === undefined) return
+    try {
+      await (await writer).close()
+    } catch {
+      // Never opened, or already closed.
+    }
+  }
+
+  /**
+   * Makes the pieces stored so far durable: syncs the partial file, then writes the
+   * bitfield as it was before the sync (pieces stored during the sync wait for the next
+   * flush). No sync for the bitfield itself: a bit that is lost costs a piece fetched
+   * again, and a bit that lands always has its bytes on disk already.
+   */
+  function flushBits(entry: Entry): Promise<void> {
+    clearTimeout(entry.flushTimer)
+    entry.flushTimer = undefined
     const run = entry.bitsChain.then(async () => {
-      if (entry.removed || getBit(entry.bits, index)) return
-      const byteIndex = index >> 3
-      const value = withBit(entry.bits, index)
-      const fh = await open(entry.paths.partialBits, 'r+')
+      if (entry.removed || entry.complete || !entry.dirty) return
+      entry.dirty = false
+      const snapshot = entry.bits.slice()
       try {
-        // No sync here: the piece's bytes were synced before this write, so whenever
-        // the bit reaches the disk its data is already there; a bit lost in a crash
-        // only costs downloading the piece again.
-        await writeAll(fh, Uint8Array.of(value), byteIndex)
-      } finally {
-        await fh.close()
+        if (durable) await (await writerOf(entry)).datasync()
+        const fh = await open(entry.paths.partialBits, 'r+')
+        try {
+          await writeAll(fh, snapshot, 0)
+        } finally {
+          await fh.close()
+        }
+      } catch (err) {
+        entry.dirty = true
+        if (isNoSpace(err)) {
+          throw new InsufficientStorageError(`disk full writing bitfield of ${entry.digest}`, undefined, {
+            cause: err,
+          })
+        }
+        throw err
       }
-      entry.bits[byteIndex] = value
-      entry.held++
     })
     entry.bitsChain = run.catch(() => {})
-    await run
+    return run
+  }
+
+  function scheduleFlush(entry: Entry): void {
+    entry.dirty = true
+    if (entry.flushTimer !== undefined) return
+    entry.flushTimer = setTimeout(() => {
+      entry.flushTimer = undefined
+      flushBits(entry).catch((err: unknown) => {
+        if (!entry.removed) log?.warn({ err, digest: entry.digest }, 'persisting pieces failed')
+        // Try again later; the pieces stay served from memory meanwhile.
+        if (!entry.removed && !entry.complete) scheduleFlush(entry)
+      })
+    }, flushIntervalMs)
+    entry.flushTimer.unref?.()
   }
 
   async function doWritePiece(entry: Entry, index: number, bytes: Uint8Array): Promise<BlobStat> {
     const pieceSize = entry.pieceSize as number
-    let fh: FileHandle
     try {
-      fh = await open(entry.paths.partialData, 'r+')
-    } catch (err) {
-      if (isNotFound(err)) throw new BlobUnknownError(`download of ${entry.digest} was removed`)
-      throw err
-    }
-    try {
+      const fh = await writerOf(entry)
       await writeAll(fh, bytes, index * pieceSize)
-      if (durable) await fh.datasync()
     } catch (err) {
+      if (entry.removed || isNotFound(err)) {
+        throw new BlobUnknownError(`download of ${entry.digest} was removed`)
+      }
       if (isNoSpace(err)) {
         throw new InsufficientStorageError(`disk full writing piece ${index} of ${entry.digest}`, undefined, {
           cause: err,
         })
       }
       throw err
-    } finally {
-      await fh.close()
-    }
-    try {
-      await persistBit(entry, index)
-    } catch (err) {
-      if (isNoSpace(err)) {
-        throw new InsufficientStorageError(`disk full writing bitfield of ${entry.digest}`, undefined, {
-          cause: err,
-        })
-      }
-      throw err
     }
     if (entry.removed) throw new BlobUnknownError(`download of ${entry.digest} was removed`)
+    if (!getBit(entry.bits, index)) {
+      entry.bits[index >> 3] = withBit(entry.bits, index)
+      entry.held++
+    }
+    scheduleFlush(entry)
     touch(entry)
     events.emit('piece', {
       digest: entry.digest,
@@ -550,7 +611,6 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
   }
 
   async function doComplete(entry: Entry, signal?: AbortSignal): Promise<void> {
-    await entry.bitsChain
     if (entry.held < entry.pieceCount) {
       throw new BlobUploadInvalidError(`blob incomplete: ${entry.held} of ${entry.pieceCount} pieces held`, {
         digest: entry.digest,
@@ -569,6 +629,12 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
     await exclusive(async () => {
       if (entry.removed) throw new BlobUnknownError(`download of ${entry.digest} was removed`)
       const p = entry.paths
+      // Every piece is held, so no flush is scheduled again; let a running one end.
+      clearTimeout(entry.flushTimer)
+      entry.flushTimer = undefined
+      await entry.bitsChain
+      if (durable && entry.writer !== undefined) await (await entry.writer).datasync()
+      await closeWriter(entry)
       await writeFileDurably(
         p.blobLayout,
         JSON.stringify({ size: entry.size, pieceSize: entry.pieceSize }),
@@ -600,7 +666,16 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
     async stop() {
       started = false
       await exclusive(async () => {
-        await Promise.all([...entries.values()].map((e) => e.bitsChain))
+        await Promise.all(
+          [...entries.values()].map(async (e) => {
+            try {
+              await flushBits(e)
+            } catch (err) {
+              log?.warn({ err, digest: e.digest }, 'persisting pieces at stop failed')
+            }
+            await closeWriter(e)
+          }),
+        )
       })
     },
 
