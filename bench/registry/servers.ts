@@ -4,6 +4,7 @@
  * Distribution 2.8 from Debian (the baseline).
  */
 import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
@@ -102,7 +103,7 @@ export async function startDistribution(init: { name: string; workDir: string })
 }
 
 /**
- * Starts `node bin/shoal.js registry --listen 127.0.0.1:0 --data <workDir>/data`, reads
+ * Starts `bin/shoal.js registry --listen 127.0.0.1:0 --data <workDir>/data`, reads
  * the URL from its `{"msg":"listening","service":"registry"}` log line, and waits
  * until /v2/ answers.
  * @throws when the CLI fails or never logs that line
@@ -122,24 +123,10 @@ export async function startShoal(init: {
   // process that then serves; build it beforehand so that the measured process does not
   // carry esbuild and the build in its memory.
   if (init.entry !== 'direct') await buildShoalBundle(init.repoRoot)
-  const entryArgs =
-    init.entry === 'direct'
-      ? [
-          resolve(init.repoRoot, 'bin', 'run-ts.js'),
-          resolve(init.repoRoot, 'bench', 'registry', 'shoal-direct-server.ts'),
-        ]
-      : [resolve(init.repoRoot, 'bin', 'shoal.js'), 'registry']
+  const launch = shoalLaunch(init)
   const child = startServiceProcess({
-    command: process.execPath,
-    args: [
-      ...(init.nodeArgs ?? []),
-      ...entryArgs,
-      '--listen',
-      '127.0.0.1:0',
-      '--data',
-      dataDir,
-      ...(init.extraArgs ?? []),
-    ],
+    command: launch.command,
+    args: [...launch.args, '--listen', '127.0.0.1:0', '--data', dataDir, ...(init.extraArgs ?? [])],
     cwd: init.workDir,
     stdoutPath: join(init.workDir, 'stdout.log'),
     stderrPath: join(init.workDir, 'stderr.log'),
@@ -169,6 +156,46 @@ export async function startShoal(init: {
     process: child,
     stop: () => child.stop(),
   }
+}
+
+/**
+ * How shoal's process is started. The CLI runs as users run it: `bin/shoal.js` executed
+ * through its shebang line (`shoal registry` of an installed package, `npx shoal`,
+ * `npm start`), so the node options on that line apply and the measured pid is node's
+ * own. Extra node options need node named explicitly: the shebang's options come first,
+ * then the extra ones (a later option wins).
+ */
+function shoalLaunch(init: { repoRoot: string; entry?: 'cli' | 'direct'; nodeArgs?: string[] }): {
+  command: string
+  args: string[]
+} {
+  if (init.entry === 'direct') {
+    return {
+      command: process.execPath,
+      args: [
+        ...(init.nodeArgs ?? []),
+        resolve(init.repoRoot, 'bin', 'run-ts.js'),
+        resolve(init.repoRoot, 'bench', 'registry', 'shoal-direct-server.ts'),
+      ],
+    }
+  }
+  const bin = resolve(init.repoRoot, 'bin', 'shoal.js')
+  if (!init.nodeArgs?.length) return { command: bin, args: ['registry'] }
+  return {
+    command: process.execPath,
+    args: [...shebangNodeOptions(readFileSync(bin, 'utf8')), ...init.nodeArgs, bin, 'registry'],
+  }
+}
+
+/**
+ * The node options on a script's `#!/usr/bin/env -S node <options>` line (none for a
+ * plain `#!/usr/bin/env node`).
+ */
+export function shebangNodeOptions(script: string): string[] {
+  const first = script.split('\n', 1)[0] ?? ''
+  const match = /^#!\S*env\s+(?:-S\s+)?node\b(.*)$/.exec(first)
+  if (!match) throw new Error(`not a node shebang line: ${first}`)
+  return match[1]!.trim().split(/\s+/).filter(Boolean)
 }
 
 /**

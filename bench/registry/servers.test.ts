@@ -1,0 +1,22 @@
+import { readFileSync } from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import { shebangNodeOptions } from './servers.js'
+
+describe('shebangNodeOptions', () => {
+  it('reads the node options of an env -S shebang line', () => {
+    expect(shebangNodeOptions('#!/usr/bin/env -S node --a=1  --b\nrest')).toEqual(['--a=1', '--b'])
+  })
+
+  it('finds none on a plain node shebang line', () => {
+    expect(shebangNodeOptions('#!/usr/bin/env node\n')).toEqual([])
+  })
+
+  it('rejects a script that does not start node', () => {
+    expect(() => shebangNodeOptions('#!/bin/sh\n')).toThrow(/shebang/)
+  })
+
+  it('reads the options bin/shoal.js starts node with', () => {
+    const script = readFileSync(new URL('../../bin/shoal.js', import.meta.url), 'utf8')
+    expect(shebangNodeOptions(script)).toContain('--max-semi-space-size=4')
+  })
+})
