@@ -23,10 +23,11 @@ import { progress } from '../lib/progress.js'
 import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
 import { formatNumber, formatTable } from '../lib/table.js'
 import { createBlobSource } from './blob-source.js'
-import { closeClient } from './oci-client.js'
+import { closeClient, pushBlobMonolithic } from './oci-client.js'
 import { judgeRows, renderReport } from './report.js'
 import { buildRegistryRows, sizeLabel } from './rows.js'
 import {
+  BLOB_REPOSITORY,
   benchManifestGet,
   benchPull,
   benchPushChunked,
@@ -52,6 +53,8 @@ const USAGE = `usage: npm run bench:registry -- [options]
   --duration-s N           seconds per manifest GET load run (default 5, --full 10)
   --connections N          connections of the manifest GET load (default 50)
   --load-tool T            wrk or autocannon (default wrk when installed)
+  --only PARTS             comma-separated parts to run: push, pull, pull-1 (single stream only),
+                           manifest (default all); a pull without push pushes its blob untimed
   --full                   also push and pull a 1 GiB blob and judge shoal's peak RSS on it
   --json PATH              JSON result path (default bench/results/registry-<time>.json)
   --candidate KIND         shoal (default) or distribution, to measure Distribution against itself
@@ -63,6 +66,10 @@ const USAGE = `usage: npm run bench:registry -- [options]
   -h, --help               show this help
 `
 
+/** The parts of the benchmark that `--only` selects. */
+const PARTS = ['push', 'pull', 'pull-1', 'manifest'] as const
+type Part = (typeof PARTS)[number]
+
 interface BenchConfig {
   blobBytes: number
   chunkBytes: number
@@ -72,6 +79,8 @@ interface BenchConfig {
   connections: number
   loadTool: LoadTool
   full: boolean
+  /** The parts to run (`--only`). */
+  parts: Set<Part>
   largeBlobBytes: number
   jsonPath: string
   candidate: 'shoal' | 'distribution'
@@ -94,6 +103,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
       connections: { type: 'string' },
       'load-tool': { type: 'string' },
       full: { type: 'boolean', default: false },
+      only: { type: 'string' },
       json: { type: 'string' },
       candidate: { type: 'string', default: 'shoal' },
       'shoal-entry': { type: 'string', default: 'cli' },
@@ -120,6 +130,12 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
   }
   const shoalEntry = values['shoal-entry'] as BenchConfig['shoalEntry']
   if (shoalEntry !== 'cli' && shoalEntry !== 'direct') problems.push(`--shoal-entry must be cli or direct`)
+  const parts = new Set<Part>()
+  for (const name of (values.only ?? 'push,pull,manifest').split(',')) {
+    const part = name.trim() as Part
+    if (PARTS.includes(part)) parts.add(part)
+    else problems.push(`--only takes ${PARTS.join(', ')}; got ${name}`)
+  }
   const config: BenchConfig = {
     blobBytes: Math.round(positive('blob-mb', values['blob-mb'], 512) * MIB),
     chunkBytes: Math.round(positive('chunk-mb', values['chunk-mb'], 16) * MIB),
@@ -129,6 +145,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
     connections: Math.round(positive('connections', values.connections, 50)),
     loadTool,
     full,
+    parts,
     largeBlobBytes: 1024 * MIB,
     jsonPath: values.json ?? defaultResultPath('registry'),
     candidate,
@@ -199,20 +216,35 @@ async function main(): Promise<void> {
     await warmUp(targets, await createBlobSource({ dir: workDir, sizeBytes: 8 * MIB }))
     const manifestDigest = await prepareManifest(targets)
 
-    const mono = await benchPushMonolithic(targets, source, config.runs, 'monolithic')
-    const chunked = await benchPushChunked(targets, source, config.runs, config.chunkBytes)
-    const pulledDigest = mono.digests[0]!
-    const pull = await benchPull(targets, pulledDigest, source.size, config.runs, 1, { verifyFirst: true })
-    const pullConcurrent = await benchPull(
-      targets,
-      pulledDigest,
-      source.size,
-      config.runs,
-      config.concurrency,
-      {
-        verifyFirst: false,
-      },
-    )
+    const parts = config.parts
+    const pushes = parts.has('push')
+    const mono = pushes ? await benchPushMonolithic(targets, source, config.runs, 'monolithic') : undefined
+    const chunked = pushes
+      ? await benchPushChunked(targets, source, config.runs, config.chunkBytes)
+      : undefined
+    let pull: Record<string, ThroughputResult> | undefined
+    let pullConcurrent: Record<string, ThroughputResult> | undefined
+    if (parts.has('pull') || parts.has('pull-1')) {
+      let pulledDigest = mono?.digests[0]
+      if (!pulledDigest) {
+        const blob = source.variant('pulled')
+        for (const target of targets) await pushBlobMonolithic(target.url, BLOB_REPOSITORY, blob)
+        pulledDigest = blob.digest
+      }
+      pull = await benchPull(targets, pulledDigest, source.size, config.runs, 1, { verifyFirst: true })
+      if (parts.has('pull')) {
+        pullConcurrent = await benchPull(
+          targets,
+          pulledDigest,
+          source.size,
+          config.runs,
+          config.concurrency,
+          {
+            verifyFirst: false,
+          },
+        )
+      }
+    }
     let large: { push: Record<string, ThroughputResult>; pull: Record<string, ThroughputResult> } | undefined
     if (config.full) {
       progress(`generating a ${sizeLabel(config.largeBlobBytes)} blob`)
@@ -231,8 +263,12 @@ async function main(): Promise<void> {
       warmupSeconds: 2,
       rounds: config.runs,
     }
-    const byDigest = await benchManifestGet(targets, manifestDigest, { ...loadInit, order: 0 })
-    const byTag = await benchManifestGet(targets, MANIFEST_TAG, { ...loadInit, order: 1 })
+    const byDigest = parts.has('manifest')
+      ? await benchManifestGet(targets, manifestDigest, { ...loadInit, order: 0 })
+      : undefined
+    const byTag = parts.has('manifest')
+      ? await benchManifestGet(targets, MANIFEST_TAG, { ...loadInit, order: 1 })
+      : undefined
 
     const machineEnd = readMachineCpuTimes()
     const oursEnd = ownCpuStart()
@@ -247,7 +283,7 @@ async function main(): Promise<void> {
     const c = candidate.name
     const b = baseline.name
     const rows = buildRegistryRows(
-      { mono: mono.results, chunked, pull, pullConcurrent, byDigest, byTag, idleRss, large },
+      { mono: mono?.results, chunked, pull, pullConcurrent, byDigest, byTag, idleRss, large },
       { candidate: c, baseline: b },
       {
         blobBytes: config.blobBytes,
@@ -308,13 +344,13 @@ async function main(): Promise<void> {
       benchmark: 'registry',
       startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
-      config,
+      config: { ...config, parts: [...config.parts] },
       idleRssBytes: idleRss,
       system: { atStart: systemAtStart, atEnd: systemAtEnd, otherProcessesCores: otherCores },
       servers: { candidate: c, baseline: b },
       rows: judged,
       details: {
-        pushMonolithic: mono.results,
+        pushMonolithic: mono?.results,
         pushChunked: chunked,
         pull,
         pullConcurrent,

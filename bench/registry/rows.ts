@@ -7,14 +7,17 @@ import type { ReportRow } from './report.js'
 
 const MIB = 1024 * 1024
 
-/** Everything the registry benchmark measured, keyed by target name. */
+/**
+ * Everything the registry benchmark measured, keyed by target name. A part left out with
+ * `--only` is missing, and so are its rows.
+ */
 export interface RegistryMeasurements {
-  mono: Record<string, ThroughputResult>
-  chunked: Record<string, ThroughputResult>
-  pull: Record<string, ThroughputResult>
-  pullConcurrent: Record<string, ThroughputResult>
-  byDigest: Record<string, ManifestLoadResult>
-  byTag: Record<string, ManifestLoadResult>
+  mono?: Record<string, ThroughputResult>
+  chunked?: Record<string, ThroughputResult>
+  pull?: Record<string, ThroughputResult>
+  pullConcurrent?: Record<string, ThroughputResult>
+  byDigest?: Record<string, ManifestLoadResult>
+  byTag?: Record<string, ManifestLoadResult>
   /** RSS of each server right after start, bytes. */
   idleRss: Record<string, number>
   /** The 1 GiB push and pull of `--full`. */
@@ -60,27 +63,29 @@ export function buildRegistryRows(
     baseline: results[b]!.mbPerSecond.median,
     target: { kind: 'ratio-at-least', min: 1 },
   })
-  const peakOf = (name: string, ...results: Record<string, ThroughputResult>[]): number =>
-    Math.max(...results.map((result) => result[name]!.peakRssBytes))
-  const rows: ReportRow[] = [
-    throughputRows(`blob push ${blob}, monolithic POST+PUT`, m.mono),
-    throughputRows(`blob push ${blob}, chunked ${sizeLabel(settings.chunkBytes)} PATCHes`, m.chunked),
-    throughputRows(`blob pull ${blob}, 1 stream`, m.pull),
-    throughputRows(`blob pull ${blob}, ${settings.concurrency} concurrent streams (sum)`, m.pullConcurrent),
-    {
-      metric: `manifest GET by digest, ${settings.connections} conns, ${settings.durationSeconds}s runs`,
-      unit: 'req/s',
-      candidate: m.byDigest[c]!.requestsPerSecond,
-      baseline: m.byDigest[b]!.requestsPerSecond,
-      target: { kind: 'ratio-at-least', min: 1 },
-    },
-    {
-      metric: `manifest GET by tag, ${settings.connections} conns, ${settings.durationSeconds}s runs`,
-      unit: 'req/s',
-      candidate: m.byTag[c]!.requestsPerSecond,
-      baseline: m.byTag[b]!.requestsPerSecond,
-      target: { kind: 'ratio-at-least', min: 1 },
-    },
+  const peakOf = (name: string, ...results: (Record<string, ThroughputResult> | undefined)[]): number =>
+    Math.max(...results.filter((result) => result !== undefined).map((result) => result[name]!.peakRssBytes))
+  const rows: ReportRow[] = []
+  const add = (...more: (ReportRow | false | undefined)[]): void => {
+    for (const row of more) if (row) rows.push(row)
+  }
+  const manifestRow = (by: string, results: Record<string, ManifestLoadResult>): ReportRow => ({
+    metric: `manifest GET by ${by}, ${settings.connections} conns, ${settings.durationSeconds}s runs`,
+    unit: 'req/s',
+    candidate: results[c]!.requestsPerSecond,
+    baseline: results[b]!.requestsPerSecond,
+    target: { kind: 'ratio-at-least', min: 1 },
+  })
+  const transfers = [m.mono, m.chunked, m.pull, m.pullConcurrent].filter((result) => result !== undefined)
+  add(
+    m.mono && throughputRows(`blob push ${blob}, monolithic POST+PUT`, m.mono),
+    m.chunked &&
+      throughputRows(`blob push ${blob}, chunked ${sizeLabel(settings.chunkBytes)} PATCHes`, m.chunked),
+    m.pull && throughputRows(`blob pull ${blob}, 1 stream`, m.pull),
+    m.pullConcurrent &&
+      throughputRows(`blob pull ${blob}, ${settings.concurrency} concurrent streams (sum)`, m.pullConcurrent),
+    m.byDigest && manifestRow('digest', m.byDigest),
+    m.byTag && manifestRow('tag', m.byTag),
     {
       metric: 'RSS after start, idle',
       unit: 'MB',
@@ -88,26 +93,27 @@ export function buildRegistryRows(
       baseline: m.idleRss[b]! / 1e6,
       target: { kind: 'none' },
     },
-    {
-      metric: `peak RSS during ${blob} pushes and pulls`,
+    transfers.length > 0 && {
+      metric: `peak RSS during ${blob} ${m.mono || m.chunked ? (m.pull || m.pullConcurrent ? 'pushes and pulls' : 'pushes') : 'pulls'}`,
       unit: 'MB',
-      candidate: peakOf(c, m.mono, m.chunked, m.pull, m.pullConcurrent) / 1e6,
-      baseline: peakOf(b, m.mono, m.chunked, m.pull, m.pullConcurrent) / 1e6,
+      candidate: peakOf(c, ...transfers) / 1e6,
+      baseline: peakOf(b, ...transfers) / 1e6,
       target: m.large
         ? { kind: 'none' }
         : { kind: 'below', max: settings.rssLimitBytes / 1e6, label: `< ${settings.rssLimitBytes / 1e6} MB` },
     },
-  ]
-  rows.push({
-    metric: 'peak RSS during manifest GET load',
-    unit: 'MB',
-    candidate: Math.max(m.byDigest[c]!.peakRssBytes, m.byTag[c]!.peakRssBytes) / 1e6,
-    baseline: Math.max(m.byDigest[b]!.peakRssBytes, m.byTag[b]!.peakRssBytes) / 1e6,
-    target: { kind: 'none' },
-  })
+    m.byDigest &&
+      m.byTag && {
+        metric: 'peak RSS during manifest GET load',
+        unit: 'MB',
+        candidate: Math.max(m.byDigest[c]!.peakRssBytes, m.byTag[c]!.peakRssBytes) / 1e6,
+        baseline: Math.max(m.byDigest[b]!.peakRssBytes, m.byTag[b]!.peakRssBytes) / 1e6,
+        target: { kind: 'none' },
+      },
+  )
   if (m.large) {
     const big = sizeLabel(settings.largeBlobBytes)
-    rows.push(
+    add(
       throughputRows(`blob push ${big}, monolithic (1 run)`, m.large.push),
       throughputRows(`blob pull ${big}, 1 stream (1 run)`, m.large.pull),
       {
@@ -123,39 +129,46 @@ export function buildRegistryRows(
       },
     )
   }
-  rows.push(
-    {
-      metric: 'server CPU per GiB pushed (monolithic, incl. after)',
-      unit: 'CPU s',
-      candidate: m.mono[c]!.cpuSecondsPerGiB,
-      baseline: m.mono[b]!.cpuSecondsPerGiB,
-      target: { kind: 'none' },
-    },
-    {
-      metric: 'server busy after the push answered (monolithic)',
-      unit: 's',
-      candidate: m.mono[c]!.backgroundSeconds,
-      baseline: m.mono[b]!.backgroundSeconds,
-      target: { kind: 'none' },
-    },
-    {
+  if (m.mono) {
+    add(
+      {
+        metric: 'server CPU per GiB pushed (monolithic, incl. after)',
+        unit: 'CPU s',
+        candidate: m.mono[c]!.cpuSecondsPerGiB,
+        baseline: m.mono[b]!.cpuSecondsPerGiB,
+        target: { kind: 'none' },
+      },
+      {
+        metric: 'server busy after the push answered (monolithic)',
+        unit: 's',
+        candidate: m.mono[c]!.backgroundSeconds,
+        baseline: m.mono[b]!.backgroundSeconds,
+        target: { kind: 'none' },
+      },
+    )
+  }
+  if (m.pull) {
+    add({
       metric: 'server CPU per GiB pulled (1 stream)',
       unit: 'CPU s',
       candidate: m.pull[c]!.cpuSecondsPerGiB,
       baseline: m.pull[b]!.cpuSecondsPerGiB,
       target: { kind: 'none' },
-    },
-    ...cpuAndFaultRows(`pulled (1 stream)`, m.pull, c, b),
-    ...cpuAndFaultRows(`pulled (${settings.concurrency} streams)`, m.pullConcurrent, c, b),
-    ...cpuAndFaultRows(`pushed (monolithic, incl. after)`, m.mono, c, b),
-    {
+    })
+    add(...cpuAndFaultRows(`pulled (1 stream)`, m.pull, c, b))
+  }
+  if (m.pullConcurrent)
+    add(...cpuAndFaultRows(`pulled (${settings.concurrency} streams)`, m.pullConcurrent, c, b))
+  if (m.mono) add(...cpuAndFaultRows(`pushed (monolithic, incl. after)`, m.mono, c, b))
+  if (m.byDigest) {
+    add({
       metric: 'server CPU per manifest GET by digest',
       unit: 'CPU µs',
       candidate: m.byDigest[c]!.cpuMicrosecondsPerRequest,
       baseline: m.byDigest[b]!.cpuMicrosecondsPerRequest,
       target: { kind: 'none' },
-    },
-  )
+    })
+  }
   return rows
 }
 
