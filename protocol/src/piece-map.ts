@@ -27,8 +27,8 @@ import { z } from 'zod'
 import { type Digest, Digester, parseDigest } from './digest.js'
 import { DecodeError, DigestMismatchError, SignatureInvalidError, SizeInvalidError } from './errors.js'
 
-/** Smallest piece size choosePieceSize picks (1 MiB). */
-export const MIN_PIECE_SIZE = 1024 * 1024
+/** Smallest piece size choosePieceSize picks (256 KiB). */
+export const MIN_PIECE_SIZE = 256 * 1024
 /** Largest piece size any piece map may use (16 MiB); also bounds piece transfers on the wire. */
 export const MAX_PIECE_SIZE = 16 * 1024 * 1024
 /** Smallest piece size a piece map may use (16 KiB); smaller than the default so tests can use small blobs. */
@@ -82,7 +82,7 @@ function isPowerOfTwo(n: number): boolean {
 }
 
 /**
- * The piece size for a blob of `blobSize` bytes: clamp(nextPow2(size / 256), 1 MiB, 16 MiB).
+ * The piece size for a blob of `blobSize` bytes: clamp(nextPow2(size / 256), 256 KiB, 16 MiB).
  * Throws SizeInvalidError for a negative, fractional or too large size.
  */
 export function choosePieceSize(blobSize: number): number {

@@ -1,12 +1,13 @@
 /**
  * The swarm under faults, each in its own small cluster (seed registry, tracker,
- * agents; 8 to 16 MB blobs of 1 MiB pieces): an agent stopped mid-transfer, a peer
+ * agents; 8 to 16 MB blobs of 256 KiB pieces): an agent stopped mid-transfer, a peer
  * serving corrupted pieces, the tracker stopped, the seed stopped, an agent restarted
  * mid-pull, a cache quota too small for everything; and byte ranges served mid-download.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Digest } from '../../protocol/src/index.js'
 import type { PieceSource } from '../../protocol/src/p2p/index.js'
+import { MIN_PIECE_SIZE } from '../../protocol/src/piece-map.js'
 import { chunked, blobFixture } from '../../protocol/src/testing/fixtures.js'
 import { createTrackerClient } from '../../protocol/src/tracker-client/index.js'
 import { cachePieceSource } from '../../peer-agent/src/p2p-adapter.js'
@@ -21,6 +22,8 @@ import {
 } from './swarm-cluster.js'
 
 const MIB = 1024 * 1024
+/** Pieces of a blob of `bytes` (every blob here is a whole number of default-size pieces). */
+const pieces = (bytes: number): number => bytes / MIN_PIECE_SIZE
 
 /** Pieces the agent's cache holds of `digest`. */
 function held(agent: AgentPart, digest: Digest): number {
@@ -72,12 +75,12 @@ describe('swarm faults', () => {
     // The agent furthest ahead holds the origin slot: stop it while it is mid-way.
     await waitUntil(() => agents.some((a) => held(a, blob.digest) >= 3), 'an agent holding three pieces')
     const victim = agents.reduce((a, b) => (held(a, blob.digest) >= held(b, blob.digest) ? a : b))
-    expect(held(victim, blob.digest)).toBeLessThan(16)
+    expect(held(victim, blob.digest)).toBeLessThan(pieces(16 * MIB))
     await victim.stop()
     const others = agents.filter((a) => a !== victim)
     const results = await Promise.all(others.map((a) => pulls[agents.indexOf(a)]!))
     for (const result of results) expect(result).toEqual({ digest: blob.digest, size: blob.size })
-    for (const agent of others) expect(await fetchedPieces(agent)).toBe(16)
+    for (const agent of others) expect(await fetchedPieces(agent)).toBe(pieces(16 * MIB))
   }, 90_000)
 
   it('bans and reports a peer that serves corrupted pieces, and still delivers the right bytes', async () => {
@@ -109,7 +112,7 @@ describe('swarm faults', () => {
       const swarm = await tracker.swarm(blob.digest)
       return swarm.banned.includes(bad.swarm.peerId)
     }, 'the tracker to ban the bad peer')
-    expect(await fetchedPieces(victim)).toBe(8)
+    expect(await fetchedPieces(victim)).toBe(pieces(8 * MIB))
   }, 60_000)
 
   it('finishes pulls through the DHT when the tracker stops', async () => {
@@ -122,7 +125,7 @@ describe('swarm faults', () => {
       size: blob.size,
     })
     await waitUntil(
-      () => first.swarm.router !== undefined && held(first, blob.digest) === 8,
+      () => first.swarm.router !== undefined && held(first, blob.digest) === pieces(8 * MIB),
       'first complete',
     )
 
@@ -141,7 +144,7 @@ describe('swarm faults', () => {
       size: blob.size,
     })
     expect(await metricValue(third.metrics, 'shoal_agent_swarm_dht_fallbacks_total')).toBeGreaterThan(0)
-    expect(await fetchedPieces(third)).toBe(8)
+    expect(await fetchedPieces(third)).toBe(pieces(8 * MIB))
   }, 90_000)
 
   it('serves a new agent from its peers after the seed stops', async () => {
@@ -163,7 +166,9 @@ describe('swarm faults', () => {
       digest: blob.digest,
       size: blob.size,
     })
-    expect(await metricValue(late.metrics, 'shoal_agent_swarm_pieces_total', { source: 'peer' })).toBe(8)
+    expect(await metricValue(late.metrics, 'shoal_agent_swarm_pieces_total', { source: 'peer' })).toBe(
+      pieces(8 * MIB),
+    )
     expect(await metricValue(late.metrics, 'shoal_agent_swarm_pieces_total', { source: 'seed' })).toBe(0)
     expect(await metricValue(late.metrics, 'shoal_agent_blob_bytes_total', { source: 'peer' })).toBe(
       blob.size,
@@ -184,15 +189,15 @@ describe('swarm faults', () => {
     const again = await cluster.addAgent({ dataDir: agent.dataDir })
     const kept = held(again, blob.digest)
     expect(kept).toBeGreaterThanOrEqual(3)
-    expect(kept).toBeLessThan(8)
+    expect(kept).toBeLessThan(pieces(8 * MIB))
     expect(await cluster.pull(again, 'team/app', blob.digest)).toEqual({
       digest: blob.digest,
       size: blob.size,
     })
     expect(await metricValue(again.metrics, 'shoal_agent_swarm_resumed_pieces_total')).toBe(kept)
-    expect(await fetchedPieces(again)).toBe(8 - kept)
+    expect(await fetchedPieces(again)).toBe(pieces(8 * MIB) - kept)
     expect(await metricValue(again.metrics, 'shoal_agent_blob_bytes_total', { source: 'cache' })).toBe(
-      kept * MIB,
+      kept * MIN_PIECE_SIZE,
     )
   }, 60_000)
 

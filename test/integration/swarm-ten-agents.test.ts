@@ -5,6 +5,7 @@
  * rest travels between agents.
  */
 import { afterEach, describe, expect, it } from 'vitest'
+import { choosePieceSize } from '../../protocol/src/piece-map.js'
 import { blobFixture } from '../../protocol/src/testing/fixtures.js'
 import { type Cluster, debugAgents, metricValue, startCluster } from './swarm-cluster.js'
 
@@ -46,7 +47,9 @@ describe('swarm: ten agents, one blob', () => {
       fromPeers += await metricValue(agent.metrics, 'shoal_agent_blob_bytes_total', { source: 'peer' })
       fromSeed += await metricValue(agent.metrics, 'shoal_agent_blob_bytes_total', { source: 'seed' })
       // Every piece came through the swarm: nothing fell back to a plain HTTP fetch.
-      expect(await metricValue(agent.metrics, 'shoal_agent_swarm_pieces_total')).toBe(SIZE / (1024 * 1024))
+      expect(await metricValue(agent.metrics, 'shoal_agent_swarm_pieces_total')).toBe(
+        SIZE / choosePieceSize(SIZE),
+      )
       expect(
         await metricValue(agent.metrics, 'shoal_agent_swarm_downloads_total', { result: 'failed' }),
       ).toBe(0)

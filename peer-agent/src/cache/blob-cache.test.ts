@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { type Digest, digestOf } from '../../../protocol/src/index.js'
+import { MIN_PIECE_SIZE } from '../../../protocol/src/piece-map.js'
 import { type BlobCache, type BlobCacheInit, createBlobCache } from './blob-cache.js'
 import { runCommand } from '../../../test/helpers/processes.js'
 import { blobPaths } from './paths.js'
@@ -157,7 +158,7 @@ describe('blob cache', () => {
     await cache.putBlob(d!.digest, d!.bytes.length, once(d!.bytes))
     expect(evicted).toEqual([b!.digest])
     // Blobs stored whole get the default piece layout for their size.
-    expect(cache.stat(d!.digest)).toMatchObject({ pieceSize: 1 << 20, pieceCount: 1, piecesHeld: 1 })
+    expect(cache.stat(d!.digest)).toMatchObject({ pieceSize: MIN_PIECE_SIZE, pieceCount: 1, piecesHeld: 1 })
     expect([a, b, c, d].map((f) => cache.has(f!.digest))).toEqual([true, false, true, true])
     expect(cache.usage().usedBytes).toBe(3 * PIECE)
     // A partial download reserves its full size up front.

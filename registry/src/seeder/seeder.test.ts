@@ -19,6 +19,7 @@ import {
   pieceRange,
   SIGNED_PIECE_MAP_MEDIA_TYPE,
   verifyPieceMap,
+  MIN_PIECE_SIZE,
 } from '../../../protocol/src/piece-map.js'
 import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
 import { createTrackerClient } from '../../../protocol/src/tracker-client/index.js'
@@ -87,7 +88,7 @@ describe('the registry as seed', () => {
     const signed = decodeSignedPieceMap(new Uint8Array(await res.arrayBuffer()))
     const expected = await computePieceMap([data], digest, data.length)
     expect(await verifyPieceMap(signed, info.peerId)).toEqual(expected)
-    expect(expected.pieces).toHaveLength(3)
+    expect(expected.pieces).toHaveLength(Math.ceil(data.length / MIN_PIECE_SIZE))
 
     const json = await fetch(`${first.url}/shoal/v1/piece-maps/${digest}?format=json`)
     expect(json.headers.get('content-type')).toContain(SIGNED_PIECE_MAP_MEDIA_TYPE)
@@ -192,7 +193,7 @@ describe('the registry as seed', () => {
 
     const signed = await client.fetchPieceMap(to, digest)
     const map = await verifyPieceMap(signed, seed.peerId)
-    expect(map.pieces).toHaveLength(3)
+    expect(map.pieces).toHaveLength(Math.ceil(data.length / MIN_PIECE_SIZE))
     expect((await client.fetchHave(to, digest))?.isComplete()).toBe(true)
     expect(await client.fetchHave(to, digestOf('unknown'))).toBeUndefined()
     const parts: Buffer[] = []
@@ -206,11 +207,13 @@ describe('the registry as seed', () => {
     const whole = Buffer.concat(parts)
     expect(whole.equals(data)).toBe(true)
     expect(digestOf(whole)).toBe(digest)
-    await expect(client.fetchPiece(to, digest, 3)).rejects.toMatchObject({ status: 'not-held' })
+    await expect(client.fetchPiece(to, digest, map.pieces.length)).rejects.toMatchObject({
+      status: 'not-held',
+    })
     await expect(client.fetchPiece(to, digestOf('unknown'), 0)).rejects.toMatchObject({ status: 'not-found' })
     // Sent bytes count in the registry's shared counter, next to the HTTP layer's.
     expect(await counter(r.metrics, 'shoal_registry_blob_bytes_sent_total')).toBe(data.length)
-    expect(await counter(r.metrics, 'shoal_registry_seed_pieces_sent_total')).toBe(3)
+    expect(await counter(r.metrics, 'shoal_registry_seed_pieces_sent_total')).toBe(map.pieces.length)
     const http = await fetch(`${r.url}/v2/test/seed/blobs/${digest}`)
     expect(Buffer.from(await http.arrayBuffer()).equals(data)).toBe(true)
     await waitFor(
