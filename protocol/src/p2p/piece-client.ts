@@ -3,8 +3,8 @@
  * checks the framing and each piece's length; the caller checks each piece's sha256
  * against the piece map before storing or forwarding it.
  */
-import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
-import type { Multiaddr } from '@multiformats/multiaddr'
+import { isPeerId, type Libp2p, type PeerId, type Stream } from '@libp2p/interface'
+import { isMultiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Bitfield } from '../bitfield.js'
 import { DecodeError } from '../errors.js'
 import type { Digest } from '../digest.js'
@@ -14,11 +14,13 @@ import {
   expectMessage,
   MAX_PIECES_PER_REQUEST,
   type Message,
+  type MessageReader,
   type PieceStatus,
 } from '../messages/index.js'
 import type { SignedPieceMap } from '../piece-map.js'
 import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import { PeerRefusedError, PieceUnavailableError } from './errors.js'
+import { waitDrain } from './stream-io.js'
 
 /** Where to reach a peer: its id (addresses from the peer store) or addresses. */
 export type PeerTarget = PeerId | Multiaddr | Multiaddr[]
@@ -42,6 +44,18 @@ export interface PieceClientInit {
    * @default 30000
    */
   timeoutMs?: number
+  /**
+   * A stream whose exchange ended cleanly is kept open this long for the next request
+   * to the same peer over the same protocol (the piece server reads request after
+   * request on one stream and closes it after 10 s without one). Opening a stream costs
+   * a muxer round trip, a protocol negotiation and a peer-store update at both ends,
+   * which a swarm asking every peer what it holds every second pays thousands of times.
+   * 0 opens a stream per request.
+   * @default 5000
+   */
+  idleStreamMs?: number
+  /** Idle streams kept per peer and protocol. @default 4 */
+  maxIdleStreams?: number
 }
 
 /** The collaborators of the piece client. */
@@ -98,6 +112,37 @@ function refusal(msg: Message): Error | undefined {
   return msg.type === 'error' ? new PeerRefusedError(msg.code, msg.message) : undefined
 }
 
+/** An open stream to a peer with the reader that owns its incoming bytes. */
+interface Channel {
+  key: string
+  stream: Stream
+  reader: MessageReader
+  idleTimer: ReturnType<typeof setTimeout> | undefined
+}
+
+/** The peer a target names, as a pool key (addresses without a peer id key by address). */
+function peerKey(peer: PeerTarget): string {
+  const first = Array.isArray(peer) ? peer[0] : peer
+  if (first === undefined) return ''
+  if (isPeerId(first)) return first.toString()
+  if (isMultiaddr(first)) {
+    const id = first.getComponents().findLast((c) => c.name === 'p2p')?.value
+    return id ?? first.toString()
+  }
+  return String(first)
+}
+
+/** Open both ways at both ends: the server has not ended it (idle, or stopping). */
+function usable(stream: Stream): boolean {
+  return (
+    stream.status === 'open' &&
+    stream.writeStatus === 'writable' &&
+    stream.readStatus === 'readable' &&
+    stream.remoteWriteStatus === 'writable' &&
+    stream.remoteReadStatus === 'readable'
+  )
+}
+
 /** Creates a piece client over a libp2p node. */
 export function createPieceClient(
   components: PieceClientComponents,
@@ -105,36 +150,86 @@ export function createPieceClient(
 ): PieceClient {
   const { libp2p } = components
   const timeoutMs = init.timeoutMs ?? 30_000
+  const idleStreamMs = init.idleStreamMs ?? 5_000
+  const maxIdleStreams = init.maxIdleStreams ?? 4
+  /** Idle streams by peer and protocol, most recently used last. */
+  const idle = new Map<string, Channel[]>()
+
+  function takeIdle(key: string): Channel | undefined {
+    const list = idle.get(key)
+    while (list !== undefined && list.length > 0) {
+      const channel = list.pop() as Channel
+      clearTimeout(channel.idleTimer)
+      if (list.length === 0) idle.delete(key)
+      if (usable(channel.stream)) return channel
+      channel.stream.abort(new Error('stale idle stream'))
+    }
+    return undefined
+  }
+
+  function dropIdle(channel: Channel): void {
+    const list = idle.get(channel.key)
+    const at = list?.indexOf(channel) ?? -1
+    if (list !== undefined && at >= 0) {
+      list.splice(at, 1)
+      if (list.length === 0) idle.delete(channel.key)
+    }
+  }
+
+  /** Keeps a stream whose exchange ended cleanly for the next request, or closes it. */
+  function release(channel: Channel): void {
+    const list = idle.get(channel.key) ?? []
+    if (idleStreamMs <= 0 || list.length >= maxIdleStreams || !usable(channel.stream)) {
+      channel.stream.close().catch(() => channel.stream.abort(new Error('close failed')))
+      return
+    }
+    list.push(channel)
+    idle.set(channel.key, list)
+    channel.idleTimer = setTimeout(() => {
+      dropIdle(channel)
+      // A clean half-close: the server sees the end of requests and closes its side.
+      channel.stream.close().catch(() => channel.stream.abort(new Error('close failed')))
+    }, idleStreamMs)
+    channel.idleTimer.unref?.()
+  }
 
   /**
-   * Opens a stream, sends `request` and half-closes; `use` reads the replies. The
-   * stream is reset when anything fails or the deadline passes.
+   * Takes an idle stream to the peer for `protocol` or opens one, sends `request`;
+   * `use` reads the replies. The stream goes back to the idle set when `use` finished
+   * cleanly, and is reset when anything fails, the caller stops early, or the deadline
+   * passes.
    */
   async function* exchange<T>(
     peer: PeerTarget,
     protocol: string,
     request: Uint8Array,
     callerSignal: AbortSignal | undefined,
-    use: (stream: Stream, signal: AbortSignal) => AsyncGenerator<T>,
+    use: (reader: MessageReader, signal: AbortSignal) => AsyncGenerator<T>,
   ): AsyncGenerator<T> {
     const deadline = AbortSignal.timeout(timeoutMs)
     const signal = callerSignal ? AbortSignal.any([callerSignal, deadline]) : deadline
-    const stream = await libp2p.dialProtocol(peer, protocol, { signal })
+    const key = `${peerKey(peer)}\0${protocol}`
+    let channel = takeIdle(key)
+    if (channel === undefined) {
+      const stream = await libp2p.dialProtocol(peer, protocol, { signal })
+      channel = { key, stream, reader: createMessageReader(stream), idleTimer: undefined }
+    }
+    const { stream } = channel
     const onAbort = (): void =>
       stream.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
     signal.addEventListener('abort', onAbort, { once: true })
     let ok = false
     try {
-      stream.send(request)
-      await stream.close({ signal })
-      yield* use(stream, signal)
+      if (!stream.send(request)) await waitDrain(stream, signal)
+      yield* use(channel.reader, signal)
       ok = true
     } catch (err) {
       if (signal.aborted) throw signal.reason
       throw err
     } finally {
       signal.removeEventListener('abort', onAbort)
-      if (!ok && stream.status === 'open') stream.abort(new Error('piece request abandoned'))
+      if (ok) release(channel)
+      else if (stream.status === 'open') stream.abort(new Error('piece request abandoned'))
     }
   }
 
@@ -155,8 +250,7 @@ export function createPieceClient(
         throw new RangeError(`a piece request holds 1..${MAX_PIECES_PER_REQUEST} pieces`)
       }
       const request = encodeMessage({ type: 'piece-request', digest, indexes: wants.map((w) => w.index) })
-      return exchange(peer, PIECES_PROTOCOL, request, options.signal, async function* (stream, signal) {
-        const reader = createMessageReader(stream)
+      return exchange(peer, PIECES_PROTOCOL, request, options.signal, async function* (reader, signal) {
         for (const want of wants) {
           const msg = await reader.read({ signal })
           if (msg === undefined) throw new DecodeError('stream ended before the piece header')
@@ -190,8 +284,8 @@ export function createPieceClient(
         HAVE_PROTOCOL,
         request,
         options.signal,
-        async function* (stream, signal) {
-          const msg = await createMessageReader(stream).read({ signal })
+        async function* (reader, signal) {
+          const msg = await reader.read({ signal })
           if (msg === undefined) throw new DecodeError('stream ended before the have reply')
           const refused = refusal(msg)
           if (refused) throw refused
@@ -211,8 +305,8 @@ export function createPieceClient(
         PIECE_MAP_PROTOCOL,
         request,
         options.signal,
-        async function* (stream, signal) {
-          const msg = await createMessageReader(stream).read({ signal })
+        async function* (reader, signal) {
+          const msg = await reader.read({ signal })
           if (msg === undefined) throw new DecodeError('stream ended before the piece map reply')
           const refused = refusal(msg)
           if (refused) throw refused

@@ -132,8 +132,18 @@ export function createPieceServer(
     )
   }
 
-  function nextRequest(reader: MessageReader): ReturnType<MessageReader['read']> {
-    return reader.read({ signal: AbortSignal.any([lifetime.signal, AbortSignal.timeout(requestTimeoutMs)]) })
+  /**
+   * The next request on a stream, or undefined at its end. Clients keep streams open
+   * between requests; one idle for `requestTimeoutMs` is closed cleanly, like an ended one.
+   */
+  async function nextRequest(reader: MessageReader): ReturnType<MessageReader['read']> {
+    const idle = AbortSignal.timeout(requestTimeoutMs)
+    try {
+      return await reader.read({ signal: AbortSignal.any([lifetime.signal, idle]) })
+    } catch (err) {
+      if (idle.aborted && !lifetime.signal.aborted) return undefined
+      throw err
+    }
   }
 
   async function sendPiece(stream: Stream, peer: string, digest: Digest, index: number): Promise<void> {

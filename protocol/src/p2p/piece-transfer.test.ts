@@ -253,4 +253,62 @@ describe('piece exchange', () => {
     expect(received).toBe(map.size)
     expect(allMatch).toBe(true)
   })
+
+  it('reuses an idle stream for the next request and opens a new one when the server closed it', async () => {
+    const seed = await peer({ requestTimeoutMs: 300 })
+    const leecher = await peer()
+    const { bytes, map } = blob(4 * PIECE)
+    seed.source.putBlob(map.digest, bytes, PIECE)
+    const dials: string[] = []
+    const counting = {
+      dialProtocol: ((...args: Parameters<P2PNode['libp2p']['dialProtocol']>) => {
+        dials.push(String(args[1]))
+        return leecher.node.libp2p.dialProtocol(...args)
+      }) as P2PNode['libp2p']['dialProtocol'],
+    }
+    const client = createPieceClient({ libp2p: counting }, { idleStreamMs: 60_000 })
+    const seedAddr = seed.node.getMultiaddrs()
+    for (const index of [0, 1, 2]) {
+      expect(pieceMatches(map, index, await client.fetchPiece(seedAddr, map.digest, index))).toBe(true)
+    }
+    expect((await client.fetchHave(seedAddr, map.digest))?.count()).toBe(4)
+    expect((await client.fetchHave(seedAddr, map.digest))?.count()).toBe(4)
+    // One stream per protocol carried all the requests.
+    expect(dials).toEqual([PIECES_PROTOCOL, HAVE_PROTOCOL])
+
+    // The server closes streams idle for 300 ms; the client notices and opens a new one.
+    const connection = leecher.node.libp2p.getConnections(seed.node.peerId)[0]!
+    const serverClosed = (): boolean => connection.streams.every((s) => s.remoteWriteStatus === 'closed')
+    const deadline = Date.now() + 5_000
+    while (!serverClosed() && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    expect(serverClosed()).toBe(true)
+    expect(pieceMatches(map, 3, await client.fetchPiece(seedAddr, map.digest, 3))).toBe(true)
+    expect(dials).toEqual([PIECES_PROTOCOL, HAVE_PROTOCOL, PIECES_PROTOCOL])
+
+    // A request abandoned half way resets its stream rather than returning it.
+    const stopped = new AbortController()
+    stopped.abort(new Error('caller gave up'))
+    await expect(client.fetchPiece(seedAddr, map.digest, 0, { signal: stopped.signal })).rejects.toThrow(
+      'caller gave up',
+    )
+    expect(pieceMatches(map, 0, await client.fetchPiece(seedAddr, map.digest, 0))).toBe(true)
+  })
+
+  it('opens a stream per request when idle streams are turned off', async () => {
+    const [seed, leecher] = [await peer(), await peer()]
+    const { bytes, map } = blob(2 * PIECE)
+    seed.source.putBlob(map.digest, bytes, PIECE)
+    let dials = 0
+    const counting = {
+      dialProtocol: ((...args: Parameters<P2PNode['libp2p']['dialProtocol']>) => {
+        dials++
+        return leecher.node.libp2p.dialProtocol(...args)
+      }) as P2PNode['libp2p']['dialProtocol'],
+    }
+    const client = createPieceClient({ libp2p: counting }, { idleStreamMs: 0 })
+    for (const index of [0, 1, 0]) await client.fetchPiece(seed.node.getMultiaddrs(), map.digest, index)
+    expect(dials).toBe(3)
+  })
 })
