@@ -20,6 +20,7 @@ import {
 } from '../../../protocol/src/index.js'
 import type { AbortOptions, ManifestRecord, PutManifestResult } from '../service.js'
 import type { BlobStore } from './blob-store.js'
+import { createContentCache } from './content-cache.js'
 import { protectBlob, protectManifest, type StorageContext } from './context.js'
 import { StoragePathNotFoundError } from './driver/index.js'
 import {
@@ -104,6 +105,13 @@ export interface ManifestStore {
 
 const NON_DISTRIBUTABLE = /nondistributable|foreign/
 
+/**
+ * Manifest bodies kept in memory: image manifests and indexes are a few KiB, so 1 MiB
+ * holds the hot ones of a busy registry.
+ */
+const BODY_CACHE_BYTES = 1024 * 1024
+const BODY_CACHE_ENTRY_BYTES = 64 * 1024
+
 function decode(raw: Uint8Array): string {
   return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8')
 }
@@ -111,6 +119,7 @@ function decode(raw: Uint8Array): string {
 /** Creates the manifest store. */
 export function createManifestStore(ctx: StorageContext, blobs: BlobStore): ManifestStore {
   const { driver } = ctx
+  const bodies = createContentCache({ maxBytes: BODY_CACHE_BYTES, maxEntryBytes: BODY_CACHE_ENTRY_BYTES })
 
   async function readOptional(path: string, options?: AbortOptions): Promise<string | undefined> {
     try {
@@ -238,14 +247,21 @@ export function createManifestStore(ctx: StorageContext, blobs: BlobStore): Mani
     },
 
     async get(repository, reference, options) {
+      // The revision link is read every time: it says whether this repository holds the
+      // manifest. Only the body, which a digest names for good, comes from memory.
       const record = await store.resolve(repository, reference, options)
-      const body = await blobs.readSmall(record.digest, options)
-      if (
-        !body ||
-        digestOf(body, record.digest.startsWith('sha512:') ? 'sha512' : 'sha256') !== record.digest
-      ) {
-        if (body) ctx.logger?.error({ repository, digest: record.digest }, 'stored manifest body is corrupt')
-        throw new ManifestUnknownError(undefined, { digest: record.digest })
+      let body = bodies.get(record.digest)
+      if (!body) {
+        body = await blobs.readSmall(record.digest, options)
+        if (
+          !body ||
+          digestOf(body, record.digest.startsWith('sha512:') ? 'sha512' : 'sha256') !== record.digest
+        ) {
+          if (body)
+            ctx.logger?.error({ repository, digest: record.digest }, 'stored manifest body is corrupt')
+          throw new ManifestUnknownError(undefined, { digest: record.digest })
+        }
+        bodies.set(record.digest, body)
       }
       return { digest: record.digest, mediaType: record.mediaType, size: record.size, body }
     },
@@ -268,6 +284,7 @@ export function createManifestStore(ctx: StorageContext, blobs: BlobStore): Mani
     },
 
     async deleteRevision(repository, record, options) {
+      bodies.delete(record.digest)
       if (record.subject)
         await driver.delete(referrerPath(repository, record.subject, record.digest), options)
       const link = revisionLinkPath(repository, record.digest)

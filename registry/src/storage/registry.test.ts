@@ -22,6 +22,7 @@ import {
   pushBlob,
   pushImage,
 } from './testing.js'
+import { blobDataPath, revisionLinkPath } from './paths.js'
 
 const REPO = 'library/alpine'
 
@@ -357,6 +358,25 @@ describe.each(drivers)('storage registry on %s driver', (_name, factory) => {
       await expect(r.statManifest(REPO, digestOf('x'))).rejects.toMatchObject({
         name: 'ManifestUnknownError',
       })
+    })
+
+    it('keeps a manifest body in memory after its first read, still checking the repository each time', async () => {
+      const img = await pushImage(r, REPO, 'v1')
+      await r.getManifest(REPO, img.digest)
+      const reads = vi.spyOn(driver, 'getContent')
+      try {
+        for (const ref of ['v1', img.digest, img.digest]) {
+          expect(Buffer.from((await r.getManifest(REPO, ref)).body).equals(img.body)).toBe(true)
+        }
+        const paths = reads.mock.calls.map(([path]) => path)
+        expect(paths).not.toContain(blobDataPath(img.digest))
+        expect(paths.filter((path) => path === revisionLinkPath(REPO, img.digest))).toHaveLength(3)
+        await expect(r.getManifest('other', img.digest)).rejects.toMatchObject({
+          name: 'ManifestUnknownError',
+        })
+      } finally {
+        reads.mockRestore()
+      }
     })
 
     it('moves a tag to a new manifest', async () => {
