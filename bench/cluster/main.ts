@@ -168,6 +168,8 @@ async function scrapeAgents(nodes: readonly TestbedHost[]): Promise<Record<strin
       add('uploadedBytes', sampleSum(text, 'shoal_agent_swarm_uploaded_bytes_total'))
       add('swarmUnavailable', sampleSum(text, 'shoal_agent_swarm_unavailable_total'))
       add('badPieces', sampleSum(text, 'shoal_agent_swarm_bad_pieces_total'))
+      add('p2pConnections.opened', sampleSum(text, 'shoal_agent_p2p_connections_opened_total'))
+      add('p2pConnections.closed', sampleSum(text, 'shoal_agent_p2p_connections_closed_total'))
       for (const [result, v] of Object.entries(
         sampleByLabel(text, 'shoal_agent_swarm_downloads_total', 'result'),
       )) {

@@ -53,6 +53,16 @@ describe('swarm: ten agents, one blob', () => {
       expect(
         await metricValue(agent.metrics, 'shoal_agent_swarm_downloads_total', { result: 'failed' }),
       ).toBe(0)
+      // Connections are counted both ways, and none closed while the cluster runs.
+      const opened =
+        (await metricValue(agent.metrics, 'shoal_agent_p2p_connections_opened_total', {
+          direction: 'inbound',
+        })) +
+        (await metricValue(agent.metrics, 'shoal_agent_p2p_connections_opened_total', {
+          direction: 'outbound',
+        }))
+      expect(opened).toBeGreaterThan(0)
+      expect(await metricValue(agent.metrics, 'shoal_agent_p2p_connections_closed_total')).toBe(0)
     }
     expect(fromPeers + fromSeed).toBe(AGENTS * SIZE)
     expect(fromPeers).toBeGreaterThan(fromSeed)

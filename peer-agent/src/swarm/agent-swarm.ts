@@ -8,6 +8,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { Connection } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Digest } from '../../../protocol/src/index.js'
 import {
@@ -197,6 +198,23 @@ export async function createAgentSwarm(
     announce({ digest, pieceCount: 1, piecesHeld: 0, event: 'stopped' })
   }
 
+  const onConnectionOpen = (evt: CustomEvent<Connection>): void => {
+    metrics.connectionsOpened.inc({ direction: evt.detail.direction })
+  }
+  const onConnectionClose = (evt: CustomEvent<Connection>): void => {
+    const c = evt.detail
+    metrics.connectionsClosed.inc({ direction: c.direction })
+    logger.debug(
+      {
+        peer: c.remotePeer.toString(),
+        direction: c.direction,
+        status: c.status,
+        ageMs: Date.now() - c.timeline.open,
+      },
+      'p2p connection closed',
+    )
+  }
+
   async function bootstrapFromSeed(): Promise<void> {
     const info = await maps.seedInfo({ signal: AbortSignal.timeout(10_000) })
     for (const addr of info?.multiaddrs ?? []) {
@@ -225,6 +243,8 @@ export async function createAgentSwarm(
       if (started) return
       started = true
       await maps.start()
+      node.libp2p.addEventListener('connection:open', onConnectionOpen)
+      node.libp2p.addEventListener('connection:close', onConnectionClose)
       await node.start()
       await pieceServer.start()
       cache.events.on('piece', onPiece)
@@ -252,6 +272,8 @@ export async function createAgentSwarm(
         await combined.stop?.()
         await pieceServer.stop()
         await node.stop()
+        node.libp2p.removeEventListener('connection:open', onConnectionOpen)
+        node.libp2p.removeEventListener('connection:close', onConnectionClose)
       })()
       return stopping
     },

@@ -24,6 +24,10 @@ export interface SwarmMetrics {
   dhtFallbacks: Counter
   /** Piece bytes served to other peers. */
   uploadedBytes: Counter
+  /** libp2p connections opened, by direction (inbound, outbound). */
+  connectionsOpened: Counter<'direction'>
+  /** libp2p connections closed, by direction; against opened, this shows churn. */
+  connectionsClosed: Counter<'direction'>
   /** Piece requests being served now. */
   activeUploads: Gauge
 }
@@ -62,6 +66,16 @@ export function createSwarmMetrics(registry: Registry, activeUploads: () => numb
       'Peer lookups answered by the DHT because the tracker was unreachable.',
     ),
     uploadedBytes: counter('shoal_agent_swarm_uploaded_bytes_total', 'Piece bytes served to other peers.'),
+    connectionsOpened: counter(
+      'shoal_agent_p2p_connections_opened_total',
+      'libp2p connections opened, by direction.',
+      ['direction'],
+    ),
+    connectionsClosed: counter(
+      'shoal_agent_p2p_connections_closed_total',
+      'libp2p connections closed, by direction.',
+      ['direction'],
+    ),
     activeUploads:
       existingGauge instanceof Gauge
         ? existingGauge

@@ -154,6 +154,12 @@ export async function createP2PNode(components: P2PNodeComponents, init: P2PNode
       allow: init.allowNetworks ?? DEFAULT_ALLOW_NETWORKS,
       maxConnections: init.maxConnections ?? 300,
     },
+    // libp2p's connection monitor pings every connection every 10 s on a new stream and
+    // aborts the connection when a ping misses its adaptive deadline. On a busy link a
+    // ping waits behind megabytes of queued pieces, so it killed healthy connections
+    // with every transfer on them (the 25-node testbed lost 680 connections in one pull).
+    // Dead peers are found by the piece protocols' own deadlines and TCP.
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       ping: ping(),
