@@ -209,6 +209,61 @@ describe('downloadBlob', () => {
   })
 })
 
+describe('downloadBlob in a crowded swarm', () => {
+  const cleanups: Array<() => Promise<void>> = []
+
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  async function cache(): Promise<BlobCache> {
+    const root = await mkdtemp(join(tmpdir(), 'shoal-sched-'))
+    const c = createBlobCache({}, { root, quotaBytes: 1 << 30, durable: false })
+    await c.start()
+    cleanups.push(async () => {
+      await c.stop()
+      await rm(root, { recursive: true, force: true })
+    })
+    return c
+  }
+
+  it('waits past the stall timeout while a peer that holds the pieces answers busy', async () => {
+    const { bytes, map } = blob(4)
+    const swarm = fakeSwarm(bytes, map)
+    const crowded = swarm.peer('crowded', map.pieces.keys())
+    crowded.busy = true
+    const c = await cache()
+    const started = Date.now()
+    const done = downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [crowded], stallTimeoutMs: 500, busyBackoffMs: 20 },
+    )
+    // Over twice the stall timeout of busy answers, then a slot frees up.
+    setTimeout(() => {
+      crowded.busy = false
+    }, 1_200)
+    await done
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_200)
+    expect(c.has(map.digest)).toBe(true)
+  })
+
+  it('gives up after three stall timeouts even while peers answer busy', async () => {
+    const { bytes, map } = blob(4)
+    const swarm = fakeSwarm(bytes, map)
+    const crowded = swarm.peer('crowded', map.pieces.keys())
+    crowded.busy = true
+    const c = await cache()
+    const started = Date.now()
+    await expect(
+      downloadBlob(
+        { cache: c, client: swarm.client },
+        { map, findPeers: async () => [crowded], stallTimeoutMs: 400, busyBackoffMs: 20 },
+      ),
+    ).rejects.toMatchObject({ name: 'SwarmUnavailableError' })
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_200)
+  })
+})
+
 describe('downloadBlob over libp2p', () => {
   const cleanups: Array<() => Promise<void>> = []
 

@@ -96,7 +96,13 @@ export interface DownloadInit {
   haveRefreshMs?: number
   /** How often at most to ask findPeers for more peers. @default 2000 */
   peerSearchIntervalMs?: number
-  /** Throw SwarmUnavailableError after this long without a new piece. @default 20000 */
+  /**
+   * Throw SwarmUnavailableError after this long without a new piece while no peer shows
+   * it could send one: no request in flight and no peer answering busy (it holds pieces
+   * we lack but its upload slots are full). A swarm that is merely crowded, as when a
+   * whole cluster starts at once, is waited for, up to three times this long.
+   * @default 20000
+   */
   stallTimeoutMs?: number
   /** Seed for the picker's tie-breaks. @default random */
   seed?: number
@@ -182,6 +188,8 @@ export async function downloadBlob(
   }
   let fatal: unknown
   let lastProgress = Date.now()
+  /** When a peer last answered busy: it has what we lack, just no free upload slot. */
+  let lastBusy = 0
   let lastSearch = 0
   let searching = false
   let wake: (() => void) | undefined
@@ -321,6 +329,7 @@ export async function downloadBlob(
       if (err instanceof PieceUnavailableError) {
         if (err.status === 'busy') {
           state.busyUntil = Date.now() + busyBackoffMs
+          lastBusy = Date.now()
         } else if (err.status === 'not-found') {
           setHas(state, undefined)
         } else if (state.peer.origin) {
@@ -438,8 +447,11 @@ export async function downloadBlob(
     while (!have.isComplete()) {
       signal.throwIfAborted()
       if (fatal !== undefined) throw fatal
-      if (Date.now() - lastProgress > stallTimeoutMs) {
-        throw new SwarmUnavailableError(`no piece of ${digest} arrived for ${stallTimeoutMs} ms`, {
+      const now = Date.now()
+      const sincePiece = now - lastProgress
+      const crowded = requests.size > 0 || now - lastBusy <= stallTimeoutMs
+      if (sincePiece > stallTimeoutMs && (!crowded || sincePiece > 3 * stallTimeoutMs)) {
+        throw new SwarmUnavailableError(`no piece of ${digest} arrived for ${sincePiece} ms`, {
           digest,
           held: have.count(),
           pieces: count,

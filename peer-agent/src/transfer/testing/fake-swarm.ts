@@ -32,6 +32,8 @@ export interface FakePeer extends SwarmPeer {
   delayMs?: number
   /** Pieces it holds (and says so) but answers not-held, as the seed's first-copy rule does. */
   declines?: Set<number>
+  /** While true, every piece request is answered busy (all upload slots taken). */
+  busy?: boolean
 }
 
 /** A piece client answering from memory on behalf of fake peers. */
@@ -65,6 +67,7 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap) {
         })
       }
       if (p.behaviour === 'fail') throw new Error('stream reset')
+      if (p.busy === true) throw new PieceUnavailableError('busy')
       if (!p.holds.has(index) || p.declines?.has(index)) throw new PieceUnavailableError('not-held')
       const { offset, length } = pieceRange(map, index)
       const piece = Buffer.from(bytes.subarray(offset, offset + length))
