@@ -153,6 +153,14 @@ export const agentConfigSchema = z.strictObject({
     .describe(
       'give a swarm download up (and use the seed or upstream over HTTP) after this long without a new piece while no peer is sending or answering busy; up to three times this long while peers are busy, in milliseconds',
     ),
+  swarmHaveRefreshMs: z
+    .number()
+    .int()
+    .positive()
+    .default(SECOND_MS)
+    .describe(
+      'how often a download asks each peer that is still downloading which pieces it holds, in milliseconds',
+    ),
   swarmMinBlobBytes: z
     .number()
     .int()

@@ -173,7 +173,11 @@ export async function createAgentSwarm(
   const combined = router
   const source = createSwarmBlobSource(
     { cache, client, maps, router: combined, selfPeerId: peerId, metrics, logger },
-    { stallTimeoutMs: config.swarmStallTimeoutMs, minBlobBytes: config.swarmMinBlobBytes },
+    {
+      stallTimeoutMs: config.swarmStallTimeoutMs,
+      minBlobBytes: config.swarmMinBlobBytes,
+      haveRefreshMs: config.swarmHaveRefreshMs,
+    },
   )
 
   /** Blobs announced with at least one piece in this process. */

@@ -55,6 +55,8 @@ export interface SwarmBlobSourceInit {
   maxPeers?: number
   /** Deadline of one piece request. @default 30000 */
   pieceTimeoutMs?: number
+  /** How often a download re-asks a peer still downloading what it holds. @default 1000 */
+  haveRefreshMs?: number
   /**
    * Blobs smaller than this are not fetched from the swarm: open() throws
    * SwarmUnavailableError at once and the mirror asks the seed or upstream.
@@ -158,6 +160,7 @@ export function createSwarmBlobSource(
       ...(init.stallTimeoutMs === undefined ? {} : { stallTimeoutMs: init.stallTimeoutMs }),
       ...(init.maxPeers === undefined ? {} : { maxPeers: init.maxPeers }),
       ...(init.pieceTimeoutMs === undefined ? {} : { pieceTimeoutMs: init.pieceTimeoutMs }),
+      ...(init.haveRefreshMs === undefined ? {} : { haveRefreshMs: init.haveRefreshMs }),
       onPiece(peer, index, bytes) {
         const source = peer.origin ? 'seed' : 'peer'
         let marks = provenance.get(digest)
