@@ -14,7 +14,8 @@
 // generation when it creates the heap, so the option only works where node starts: this
 // line covers `shoal ...`, `npx shoal ...`, `npm start` and `./bin/shoal.js ...`;
 // `node bin/shoal.js` runs without it unless given as `node --max-semi-space-size=4 ...`
-// or in NODE_OPTIONS.
+// or in NODE_OPTIONS. `env -S` needs GNU coreutils 8.30 or later or a BSD env; where env
+// lacks it (BusyBox), start shoal as `node --max-semi-space-size=4 bin/shoal.js`.
 import './polyfill.js'
 import { pathToFileURL } from 'node:url'
 import { bundleSources, ENTRY } from './bundle.js'
