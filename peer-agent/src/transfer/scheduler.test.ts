@@ -207,37 +207,23 @@ describe('downloadBlob', () => {
     // What did arrive stays for a later attempt.
     expect(c.hasPiece(map.digest, 0)).toBe(true)
   })
-})
 
-describe('downloadBlob in a crowded swarm', () => {
-  const cleanups: Array<() => Promise<void>> = []
-
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
-
-  async function cache(): Promise<BlobCache> {
-    const root = await mkdtemp(join(tmpdir(), 'shoal-sched-'))
-    const c = createBlobCache({}, { root, quotaBytes: 1 << 30, durable: false })
-    await c.start()
-    cleanups.push(async () => {
-      await c.stop()
-      await rm(root, { recursive: true, force: true })
-    })
-    return c
-  }
-
-  it('waits past the stall timeout while a peer that holds the pieces answers busy', async () => {
+  /** A download from one peer that holds every piece and answers busy until told otherwise. */
+  async function crowdedDownload(stallTimeoutMs: number) {
     const { bytes, map } = blob(4)
     const swarm = fakeSwarm(bytes, map)
     const crowded = swarm.peer('crowded', map.pieces.keys())
     crowded.busy = true
     const c = await cache()
-    const started = Date.now()
     const done = downloadBlob(
       { cache: c, client: swarm.client },
-      { map, findPeers: async () => [crowded], stallTimeoutMs: 500, busyBackoffMs: 20 },
+      { map, findPeers: async () => [crowded], stallTimeoutMs, busyBackoffMs: 20 },
     )
+    return { crowded, c, map, done, started: Date.now() }
+  }
+
+  it('waits past the stall timeout while a peer that holds the pieces answers busy', async () => {
+    const { crowded, c, map, done, started } = await crowdedDownload(500)
     // Over twice the stall timeout of busy answers, then a slot frees up.
     setTimeout(() => {
       crowded.busy = false
@@ -248,18 +234,8 @@ describe('downloadBlob in a crowded swarm', () => {
   })
 
   it('gives up after three stall timeouts even while peers answer busy', async () => {
-    const { bytes, map } = blob(4)
-    const swarm = fakeSwarm(bytes, map)
-    const crowded = swarm.peer('crowded', map.pieces.keys())
-    crowded.busy = true
-    const c = await cache()
-    const started = Date.now()
-    await expect(
-      downloadBlob(
-        { cache: c, client: swarm.client },
-        { map, findPeers: async () => [crowded], stallTimeoutMs: 400, busyBackoffMs: 20 },
-      ),
-    ).rejects.toMatchObject({ name: 'SwarmUnavailableError' })
+    const { done, started } = await crowdedDownload(400)
+    await expect(done).rejects.toMatchObject({ name: 'SwarmUnavailableError' })
     expect(Date.now() - started).toBeGreaterThanOrEqual(1_200)
   })
 })
