@@ -32,6 +32,8 @@ import {
   benchPull,
   benchPushChunked,
   benchPushMonolithic,
+  FAIR,
+  type Fairness,
   MANIFEST_TAG,
   prepareManifest,
   type ThroughputResult,
@@ -63,6 +65,9 @@ const USAGE = `usage: npm run bench:registry -- [options]
   --shoal-arg A            pass an argument to \`shoal registry\` (repeatable), e.g. --shoal-arg=--seed-enabled=false
   --cpu-prof               run shoal under node --cpu-prof and print where its time went
   --keep                   keep the temp folder (data, logs, profiles)
+  --unfair                 skip the fairness measures (sync and a quiet machine before every
+                           measured push and pull, pushed blobs deleted after measuring), as
+                           the benchmark ran before 2026-11-27 08:00 UTC
   -h, --help               show this help
 `
 
@@ -89,6 +94,8 @@ interface BenchConfig {
   shoalArgs: string[]
   cpuProf: boolean
   keep: boolean
+  /** The fairness measures (all off with `--unfair`). */
+  fairness: Fairness
 }
 
 function parseConfig(argv: string[]): BenchConfig | undefined {
@@ -111,6 +118,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
       'shoal-arg': { type: 'string', multiple: true, default: [] },
       'cpu-prof': { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
+      unfair: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -154,9 +162,29 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
     shoalArgs: values['shoal-arg'],
     cpuProf: values['cpu-prof'],
     keep: values.keep,
+    fairness: values.unfair ? { settle: false, removePushed: false } : FAIR,
   }
   if (problems.length > 0) throw new Error(problems.join('\n') + '\n\n' + USAGE)
   return config
+}
+
+/** Which server goes first in which run. */
+function orderText(candidate: string, baseline: string): string {
+  return `${candidate} first in odd runs, ${baseline} first in even runs`
+}
+
+/** The fairness measures of this run, in one line of the header. */
+function fairnessText(fairness: Fairness, candidate: string, baseline: string): string {
+  const measures = [orderText(candidate, baseline)]
+  if (fairness.settle) {
+    measures.push(
+      'sync + machine idle (< 0.25 cores busy, < 16 MB dirty for 0.3 s) before every measured push and pull',
+    )
+  }
+  if (fairness.removePushed) measures.push('pushed blobs deleted from disk after measuring')
+  if (!fairness.settle && !fairness.removePushed)
+    measures.push('--unfair: no sync, no idle wait, no deletion')
+  return measures.join('; ')
 }
 
 async function main(): Promise<void> {
@@ -218,9 +246,11 @@ async function main(): Promise<void> {
 
     const parts = config.parts
     const pushes = parts.has('push')
-    const mono = pushes ? await benchPushMonolithic(targets, source, config.runs, 'monolithic') : undefined
+    const mono = pushes
+      ? await benchPushMonolithic(targets, source, config.runs, 'monolithic', config.fairness)
+      : undefined
     const chunked = pushes
-      ? await benchPushChunked(targets, source, config.runs, config.chunkBytes)
+      ? await benchPushChunked(targets, source, config.runs, config.chunkBytes, config.fairness)
       : undefined
     let pull: Record<string, ThroughputResult> | undefined
     let pullConcurrent: Record<string, ThroughputResult> | undefined
@@ -231,7 +261,10 @@ async function main(): Promise<void> {
         for (const target of targets) await pushBlobMonolithic(target.url, BLOB_REPOSITORY, blob)
         pulledDigest = blob.digest
       }
-      pull = await benchPull(targets, pulledDigest, source.size, config.runs, 1, { verifyFirst: true })
+      pull = await benchPull(targets, pulledDigest, source.size, config.runs, 1, {
+        verifyFirst: true,
+        fairness: config.fairness,
+      })
       if (parts.has('pull')) {
         pullConcurrent = await benchPull(
           targets,
@@ -239,9 +272,7 @@ async function main(): Promise<void> {
           source.size,
           config.runs,
           config.concurrency,
-          {
-            verifyFirst: false,
-          },
+          { verifyFirst: false, fairness: config.fairness },
         )
       }
     }
@@ -249,9 +280,10 @@ async function main(): Promise<void> {
     if (config.full) {
       progress(`generating a ${sizeLabel(config.largeBlobBytes)} blob`)
       const largeSource = await createBlobSource({ dir: workDir, sizeBytes: config.largeBlobBytes })
-      const largePush = await benchPushMonolithic(targets, largeSource, 1, 'large')
+      const largePush = await benchPushMonolithic(targets, largeSource, 1, 'large', config.fairness)
       const largePull = await benchPull(targets, largePush.digests[0]!, largeSource.size, 1, 1, {
         verifyFirst: true,
+        fairness: config.fairness,
       })
       large = { push: largePush.results, pull: largePull }
     }
@@ -315,6 +347,7 @@ async function main(): Promise<void> {
         `load average ${systemAtStart.loadAverage[0]} -> ${systemAtEnd.loadAverage[0]}; ` +
         `other processes used ${otherCores.toFixed(2)} cores on average`,
       `runs ${config.runs} (median), load tool ${config.loadTool}`,
+      `fairness: ${fairnessText(config.fairness, c, b)}`,
       '',
       renderReport(judged, { candidate: c, baseline: b }),
       '',
@@ -348,6 +381,7 @@ async function main(): Promise<void> {
       idleRssBytes: idleRss,
       system: { atStart: systemAtStart, atEnd: systemAtEnd, otherProcessesCores: otherCores },
       servers: { candidate: c, baseline: b },
+      fairness: { ...config.fairness, order: orderText(c, b), text: fairnessText(config.fairness, c, b) },
       rows: judged,
       details: {
         pushMonolithic: mono?.results,

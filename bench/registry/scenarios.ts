@@ -2,10 +2,13 @@
  * The measurements of the registry benchmark. Each runs the same operation against
  * every target, alternating which target goes first from run to run so that slow
  * drift on a shared machine does not favour one of them, and samples the server's
- * RSS and CPU time around every operation.
+ * RSS and CPU time around every operation. With `Fairness` on, every measured push
+ * and pull starts from the same machine state (page cache flushed, machine idle) and
+ * pushed blobs do not pile up on disk.
  */
 import { randomBytes } from 'node:crypto'
 import { type HttpLoadResult, type LoadTool, runHttpLoad } from '../lib/http-load.js'
+import { flushAndWaitForQuiet, type QuietResult } from '../lib/machine-quiet.js'
 import { createProcessSampler, type ProcessSample, waitForIdle } from '../lib/process-sampler.js'
 import { progress } from '../lib/progress.js'
 import { median, megabytesPerSecond, type Summary, summarize } from '../lib/stats.js'
@@ -20,7 +23,7 @@ import {
   putManifest,
 } from './oci-client.js'
 import { diffProcessTimes, type ProcessTimes, readProcessTimes } from './process-times.js'
-import type { RegistryTarget } from './servers.js'
+import { type RegistryTarget, removeBlobContent } from './servers.js'
 
 /** Repository the large blobs are pushed to. */
 export const BLOB_REPOSITORY = 'bench/blob'
@@ -32,6 +35,27 @@ export const MANIFEST_TAG = 'bench'
 const GIB = 1024 ** 3
 /** Length of the idle check after each operation (see waitForIdle). */
 const IDLE_WINDOW_SECONDS = 0.3
+
+/**
+ * What the benchmark does so that the two servers are measured in the same machine
+ * state, whatever order the operations come in.
+ */
+export interface Fairness {
+  /**
+   * Before every measured push and pull: `sync` (write back the dirty page cache the
+   * previous operation left, which would otherwise be written during this one), then
+   * wait until the whole machine is idle and the dirty page cache nearly empty.
+   */
+  settle: boolean
+  /**
+   * After every measured push: delete the pushed blob from the server's disk (unless
+   * a later pull needs it), so disk usage and page cache stay flat over the run.
+   */
+  removePushed: boolean
+}
+
+/** Both measures on: the default. */
+export const FAIR: Fairness = { settle: true, removePushed: true }
 
 /** A throughput measured over several runs, with the server's resources during them. */
 export interface ThroughputResult {
@@ -51,8 +75,11 @@ export interface ThroughputResult {
   systemSecondsPerGiB: number
   /** Server minor page faults per GiB moved, median over runs. */
   minorFaultsPerGiB: number
-  /** Per run, in order: MB/s and the server's counters over the run (background work included). */
-  runs: { mbPerSecond: number; times: ProcessTimes }[]
+  /**
+   * Per run, in order: MB/s, the server's counters over the run (background work
+   * included), and what the settling before it did (when `Fairness.settle`).
+   */
+  runs: { mbPerSecond: number; times: ProcessTimes; settle?: QuietResult }[]
 }
 
 /** Manifest GET load results for one target. */
@@ -74,13 +101,25 @@ export interface ManifestLoadResult extends HttpLoadResult {
 async function sampled<T>(
   target: RegistryTarget,
   operation: () => Promise<T>,
+  options: { settleBefore?: boolean } = {},
 ): Promise<{
   value: T
   seconds: number
   sample: ProcessSample
   settleSeconds: number
   times: ProcessTimes
+  settleBefore?: QuietResult
 }> {
+  let settleBefore: QuietResult | undefined
+  if (options.settleBefore) {
+    settleBefore = await flushAndWaitForQuiet()
+    if (!settleBefore.quiet) {
+      progress(
+        `machine not quiet before ${target.name}'s run after ${settleBefore.waitSeconds.toFixed(1)} s: ` +
+          `${settleBefore.busyCores.toFixed(2)} cores busy, ${mb(settleBefore.dirtyBytes)} MB dirty`,
+      )
+    }
+  }
   const sampler = createProcessSampler({ pid: target.pid })
   sampler.start()
   const timesBefore = readProcessTimes(target.pid)
@@ -93,7 +132,14 @@ async function sampled<T>(
       progress(`${target.name} did not become idle within 30 s`)
     const settleSeconds = (performance.now() - settleStartedAt) / 1000
     const times = diffProcessTimes(timesBefore, readProcessTimes(target.pid))
-    return { value, seconds, sample: sampler.stop(), settleSeconds, times }
+    return {
+      value,
+      seconds,
+      sample: sampler.stop(),
+      settleSeconds,
+      times,
+      ...(settleBefore ? { settleBefore } : {}),
+    }
   } finally {
     sampler.stop()
   }
@@ -112,6 +158,7 @@ function createCollector(targets: RegistryTarget[]) {
     sample: ProcessSample
     times: ProcessTimes
     bytes: number
+    settleBefore?: QuietResult
   }
   const runs = new Map<string, Run[]>()
   for (const target of targets) runs.set(target.name, [])
@@ -119,7 +166,13 @@ function createCollector(targets: RegistryTarget[]) {
     add(
       target: RegistryTarget,
       bytes: number,
-      measured: { seconds: number; settleSeconds: number; sample: ProcessSample; times: ProcessTimes },
+      measured: {
+        seconds: number
+        settleSeconds: number
+        sample: ProcessSample
+        times: ProcessTimes
+        settleBefore?: QuietResult
+      },
     ) {
       runs.get(target.name)!.push({ mbps: megabytesPerSecond(bytes, measured.seconds), bytes, ...measured })
     },
@@ -140,7 +193,11 @@ function createCollector(targets: RegistryTarget[]) {
           userSecondsPerGiB: perGiB((run) => run.times.userSeconds),
           systemSecondsPerGiB: perGiB((run) => run.times.systemSeconds),
           minorFaultsPerGiB: perGiB((run) => run.times.minorFaults),
-          runs: list.map((run) => ({ mbPerSecond: run.mbps, times: run.times })),
+          runs: list.map((run) => ({
+            mbPerSecond: run.mbps,
+            times: run.times,
+            ...(run.settleBefore ? { settle: run.settleBefore } : {}),
+          })),
         }
       }
       return out
@@ -150,13 +207,15 @@ function createCollector(targets: RegistryTarget[]) {
 
 /**
  * Pushes `runs` fresh variants of the blob to every target as monolithic uploads
- * (POST + one PUT). Returns per-target throughput and the digests pushed.
+ * (POST + one PUT). Returns per-target throughput and the digests pushed; with
+ * `fairness.removePushed` only the first one (which the pulls use) stays on disk.
  */
 export async function benchPushMonolithic(
   targets: RegistryTarget[],
   source: BlobSource,
   runs: number,
   labelPrefix: string,
+  fairness: Fairness,
 ): Promise<{ results: Record<string, ThroughputResult>; digests: string[] }> {
   const collector = createCollector(targets)
   const digests: string[] = []
@@ -164,8 +223,11 @@ export async function benchPushMonolithic(
     const blob = source.variant(`${labelPrefix}-${run}`)
     digests.push(blob.digest)
     for (const target of orderFor(targets, run)) {
-      const measured = await sampled(target, () => pushBlobMonolithic(target.url, BLOB_REPOSITORY, blob))
+      const measured = await sampled(target, () => pushBlobMonolithic(target.url, BLOB_REPOSITORY, blob), {
+        settleBefore: fairness.settle,
+      })
       collector.add(target, blob.size, measured)
+      if (fairness.removePushed && run > 0) await removePushed(target, blob.digest)
       const { seconds, sample, times } = measured
       progress(
         `push monolithic ${target.name} run ${run + 1}/${runs}: ` +
@@ -183,15 +245,19 @@ export async function benchPushChunked(
   source: BlobSource,
   runs: number,
   chunkBytes: number,
+  fairness: Fairness,
 ): Promise<Record<string, ThroughputResult>> {
   const collector = createCollector(targets)
   for (let run = 0; run < runs; run++) {
     const blob = source.variant(`chunked-${run}`)
     for (const target of orderFor(targets, run)) {
-      const measured = await sampled(target, () =>
-        pushBlobChunked(target.url, BLOB_REPOSITORY, blob, chunkBytes),
+      const measured = await sampled(
+        target,
+        () => pushBlobChunked(target.url, BLOB_REPOSITORY, blob, chunkBytes),
+        { settleBefore: fairness.settle },
       )
       collector.add(target, blob.size, measured)
+      if (fairness.removePushed) await removePushed(target, blob.digest)
       const { seconds, sample, times } = measured
       progress(
         `push chunked ${target.name} run ${run + 1}/${runs}: ` +
@@ -214,7 +280,7 @@ export async function benchPull(
   size: number,
   runs: number,
   concurrency: number,
-  options: { verifyFirst: boolean },
+  options: { verifyFirst: boolean; fairness: Fairness },
 ): Promise<Record<string, ThroughputResult>> {
   if (options.verifyFirst) {
     for (const target of targets) {
@@ -224,12 +290,15 @@ export async function benchPull(
   const collector = createCollector(targets)
   for (let run = 0; run < runs; run++) {
     for (const target of orderFor(targets, run)) {
-      const measured = await sampled(target, () =>
-        Promise.all(
-          Array.from({ length: concurrency }, () =>
-            pullBlob(target.url, BLOB_REPOSITORY, digest, { expectedSize: size }),
+      const measured = await sampled(
+        target,
+        () =>
+          Promise.all(
+            Array.from({ length: concurrency }, () =>
+              pullBlob(target.url, BLOB_REPOSITORY, digest, { expectedSize: size }),
+            ),
           ),
-        ),
+        { settleBefore: options.fairness.settle },
       )
       collector.add(target, size * concurrency, measured)
       const { seconds, sample, times } = measured
@@ -386,6 +455,13 @@ export async function benchManifestGet(
     }
   }
   return out
+}
+
+/** Deletes a measured push's blob from the target's disk; says so when it was not found. */
+async function removePushed(target: RegistryTarget, digest: string): Promise<void> {
+  if (!(await removeBlobContent(target, digest))) {
+    progress(`${target.name}: pushed blob ${digest} not found on disk, so not removed`)
+  }
 }
 
 /** "user 1.20 s, sys 0.40 s, 1234 minor faults" of one operation. */

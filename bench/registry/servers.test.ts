@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { shebangNodeOptions } from './servers.js'
+import { blobContentDir, shebangNodeOptions } from './servers.js'
 
 describe('shebangNodeOptions', () => {
   it('reads the node options of an env -S shebang line', () => {
@@ -18,5 +18,24 @@ describe('shebangNodeOptions', () => {
   it('reads the options bin/shoal.js starts node with', () => {
     const script = readFileSync(new URL('../../bin/shoal.js', import.meta.url), 'utf8')
     expect(shebangNodeOptions(script)).toContain('--max-semi-space-size=4')
+  })
+})
+
+describe('blobContentDir', () => {
+  const hex = `ab${'0'.repeat(62)}`
+
+  it("finds a blob in shoal's storage tree", () => {
+    expect(blobContentDir('shoal', '/d', `sha256:${hex}`)).toBe(`/d/blobs/sha256/ab/${hex}`)
+  })
+
+  it("finds a blob in Distribution's storage tree", () => {
+    expect(blobContentDir('distribution', '/d', `sha256:${hex}`)).toBe(
+      `/d/docker/registry/v2/blobs/sha256/ab/${hex}`,
+    )
+  })
+
+  it('rejects what is not a digest, so nothing outside the tree is removed', () => {
+    expect(() => blobContentDir('shoal', '/d', 'sha256:../..')).toThrow(/digest/)
+    expect(() => blobContentDir('shoal', '/d', '')).toThrow(/digest/)
   })
 })

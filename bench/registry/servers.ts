@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import {
@@ -28,6 +28,37 @@ export interface RegistryTarget {
   dataDir: string
   process: ServiceProcess
   stop(): Promise<void>
+}
+
+/**
+ * The directory holding a blob's content in a server's filesystem storage: shoal's
+ * `blobs/<alg>/<hex[0:2]>/<hex>` (data and piece map, registry/src/storage/paths.ts)
+ * and Distribution's `docker/registry/v2/blobs/<alg>/<hex[0:2]>/<hex>`.
+ * @throws when `digest` is not `<algorithm>:<hex>`
+ */
+export function blobContentDir(kind: RegistryKind, dataDir: string, digest: string): string {
+  const match = /^([a-z0-9]+):([a-f0-9]{2,})$/.exec(digest)
+  if (!match) throw new Error(`not a digest: ${digest}`)
+  const [, algorithm, hex] = match as unknown as [string, string, string]
+  const root = kind === 'shoal' ? join(dataDir, 'blobs') : join(dataDir, 'docker', 'registry', 'v2', 'blobs')
+  return join(root, algorithm, hex.slice(0, 2), hex)
+}
+
+/**
+ * Deletes a pushed blob's content from `target`'s disk behind the server's back, so
+ * that a benchmark's disk usage and page cache do not grow with every push. Only for
+ * blobs that are never asked for again: the repository still links them. Returns
+ * false when the directory was not there.
+ */
+export async function removeBlobContent(target: RegistryTarget, digest: string): Promise<boolean> {
+  const dir = blobContentDir(target.kind, target.dataDir, digest)
+  try {
+    await stat(dir)
+  } catch {
+    return false
+  }
+  await rm(dir, { recursive: true, force: true })
+  return true
 }
 
 const READY_TIMEOUT_MS = 60_000
