@@ -27,6 +27,8 @@ describe('svg charts', () => {
     })
     expect(svg.match(/<polyline/g)).toHaveLength(2)
     expect(svg).toContain('a &#60; b')
+    // A title element names the chart for screen readers and tooltips.
+    expect(svg).toContain('<title>a &#60; b</title>')
     const first = /points="([^"]+)"/.exec(svg)![1]!.split(' ')
     expect(first).toHaveLength(3)
   })
@@ -43,5 +45,7 @@ describe('svg charts', () => {
     const doc = composeSvg([panel, panel])
     expect(doc).toMatch(/^<svg [^>]*width="200" height="50"/)
     expect(doc).toContain('<svg x="100" y="0"')
+    expect(doc.split('\n')[1]).toBe('<title>t; t</title>')
+    expect(composeSvg([panel], 'x & y').split('\n')[1]).toBe('<title>x &#38; y</title>')
   })
 })

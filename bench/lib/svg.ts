@@ -80,6 +80,7 @@ export function renderLineChart(chart: LineChart): string {
   const f = (n: number): string => n.toFixed(1)
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
+    `<title>${escapeXml(chart.title)}</title>`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
     `<text x="${width / 2}" y="20" text-anchor="middle" font-size="13" font-weight="bold">${escapeXml(chart.title)}</text>`,
   ]
@@ -127,8 +128,11 @@ export function renderLineChart(chart: LineChart): string {
   return parts.join('\n')
 }
 
-/** Places rendered charts side by side in one SVG document. */
-export function composeSvg(panels: readonly string[]): string {
+/**
+ * Places rendered charts side by side in one SVG document, titled `title` (by default
+ * the panels' titles joined).
+ */
+export function composeSvg(panels: readonly string[], title?: string): string {
   let x = 0
   let height = 0
   const placed = panels.map((panel) => {
@@ -139,8 +143,12 @@ export function composeSvg(panels: readonly string[]): string {
     height = Math.max(height, h)
     return out
   })
+  const titles = panels
+    .map((panel) => /<title>([^<]*)<\/title>/.exec(panel)?.[1] ?? '')
+    .filter((t) => t !== '')
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${x}" height="${height}" viewBox="0 0 ${x} ${height}">`,
+    `<title>${title === undefined ? titles.join('; ') : escapeXml(title)}</title>`,
     ...placed,
     '</svg>',
     '',
