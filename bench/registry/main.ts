@@ -51,6 +51,8 @@ const USAGE = `usage: npm run bench:registry -- [options]
   --blob-mb N              size of the generated blob (default 512)
   --chunk-mb N             PATCH size of chunked uploads (default 16)
   --runs N                 runs per measurement, median reported (default 3, --full 5)
+  --pull-runs N            runs of each 512 MiB pull measurement (default 7 or --runs if more):
+                           a pull takes well under a second, so it needs more samples
   --concurrency N          parallel streams of the concurrent pull (default 4)
   --duration-s N           seconds per manifest GET load run (default 5, --full 10)
   --connections N          connections of the manifest GET load (default 50)
@@ -79,6 +81,8 @@ interface BenchConfig {
   blobBytes: number
   chunkBytes: number
   runs: number
+  /** Runs of each pull measurement (a pull is short, so it gets more). */
+  pullRuns: number
   concurrency: number
   durationSeconds: number
   connections: number
@@ -105,6 +109,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
       'blob-mb': { type: 'string' },
       'chunk-mb': { type: 'string' },
       runs: { type: 'string' },
+      'pull-runs': { type: 'string' },
       concurrency: { type: 'string' },
       'duration-s': { type: 'string' },
       connections: { type: 'string' },
@@ -144,10 +149,12 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
     if (PARTS.includes(part)) parts.add(part)
     else problems.push(`--only takes ${PARTS.join(', ')}; got ${name}`)
   }
+  const runs = Math.round(positive('runs', values.runs, full ? 5 : 3))
   const config: BenchConfig = {
     blobBytes: Math.round(positive('blob-mb', values['blob-mb'], 512) * MIB),
     chunkBytes: Math.round(positive('chunk-mb', values['chunk-mb'], 16) * MIB),
-    runs: Math.round(positive('runs', values.runs, full ? 5 : 3)),
+    runs,
+    pullRuns: Math.round(positive('pull-runs', values['pull-runs'], Math.max(runs, 7))),
     concurrency: Math.round(positive('concurrency', values.concurrency, 4)),
     durationSeconds: Math.round(positive('duration-s', values['duration-s'], full ? 10 : 5)),
     connections: Math.round(positive('connections', values.connections, 50)),
@@ -261,7 +268,7 @@ async function main(): Promise<void> {
         for (const target of targets) await pushBlobMonolithic(target.url, BLOB_REPOSITORY, blob)
         pulledDigest = blob.digest
       }
-      pull = await benchPull(targets, pulledDigest, source.size, config.runs, 1, {
+      pull = await benchPull(targets, pulledDigest, source.size, config.pullRuns, 1, {
         verifyFirst: true,
         fairness: config.fairness,
       })
@@ -270,7 +277,7 @@ async function main(): Promise<void> {
           targets,
           pulledDigest,
           source.size,
-          config.runs,
+          config.pullRuns,
           config.concurrency,
           { verifyFirst: false, fairness: config.fairness },
         )
@@ -346,7 +353,7 @@ async function main(): Promise<void> {
       `machine: ${systemAtStart.cpuCount} x ${systemAtStart.cpuModel}, node ${systemAtStart.nodeVersion}; ` +
         `load average ${systemAtStart.loadAverage[0]} -> ${systemAtEnd.loadAverage[0]}; ` +
         `other processes used ${otherCores.toFixed(2)} cores on average`,
-      `runs ${config.runs} (median), load tool ${config.loadTool}`,
+      `runs ${config.runs} (median; ${config.pullRuns} for the ${sizeLabel(config.blobBytes)} pulls), load tool ${config.loadTool}`,
       `fairness: ${fairnessText(config.fairness, c, b)}`,
       '',
       renderReport(judged, { candidate: c, baseline: b }),
