@@ -145,6 +145,30 @@ describe('downloadBlob', () => {
     expect(result.bytesByPeer.get('quick')).toBe(map.size)
   })
 
+  it('counts a request past its deadline as a failure of the peer', async () => {
+    const { bytes, map } = blob(60)
+    const swarm = fakeSwarm(bytes, map)
+    const silent = swarm.peer('silent', map.pieces.keys(), 'slow')
+    const quick = swarm.peer('quick', map.pieces.keys())
+    quick.delayMs = 20
+    const c = await cache()
+    const result = await downloadBlob(
+      { cache: c, client: swarm.client },
+      {
+        map,
+        findPeers: async () => [silent, quick],
+        // Never cut as slow: only the 150 ms deadline ends the silent peer's requests.
+        slowPieceMinMs: 600_000,
+        pieceTimeoutMs: 150,
+        maxPeerFailures: 2,
+        seed: 8,
+      },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    expect(result.droppedPeers).toEqual(['silent'])
+    expect(result.bytesByPeer.get('quick')).toBe(map.size)
+  })
+
   it('fetches the streaming window first, in order', async () => {
     const { bytes, map } = blob(10)
     const swarm = fakeSwarm(bytes, map)

@@ -117,6 +117,8 @@ interface PendingRequest {
   controller: AbortController
   index: number
   startedAt: number
+  /** Aborted by its own deadline (a failure of the peer), not by the download. */
+  timedOut: boolean
 }
 
 interface PeerState {
@@ -178,6 +180,11 @@ export async function downloadBlob(
   /** Until when the origin is not asked for each piece (it sent it to someone else). */
   const originDeferredUntil = new Float64Array(count)
   const requests = new Map<number, Set<PendingRequest>>()
+  /** The download ended (finished, failed or aborted): every request still running stops. */
+  const onEnd = (): void => {
+    for (const set of requests.values()) for (const r of set) r.controller.abort(signal.reason)
+  }
+  signal.addEventListener('abort', onEnd, { once: true })
   /** Recent piece times in ms per byte, for spotting slow peers. */
   const msPerByte: number[] = []
   const result: DownloadResult = {
@@ -287,16 +294,23 @@ export async function downloadBlob(
 
   async function request(state: PeerState, index: number): Promise<void> {
     const controller = new AbortController()
-    const pending: PendingRequest = { state, controller, index, startedAt: Date.now() }
+    const pending: PendingRequest = { state, controller, index, startedAt: Date.now(), timedOut: false }
+    // One controller and one timer per request; the download's end aborts every pending
+    // controller (see onEnd), so no combined signal is built per request.
+    const deadline = setTimeout(() => {
+      pending.timedOut = true
+      controller.abort(new DOMException(`piece request timed out after ${pieceTimeoutMs} ms`, 'TimeoutError'))
+    }, pieceTimeoutMs)
     const set = requests.get(index) ?? new Set<PendingRequest>()
     requests.set(index, set)
     set.add(pending)
     inFlight[index]!++
     state.requested.add(index)
     try {
+      if (signal.aborted) return
       const bytes = await client.fetchPiece(state.peer.target, digest, index, {
         expectedLength: pieceRange(map, index).length,
-        signal: AbortSignal.any([signal, controller.signal, AbortSignal.timeout(pieceTimeoutMs)]),
+        signal: controller.signal,
       })
       if (!pieceMatches(map, index, bytes)) {
         if (!result.bannedPeers.includes(state.peer.id)) {
@@ -325,7 +339,7 @@ export async function downloadBlob(
         if (other !== pending) other.controller.abort(new Error('piece arrived'))
       }
     } catch (err) {
-      if (signal.aborted || controller.signal.aborted) return
+      if (signal.aborted || (controller.signal.aborted && !pending.timedOut)) return
       if (err instanceof PieceUnavailableError) {
         if (err.status === 'busy') {
           state.busyUntil = Date.now() + busyBackoffMs
@@ -350,6 +364,7 @@ export async function downloadBlob(
       log?.debug({ err, peer: state.peer.id, digest, index }, 'piece request failed')
       if (state.failures >= maxPeerFailures) drop(state, `${state.failures} failed requests`)
     } finally {
+      clearTimeout(deadline)
       set.delete(pending)
       if (set.size === 0) requests.delete(index)
       inFlight[index]!--
