@@ -128,24 +128,11 @@ describe('downloadBlob', () => {
     expect(origin.requests.sort()).toEqual([6, 7])
   })
 
-  it('abandons and drops a peer far slower than the rest', async () => {
-    const { bytes, map } = blob(60)
-    const swarm = fakeSwarm(bytes, map)
-    const snail = swarm.peer('snail', map.pieces.keys(), 'slow')
-    // 20 ms a piece, two at a time: long enough for the snail to be caught twice.
-    const quick = swarm.peer('quick', map.pieces.keys())
-    quick.delayMs = 20
-    const c = await cache()
-    const result = await downloadBlob(
-      { cache: c, client: swarm.client },
-      { map, findPeers: async () => [snail, quick], slowPieceMinMs: 50, maxPeerFailures: 2, seed: 7 },
-    )
-    expect(c.has(map.digest)).toBe(true)
-    expect(result.droppedPeers).toEqual(['snail'])
-    expect(result.bytesByPeer.get('quick')).toBe(map.size)
-  })
-
-  it('counts a request past its deadline as a failure of the peer', async () => {
+  /**
+   * A peer that never sends beside one that sends a piece every 20 ms (two at a time):
+   * the download must finish from the quick one and drop the other.
+   */
+  async function withSilentPeer(options: Partial<Parameters<typeof downloadBlob>[1]>) {
     const { bytes, map } = blob(60)
     const swarm = fakeSwarm(bytes, map)
     const silent = swarm.peer('silent', map.pieces.keys(), 'slow')
@@ -154,19 +141,20 @@ describe('downloadBlob', () => {
     const c = await cache()
     const result = await downloadBlob(
       { cache: c, client: swarm.client },
-      {
-        map,
-        findPeers: async () => [silent, quick],
-        // Never cut as slow: only the 150 ms deadline ends the silent peer's requests.
-        slowPieceMinMs: 600_000,
-        pieceTimeoutMs: 150,
-        maxPeerFailures: 2,
-        seed: 8,
-      },
+      { map, findPeers: async () => [silent, quick], maxPeerFailures: 2, ...options },
     )
     expect(c.has(map.digest)).toBe(true)
     expect(result.droppedPeers).toEqual(['silent'])
     expect(result.bytesByPeer.get('quick')).toBe(map.size)
+  }
+
+  it('abandons and drops a peer far slower than the rest', async () => {
+    await withSilentPeer({ slowPieceMinMs: 50, seed: 7 })
+  })
+
+  it('counts a request past its deadline as a failure of the peer', async () => {
+    // Never cut as slow: only the 150 ms deadline ends the silent peer's requests.
+    await withSilentPeer({ slowPieceMinMs: 600_000, pieceTimeoutMs: 150, seed: 8 })
   })
 
   it('fetches the streaming window first, in order', async () => {
