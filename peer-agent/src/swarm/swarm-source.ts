@@ -49,7 +49,10 @@ export interface SwarmBlobSourceComponents {
 
 /** Options of the swarm source. */
 export interface SwarmBlobSourceInit {
-  /** Give up (SwarmUnavailableError) after this long without a new piece. @default 20000 */
+  /**
+   * Give up (SwarmUnavailableError) after this long without a new piece while no peer
+   * could send one (see DownloadInit.stallTimeoutMs). @default 20000
+   */
   stallTimeoutMs?: number
   /** Agents used at once per download (the seed not counted). @default 16 */
   maxPeers?: number

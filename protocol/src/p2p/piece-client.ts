@@ -20,7 +20,7 @@ import {
 import type { SignedPieceMap } from '../piece-map.js'
 import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import { PeerRefusedError, PieceUnavailableError } from './errors.js'
-import { waitDrain } from './stream-io.js'
+import { sendWithBackpressure } from './stream-io.js'
 
 /** Where to reach a peer: its id (addresses from the peer store) or addresses. */
 export type PeerTarget = PeerId | Multiaddr | Multiaddr[]
@@ -220,7 +220,7 @@ export function createPieceClient(
     signal.addEventListener('abort', onAbort, { once: true })
     let ok = false
     try {
-      if (!stream.send(request)) await waitDrain(stream, signal)
+      await sendWithBackpressure(stream, request, signal)
       yield* use(channel.reader, signal)
       ok = true
     } catch (err) {

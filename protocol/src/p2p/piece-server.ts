@@ -27,7 +27,7 @@ import {
 } from '../messages/index.js'
 import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import type { PieceSource } from './piece-source.js'
-import { waitDrain } from './stream-io.js'
+import { sendWithBackpressure } from './stream-io.js'
 import { createTokenBucket } from './token-bucket.js'
 
 /** Reported after each piece sent, for metrics and announces. */
@@ -128,9 +128,10 @@ export function createPieceServer(
    * The deadline is set up only when the muxer's buffer is full and the send must wait
    * (most sends do not): two signals per chunk sent were a measurable share of the CPU.
    */
-  async function send(stream: Stream, data: Uint8Array): Promise<void> {
-    if (stream.send(data)) return
-    await waitDrain(stream, AbortSignal.any([lifetime.signal, AbortSignal.timeout(stallTimeoutMs)]))
+  function send(stream: Stream, data: Uint8Array): Promise<void> {
+    return sendWithBackpressure(stream, data, () =>
+      AbortSignal.any([lifetime.signal, AbortSignal.timeout(stallTimeoutMs)]),
+    )
   }
 
   /**

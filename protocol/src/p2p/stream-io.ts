@@ -40,11 +40,16 @@ export function waitDrain(stream: Stream, signal?: AbortSignal): Promise<void> {
   })
 }
 
-/** Sends `data`, then waits for `drain` if the stream's buffer is full. */
+/**
+ * Sends `data`, then waits for `drain` if the stream's buffer is full. `signal` may be a
+ * function, called only when the send must wait: most sends do not, and building a
+ * deadline signal for every chunk is a measurable cost on a hot path.
+ */
 export async function sendWithBackpressure(
   stream: Stream,
   data: Uint8Array,
-  signal?: AbortSignal,
+  signal?: AbortSignal | (() => AbortSignal),
 ): Promise<void> {
-  if (!stream.send(data)) await waitDrain(stream, signal)
+  if (stream.send(data)) return
+  await waitDrain(stream, typeof signal === 'function' ? signal() : signal)
 }
