@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=64
 // The shoal command. A fresh clone needs no build step: on the first start, and again
 // whenever a source file changed, the TypeScript sources are bundled with esbuild into
 // node_modules/.cache/shoal/ (bin/bundle.js) and later starts import that bundle
@@ -7,15 +7,14 @@
 // one agent per node and fifty agents in the cluster testbed. SHOAL_TSX=1 runs the
 // sources through tsx.
 //
-// --max-semi-space-size=4 caps V8's young generation at two 4 MiB semi-spaces. Node's
-// default lets it grow to two 16 MiB ones while the npm packages load, and it stays
-// there: about 25 MB of resident memory in every shoal process, for no measurable gain
-// in push, pull or manifest rates (docs/BENCHMARKS.md, registry). V8 sizes the young
-// generation when it creates the heap, so the option only works where node starts: this
-// line covers `shoal ...`, `npx shoal ...`, `npm start` and `./bin/shoal.js ...`;
-// `node bin/shoal.js` runs without it unless given as `node --max-semi-space-size=4 ...`
-// or in NODE_OPTIONS. `env -S` needs GNU coreutils 8.30 or later or a BSD env; where env
-// lacks it (BusyBox), start shoal as `node --max-semi-space-size=4 bin/shoal.js`.
+// The node options on the `#!` line are SHOAL_NODE_OPTIONS (bin/node-options.js says
+// what each does and why). V8 reads them when it creates the heap, so they only work
+// where node starts: this line covers `shoal ...`, `npx shoal ...`, `npm start` and
+// `./bin/shoal.js ...`; `node bin/shoal.js` runs without them unless they are given as
+// `node <SHOAL_NODE_OPTIONS> bin/shoal.js ...` (as test/helpers/shoal.ts does) or in
+// NODE_OPTIONS. `env -S` needs GNU coreutils 8.30 or later or a BSD env; where env lacks
+// it (BusyBox), start shoal as `node --max-semi-space-size=4 --initial-old-space-size=64
+// bin/shoal.js`.
 import './polyfill.js'
 import { pathToFileURL } from 'node:url'
 import { bundleSources, ENTRY } from './bundle.js'

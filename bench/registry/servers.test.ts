@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
+import { SHOAL_NODE_OPTIONS } from '../../bin/node-options.js'
 import { blobContentDir, shebangNodeOptions } from './servers.js'
 
 describe('shebangNodeOptions', () => {
@@ -17,7 +18,9 @@ describe('shebangNodeOptions', () => {
 
   it('reads the options bin/shoal.js starts node with', () => {
     const script = readFileSync(new URL('../../bin/shoal.js', import.meta.url), 'utf8')
-    expect(shebangNodeOptions(script)).toContain('--max-semi-space-size=4')
+    expect(shebangNodeOptions(script)).toEqual([...SHOAL_NODE_OPTIONS])
+    expect(SHOAL_NODE_OPTIONS).toContain('--max-semi-space-size=4')
+    expect(SHOAL_NODE_OPTIONS).toContain('--initial-old-space-size=64')
   })
 })
 

@@ -4,10 +4,10 @@
  * Distribution 2.8 from Debian (the baseline).
  */
 import { execFile } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
+import { SHOAL_NODE_OPTIONS } from '../../bin/node-options.js'
 import {
   findFreePort,
   type ServiceProcess,
@@ -193,8 +193,9 @@ export async function startShoal(init: {
  * How shoal's process is started. The CLI runs as users run it: `bin/shoal.js` executed
  * through its shebang line (`shoal registry` of an installed package, `npx shoal`,
  * `npm start`), so the node options on that line apply and the measured pid is node's
- * own. Extra node options need node named explicitly: the shebang's options come first,
- * then the extra ones (a later option wins).
+ * own. Extra node options need node named explicitly: the shebang's options
+ * (SHOAL_NODE_OPTIONS) come first, then the extra ones (a later option wins). The direct
+ * entry gets SHOAL_NODE_OPTIONS too, so both entries run with the same heap settings.
  */
 function shoalLaunch(init: { repoRoot: string; entry?: 'cli' | 'direct'; nodeArgs?: string[] }): {
   command: string
@@ -204,6 +205,7 @@ function shoalLaunch(init: { repoRoot: string; entry?: 'cli' | 'direct'; nodeArg
     return {
       command: process.execPath,
       args: [
+        ...SHOAL_NODE_OPTIONS,
         ...(init.nodeArgs ?? []),
         resolve(init.repoRoot, 'bin', 'run-ts.js'),
         resolve(init.repoRoot, 'bench', 'registry', 'shoal-direct-server.ts'),
@@ -214,7 +216,7 @@ function shoalLaunch(init: { repoRoot: string; entry?: 'cli' | 'direct'; nodeArg
   if (!init.nodeArgs?.length) return { command: bin, args: ['registry'] }
   return {
     command: process.execPath,
-    args: [...shebangNodeOptions(readFileSync(bin, 'utf8')), ...init.nodeArgs, bin, 'registry'],
+    args: [...SHOAL_NODE_OPTIONS, ...init.nodeArgs, bin, 'registry'],
   }
 }
 

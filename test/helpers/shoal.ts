@@ -6,6 +6,7 @@
 import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { SHOAL_NODE_OPTIONS } from '../../bin/node-options.js'
 import type { NetworkNamespace } from './netns.js'
 import { type ManagedProcess, startProcess } from './processes.js'
 
@@ -14,6 +15,17 @@ export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
 /** The CLI entry point. */
 export const SHOAL_BIN = fileURLToPath(new URL('../../bin/shoal.js', import.meta.url))
+
+/**
+ * The arguments for `node` that start the shoal CLI as its `#!` line does: the node
+ * options of every shoal process (bin/node-options.js), bin/shoal.js, then `args`.
+ * Long-running shoal processes should be started this way (`spawn(process.execPath,
+ * shoalNodeArgs(['registry', ...]))`) so that they run with the same heap settings as an
+ * installed `shoal`.
+ */
+export function shoalNodeArgs(args: readonly string[]): string[] {
+  return [...SHOAL_NODE_OPTIONS, SHOAL_BIN, ...args]
+}
 
 /** Options for {@link startShoalService}. */
 export interface StartShoalServiceInit {
@@ -58,12 +70,12 @@ export function parseListeningLine(line: string, service: string): string | unde
 }
 
 /**
- * Starts `node bin/shoal.js ...args` and waits for its listening line. Throws, with the
+ * Starts `node <SHOAL_NODE_OPTIONS> bin/shoal.js ...args` and waits for its listening line. Throws, with the
  * log tail, when the process exits or stays silent past the deadline (and stops it).
  */
 export async function startShoalService(init: StartShoalServiceInit): Promise<ShoalService> {
   const command = process.execPath
-  const args = [SHOAL_BIN, ...init.args]
+  const args = shoalNodeArgs(init.args)
   const wrapped = init.netns ? init.netns.wrap(command, args) : { command, args }
   const proc = await startProcess({
     name: init.name ?? init.service,
