@@ -27,7 +27,12 @@ import {
 import { createTestbed, type Testbed } from '../../test/testbed/testbed.js'
 import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX, type TestbedHost } from '../../test/testbed/topology.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
-import { readProcessCpuSeconds } from '../lib/process-sampler.js'
+import {
+  type ProcessCounters,
+  readProcessCounters,
+  readProcessCpuSeconds,
+  readThreadCpuSeconds,
+} from '../lib/process-sampler.js'
 import { progress } from '../lib/progress.js'
 import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
 import { fluidBound } from './bound.js'
@@ -47,6 +52,9 @@ const USAGE = `usage: npm run bench:cluster -- [options]      (as root)
   --containerd          pull with a real \`ctr images pull\` from a containerd per node (fresh for every round)
   --mtu N               MTU of every veth (default ${JUMBO_MTU})
   --json PATH           JSON result path (default bench/results/cluster-<time>.json; the SVG goes beside it)
+  --warm-up-mb N        shoal: before the measured pull, every node pulls another image of N MB through the
+                        same agents (as a cluster that has pulled before; default 0: cold agents)
+  --idle-s N            shoal: also measure the CPU of the idle seed, tracker and agents for N s before and after the pulls
   --keep                keep the work folder (logs of every daemon and client)
   --cleanup             only remove namespaces and processes an earlier run left behind, then exit
   -h, --help            show this help
@@ -65,6 +73,8 @@ interface Options {
   mtu: number
   jsonPath: string
   keep: boolean
+  idleSeconds: number
+  warmUpBytes: number
   cleanup: boolean
   containerd: boolean
 }
@@ -85,6 +95,8 @@ function parseOptions(argv: string[]): Options {
       mtu: { type: 'string', default: String(JUMBO_MTU) },
       json: { type: 'string' },
       keep: { type: 'boolean', default: false },
+      'idle-s': { type: 'string', default: '0' },
+      'warm-up-mb': { type: 'string', default: '0' },
       cleanup: { type: 'boolean', default: false },
       containerd: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -99,6 +111,12 @@ function parseOptions(argv: string[]): Options {
     if (!(Number.isFinite(n) && n > 0)) throw new Error(`--${name} must be a positive number, got ${text}`)
     return n
   }
+  const idleSeconds = Number(values['idle-s'])
+  if (!(Number.isFinite(idleSeconds) && idleSeconds >= 0))
+    throw new Error(`--idle-s must be a number of seconds >= 0, got ${values['idle-s']}`)
+  const warmUpMb = Number(values['warm-up-mb'])
+  if (!(Number.isFinite(warmUpMb) && warmUpMb >= 0))
+    throw new Error(`--warm-up-mb must be a number of MB >= 0, got ${values['warm-up-mb']}`)
   const nodes = values.nodes.split(',').map((s) => positive('nodes', s.trim()))
   const systems = values.systems.split(',').map((s) => s.trim())
   for (const s of systems) {
@@ -117,12 +135,84 @@ function parseOptions(argv: string[]): Options {
     mtu: Math.round(positive('mtu', values.mtu)),
     jsonPath: values.json ?? defaultResultPath('cluster'),
     keep: values.keep,
+    idleSeconds,
+    warmUpBytes: Math.round(warmUpMb * 1e6),
     cleanup: values.cleanup,
     containerd: values.containerd,
   }
 }
 
+/** CPU seconds so far of each process, summed by role; a process that is gone counts 0. */
+function cpuByRole(pids: Record<string, number[]>): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const [role, list] of Object.entries(pids)) {
+    out[role] = list.reduce((sum, pid) => {
+      try {
+        return sum + readProcessCpuSeconds(pid)
+      } catch {
+        return sum
+      }
+    }, 0)
+  }
+  return out
+}
+
+/** Counters of every process of each role summed; a process that is gone counts 0. */
+function countersByRole(pids: Record<string, number[]>): Record<string, ProcessCounters> {
+  const out: Record<string, ProcessCounters> = {}
+  for (const [role, list] of Object.entries(pids)) {
+    const sum: ProcessCounters = {
+      userSeconds: 0,
+      systemSeconds: 0,
+      readCalls: 0,
+      writeCalls: 0,
+      voluntarySwitches: 0,
+      involuntarySwitches: 0,
+    }
+    for (const pid of list) {
+      try {
+        const c = readProcessCounters(pid)
+        for (const key of Object.keys(sum) as Array<keyof ProcessCounters>) sum[key] += c[key]
+      } catch {
+        // gone
+      }
+    }
+    out[role] = sum
+  }
+  return out
+}
+
+/** CPU seconds of the live threads of each role's processes, by thread name. */
+function threadCpuByRole(pids: Record<string, number[]>): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {}
+  for (const [role, list] of Object.entries(pids)) {
+    const sum: Record<string, number> = {}
+    for (const pid of list) {
+      try {
+        for (const [name, v] of Object.entries(readThreadCpuSeconds(pid))) sum[name] = (sum[name] ?? 0) + v
+      } catch {
+        // gone
+      }
+    }
+    out[role] = sum
+  }
+  return out
+}
+
+/** Cores each role uses over `seconds` of wall time (nothing else is asked of them). */
+async function idleCores(pids: Record<string, number[]>, seconds: number): Promise<Record<string, number>> {
+  const a = cpuByRole(pids)
+  const t0 = performance.now()
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000))
+  const b = cpuByRole(pids)
+  const wall = (performance.now() - t0) / 1000
+  const out: Record<string, number> = {}
+  for (const role of Object.keys(a)) out[role] = ((b[role] ?? 0) - (a[role] ?? 0)) / wall
+  return out
+}
+
 const REPOSITORY = 'bench/image'
+const WARM_UP_REPOSITORY = 'bench/warm-up'
 const TAG = 'v1'
 
 /** A one-line progress display on stderr: nodes done and bytes moved. */
@@ -241,6 +331,15 @@ async function main(): Promise<void> {
       layers: options.layers,
       tag: TAG,
     })
+    const warmUpImage =
+      options.warmUpBytes > 0 && options.systems.includes('shoal')
+        ? await writeBenchImage({
+            dir: join(workDir, 'warm-up-image'),
+            totalBytes: options.warmUpBytes,
+            layers: options.layers,
+            tag: TAG,
+          })
+        : undefined
     const distribution = options.systems.includes('distribution') ? await tb.startDistribution() : undefined
     if (distribution) {
       await skopeoCopy(image.ociRef, `docker://${distribution.host}/${REPOSITORY}:${TAG}`, {
@@ -358,6 +457,41 @@ async function main(): Promise<void> {
               await curlIn(tb.topology.origin, `${cluster.registry.url}/metrics`),
               'shoal_registry_blob_bytes_sent_total',
             )
+          if (warmUpImage) {
+            await skopeoCopy(
+              warmUpImage.ociRef,
+              `docker://${cluster.registry.host}/${WARM_UP_REPOSITORY}:${TAG}`,
+              {
+                netns: tb.topology.origin.ns,
+              },
+            )
+            const display = progressDisplay(`warm-up N=${n}`)
+            const t0 = performance.now()
+            const { results } = await runPulls(
+              nodes.map((host) => ({
+                host,
+                url: `http://127.0.0.1:${PORTS.agent}`,
+                ns: cluster.registry.host,
+              })),
+              { repository: WARM_UP_REPOSITORY, reference: TAG, logDir: join(workDir, `pulls-warm-up-${n}`) },
+              { onProgress: (p) => display.update(p), signal: controller.signal },
+            )
+            display.end()
+            const failed = results.filter((r) => !r.ok).length
+            progress(
+              `warm-up N=${n}: every node pulled a ${(warmUpImage.totalBytes / 1e6).toFixed(0)} MB image in ${((performance.now() - t0) / 1000).toFixed(1)} s${failed ? `, ${failed} failed` : ''}`,
+            )
+          }
+          const rolePids = {
+            registry: [cluster.registry.process.pid],
+            tracker: [cluster.tracker.process.pid],
+            agents: cluster.agents.map((a) => a.process.pid),
+          }
+          const idleBefore =
+            options.idleSeconds > 0 ? await idleCores(rolePids, options.idleSeconds) : undefined
+          const role0 = cpuByRole(rolePids)
+          const counters0 = countersByRole(rolePids)
+          const threads0 = threadCpuByRole(rolePids)
           const round = await measure(
             'shoal',
             nodes.map((host) => ({
@@ -368,6 +502,52 @@ async function main(): Promise<void> {
             metrics,
             [cluster.registry, cluster.tracker, ...cluster.agents].map((service) => service.process.pid),
           )
+          const role1 = cpuByRole(rolePids)
+          const counters1 = countersByRole(rolePids)
+          const threads1 = threadCpuByRole(rolePids)
+          round.serviceThreadCpuByRole = Object.fromEntries(
+            Object.entries(threads1).map(([role, t]) => [
+              role,
+              Object.fromEntries(
+                Object.entries(t).map(([name, v]) => [
+                  name,
+                  Number((v - (threads0[role]?.[name] ?? 0)).toFixed(2)),
+                ]),
+              ),
+            ]),
+          )
+          progress(
+            `shoal N=${n}: CPU-s by thread during the pulls ${JSON.stringify(round.serviceThreadCpuByRole)}`,
+          )
+          round.serviceCountersByRole = Object.fromEntries(
+            Object.entries(counters1).map(([role, c]) => {
+              const before = counters0[role]
+              return [
+                role,
+                Object.fromEntries(
+                  Object.entries(c).map(([key, v]) => [
+                    key,
+                    v - (before?.[key as keyof ProcessCounters] ?? 0),
+                  ]),
+                ),
+              ]
+            }),
+          )
+          progress(
+            `shoal N=${n}: counters by role during the pulls ${JSON.stringify(round.serviceCountersByRole)}`,
+          )
+          round.serviceCpuByRole = Object.fromEntries(
+            Object.keys(role1).map((role) => [role, (role1[role] ?? 0) - (role0[role] ?? 0)]),
+          )
+          if (idleBefore) {
+            round.idleCores = {
+              seconds: options.idleSeconds,
+              before: idleBefore,
+              after: await idleCores(rolePids, options.idleSeconds),
+            }
+            progress(`shoal N=${n}: idle cores before/after the pulls ${JSON.stringify(round.idleCores)}`)
+          }
+          progress(`shoal N=${n}: CPU-s by role during the pulls ${JSON.stringify(round.serviceCpuByRole)}`)
           round.agents = await scrapeAgents(nodes)
           progress(`shoal N=${n}: agents' counters ${JSON.stringify(round.agents)}`)
         } finally {
@@ -398,6 +578,7 @@ async function main(): Promise<void> {
         trackerArgs: options.trackerArgs,
         agentArgs: options.agentArgs,
         registryArgs: options.registryArgs,
+        warmUpBytes: options.warmUpBytes,
       },
       rounds,
       targets: verdicts,

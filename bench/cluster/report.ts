@@ -37,6 +37,17 @@ export interface RoundResult {
   wallSeconds: number
   /** CPU seconds the servers used during the round (Distribution; or seed, tracker and agents). */
   serviceCpuSeconds?: number
+  /** shoal: CPU seconds during the round by role (seed registry, tracker, all agents). */
+  serviceCpuByRole?: Record<string, number>
+  /** shoal: user/system CPU, system calls and context switches during the round by role. */
+  serviceCountersByRole?: Record<string, Record<string, number>>
+  /** shoal: CPU seconds during the round by role and thread name (main, V8 workers, libuv pool). */
+  serviceThreadCpuByRole?: Record<string, Record<string, number>>
+  /**
+   * shoal with `--idle-s`: cores each role used while nothing was pulled, measured for
+   * that many seconds right before the pulls and right after them.
+   */
+  idleCores?: { seconds: number; before: Record<string, number>; after: Record<string, number> }
   /** Blob requests the clients resumed with Range after a broken connection. */
   retries: number
   errors: string[]

@@ -2,7 +2,7 @@
  * Resident memory and CPU time of another process, read from Linux's /proc. The
  * benchmarks use it to report a server's peak RSS and CPU seconds during one phase.
  */
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 
 /** Clock ticks per second of /proc/<pid>/stat times; 100 on every Linux we run on. */
 const CLOCK_TICKS_PER_SECOND = 100
@@ -181,4 +181,60 @@ export async function waitForIdle(
     if (cores <= maxCores) return true
   }
   return false
+}
+
+/** Counters of a process so far, from /proc/<pid>/stat, /status and /io. */
+export interface ProcessCounters {
+  userSeconds: number
+  systemSeconds: number
+  /** read-like and write-like system calls (syscr, syscw in /proc/<pid>/io). */
+  readCalls: number
+  writeCalls: number
+  voluntarySwitches: number
+  involuntarySwitches: number
+}
+
+/**
+ * Reads CPU time, system call counts and context switches of `pid` (all threads).
+ * @throws when the process does not exist or /proc is not readable
+ */
+export function readProcessCounters(pid: number): ProcessCounters {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8')
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const field = (text: string, name: string): number => {
+    const match = new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(text)
+    return match ? Number(match[1]) : 0
+  }
+  return {
+    userSeconds: Number(fields[11]) / CLOCK_TICKS_PER_SECOND,
+    systemSeconds: Number(fields[12]) / CLOCK_TICKS_PER_SECOND,
+    readCalls: field(io, 'syscr'),
+    writeCalls: field(io, 'syscw'),
+    voluntarySwitches: field(status, 'voluntary_ctxt_switches'),
+    involuntarySwitches: field(status, 'nonvoluntary_ctxt_switches'),
+  }
+}
+
+/**
+ * CPU seconds (user + system) of `pid`'s live threads, summed by thread name: the main
+ * thread carries the process's name, V8's compiler and GC helpers are "V8 DefaultWorke",
+ * libuv's pool "libuv-worker". Threads that ended are not counted.
+ */
+export function readThreadCpuSeconds(pid: number): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+    } catch {
+      continue
+    }
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const key = tid === String(pid) ? 'main' : name
+    out[key] = (out[key] ?? 0) + (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND
+  }
+  return out
 }
