@@ -26,6 +26,7 @@ import type { StorageContext } from './context.js'
 import { StoragePathNotFoundError } from './driver/index.js'
 import { KeyedMutex } from './lock.js'
 import { UPLOADS_ROOT, uploadDataPath, uploadDir, uploadStatePath } from './paths.js'
+import { createWriteBehind } from './write-behind.js'
 
 /** What state.json holds. */
 export interface PersistedUpload extends UploadState {
@@ -182,6 +183,7 @@ export function createUploadStore(ctx: StorageContext, blobs: BlobStore, init: U
     if (!running && state.offset === 0) running = { hash: createHash('sha256'), offset: 0 }
     const backup = running?.hash.copy()
     const writer = await driver.writer(path, { append: true }, options)
+    const behind = createWriteBehind(writer, {}, options?.signal ? { signal: options.signal } : {})
     let written = 0
     try {
       const it = iteratorOf(body)
@@ -204,15 +206,19 @@ export function createUploadStore(ctx: StorageContext, blobs: BlobStore, init: U
           // The rest of the body is left to the caller (an HTTP layer may still answer on its socket).
           throw new SizeInvalidError(undefined, { declared, received: written + buf.byteLength })
         }
-        await writer.write(buf, options)
+        // Hashed while earlier chunks are still on their way to the file.
+        const queued = behind.write(buf)
         running?.hash.update(buf)
         written += buf.byteLength
+        await queued
       }
       if (declared !== undefined && written !== declared) {
         throw new SizeInvalidError(undefined, { declared, received: written })
       }
+      await behind.flush()
       await writer.commit(options)
     } catch (err) {
+      await behind.settle()
       await writer.close().catch(() => undefined)
       await driver.truncate(path, state.offset).catch((e) => {
         ctx.logger?.error({ err: e, upload: state.id }, 'could not cut a failed chunk off an upload')
