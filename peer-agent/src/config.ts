@@ -181,6 +181,22 @@ export const agentConfigSchema = z.strictObject({
     .positive()
     .default(5 * SECOND_MS)
     .describe('deadline of one DHT lookup or provide, in milliseconds'),
+  dhtProvidersPerBlob: z
+    .number()
+    .int()
+    .min(0)
+    .default(8)
+    .describe(
+      'while the tracker answers, a complete blob is not provided in the DHT when the tracker already names this many other complete agents (provided later if the tracker goes away)',
+    ),
+  dhtProvideDelayMs: z
+    .number()
+    .int()
+    .min(0)
+    .default(30 * SECOND_MS)
+    .describe(
+      'while the tracker answers, a complete blob is provided in the DHT after a random wait up to this long, one provide at a time (the whole cluster completing at once would otherwise flood the DHT); with the tracker down, at once; in milliseconds',
+    ),
   logLevel: z
     .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
     .default('info')

@@ -133,13 +133,119 @@ describe('combined router', () => {
     const tracker = fakeTracker()
     const provide = vi.fn(async () => {})
     const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
-    const router = createCombinedRouter({ tracker: trackerRouter(tracker), dht })
+    const router = createCombinedRouter({ tracker: trackerRouter(tracker), dht }, { dhtProvideDelayMs: 0 })
     await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 3 })
     expect(provide).not.toHaveBeenCalled()
     expect(tracker.client.announce).toHaveBeenCalledTimes(1)
     await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8, event: 'completed' })
     expect(provide).toHaveBeenCalledTimes(1)
     await router.stop?.()
+  })
+
+  it('while the tracker answers, provides complete blobs after a random wait, one at a time', async () => {
+    vi.useFakeTimers()
+    try {
+      const tracker = fakeTracker()
+      let running = 0
+      let most = 0
+      const provide = vi.fn(async () => {
+        running++
+        most = Math.max(most, running)
+        await new Promise((resolve) => setTimeout(resolve, 1_000))
+        running--
+      })
+      const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
+      const router = createCombinedRouter(
+        { tracker: trackerRouter(tracker), dht },
+        { dhtProvideDelayMs: 30_000 },
+      )
+      const other = `sha256:${'b'.repeat(64)}` as Digest
+      await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8, event: 'completed' })
+      await router.announce({ digest: other, pieceCount: 8, piecesHeld: 8, event: 'completed' })
+      // Announced again while waiting: still one provide per blob.
+      await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8 })
+      expect(provide).not.toHaveBeenCalled()
+      await vi.advanceTimersByTimeAsync(30_000 + 2_000)
+      expect(provide).toHaveBeenCalledTimes(2)
+      expect(most).toBe(1)
+      await router.stop?.()
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('leaves a blob out of the DHT while the tracker names enough complete holders, until it goes away', async () => {
+    vi.useFakeTimers()
+    try {
+      const holders = Array.from({ length: 3 }, (_, i) => ({
+        peerId: `Peer${i}`,
+        multiaddrs: [`/ip4/127.0.0.1/tcp/${10 + i}`],
+        complete: true,
+      }))
+      const tracker = fakeTracker({ peers: holders })
+      const provide = vi.fn(async () => {})
+      const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
+      const router = createCombinedRouter(
+        { tracker: trackerRouter(tracker), dht },
+        { dhtProvideDelayMs: 10_000, dhtProvidersPerBlob: 3 },
+      )
+      await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8, event: 'completed' })
+      await vi.advanceTimersByTimeAsync(20_000)
+      expect(provide).not.toHaveBeenCalled()
+      // With one holder fewer than the limit it is provided.
+      const fewer = fakeTracker({ peers: holders.slice(0, 2) })
+      const other = createCombinedRouter(
+        { tracker: trackerRouter(fewer), dht },
+        { dhtProvideDelayMs: 10_000, dhtProvidersPerBlob: 3 },
+      )
+      const otherDigest = `sha256:${'c'.repeat(64)}` as Digest
+      await other.announce({ digest: otherDigest, pieceCount: 8, piecesHeld: 8, event: 'completed' })
+      await vi.advanceTimersByTimeAsync(10_000)
+      expect(provide).toHaveBeenCalledTimes(1)
+      // The tracker goes away: the skipped blob is provided within the delay.
+      tracker.setDown(true)
+      await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8 })
+      expect(router.trackerDown()).toBe(true)
+      await vi.advanceTimersByTimeAsync(10_000)
+      expect(provide).toHaveBeenCalledTimes(2)
+      await router.stop?.()
+      await other.stop?.()
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('provides what waits at once when the tracker goes away, and nothing after stop', async () => {
+    vi.useFakeTimers()
+    try {
+      const tracker = fakeTracker()
+      const provide = vi.fn(async () => {})
+      const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
+      const router = createCombinedRouter(
+        { tracker: trackerRouter(tracker), dht },
+        { dhtProvideDelayMs: 60_000 },
+      )
+      await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8, event: 'completed' })
+      expect(provide).not.toHaveBeenCalled()
+      tracker.setDown(true)
+      await router.findPeers(DIGEST)
+      expect(router.trackerDown()).toBe(true)
+      expect(provide).toHaveBeenCalledTimes(1)
+
+      const other = `sha256:${'b'.repeat(64)}` as Digest
+      tracker.setDown(false)
+      const second = createCombinedRouter(
+        { tracker: trackerRouter(tracker), dht },
+        { dhtProvideDelayMs: 60_000 },
+      )
+      await second.announce({ digest: other, pieceCount: 8, piecesHeld: 8, event: 'completed' })
+      await second.stop?.()
+      await vi.advanceTimersByTimeAsync(60_000)
+      expect(provide).toHaveBeenCalledTimes(1)
+      await router.stop?.()
+    } finally {
+      vi.useRealTimers()
+    }
   })
 
   it('passes a rejection that is not an outage through', async () => {

@@ -49,6 +49,8 @@ export interface TrackerRouterInit {
 
 /** The tracker router. */
 export interface TrackerRouter extends ContentRouter {
+  /** Other complete agents (seeds not counted) in the tracker's latest answer for `digest`; undefined before one. */
+  completePeers(digest: Digest): number | undefined
   /** True while the tracker's latest answer for `digest`, renewed within three intervals, grants an origin slot. */
   originAllowed(digest: Digest): boolean
   /** Digests announced periodically now. */
@@ -226,6 +228,14 @@ export function createTrackerRouter(
       // The tracker's slot is a lease renewed by each announce: one not renewed for three
       // intervals may have been handed to another peer, so it is no longer used.
       return t?.answer?.allowOrigin === true && Date.now() - t.lastAt < 3 * t.intervalMs
+    },
+
+    completePeers(digest) {
+      const answer = swarms.get(digest)?.answer
+      if (answer === undefined) return undefined
+      let n = 0
+      for (const p of answer.peers) if (p.complete && p.peerId !== self.peerId) n++
+      return n
     },
 
     tracked() {

@@ -149,27 +149,30 @@ export async function createAgentSwarm(
     { node, seedPeerId: () => maps.seedPeerId(), logger },
     { timeoutMs: config.dhtTimeoutMs },
   )
-  router = createCombinedRouter({
-    ...(tracker ? { tracker } : {}),
-    dht,
-    logger,
-    onFallback: () => metrics.dhtFallbacks.inc(),
-    onTrackerPeers: (peers) => {
-      // A node with few connections dials a few peers the tracker named, so its DHT
-      // routing table is ready should the tracker go away.
-      if (node.libp2p.getConnections().length >= DHT_MIN_CONNECTIONS) return
-      for (const peer of peers.slice(0, DHT_MIN_CONNECTIONS)) {
-        const addrs = peer.multiaddrs.filter((m) => m.includes('/p2p/'))
-        if (addrs.length === 0) continue
-        void node.libp2p
-          .dial(
-            addrs.map((m) => multiaddr(m)),
-            { signal: AbortSignal.timeout(5_000) },
-          )
-          .catch(() => {})
-      }
+  router = createCombinedRouter(
+    {
+      ...(tracker ? { tracker } : {}),
+      dht,
+      logger,
+      onFallback: () => metrics.dhtFallbacks.inc(),
+      onTrackerPeers: (peers) => {
+        // A node with few connections dials a few peers the tracker named, so its DHT
+        // routing table is ready should the tracker go away.
+        if (node.libp2p.getConnections().length >= DHT_MIN_CONNECTIONS) return
+        for (const peer of peers.slice(0, DHT_MIN_CONNECTIONS)) {
+          const addrs = peer.multiaddrs.filter((m) => m.includes('/p2p/'))
+          if (addrs.length === 0) continue
+          void node.libp2p
+            .dial(
+              addrs.map((m) => multiaddr(m)),
+              { signal: AbortSignal.timeout(5_000) },
+            )
+            .catch(() => {})
+        }
+      },
     },
-  })
+    { dhtProvideDelayMs: config.dhtProvideDelayMs, dhtProvidersPerBlob: config.dhtProvidersPerBlob },
+  )
   const combined = router
   const source = createSwarmBlobSource(
     { cache, client, maps, router: combined, selfPeerId: peerId, metrics, logger },
