@@ -84,6 +84,44 @@ describe('downloadBlob', () => {
     expect(c.has(map.digest)).toBe(true)
   })
 
+  it('takes back a peer dropped for failures once it recovers', async () => {
+    const { bytes, map } = blob(4)
+    const swarm = fakeSwarm(bytes, map)
+    // The only peer fails at first, as a peer whose handshakes time out on a busy node.
+    const flaky = swarm.peer('flaky', map.pieces.keys(), 'fail')
+    const c = await cache()
+    const done = downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [flaky], peerRetryMs: 100, haveRefreshMs: 20, stallTimeoutMs: 5_000 },
+    )
+    const recovered = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        flaky.behaviour = 'ok'
+        resolve()
+      }, 1_000),
+    )
+    const result = await done
+    await recovered
+    expect(result.droppedPeers).toContain('flaky')
+    expect(flaky.requests.sort()).toEqual([0, 1, 2, 3])
+    expect(c.has(map.digest)).toBe(true)
+  })
+
+  it('never takes back a peer that sent a bad piece', async () => {
+    const { bytes, map } = blob(3)
+    const swarm = fakeSwarm(bytes, map)
+    const liar = swarm.peer('liar', map.pieces.keys(), 'corrupt')
+    const c = await cache()
+    await expect(
+      downloadBlob(
+        { cache: c, client: swarm.client },
+        { map, findPeers: async () => [liar], peerRetryMs: 20, haveRefreshMs: 20, stallTimeoutMs: 400 },
+      ),
+    ).rejects.toMatchObject({ name: 'SwarmUnavailableError' })
+    // The two requests in flight when the first bad piece came back, and none after.
+    expect(liar.requests.length).toBeLessThanOrEqual(2)
+  })
+
   it('asks the origin again only after a while for a piece it declined, and takes it from the agent that got it', async () => {
     const { bytes, map } = blob(6)
     const swarm = fakeSwarm(bytes, map)

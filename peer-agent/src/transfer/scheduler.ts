@@ -104,6 +104,15 @@ export interface DownloadInit {
    * @default 20000
    */
   stallTimeoutMs?: number
+  /**
+   * A peer dropped for failures it may recover from (connections that could not be set
+   * up, requests that failed or timed out) is taken back after this long, doubling with
+   * each drop up to a minute; a peer that sent a bad piece never is. When a whole
+   * cluster starts at once, noise handshakes on a busy node can miss their deadline,
+   * and a download that dropped every peer for good would stall and fall back to HTTP.
+   * @default 5000
+   */
+  peerRetryMs?: number
   /** Seed for the picker's tie-breaks. @default random */
   seed?: number
   /** Called when a peer sent a piece that fails its sha256 (report it to the tracker). */
@@ -131,7 +140,14 @@ interface PeerState {
   lastHaveAt: number
   refreshing: boolean
   addedAt: number
+  /** When a peer dropped for recoverable failures may be taken back; 0 when never. */
+  retryAt: number
+  /** Recoverable drops so far (the wait doubles with each). */
+  drops: number
 }
+
+/** Longest wait before a dropped peer is taken back. */
+const MAX_PEER_RETRY_MS = 60_000
 
 const TICK_MS = 200
 /**
@@ -168,6 +184,7 @@ export async function downloadBlob(
   const haveRefreshMs = init.haveRefreshMs ?? 1_000
   const peerSearchIntervalMs = init.peerSearchIntervalMs ?? 2_000
   const stallTimeoutMs = init.stallTimeoutMs ?? 20_000
+  const peerRetryMs = init.peerRetryMs ?? 5_000
   const rng = createRng(init.seed ?? Math.floor(Math.random() * 2 ** 32))
 
   const lifetime = new AbortController()
@@ -214,9 +231,12 @@ export async function downloadBlob(
     if (bits) for (const i of bits.indexes()) availability[i]!++
   }
 
-  function drop(state: PeerState, why: string): void {
+  /** Drops a peer; one dropped for a `recoverable` failure is taken back later (see peerRetryMs). */
+  function drop(state: PeerState, why: string, recoverable = false): void {
     if (state.dropped) return
     state.dropped = true
+    state.retryAt = recoverable ? Date.now() + Math.min(peerRetryMs * 2 ** state.drops, MAX_PEER_RETRY_MS) : 0
+    if (recoverable) state.drops++
     result.droppedPeers.push(state.peer.id)
     setHas(state, undefined)
     for (const i of state.requested) {
@@ -248,7 +268,7 @@ export async function downloadBlob(
     } catch (err) {
       if (signal.aborted) return
       state.failures++
-      if (state.failures >= maxPeerFailures) drop(state, `have query failed: ${String(err)}`)
+      if (state.failures >= maxPeerFailures) drop(state, `have query failed: ${String(err)}`, true)
     } finally {
       state.lastHaveAt = Date.now()
       state.refreshing = false
@@ -274,6 +294,8 @@ export async function downloadBlob(
           lastHaveAt: 0,
           refreshing: false,
           addedAt: Date.now(),
+          retryAt: 0,
+          drops: 0,
         }
         peers.set(peer.id, state)
         if (peer.has !== undefined && peer.has.length === count) {
@@ -362,7 +384,7 @@ export async function downloadBlob(
       }
       state.failures++
       log?.debug({ err, peer: state.peer.id, digest, index }, 'piece request failed')
-      if (state.failures >= maxPeerFailures) drop(state, `${state.failures} failed requests`)
+      if (state.failures >= maxPeerFailures) drop(state, `${state.failures} failed requests`, true)
     } finally {
       clearTimeout(deadline)
       set.delete(pending)
@@ -390,13 +412,28 @@ export async function downloadBlob(
           'abandoned a slow piece request',
         )
         r.controller.abort(new Error('too slow'))
-        if (r.state.failures >= maxPeerFailures) drop(r.state, 'too slow')
+        if (r.state.failures >= maxPeerFailures) drop(r.state, 'too slow', true)
       }
+    }
+  }
+
+  /** Takes back peers whose recoverable drop has waited long enough, while there is room. */
+  function readmit(now: number): void {
+    for (const state of peers.values()) {
+      if (!state.dropped || state.retryAt === 0 || now < state.retryAt) continue
+      if (!state.peer.origin && usableAgents() >= maxPeers) return
+      state.dropped = false
+      state.retryAt = 0
+      state.failures = 0
+      state.lastHaveAt = 0
+      state.addedAt = now
+      log?.debug({ peer: state.peer.id, digest, drops: state.drops }, 'took a dropped peer back')
     }
   }
 
   function schedule(): void {
     const now = Date.now()
+    readmit(now)
     cutSlowRequests(now)
     const readPosition = init.readPosition?.()
     // Other agents first: the origin only gets what they cannot give.

@@ -155,9 +155,18 @@ export async function createP2PNode(components: P2PNodeComponents, init: P2PNode
     streamMuxers: shoalStreamMuxers(),
     ...(init.psk ? { connectionProtector: preSharedKey({ psk: init.psk }) } : {}),
     connectionGater: allowListGater(init.allowPeers),
+    // When a whole cluster starts a pull, every agent dials a dozen peers and is dialled
+    // by as many in the same second. On a node that busy a noise handshake can take
+    // longer than libp2p's defaults (6 s per address, 10 s per dial and per inbound
+    // upgrade, 10 upgrades pending): at 50 agents on two cores about 200 of the
+    // handshakes timed out, and every one was redone from scratch. Waiting costs less.
     connectionManager: {
       allow: init.allowNetworks ?? DEFAULT_ALLOW_NETWORKS,
       maxConnections: init.maxConnections ?? 300,
+      dialTimeout: 30_000,
+      addressDialTimeout: 25_000,
+      inboundUpgradeTimeout: 25_000,
+      maxIncomingPendingConnections: 64,
     },
     // libp2p's connection monitor pings every connection every 10 s on a new stream and
     // aborts the connection when a ping misses its adaptive deadline. On a busy link a
