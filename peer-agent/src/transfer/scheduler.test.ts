@@ -258,6 +258,25 @@ describe('downloadBlob', () => {
     expect(c.hasPiece(map.digest, 0)).toBe(true)
   })
 
+  it('waits past the stall timeout while a peer search is still running', async () => {
+    const { bytes, map } = blob(3)
+    const swarm = fakeSwarm(bytes, map)
+    const good = swarm.peer('good', map.pieces.keys())
+    const c = await cache()
+    let searches = 0
+    // The first search answers only after twice the stall timeout, as a tracker request
+    // from a starved node does.
+    const findPeers = async () => {
+      searches++
+      if (searches === 1) await new Promise((resolve) => setTimeout(resolve, 800))
+      return [good]
+    }
+    const started = Date.now()
+    await downloadBlob({ cache: c, client: swarm.client }, { map, findPeers, stallTimeoutMs: 400 })
+    expect(Date.now() - started).toBeGreaterThanOrEqual(800)
+    expect(c.has(map.digest)).toBe(true)
+  })
+
   /** A download from one peer that holds every piece and answers busy until told otherwise. */
   async function crowdedDownload(stallTimeoutMs: number) {
     const { bytes, map } = blob(4)

@@ -98,9 +98,10 @@ export interface DownloadInit {
   peerSearchIntervalMs?: number
   /**
    * Throw SwarmUnavailableError after this long without a new piece while no peer shows
-   * it could send one: no request in flight and no peer answering busy (it holds pieces
-   * we lack but its upload slots are full). A swarm that is merely crowded, as when a
-   * whole cluster starts at once, is waited for, up to three times this long.
+   * it could send one: no request, peer search or have query in flight and no peer
+   * answering busy (it holds pieces we lack but its upload slots are full). A swarm that
+   * is merely crowded, as when a whole cluster starts at once, is waited for, up to three
+   * times this long.
    * @default 20000
    */
   stallTimeoutMs?: number
@@ -496,12 +497,25 @@ export async function downloadBlob(
     await cache.open(digest, { size: map.size, pieceSize: map.pieceSize }, { signal })
     for (let i = 0; i < count; i++) if (cache.hasPiece(digest, i)) have.set(i)
     result.resumedPieces = have.count()
+    // The stall clock starts with the swarm work, not with the cache's set-up (on a
+    // starved node opening the partial file can wait seconds behind other disk work).
+    lastProgress = Date.now()
     while (!have.isComplete()) {
       signal.throwIfAborted()
       if (fatal !== undefined) throw fatal
+      dirty = false
+      // Scheduling first: a peer search or have answer that just came in starts its
+      // requests before the stall check looks at what is in flight.
+      schedule()
       const now = Date.now()
       const sincePiece = now - lastProgress
-      const crowded = requests.size > 0 || now - lastBusy <= stallTimeoutMs
+      // Something may still bring a piece: a request, a peer search or a have query in
+      // flight (on a starved node each can take many seconds), or a peer that said busy.
+      const crowded =
+        requests.size > 0 ||
+        searching ||
+        [...peers.values()].some((p) => p.refreshing && !p.dropped) ||
+        now - lastBusy <= stallTimeoutMs
       if (sincePiece > stallTimeoutMs && (!crowded || sincePiece > 3 * stallTimeoutMs)) {
         throw new SwarmUnavailableError(`no piece of ${digest} arrived for ${sincePiece} ms`, {
           digest,
@@ -510,8 +524,6 @@ export async function downloadBlob(
           peers: [...peers.values()].filter((p) => !p.dropped).length,
         })
       }
-      dirty = false
-      schedule()
       if (!dirty) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, TICK_MS)
