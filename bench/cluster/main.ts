@@ -27,12 +27,7 @@ import {
 import { createTestbed, type Testbed } from '../../test/testbed/testbed.js'
 import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX, type TestbedHost } from '../../test/testbed/topology.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
-import {
-  type ProcessCounters,
-  readProcessCounters,
-  readProcessCpuSeconds,
-  readThreadCpuSeconds,
-} from '../lib/process-sampler.js'
+import { type ProcessCounters, readProcessCounters, readThreadCpuSeconds } from '../lib/process-sampler.js'
 import { progress } from '../lib/progress.js'
 import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
 import { fluidBound } from './bound.js'
@@ -142,73 +137,65 @@ function parseOptions(argv: string[]): Options {
   }
 }
 
-/** CPU seconds so far of each process, summed by role; a process that is gone counts 0. */
-function cpuByRole(pids: Record<string, number[]>): Record<string, number> {
-  const out: Record<string, number> = {}
-  for (const [role, list] of Object.entries(pids)) {
-    out[role] = list.reduce((sum, pid) => {
-      try {
-        return sum + readProcessCpuSeconds(pid)
-      } catch {
-        return sum
-      }
-    }, 0)
-  }
-  return out
+/** `of` applied to each role's process ids. */
+function byRole<T>(roles: Record<string, number[]>, of: (pids: number[]) => T): Record<string, T> {
+  return Object.fromEntries(Object.entries(roles).map(([role, pids]) => [role, of(pids)]))
 }
 
-/** Counters of every process of each role summed; a process that is gone counts 0. */
-function countersByRole(pids: Record<string, number[]>): Record<string, ProcessCounters> {
-  const out: Record<string, ProcessCounters> = {}
-  for (const [role, list] of Object.entries(pids)) {
-    const sum: ProcessCounters = {
-      userSeconds: 0,
-      systemSeconds: 0,
-      readCalls: 0,
-      writeCalls: 0,
-      voluntarySwitches: 0,
-      involuntarySwitches: 0,
-    }
-    for (const pid of list) {
-      try {
-        const c = readProcessCounters(pid)
-        for (const key of Object.keys(sum) as Array<keyof ProcessCounters>) sum[key] += c[key]
-      } catch {
-        // gone
-      }
-    }
-    out[role] = sum
+/** Counters of `pids` summed; a process that is gone counts 0. */
+function sumCounters(pids: readonly number[]): ProcessCounters {
+  const sum: ProcessCounters = {
+    userSeconds: 0,
+    systemSeconds: 0,
+    readCalls: 0,
+    writeCalls: 0,
+    voluntarySwitches: 0,
+    involuntarySwitches: 0,
   }
-  return out
+  for (const pid of pids) {
+    try {
+      const c = readProcessCounters(pid)
+      for (const key of Object.keys(sum) as Array<keyof ProcessCounters>) sum[key] += c[key]
+    } catch {
+      // gone
+    }
+  }
+  return sum
 }
 
-/** CPU seconds of the live threads of each role's processes, by thread name. */
-function threadCpuByRole(pids: Record<string, number[]>): Record<string, Record<string, number>> {
-  const out: Record<string, Record<string, number>> = {}
-  for (const [role, list] of Object.entries(pids)) {
-    const sum: Record<string, number> = {}
-    for (const pid of list) {
-      try {
-        for (const [name, v] of Object.entries(readThreadCpuSeconds(pid))) sum[name] = (sum[name] ?? 0) + v
-      } catch {
-        // gone
-      }
+/** User plus system CPU seconds so far of `pids`; a process that is gone counts 0. */
+function cpuSeconds(pids: readonly number[]): number {
+  const c = sumCounters(pids)
+  return c.userSeconds + c.systemSeconds
+}
+
+/** CPU seconds of the live threads of `pids`, summed by thread name. */
+function sumThreadCpu(pids: readonly number[]): Record<string, number> {
+  const sum: Record<string, number> = {}
+  for (const pid of pids) {
+    try {
+      for (const [name, v] of Object.entries(readThreadCpuSeconds(pid))) sum[name] = (sum[name] ?? 0) + v
+    } catch {
+      // gone
     }
-    out[role] = sum
   }
-  return out
+  return sum
+}
+
+/** `after - before`, key by key of `after` (a key missing before counts 0). */
+function subtract(after: object, before: object | undefined): Record<string, number> {
+  const b = (before ?? {}) as Record<string, number>
+  return Object.fromEntries(Object.entries(after).map(([key, v]) => [key, (v as number) - (b[key] ?? 0)]))
 }
 
 /** Cores each role uses over `seconds` of wall time (nothing else is asked of them). */
-async function idleCores(pids: Record<string, number[]>, seconds: number): Promise<Record<string, number>> {
-  const a = cpuByRole(pids)
+async function idleCores(roles: Record<string, number[]>, seconds: number): Promise<Record<string, number>> {
+  const a = byRole(roles, cpuSeconds)
   const t0 = performance.now()
   await new Promise((resolve) => setTimeout(resolve, seconds * 1000))
-  const b = cpuByRole(pids)
+  const b = byRole(roles, cpuSeconds)
   const wall = (performance.now() - t0) / 1000
-  const out: Record<string, number> = {}
-  for (const role of Object.keys(a)) out[role] = ((b[role] ?? 0) - (a[role] ?? 0)) / wall
-  return out
+  return Object.fromEntries(Object.entries(subtract(b, a)).map(([role, cpu]) => [role, cpu / wall]))
 }
 
 const REPOSITORY = 'bench/image'
@@ -365,14 +352,7 @@ async function main(): Promise<void> {
         registryBytes?: () => Promise<number>,
         servicePids: number[] = [],
       ): Promise<RoundResult> => {
-        const ownCpu = (): number =>
-          servicePids.reduce((sum, pid) => {
-            try {
-              return sum + readProcessCpuSeconds(pid)
-            } catch {
-              return sum
-            }
-          }, 0)
+        const ownCpu = (): number => cpuSeconds(servicePids)
         const own0 = ownCpu()
         const display = progressDisplay(`${system} N=${n}`)
         const tx0 = await tb.originTxBytes()
@@ -489,9 +469,8 @@ async function main(): Promise<void> {
           }
           const idleBefore =
             options.idleSeconds > 0 ? await idleCores(rolePids, options.idleSeconds) : undefined
-          const role0 = cpuByRole(rolePids)
-          const counters0 = countersByRole(rolePids)
-          const threads0 = threadCpuByRole(rolePids)
+          const counters0 = byRole(rolePids, sumCounters)
+          const threads0 = byRole(rolePids, sumThreadCpu)
           const round = await measure(
             'shoal',
             nodes.map((host) => ({
@@ -502,17 +481,13 @@ async function main(): Promise<void> {
             metrics,
             [cluster.registry, cluster.tracker, ...cluster.agents].map((service) => service.process.pid),
           )
-          const role1 = cpuByRole(rolePids)
-          const counters1 = countersByRole(rolePids)
-          const threads1 = threadCpuByRole(rolePids)
+          const counters1 = byRole(rolePids, sumCounters)
+          const threads1 = byRole(rolePids, sumThreadCpu)
           round.serviceThreadCpuByRole = Object.fromEntries(
             Object.entries(threads1).map(([role, t]) => [
               role,
               Object.fromEntries(
-                Object.entries(t).map(([name, v]) => [
-                  name,
-                  Number((v - (threads0[role]?.[name] ?? 0)).toFixed(2)),
-                ]),
+                Object.entries(subtract(t, threads0[role])).map(([name, v]) => [name, Number(v.toFixed(2))]),
               ),
             ]),
           )
@@ -520,24 +495,16 @@ async function main(): Promise<void> {
             `shoal N=${n}: CPU-s by thread during the pulls ${JSON.stringify(round.serviceThreadCpuByRole)}`,
           )
           round.serviceCountersByRole = Object.fromEntries(
-            Object.entries(counters1).map(([role, c]) => {
-              const before = counters0[role]
-              return [
-                role,
-                Object.fromEntries(
-                  Object.entries(c).map(([key, v]) => [
-                    key,
-                    v - (before?.[key as keyof ProcessCounters] ?? 0),
-                  ]),
-                ),
-              ]
-            }),
+            Object.entries(counters1).map(([role, c]) => [role, subtract(c, counters0[role])]),
           )
           progress(
             `shoal N=${n}: counters by role during the pulls ${JSON.stringify(round.serviceCountersByRole)}`,
           )
           round.serviceCpuByRole = Object.fromEntries(
-            Object.keys(role1).map((role) => [role, (role1[role] ?? 0) - (role0[role] ?? 0)]),
+            Object.entries(round.serviceCountersByRole).map(([role, c]) => [
+              role,
+              (c.userSeconds ?? 0) + (c.systemSeconds ?? 0),
+            ]),
           )
           if (idleBefore) {
             round.idleCores = {
