@@ -103,6 +103,14 @@ export function createCombinedRouter(
     deferred.set(state.digest, { state, timer })
   }
 
+  /** Drops what waits or was skipped for `digest` (the blob left this agent). */
+  function forget(digest: Digest): void {
+    skipped.delete(digest)
+    const waiting = deferred.get(digest)
+    if (waiting) clearTimeout(waiting.timer)
+    deferred.delete(digest)
+  }
+
   /** The tracker is gone: what was waiting is provided now, what was skipped soon. */
   function flushDeferred(): void {
     for (const [digest, { state, timer }] of deferred) {
@@ -165,10 +173,7 @@ export function createCombinedRouter(
       if (dht !== undefined && (tracker === undefined || down)) jobs.push(provideNow(state, options))
       await Promise.all(jobs)
       if (state.event === 'stopped') {
-        skipped.delete(state.digest)
-        const waiting = deferred.get(state.digest)
-        if (waiting) clearTimeout(waiting.timer)
-        deferred.delete(state.digest)
+        forget(state.digest)
         return
       }
       // With the tracker answering (its answer to this announce is in), the DHT gets
@@ -205,9 +210,7 @@ export function createCombinedRouter(
 
     async stop() {
       stopped = true
-      for (const { timer } of deferred.values()) clearTimeout(timer)
-      deferred.clear()
-      skipped.clear()
+      for (const digest of [...deferred.keys(), ...skipped.keys()]) forget(digest)
       await Promise.allSettled([tracker?.stop?.(), dht?.stop?.()])
     },
   }

@@ -1,4 +1,4 @@
-import { describe, expect, it, vi } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { Bitfield } from '../../../protocol/src/bitfield.js'
 import { TrackerUnavailableError } from '../../../protocol/src/errors.js'
 import type { Digest } from '../../../protocol/src/index.js'
@@ -142,9 +142,15 @@ describe('combined router', () => {
     await router.stop?.()
   })
 
-  it('while the tracker answers, provides complete blobs after a random wait, one at a time', async () => {
-    vi.useFakeTimers()
-    try {
+  describe('with the tracker answering, DHT provides wait', () => {
+    beforeEach(() => {
+      vi.useFakeTimers()
+    })
+    afterEach(() => {
+      vi.useRealTimers()
+    })
+
+    it('while the tracker answers, provides complete blobs after a random wait, one at a time', async () => {
       const tracker = fakeTracker()
       let running = 0
       let most = 0
@@ -169,14 +175,9 @@ describe('combined router', () => {
       expect(provide).toHaveBeenCalledTimes(2)
       expect(most).toBe(1)
       await router.stop?.()
-    } finally {
-      vi.useRealTimers()
-    }
-  })
+    })
 
-  it('leaves a blob out of the DHT while the tracker names enough complete holders, until it goes away', async () => {
-    vi.useFakeTimers()
-    try {
+    it('leaves a blob out of the DHT while the tracker names enough complete holders, until it goes away', async () => {
       const holders = Array.from({ length: 3 }, (_, i) => ({
         peerId: `Peer${i}`,
         multiaddrs: [`/ip4/127.0.0.1/tcp/${10 + i}`],
@@ -210,14 +211,9 @@ describe('combined router', () => {
       expect(provide).toHaveBeenCalledTimes(2)
       await router.stop?.()
       await other.stop?.()
-    } finally {
-      vi.useRealTimers()
-    }
-  })
+    })
 
-  it('provides what waits at once when the tracker goes away, and nothing after stop', async () => {
-    vi.useFakeTimers()
-    try {
+    it('provides what waits at once when the tracker goes away, and nothing after stop', async () => {
       const tracker = fakeTracker()
       const provide = vi.fn(async () => {})
       const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
@@ -243,9 +239,7 @@ describe('combined router', () => {
       await vi.advanceTimersByTimeAsync(60_000)
       expect(provide).toHaveBeenCalledTimes(1)
       await router.stop?.()
-    } finally {
-      vi.useRealTimers()
-    }
+    })
   })
 
   it('passes a rejection that is not an outage through', async () => {

@@ -418,6 +418,17 @@ export async function downloadBlob(
     }
   }
 
+  /**
+   * Whether something may still bring a piece: a request, a peer search or a have query
+   * in flight (on a starved node each can take many seconds), or a peer that said busy.
+   * Asked only once the download has gone stallTimeoutMs without a piece.
+   */
+  function crowded(now: number): boolean {
+    if (requests.size > 0 || searching || now - lastBusy <= stallTimeoutMs) return true
+    for (const p of peers.values()) if (p.refreshing && !p.dropped) return true
+    return false
+  }
+
   /** Takes back peers whose recoverable drop has waited long enough, while there is room. */
   function readmit(now: number): void {
     for (const state of peers.values()) {
@@ -509,14 +520,7 @@ export async function downloadBlob(
       schedule()
       const now = Date.now()
       const sincePiece = now - lastProgress
-      // Something may still bring a piece: a request, a peer search or a have query in
-      // flight (on a starved node each can take many seconds), or a peer that said busy.
-      const crowded =
-        requests.size > 0 ||
-        searching ||
-        [...peers.values()].some((p) => p.refreshing && !p.dropped) ||
-        now - lastBusy <= stallTimeoutMs
-      if (sincePiece > stallTimeoutMs && (!crowded || sincePiece > 3 * stallTimeoutMs)) {
+      if (sincePiece > stallTimeoutMs && (sincePiece > 3 * stallTimeoutMs || !crowded(now))) {
         throw new SwarmUnavailableError(`no piece of ${digest} arrived for ${sincePiece} ms`, {
           digest,
           held: have.count(),
