@@ -125,23 +125,33 @@ export function createCombinedRouter(
   }
 
   const markDown = (): void => {
-    if (!down) downSince = Date.now()
+    if (!down) {
+      downSince = Date.now()
+      logger?.warn('tracker unavailable, using the DHT')
+    }
     down = true
     flushDeferred()
   }
+  // Every tracker call reports here, the periodic announces too (the only tracker calls
+  // of an agent that just serves).
+  tracker?.onReachability((reachable) => {
+    if (!reachable) markDown()
+    else if (down) {
+      down = false
+      logger?.info('tracker reachable again')
+    }
+  })
 
   return {
     async findPeers(digest: Digest, options: FindPeersOptions = {}): Promise<ProviderRecord[]> {
       if (tracker !== undefined) {
         try {
           const peers = await tracker.findPeers(digest, options)
-          down = false
           components.onTrackerPeers?.(peers)
           return peers
         } catch (err) {
           if (!(err instanceof TrackerUnavailableError) || dht === undefined) throw err
-          if (!down) logger?.warn({ err, digest }, 'tracker unavailable, finding peers in the DHT')
-          markDown()
+          logger?.debug({ err, digest }, 'finding peers in the DHT')
         }
       }
       if (dht === undefined) return []
@@ -153,15 +163,9 @@ export function createCombinedRouter(
       const jobs: Array<Promise<void>> = []
       if (tracker !== undefined) {
         jobs.push(
-          tracker.announce(state, options).then(
-            () => {
-              down = false
-            },
-            (err: unknown) => {
-              if (err instanceof TrackerUnavailableError) markDown()
-              logger?.debug({ err, digest: state.digest }, 'tracker announce failed')
-            },
-          ),
+          tracker.announce(state, options).catch((err: unknown) => {
+            logger?.debug({ err, digest: state.digest }, 'tracker announce failed')
+          }),
         )
       }
       // While the tracker answers, the DHT gets only complete blobs: when a whole cluster
@@ -170,8 +174,11 @@ export function createCombinedRouter(
       // two cores their handshakes timed out). With the tracker down, partial holders
       // are provided too, so agents find one another without it.
       const complete = state.pieceCount > 0 && state.piecesHeld >= state.pieceCount
-      if (dht !== undefined && (tracker === undefined || down)) jobs.push(provideNow(state, options))
+      const providing = dht !== undefined && (tracker === undefined || down)
+      if (providing) jobs.push(provideNow(state, options))
       await Promise.all(jobs)
+      // The tracker went away during this announce: the DHT gets it now, partial or not.
+      if (!providing && down && state.event !== 'stopped') await provideNow(state, options)
       if (state.event === 'stopped') {
         forget(state.digest)
         return

@@ -242,6 +242,51 @@ describe('combined router', () => {
     })
   })
 
+  it('provides a blob in the DHT when the tracker fails the announce itself', async () => {
+    const tracker = fakeTracker()
+    const provide = vi.fn(async () => {})
+    const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
+    const router = createCombinedRouter(
+      { tracker: trackerRouter(tracker), dht },
+      { dhtProvideDelayMs: 60_000 },
+    )
+    await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 1 })
+    expect(provide).not.toHaveBeenCalled()
+    // The first call to find the tracker gone is this announce: a partial holder is
+    // provided at once, or agents pulling later would not find it.
+    tracker.setDown(true)
+    await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8, event: 'completed' })
+    expect(router.trackerDown()).toBe(true)
+    expect(provide).toHaveBeenCalledTimes(1)
+    await router.stop?.()
+  })
+
+  it('learns of an outage from a failed periodic announce and provides what waits; comes back up with the tracker', async () => {
+    vi.useFakeTimers()
+    try {
+      const tracker = fakeTracker({ intervalMs: 1_000 })
+      const provide = vi.fn(async () => {})
+      const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
+      const router = createCombinedRouter(
+        { tracker: trackerRouter(tracker, 8), dht },
+        { dhtProvideDelayMs: 600_000 },
+      )
+      await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8, event: 'completed' })
+      expect(provide).not.toHaveBeenCalled()
+      // The agent makes no call of its own; only its periodic announce meets the outage.
+      tracker.setDown(true)
+      await vi.advanceTimersByTimeAsync(1_100)
+      expect(router.trackerDown()).toBe(true)
+      expect(provide).toHaveBeenCalledTimes(1)
+      tracker.setDown(false)
+      await vi.advanceTimersByTimeAsync(1_100)
+      expect(router.trackerDown()).toBe(false)
+      await router.stop?.()
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('passes a rejection that is not an outage through', async () => {
     const tracker = fakeTracker()
     tracker.client.announce.mockRejectedValueOnce(new Error('boom'))

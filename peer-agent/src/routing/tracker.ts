@@ -8,6 +8,7 @@
  */
 import type { Logger } from 'pino'
 import { Bitfield } from '../../../protocol/src/bitfield.js'
+import { TrackerUnavailableError } from '../../../protocol/src/errors.js'
 import type { Digest } from '../../../protocol/src/index.js'
 import type { AnnouncePeer, AnnounceResponse } from '../../../protocol/src/tracker-api.js'
 import type { TrackerClient } from '../../../protocol/src/tracker-client/index.js'
@@ -55,6 +56,13 @@ export interface TrackerRouter extends ContentRouter {
   originAllowed(digest: Digest): boolean
   /** Digests announced periodically now. */
   tracked(): Digest[]
+  /**
+   * Calls `listener` after every announce, the periodic ones included: with true when
+   * the tracker answered, false when it could not be reached (TrackerUnavailableError).
+   * An agent that only serves announces periodically, so this is how it learns of an
+   * outage.
+   */
+  onReachability(listener: (reachable: boolean) => void): void
 }
 
 interface Tracked {
@@ -76,7 +84,12 @@ export function createTrackerRouter(
   const minQueryIntervalMs = init.minQueryIntervalMs ?? 1_000
   const defaultIntervalMs = init.defaultIntervalMs ?? 10_000
   const swarms = new Map<Digest, Tracked>()
+  const listeners: Array<(reachable: boolean) => void> = []
   let stopped = false
+
+  function tell(reachable: boolean): void {
+    for (const listener of listeners) listener(reachable)
+  }
 
   function entry(digest: Digest): Tracked {
     let t = swarms.get(digest)
@@ -144,7 +157,14 @@ export function createTrackerRouter(
     )
     t.inFlight = run
     try {
-      const answer = await run
+      let answer: AnnounceResponse
+      try {
+        answer = await run
+      } catch (err) {
+        if (err instanceof TrackerUnavailableError) tell(false)
+        throw err
+      }
+      tell(true)
       t.started = true
       t.lastAt = Date.now()
       t.answer = answer
@@ -240,6 +260,10 @@ export function createTrackerRouter(
 
     tracked() {
       return [...swarms.keys()]
+    },
+
+    onReachability(listener) {
+      listeners.push(listener)
     },
 
     async stop() {
