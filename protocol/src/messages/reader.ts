@@ -24,6 +24,8 @@ export interface MessageReader {
    * DecodeError when the stream ends first.
    */
   readInto(target: Uint8Array, options?: { signal?: AbortSignal }): Promise<void>
+  /** Bytes taken from the stream so far. */
+  received(): number
 }
 
 /** Creates a reader over `source`. */
@@ -35,6 +37,7 @@ export function createMessageReader(
   const iterator = source[Symbol.asyncIterator]()
   const buffer = new Uint8ArrayList()
   let ended = false
+  let received = 0
 
   /** Pulls one more chunk into the buffer; false at end of stream. */
   async function pull(signal?: AbortSignal): Promise<boolean> {
@@ -59,6 +62,7 @@ export function createMessageReader(
       ended = true
       return false
     }
+    received += result.value.byteLength
     // Empty chunks carry nothing and would stall the chunk-by-chunk reader.
     if (result.value.byteLength > 0) buffer.append(result.value)
     return true
@@ -77,6 +81,9 @@ export function createMessageReader(
   }
 
   return {
+    received() {
+      return received
+    },
     async read(options = {}) {
       while (buffer.byteLength < FRAME_HEADER_BYTES) {
         if (!(await pull(options.signal))) {

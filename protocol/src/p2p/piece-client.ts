@@ -143,6 +143,17 @@ function usable(stream: Stream): boolean {
   )
 }
 
+/**
+ * True when `err` says the peer ended or reset the stream before any reply: a kept
+ * stream the server was closing as the request went out.
+ */
+function closedUnanswered(err: unknown, channel: Channel, receivedBefore: number): boolean {
+  if (channel.reader.received() > receivedBefore) return false
+  if (err instanceof DecodeError) return err.message.startsWith('stream ended before')
+  const name = err instanceof Error ? err.name : ''
+  return name === 'StreamResetError' || name === 'StreamStateError' || name === 'StreamClosedError'
+}
+
 /** Creates a piece client over a libp2p node. */
 export function createPieceClient(
   components: PieceClientComponents,
@@ -210,26 +221,42 @@ export function createPieceClient(
     const signal = callerSignal ? AbortSignal.any([callerSignal, deadline]) : deadline
     const key = `${peerKey(peer)}\0${protocol}`
     let channel = takeIdle(key)
-    if (channel === undefined) {
-      const stream = await libp2p.dialProtocol(peer, protocol, { signal })
-      channel = { key, stream, reader: createMessageReader(stream), idleTimer: undefined }
-    }
-    const { stream } = channel
-    const onAbort = (): void =>
-      stream.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
-    signal.addEventListener('abort', onAbort, { once: true })
-    let ok = false
-    try {
-      await sendWithBackpressure(stream, request, signal)
-      yield* use(channel.reader, signal)
-      ok = true
-    } catch (err) {
-      if (signal.aborted) throw signal.reason
-      throw err
-    } finally {
-      signal.removeEventListener('abort', onAbort)
-      if (ok) release(channel)
-      else if (stream.status === 'open') stream.abort(new Error('piece request abandoned'))
+    // A kept stream may be closing at the server's end as the request goes out: the
+    // server's idle clock starts when it has queued its last reply, the client's when it
+    // has read it, and on a crowded link the two can be seconds apart. The server then
+    // ends the stream without answering; the request is sent again once, on a new
+    // stream, as an HTTP client resends on a kept-alive connection the server closed.
+    for (let attempt = 0; ; attempt++) {
+      const reused = channel !== undefined
+      if (channel === undefined) {
+        const stream = await libp2p.dialProtocol(peer, protocol, { signal })
+        channel = { key, stream, reader: createMessageReader(stream), idleTimer: undefined }
+      }
+      const { stream } = channel
+      const onAbort = (): void =>
+        stream.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
+      signal.addEventListener('abort', onAbort, { once: true })
+      let ok = false
+      let yielded = false
+      const receivedBefore = channel.reader.received()
+      try {
+        await sendWithBackpressure(stream, request, signal)
+        for await (const item of use(channel.reader, signal)) {
+          yielded = true
+          yield item
+        }
+        ok = true
+        return
+      } catch (err) {
+        if (signal.aborted) throw signal.reason
+        if (!(reused && !yielded && attempt === 0 && closedUnanswered(err, channel, receivedBefore)))
+          throw err
+      } finally {
+        signal.removeEventListener('abort', onAbort)
+        if (ok) release(channel)
+        else if (stream.status === 'open') stream.abort(new Error('piece request abandoned'))
+      }
+      channel = undefined
     }
   }
 

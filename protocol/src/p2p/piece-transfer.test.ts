@@ -296,6 +296,57 @@ describe('piece exchange', () => {
     expect(pieceMatches(map, 0, await client.fetchPiece(seedAddr, map.digest, 0))).toBe(true)
   })
 
+  it('sends a request again on a new stream when a kept one ends unanswered, once', async () => {
+    // A server that answers the first request on each stream and ends the stream at
+    // the second without a reply: the close of an idle stream crossing a new request.
+    const [server, leecher] = [await peer(), await peer()]
+    const { bytes, map } = blob(2 * PIECE)
+    let streamsOpened = 0
+    let answerNone = false
+    await server.node.libp2p.handle(
+      'shoal-test/kept-stream-closes',
+      async (stream) => {
+        streamsOpened++
+        const reader = createMessageReader(stream)
+        for (let n = 0; ; n++) {
+          const msg = await reader.read()
+          if (msg === undefined || msg.type !== 'piece-request' || n > 0 || answerNone) break
+          const index = msg.indexes[0]!
+          stream.send(encodeMessage({ type: 'piece-header', index, length: PIECE, status: 'ok' }))
+          stream.send(bytes.subarray(index * PIECE, (index + 1) * PIECE))
+        }
+        await stream.close()
+      },
+      { force: true },
+    )
+    const dialled: string[] = []
+    const client = createPieceClient(
+      {
+        libp2p: {
+          dialProtocol: ((target: Parameters<P2PNode['libp2p']['dialProtocol']>[0], _p: unknown, options) => {
+            dialled.push('dial')
+            return leecher.node.libp2p.dialProtocol(target, 'shoal-test/kept-stream-closes', options)
+          }) as P2PNode['libp2p']['dialProtocol'],
+        },
+      },
+      { idleStreamMs: 60_000 },
+    )
+    const target = server.node.getMultiaddrs()
+    expect(pieceMatches(map, 0, await client.fetchPiece(target, map.digest, 0))).toBe(true)
+    // The kept stream is ended unanswered; the request goes out again on a new one.
+    expect(pieceMatches(map, 1, await client.fetchPiece(target, map.digest, 1))).toBe(true)
+    expect(dialled).toHaveLength(2)
+    expect(streamsOpened).toBe(2)
+    // Ended unanswered on the kept stream and again on the new one: an error, and the
+    // request is not sent a third time.
+    answerNone = true
+    await expect(client.fetchPiece(target, map.digest, 0)).rejects.toThrow(
+      'stream ended before the piece header',
+    )
+    expect(dialled).toHaveLength(3)
+    expect(streamsOpened).toBe(3)
+  })
+
   it('opens a stream per request when idle streams are turned off', async () => {
     const [seed, leecher] = [await peer(), await peer()]
     const { bytes, map } = blob(2 * PIECE)
