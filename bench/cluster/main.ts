@@ -257,6 +257,20 @@ async function scrapeAgents(nodes: readonly TestbedHost[]): Promise<Record<strin
   return totals
 }
 
+/** The seed's piece counters (Prometheus text): sent, deferred by the first-copy rule, sent again by reason. */
+function seedCounters(text: string): Record<string, number> {
+  const counters: Record<string, number> = {
+    piecesSent: sampleSum(text, 'shoal_registry_seed_pieces_sent_total'),
+    piecesDeferred: sampleSum(text, 'shoal_registry_seed_pieces_deferred_total'),
+  }
+  for (const [reason, v] of Object.entries(
+    sampleByLabel(text, 'shoal_registry_seed_pieces_repeated_total', 'reason'),
+  )) {
+    counters[`piecesRepeated.${reason}`] = v
+  }
+  return counters
+}
+
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2))
   requireBinaries([
@@ -516,6 +530,10 @@ async function main(): Promise<void> {
           }
           progress(`shoal N=${n}: CPU-s by role during the pulls ${JSON.stringify(round.serviceCpuByRole)}`)
           round.agents = await scrapeAgents(nodes)
+          round.seed = seedCounters(
+            await curlIn(tb.topology.origin, `${cluster.registry.url}/metrics`).catch(() => ''),
+          )
+          progress(`shoal N=${n}: seed's counters ${JSON.stringify(round.seed)}`)
           progress(`shoal N=${n}: agents' counters ${JSON.stringify(round.agents)}`)
         } finally {
           await cluster.stop()

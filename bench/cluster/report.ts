@@ -53,6 +53,8 @@ export interface RoundResult {
   errors: string[]
   /** shoal: the agents' own counters summed (bytes by source, uploads, fallbacks). */
   agents?: Record<string, number>
+  /** The seed's piece counters since it started (a warm-up pull included): sent, deferred (first-copy rule), sent again by reason. */
+  seed?: Record<string, number>
 }
 
 /** Summarises one round. */

@@ -11,41 +11,68 @@ function clock(start = 1_000) {
 }
 
 describe('first-copy rule', () => {
-  it('sends a piece once, refuses it to other peers within the window, then sends it again', () => {
+  it('sends a piece once, refuses it to other peers until the window after its delivery, then sends it again', () => {
     const c = clock()
     let refusedEvents = 0
-    const rule = createFirstCopyRule({ repeatAfterMs: 5_000, now: c.now, onRefused: () => refusedEvents++ })
+    const repeated: string[] = []
+    const rule = createFirstCopyRule({
+      repeatAfterMs: 5_000,
+      now: c.now,
+      onRefused: () => refusedEvents++,
+      onRepeated: (reason) => repeated.push(reason),
+    })
     expect(rule.admit(A, 0, 2, 'p1')).toBe(true)
     expect(rule.admit(A, 0, 2, 'p2')).toBe(false)
     expect(rule.admit(A, 1, 2, 'p2')).toBe(true)
+    rule.delivered(A, 1)
+    // The send of piece 0 takes longer than the window: it is still held.
+    c.advance(8_000)
+    expect(rule.admit(A, 0, 2, 'p3')).toBe(false)
+    rule.delivered(A, 0)
     c.advance(4_999)
     expect(rule.admit(A, 0, 2, 'p3')).toBe(false)
     c.advance(1)
     expect(rule.admit(A, 0, 2, 'p3')).toBe(true)
-    // The window restarts with that send.
+    expect(repeated).toEqual(['expired'])
+    // The hold starts again with that send.
     expect(rule.admit(A, 0, 2, 'p1')).toBe(false)
-    expect(rule.refused()).toBe(3)
-    expect(refusedEvents).toBe(3)
+    expect(rule.refused()).toBe(4)
+    expect(refusedEvents).toBe(4)
+  })
+
+  it('frees a piece at once when its send broke off', () => {
+    const rule = createFirstCopyRule({ repeatAfterMs: 60_000, now: clock().now })
+    expect(rule.admit(A, 0, 2, 'p1')).toBe(true)
+    expect(rule.admit(A, 0, 2, 'p2')).toBe(false)
+    rule.failed(A, 0)
+    expect(rule.admit(A, 0, 2, 'p2')).toBe(true)
+    rule.delivered(A, 0)
+    // A failure reported after a delivery does not free the piece.
+    rule.failed(A, 0)
+    expect(rule.admit(A, 0, 2, 'p3')).toBe(false)
   })
 
   it('sends no piece twice while some piece of the blob was never sent, however long ago', () => {
     const c = clock()
     const rule = createFirstCopyRule({ repeatAfterMs: 5_000, now: c.now })
     expect(rule.admit(A, 0, 3, 'p1')).toBe(true)
+    rule.delivered(A, 0)
     c.advance(60_000)
     expect(rule.admit(A, 0, 3, 'p2')).toBe(false)
     expect(rule.admit(A, 1, 3, 'p2')).toBe(true)
     expect(rule.admit(A, 2, 3, 'p3')).toBe(true)
-    // Every piece went out once: piece 0, sent long ago, may go again.
+    // Every piece went out once: piece 0, delivered long ago, may go again.
     expect(rule.admit(A, 0, 3, 'p2')).toBe(true)
   })
 
   it('sends a piece again at once when the peer that got it is gone', () => {
     const connected = new Set(['p1', 'p2'])
+    const repeated: string[] = []
     const rule = createFirstCopyRule({
       repeatAfterMs: 60_000,
       now: clock().now,
       isConnected: (p) => connected.has(p),
+      onRepeated: (reason) => repeated.push(reason),
     })
     expect(rule.admit(A, 0, 2, 'p1')).toBe(true)
     expect(rule.admit(A, 0, 2, 'p2')).toBe(false)
@@ -53,6 +80,7 @@ describe('first-copy rule', () => {
     expect(rule.admit(A, 0, 2, 'p2')).toBe(true)
     // Now p2 holds it, and p2 is connected.
     expect(rule.admit(A, 0, 2, 'p3')).toBe(false)
+    expect(repeated).toEqual(['gone'])
   })
 
   it('lets the peer that got the piece ask again (a retry or a restarted agent)', () => {

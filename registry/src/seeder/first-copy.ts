@@ -7,11 +7,15 @@
  *
  * A piece already sent to another peer is refused (the piece server answers not-held,
  * and the agent asks its peers or the seed for another piece) while some piece of the
- * blob has not been sent at all, and in any case for `repeatAfterMs` after it was sent;
- * after that it is served again. A piece whose last recipient is no longer connected
- * to the seed (stopped, restarted, crashed) is served at once: the swarm may have lost
- * its only copy. The peer that got it may always ask again (a retry). The rule is in memory and per seed process: a restarted seed serves each
- * piece once more.
+ * blob has not been sent at all, while its send is still running, and for
+ * `repeatAfterMs` after the send finished; after that it is served again. The hold
+ * counts from the end of the send, not its start: on slow or crowded links one piece
+ * can take longer than the hold to arrive, and a hold counted from the start let the
+ * seed send such pieces a second time (1.4x the image at 5 Mbit per node). A send that
+ * broke off frees the piece at once, and so does a last recipient that is no longer
+ * connected to the seed (stopped, restarted, crashed): the swarm may have lost its only
+ * copy. The peer that got it may always ask again (a retry). The rule is in memory and
+ * per seed process: a restarted seed serves each piece once more.
  */
 import type { Digest } from '../../../protocol/src/index.js'
 
@@ -23,6 +27,11 @@ export interface FirstCopyInit {
   maxBlobs?: number
   /** Called on every refusal (metrics). */
   onRefused?: () => void
+  /**
+   * Called when a piece already sent to another peer is sent again (metrics): `expired`
+   * after `repeatAfterMs`, `gone` because its last recipient left the seed.
+   */
+  onRepeated?: (reason: 'expired' | 'gone') => void
   /**
    * True while `peer` is connected to the seed; a piece sent to a peer that is gone is
    * not held back. @default every peer counts as connected
@@ -40,8 +49,18 @@ export interface FirstCopyRule {
    * `repeatAfterMs` ago, or at all while other pieces were never sent.
    */
   admit(digest: Digest, index: number, pieceCount: number, peer?: string): boolean
+  /** The send of piece `index` of `digest` admitted last has finished: its hold starts now. */
+  delivered(digest: Digest, index: number): void
+  /** The send of piece `index` of `digest` admitted last broke off: the piece is free again. */
+  failed(digest: Digest, index: number): void
   /** Pieces refused since start. */
   refused(): number
+}
+
+/** The last send of one piece: when it finished (undefined while it runs) and to whom. */
+interface Sent {
+  peer: string | undefined
+  doneAt: number | undefined
 }
 
 /** Creates the rule; with `repeatAfterMs` 0 it admits everything. */
@@ -50,7 +69,7 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
   const maxBlobs = init.maxBlobs ?? 1024
   const now = init.now ?? Date.now
   /** Last send of each piece, by blob; Map order is least recently asked first. */
-  const sentAt = new Map<Digest, Map<number, { at: number; peer: string | undefined }>>()
+  const sentAt = new Map<Digest, Map<number, Sent>>()
   let refusals = 0
 
   return {
@@ -69,17 +88,27 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
       }
       sentAt.set(digest, pieces)
       const last = pieces.get(index)
-      const again =
-        last !== undefined &&
-        (peer === undefined || peer !== last.peer) &&
-        (last.peer === undefined || init.isConnected?.(last.peer) !== false)
-      if (again && (t - last.at < repeatAfterMs || pieces.size < pieceCount)) {
+      const other = last !== undefined && (peer === undefined || peer !== last.peer)
+      const gone = other && last.peer !== undefined && init.isConnected?.(last.peer) === false
+      const held = last?.doneAt === undefined || t - last.doneAt < repeatAfterMs || pieces.size < pieceCount
+      if (other && !gone && held) {
         refusals++
         init.onRefused?.()
         return false
       }
-      pieces.set(index, { at: t, peer })
+      if (other) init.onRepeated?.(gone ? 'gone' : 'expired')
+      pieces.set(index, { peer, doneAt: undefined })
       return true
+    },
+
+    delivered(digest, index) {
+      const last = sentAt.get(digest)?.get(index)
+      if (last !== undefined && last.doneAt === undefined) last.doneAt = now()
+    },
+
+    failed(digest, index) {
+      const pieces = sentAt.get(digest)
+      if (pieces?.get(index)?.doneAt === undefined) pieces?.delete(index)
     },
 
     refused() {

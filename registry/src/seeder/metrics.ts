@@ -14,6 +14,8 @@ export interface SeedMetrics {
   piecesSent: Counter
   /** Piece requests refused by the first-copy rule. */
   piecesDeferred: Counter
+  /** Pieces sent again to another peer, by reason (expired, gone). */
+  piecesRepeated: Counter<'reason'>
   /** Piece maps computed and stored. */
   pieceMapsComputed: Counter
   /** Tracker announces, by result (ok or error). */
@@ -47,6 +49,11 @@ export function createSeedMetrics(registry: Registry): SeedMetrics {
       name: 'shoal_registry_seed_pieces_deferred_total',
       help: 'Piece requests the seed answered not-held under the first-copy rule.',
       labelNames: [] as const,
+    }),
+    piecesRepeated: counter(registry, {
+      name: 'shoal_registry_seed_pieces_repeated_total',
+      help: 'Pieces the seed sent again to another peer: expired (the first-copy hold ran out) or gone (the last recipient left).',
+      labelNames: ['reason'] as const,
     }),
     pieceMapsComputed: counter(registry, {
       name: 'shoal_registry_seed_piece_maps_computed_total',

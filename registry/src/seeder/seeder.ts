@@ -120,6 +120,7 @@ export async function createSeeder(components: SeederComponents, init: SeederIni
   const firstCopy = createFirstCopyRule({
     repeatAfterMs: init.repeatPieceAfterMs ?? 30_000,
     onRefused: () => metrics.piecesDeferred.inc(),
+    onRepeated: (reason) => metrics.piecesRepeated.inc({ reason }),
     isConnected: (peer) => {
       try {
         return node.libp2p.getConnections(peerIdFromString(peer)).length > 0

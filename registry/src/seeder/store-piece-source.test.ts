@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream'
 import { describe, expect, it } from 'vitest'
 import type { Digest } from '../../../protocol/src/index.js'
 import type { BlobContent } from './blob-content.js'
@@ -43,5 +44,45 @@ describe('the seed piece source', () => {
     const source = sourceWithFirstCopy()
     expect(await source.hasPiece(SMALL, 0, 'p1')).toBe(true)
     expect(await source.hasPiece(SMALL, 0, 'p2')).toBe(true)
+  })
+
+  it('starts the first-copy hold when a piece was read to its end, and frees the piece when the send broke off', async () => {
+    const events: string[] = []
+    const rule = createFirstCopyRule({ repeatAfterMs: 60_000 })
+    const content = {
+      async read(_digest: Digest, start: number, end: number) {
+        // Two chunks per piece, so a consumer can stop between them.
+        const half = (end - start) / 2
+        return Readable.from([Buffer.alloc(half), Buffer.alloc(end - start - half)])
+      },
+    } as unknown as BlobContent
+    const source = createStorePieceSource({
+      content,
+      pieceMaps,
+      firstCopy: {
+        ...rule,
+        admit: rule.admit,
+        delivered: (digest, index) => {
+          events.push(`delivered ${index}`)
+          rule.delivered(digest, index)
+        },
+        failed: (digest, index) => {
+          events.push(`failed ${index}`)
+          rule.failed(digest, index)
+        },
+      },
+    })
+    expect(await source.hasPiece(BIG, 1, 'p1')).toBe(true)
+    let bytes = 0
+    for await (const chunk of source.readRange(BIG, MiB, 2 * MiB)) bytes += chunk.byteLength
+    expect(bytes).toBe(MiB)
+    expect(await source.hasPiece(BIG, 2, 'p1')).toBe(true)
+    const reading = source.readRange(BIG, 2 * MiB, 3 * MiB)[Symbol.asyncIterator]()
+    await reading.next()
+    await reading.return?.()
+    expect(events).toEqual(['delivered 1', 'failed 2'])
+    // Piece 2 never arrived, so another peer gets it; piece 1 is held.
+    expect(await source.hasPiece(BIG, 2, 'p2')).toBe(true)
+    expect(await source.hasPiece(BIG, 1, 'p2')).toBe(false)
   })
 })

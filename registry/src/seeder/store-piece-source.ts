@@ -47,29 +47,53 @@ export function createStorePieceSource(components: {
     },
 
     async *readRange(digest, start, end, options) {
-      const body = await content.read(digest, start, end, options)
-      if (body === undefined) throw new Error(`blob went away while being served: ${digest}`)
+      // The first-copy hold of a piece starts when its last byte went to the stream.
+      let index: number | undefined
+      if (firstCopy !== undefined) {
+        const s = await stat(digest)
+        if (s?.pieceSize !== undefined && start % s.pieceSize === 0) index = start / s.pieceSize
+      }
+      let finished = false
       try {
-        // Fewer, larger writes are cheaper on a noise+yamux stream (LIBP2P.md).
-        let parts: Uint8Array[] = []
-        let held = 0
-        for await (const chunk of body) {
-          parts.push(chunk as Uint8Array)
-          held += (chunk as Uint8Array).byteLength
-          if (held >= WRITE_BYTES) {
-            yield parts.length === 1 ? parts[0]! : Buffer.concat(parts)
-            parts = []
-            held = 0
-          }
-        }
-        if (held > 0) yield parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+        yield* readBlobRange(digest, start, end, options)
+        finished = true
       } finally {
-        body.destroy()
+        if (index !== undefined) {
+          if (finished) firstCopy?.delivered(digest, index)
+          else firstCopy?.failed(digest, index)
+        }
       }
     },
 
     signedPieceMap(digest) {
       return pieceMaps.get(digest)
     },
+  }
+
+  async function* readBlobRange(
+    digest: Parameters<PieceSource['stat']>[0],
+    start: number,
+    end: number,
+    options: { signal?: AbortSignal } | undefined,
+  ): AsyncGenerator<Uint8Array> {
+    const body = await content.read(digest, start, end, options)
+    if (body === undefined) throw new Error(`blob went away while being served: ${digest}`)
+    try {
+      // Fewer, larger writes are cheaper on a noise+yamux stream (LIBP2P.md).
+      let parts: Uint8Array[] = []
+      let held = 0
+      for await (const chunk of body) {
+        parts.push(chunk as Uint8Array)
+        held += (chunk as Uint8Array).byteLength
+        if (held >= WRITE_BYTES) {
+          yield parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+          parts = []
+          held = 0
+        }
+      }
+      if (held > 0) yield parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+    } finally {
+      body.destroy()
+    }
   }
 }
