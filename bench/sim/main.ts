@@ -33,7 +33,7 @@ const { values } = parseArgs({
     'busy-backoff-ms': { type: 'string', default: '1000' },
     'requests-per-peer': { type: 'string', default: '2' },
     'origin-requests': { type: 'string', default: '2' },
-    'repeat-piece-after-ms': { type: 'string', default: '30000' },
+    'repeat-piece-after-ms': { type: 'string', default: '60000' },
     'max-peers': { type: 'string', default: '16' },
     'tracker-sample': { type: 'string', default: '200' },
     'start-jitter-ms': { type: 'string', default: '0' },
@@ -49,7 +49,7 @@ if (values.help) {
   [--layers 4] [--piece-mb N] [--node-mbit 100] [--node-down-mbit M] [--origin-mbit 100]
   [--latency-ms 1] [--have-delay-ms D] [--origin-slots 8] [--max-uploads 16]
   [--busy-backoff-ms 1000] [--requests-per-peer 2] [--origin-requests 2] [--max-peers 16]
-  [--repeat-piece-after-ms 30000 (the seed's first-copy rule; 0: off)]
+  [--repeat-piece-after-ms 60000 (the seed's first-copy rule; 0: off)]
   [--tracker-sample 200] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
 `)
   process.exit(0)

@@ -91,7 +91,8 @@ export interface SimConfig {
   /**
    * The seed's first-copy rule (registry/src/seeder/first-copy.ts, imported): a piece
    * already sent to another node is declined while some piece of the layer was never
-   * sent, and for this many ms after its last send; 0 switches it off. @default 30000
+   * sent, while its send runs, and for this many ms after that send ended; 0 switches it
+   * off. @default 60000
    */
   repeatPieceAfterMs?: number
   /** How long a node leaves a piece the origin declined before asking it again. @default 2000 */
@@ -225,7 +226,7 @@ export function simulate(config: SimConfig): SimResult {
   const originRequests = config.originRequests ?? 2
   const originDefer = config.originDeferMs ?? 2_000
   const firstCopy = createFirstCopyRule({
-    repeatAfterMs: config.repeatPieceAfterMs ?? 30_000,
+    repeatAfterMs: config.repeatPieceAfterMs ?? 60_000,
     now: () => now,
   })
   const layerDigest = (l: number): Digest => `sha256:${l.toString(16).padStart(64, '0')}` as Digest
@@ -532,6 +533,8 @@ export function simulate(config: SimConfig): SimResult {
     if (req.cancelled) return
     const { dl, index } = req
     release(req)
+    // The seed's first-copy hold of a piece starts when its send has ended.
+    if (req.link.peer === ORIGIN) firstCopy.delivered(layerDigest(dl.layer), index)
     if (dl.have[index] === 1) {
       duplicates++
       scheduleLink(dl, req.link)
@@ -549,6 +552,8 @@ export function simulate(config: SimConfig): SimResult {
       for (const o of [...others]) {
         o.cancelled = true
         if (o.flow !== undefined) net.remove(o.flow, now)
+        // A send from the seed broken off frees the piece there.
+        if (o.flow !== undefined && o.link.peer === ORIGIN) firstCopy.failed(layerDigest(dl.layer), index)
         release(o)
       }
     }

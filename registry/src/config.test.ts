@@ -32,7 +32,7 @@ describe('parseRegistryConfig', () => {
         announce: [],
         uploadBytesPerSecond: 0,
         maxConcurrentUploads: 16,
-        repeatPieceAfterMs: 30_000,
+        repeatPieceAfterMs: 60_000,
         bootstrap: [],
         allowPeers: [],
         reprovideIntervalMs: 21_600_000,

@@ -99,7 +99,7 @@ export const seedConfigSchema = z.strictObject({
     .default(16)
     .describe('piece requests the seed serves at once; more are answered busy'),
   repeatPieceAfterMs: nonNegativeInt()
-    .default(30_000)
+    .default(60_000)
     .describe(
       'first-copy rule: a piece sent to one peer is refused to others while it is on its way and this long after, so agents pass it on (0: off)',
     ),

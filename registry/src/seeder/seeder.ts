@@ -118,7 +118,7 @@ export async function createSeeder(components: SeederComponents, init: SeederIni
     },
   )
   const firstCopy = createFirstCopyRule({
-    repeatAfterMs: init.repeatPieceAfterMs ?? 30_000,
+    repeatAfterMs: init.repeatPieceAfterMs ?? 60_000,
     onRefused: () => metrics.piecesDeferred.inc(),
     onRepeated: (reason) => metrics.piecesRepeated.inc({ reason }),
     isConnected: (peer) => {
