@@ -3,7 +3,7 @@ import { Bitfield } from '../../../protocol/src/bitfield.js'
 import { TrackerUnavailableError } from '../../../protocol/src/errors.js'
 import type { Digest } from '../../../protocol/src/index.js'
 import type { AnnounceRequestInput, AnnounceResponse } from '../../../protocol/src/tracker-api.js'
-import { createCombinedRouter } from './combined.js'
+import { type CombinedRouterInit, createCombinedRouter } from './combined.js'
 import { createDhtRouter } from './dht.js'
 import { createTrackerRouter } from './tracker.js'
 
@@ -45,6 +45,13 @@ function trackerRouter(tracker: ReturnType<typeof fakeTracker>, held = 0) {
     },
     { zone: 'z1', minQueryIntervalMs: 0 },
   )
+}
+
+/** A combined router over `tracker` and a DHT whose provides are counted. */
+function combinedWithDht(tracker: ReturnType<typeof fakeTracker>, init: CombinedRouterInit = {}, held = 0) {
+  const provide = vi.fn(async () => {})
+  const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
+  return { provide, router: createCombinedRouter({ tracker: trackerRouter(tracker, held), dht }, init) }
 }
 
 describe('tracker router', () => {
@@ -215,12 +222,8 @@ describe('combined router', () => {
 
     it('provides what waits at once when the tracker goes away, and nothing after stop', async () => {
       const tracker = fakeTracker()
-      const provide = vi.fn(async () => {})
+      const { provide, router } = combinedWithDht(tracker, { dhtProvideDelayMs: 60_000 })
       const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
-      const router = createCombinedRouter(
-        { tracker: trackerRouter(tracker), dht },
-        { dhtProvideDelayMs: 60_000 },
-      )
       await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8, event: 'completed' })
       expect(provide).not.toHaveBeenCalled()
       tracker.setDown(true)
@@ -244,12 +247,7 @@ describe('combined router', () => {
 
   it('provides a blob in the DHT when the tracker fails the announce itself', async () => {
     const tracker = fakeTracker()
-    const provide = vi.fn(async () => {})
-    const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
-    const router = createCombinedRouter(
-      { tracker: trackerRouter(tracker), dht },
-      { dhtProvideDelayMs: 60_000 },
-    )
+    const { provide, router } = combinedWithDht(tracker, { dhtProvideDelayMs: 60_000 })
     await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 1 })
     expect(provide).not.toHaveBeenCalled()
     // The first call to find the tracker gone is this announce: a partial holder is
@@ -265,12 +263,7 @@ describe('combined router', () => {
     vi.useFakeTimers()
     try {
       const tracker = fakeTracker({ intervalMs: 1_000 })
-      const provide = vi.fn(async () => {})
-      const dht = createDhtRouter({ node: { findProviders: async () => [], provide } })
-      const router = createCombinedRouter(
-        { tracker: trackerRouter(tracker, 8), dht },
-        { dhtProvideDelayMs: 600_000 },
-      )
+      const { provide, router } = combinedWithDht(tracker, { dhtProvideDelayMs: 600_000 }, 8)
       await router.announce({ digest: DIGEST, pieceCount: 8, piecesHeld: 8, event: 'completed' })
       expect(provide).not.toHaveBeenCalled()
       // The agent makes no call of its own; only its periodic announce meets the outage.
