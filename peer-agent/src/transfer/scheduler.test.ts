@@ -151,6 +151,40 @@ describe('downloadBlob', () => {
     }
   })
 
+  it('looks beyond maxPeers for a piece the origin declined and no peer in use holds', async () => {
+    const { bytes, map } = blob(6)
+    const swarm = fakeSwarm(bytes, map)
+    // The seed sent piece 2 to x (first-copy rule) and declines it; x is not among the
+    // peers this download uses (maxPeers 1, taken by a), but the tracker said what x holds.
+    const seed = swarm.peer('origin', map.pieces.keys())
+    seed.declines = new Set([2])
+    const origin = { ...seed, origin: true }
+    const a = swarm.peer('a', [0, 1, 3, 4, 5])
+    const x = swarm.peer('x', [2])
+    const bits = (held: number[]): Bitfield => {
+      const b = new Bitfield(map.pieces.length)
+      for (const i of held) b.set(i)
+      return b
+    }
+    a.has = bits([0, 1, 3, 4, 5])
+    x.has = bits([2])
+    const c = await cache()
+    const result = await downloadBlob(
+      { cache: c, client: swarm.client },
+      {
+        map,
+        findPeers: async () => [origin, a, x],
+        maxPeers: 1,
+        peerSearchIntervalMs: 50,
+        stallTimeoutMs: 3_000,
+        seed: 12,
+      },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    expect(result.bytesByPeer.get('x')).toBe(PIECE)
+    expect(result.bytesByPeer.get('origin')).toBeUndefined()
+  })
+
   it('spares the origin: other peers first', async () => {
     const { bytes, map } = blob(8)
     const swarm = fakeSwarm(bytes, map)

@@ -16,6 +16,9 @@ import { PieceUnavailableError } from '../../../protocol/src/p2p/index.js'
 import { SwarmUnavailableError } from './errors.js'
 import { createRng, pickPiece } from './piece-picker.js'
 
+/** Agents a download may use beyond `maxPeers` to reach pieces no peer in use holds. */
+const EXTRA_PEERS = 4
+
 /** A peer that may hold the blob. */
 export interface SwarmPeer {
   /** Stable key (the peer id string). */
@@ -197,6 +200,13 @@ export async function downloadBlob(
   const availability = new Int32Array(count)
   /** Until when the origin is not asked for each piece (it sent it to someone else). */
   const originDeferredUntil = new Float64Array(count)
+  /**
+   * Pieces the origin declined (another agent has them) that no peer in use holds: the
+   * holder is among the peers this download does not use. A peer search then looks for
+   * it beyond `maxPeers` (up to EXTRA_PEERS more), or the origin would in the end send
+   * the piece again.
+   */
+  const sought = new Set<number>()
   const requests = new Map<number, Set<PendingRequest>>()
   /** The download ended (finished, failed or aborted): every request still running stops. */
   const onEnd = (): void => {
@@ -253,6 +263,12 @@ export async function downloadBlob(
     for (const p of peers.values()) if (!p.dropped && !p.peer.origin) n++
     return n
   }
+  /** True when a usable agent (not the origin) is known to hold piece `index`. */
+  function agentHolds(index: number): boolean {
+    for (const p of peers.values())
+      if (!p.peer.origin && !p.dropped && p.has?.get(index) === true) return true
+    return false
+  }
 
   async function refreshHave(state: PeerState): Promise<void> {
     state.refreshing = true
@@ -284,7 +300,14 @@ export async function downloadBlob(
       const found = await init.findPeers({ signal })
       for (const peer of found) {
         if (peers.has(peer.id)) continue
-        if (!peer.origin && usableAgents() >= maxPeers) continue
+        if (!peer.origin && usableAgents() >= maxPeers) {
+          const holdsSought = [...sought].some((i) => peer.has?.get(i) === true)
+          if (!holdsSought || usableAgents() >= maxPeers + EXTRA_PEERS) continue
+          log?.debug(
+            { peer: peer.id, digest, sought: sought.size },
+            'added a peer that holds a piece no other peer in use has',
+          )
+        }
         const state: PeerState = {
           peer,
           has: undefined,
@@ -373,6 +396,7 @@ export async function downloadBlob(
           // The origin holds everything; not-held means another agent got this piece
           // from it moments ago and will pass it on.
           originDeferredUntil[index] = Date.now() + originDeferMs
+          if (!agentHolds(index)) sought.add(index)
         } else if (state.has?.get(index)) {
           state.has.unset(index)
           availability[index]!--
@@ -498,9 +522,11 @@ export async function downloadBlob(
         void refreshHave(state)
       }
     }
+    for (const index of sought) if (have.get(index) || agentHolds(index)) sought.delete(index)
     const live = usableAgents()
     const interval = live === 0 ? Math.min(1_000, peerSearchIntervalMs) : peerSearchIntervalMs
-    if (!searching && live < maxPeers && now - lastSearch >= interval) void searchPeers()
+    const wanted = live < maxPeers || (sought.size > 0 && live < maxPeers + EXTRA_PEERS)
+    if (!searching && wanted && now - lastSearch >= interval) void searchPeers()
   }
 
   cache.pin(digest)

@@ -11,7 +11,7 @@ function clock(start = 1_000) {
 }
 
 describe('first-copy rule', () => {
-  it('sends a piece once, refuses it to other peers until the window after its delivery, then sends it again', () => {
+  it('sends a piece once, refuses it to other peers until the hold after its delivery, then sends it again', () => {
     const c = clock()
     let refusedEvents = 0
     const repeated: string[] = []
@@ -25,8 +25,8 @@ describe('first-copy rule', () => {
     expect(rule.admit(A, 0, 2, 'p2')).toBe(false)
     expect(rule.admit(A, 1, 2, 'p2')).toBe(true)
     rule.delivered(A, 1)
-    // The send of piece 0 takes longer than the window: it is still held.
-    c.advance(8_000)
+    // While the send of piece 0 runs, it is held.
+    c.advance(4_000)
     expect(rule.admit(A, 0, 2, 'p3')).toBe(false)
     rule.delivered(A, 0)
     c.advance(4_999)
@@ -38,6 +38,23 @@ describe('first-copy rule', () => {
     expect(rule.admit(A, 0, 2, 'p1')).toBe(false)
     expect(rule.refused()).toBe(4)
     expect(refusedEvents).toBe(4)
+  })
+
+  it('holds a piece as long as the blob had been pulling when its send finished, if longer', () => {
+    const c = clock()
+    const rule = createFirstCopyRule({ repeatAfterMs: 5_000, now: c.now })
+    expect(rule.admit(A, 0, 2, 'p1')).toBe(true)
+    expect(rule.admit(A, 1, 2, 'p1')).toBe(true)
+    rule.delivered(A, 0)
+    // Piece 1 finishes 20 s after the blob's first send: it is held 20 s, not 5.
+    c.advance(20_000)
+    rule.delivered(A, 1)
+    c.advance(19_999)
+    expect(rule.admit(A, 1, 2, 'p2')).toBe(false)
+    c.advance(1)
+    expect(rule.admit(A, 1, 2, 'p2')).toBe(true)
+    // Piece 0 finished at once and had the 5 s minimum, long over.
+    expect(rule.admit(A, 0, 2, 'p2')).toBe(true)
   })
 
   it('frees a piece at once when its send broke off', () => {

@@ -7,11 +7,14 @@
  *
  * A piece already sent to another peer is refused (the piece server answers not-held,
  * and the agent asks its peers or the seed for another piece) while some piece of the
- * blob has not been sent at all, while its send is still running, and for
- * `repeatAfterMs` after the send finished; after that it is served again. The hold
- * counts from the end of the send, not its start: on slow or crowded links one piece
- * can take longer than the hold to arrive, and a hold counted from the start let the
- * seed send such pieces a second time (1.4x the image at 5 Mbit per node). A send that
+ * blob has not been sent at all, while its send is still running, and for a hold after
+ * the send finished; after that it is served again. The hold counts from the end of the
+ * send, not its start: on slow or crowded links one piece can take longer than a fixed
+ * hold to arrive, and a hold counted from the start let the seed send such pieces a
+ * second time (1.4x the image at 5 Mbit per node). The hold is `repeatAfterMs`, or as
+ * long as the blob's swarm had been pulling when the send finished if that is longer: a
+ * swarm that needs two minutes to spread its pieces gets two minutes per piece, while
+ * a holder that never passes a piece on is still bypassed in the end. A send that
  * broke off frees the piece at once, and so does a last recipient that is no longer
  * connected to the seed (stopped, restarted, crashed): the swarm may have lost its only
  * copy. The peer that got it may always ask again (a retry). The rule is in memory and
@@ -21,7 +24,10 @@ import type { Digest } from '../../../protocol/src/index.js'
 
 /** Options for createFirstCopyRule. */
 export interface FirstCopyInit {
-  /** How long after sending a piece the seed refuses to send it again; 0 disables the rule. */
+  /**
+   * Shortest hold after a piece's send finished before the seed sends it to another peer
+   * (longer while the blob's swarm has been pulling longer); 0 disables the rule.
+   */
   repeatAfterMs: number
   /** Blobs tracked at once; the least recently asked are forgotten beyond it. @default 1024 */
   maxBlobs?: number
@@ -57,10 +63,16 @@ export interface FirstCopyRule {
   refused(): number
 }
 
-/** The last send of one piece: when it finished (undefined while it runs) and to whom. */
+/** The last send of one piece: to whom, and until when it is held (undefined while it runs). */
 interface Sent {
   peer: string | undefined
-  doneAt: number | undefined
+  heldUntil: number | undefined
+}
+
+/** The sends of one blob and when its first piece went out. */
+interface BlobSends {
+  since: number
+  pieces: Map<number, Sent>
 }
 
 /** Creates the rule; with `repeatAfterMs` 0 it admits everything. */
@@ -69,16 +81,16 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
   const maxBlobs = init.maxBlobs ?? 1024
   const now = init.now ?? Date.now
   /** Last send of each piece, by blob; Map order is least recently asked first. */
-  const sentAt = new Map<Digest, Map<number, Sent>>()
+  const sentAt = new Map<Digest, BlobSends>()
   let refusals = 0
 
   return {
     admit(digest, index, pieceCount, peer) {
       if (repeatAfterMs <= 0) return true
       const t = now()
-      let pieces = sentAt.get(digest)
-      if (pieces === undefined) {
-        pieces = new Map()
+      let blob = sentAt.get(digest)
+      if (blob === undefined) {
+        blob = { since: t, pieces: new Map() }
         if (sentAt.size >= maxBlobs) {
           const oldest = sentAt.keys().next().value
           if (oldest !== undefined) sentAt.delete(oldest)
@@ -86,29 +98,33 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
       } else {
         sentAt.delete(digest)
       }
-      sentAt.set(digest, pieces)
+      sentAt.set(digest, blob)
+      const { pieces } = blob
       const last = pieces.get(index)
       const other = last !== undefined && (peer === undefined || peer !== last.peer)
       const gone = other && last.peer !== undefined && init.isConnected?.(last.peer) === false
-      const held = last?.doneAt === undefined || t - last.doneAt < repeatAfterMs || pieces.size < pieceCount
+      const held = last?.heldUntil === undefined || t < last.heldUntil || pieces.size < pieceCount
       if (other && !gone && held) {
         refusals++
         init.onRefused?.()
         return false
       }
       if (other) init.onRepeated?.(gone ? 'gone' : 'expired')
-      pieces.set(index, { peer, doneAt: undefined })
+      pieces.set(index, { peer, heldUntil: undefined })
       return true
     },
 
     delivered(digest, index) {
-      const last = sentAt.get(digest)?.get(index)
-      if (last !== undefined && last.doneAt === undefined) last.doneAt = now()
+      const blob = sentAt.get(digest)
+      const last = blob?.pieces.get(index)
+      if (blob === undefined || last === undefined || last.heldUntil !== undefined) return
+      const t = now()
+      last.heldUntil = t + Math.max(repeatAfterMs, t - blob.since)
     },
 
     failed(digest, index) {
-      const pieces = sentAt.get(digest)
-      if (pieces?.get(index)?.doneAt === undefined) pieces?.delete(index)
+      const pieces = sentAt.get(digest)?.pieces
+      if (pieces?.get(index)?.heldUntil === undefined) pieces?.delete(index)
     },
 
     refused() {
