@@ -164,14 +164,18 @@ export function createSwarmBlobSource(
       ...(init.maxPeers === undefined ? {} : { maxPeers: init.maxPeers }),
       ...(init.pieceTimeoutMs === undefined ? {} : { pieceTimeoutMs: init.pieceTimeoutMs }),
       ...(init.haveRefreshMs === undefined ? {} : { haveRefreshMs: init.haveRefreshMs }),
-      onPiece(peer, index, bytes) {
-        const source = peer.origin ? 'seed' : 'peer'
+      onVerified(peer, index) {
+        // Marked before the piece reaches the cache: a client reading the blob may get
+        // it the moment it is written, and an unmarked piece counts as held before.
         let marks = provenance.get(digest)
         if (marks === undefined) {
           marks = new Uint8Array(map.pieces.length)
           provenance.set(digest, marks)
         }
         marks[index] = peer.origin ? FROM_SEED : FROM_PEER
+      },
+      onPiece(peer, index, bytes) {
+        const source = peer.origin ? 'seed' : 'peer'
         log?.trace({ digest, index, peer: peer.id, source }, 'piece stored')
         metrics.pieces.inc({ source })
         metrics.pieceBytes.inc({ source }, bytes)

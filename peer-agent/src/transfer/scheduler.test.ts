@@ -248,6 +248,34 @@ describe('downloadBlob', () => {
     expect(only.requests.slice(0, 3)).toEqual([6, 7, 8])
   })
 
+  it('says where a piece came from before it is written, where a reader could get it', async () => {
+    const { bytes, map } = blob(4)
+    const swarm = fakeSwarm(bytes, map)
+    const a = swarm.peer('a', map.pieces.keys())
+    const c = await cache()
+    const verified = new Set<number>()
+    const unreported: number[] = []
+    const watched = {
+      ...c,
+      open: c.open.bind(c),
+      hasPiece: c.hasPiece.bind(c),
+      complete: c.complete.bind(c),
+      pin: c.pin.bind(c),
+      unpin: c.unpin.bind(c),
+      async writePiece(...args: Parameters<BlobCache['writePiece']>) {
+        if (!verified.has(args[1])) unreported.push(args[1])
+        return c.writePiece(...args)
+      },
+    }
+    await downloadBlob(
+      { cache: watched, client: swarm.client },
+      { map, findPeers: async () => [a], onVerified: (_peer, index) => verified.add(index), seed: 13 },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    expect(unreported).toEqual([])
+    expect([...verified].sort()).toEqual([0, 1, 2, 3])
+  })
+
   it('trusts a bitfield handed out with the peer until it refreshes it', async () => {
     const { bytes, map } = blob(4)
     const swarm = fakeSwarm(bytes, map)

@@ -121,6 +121,12 @@ export interface DownloadInit {
   seed?: number
   /** Called when a peer sent a piece that fails its sha256 (report it to the tracker). */
   onBadPiece?: (peer: SwarmPeer, index: number) => void
+  /**
+   * Called when a piece passed its check, just before it is written to the cache: from
+   * then on a reader of the blob may get it, so what says where a piece came from must
+   * be recorded here, not in onPiece.
+   */
+  onVerified?: (peer: SwarmPeer, index: number) => void
   /** Called after each piece is stored. */
   onPiece?: (peer: SwarmPeer, index: number, bytes: number) => void
 }
@@ -373,6 +379,7 @@ export async function downloadBlob(
         if (msPerByte.length > 32) msPerByte.shift()
       }
       if (have.get(index)) return
+      init.onVerified?.(state.peer, index)
       await cache.writePiece(digest, index, bytes, { signal })
       if (!have.get(index)) {
         have.set(index)
