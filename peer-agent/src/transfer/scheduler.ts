@@ -269,7 +269,11 @@ export async function downloadBlob(
     for (const p of peers.values()) if (!p.dropped && !p.peer.origin) n++
     return n
   }
-  /** True when a usable agent (not the origin) is known to hold piece `index`. */
+  /**
+   * True when a usable agent (not the origin) is known to hold piece `index`. Such a
+   * piece is never the origin's, even while that agent's request slots are full or it
+   * answered busy: the origin gets only what no other peer can give.
+   */
   function agentHolds(index: number): boolean {
     for (const p of peers.values())
       if (!p.peer.origin && !p.dropped && p.has?.get(index) === true) return true
@@ -487,11 +491,6 @@ export async function downloadBlob(
     const othersPending = ordered.some(
       (p) => !p.peer.origin && !p.dropped && p.lastHaveAt === 0 && now - p.addedAt < ORIGIN_HOLD_MS,
     )
-    // A piece another usable agent holds is never the origin's, even while that agent's
-    // request slots are full or it answered busy: the origin gets only what no other
-    // peer can give.
-    const othersHold = (index: number): boolean =>
-      ordered.some((p) => !p.peer.origin && !p.dropped && p.has?.get(index) === true)
     for (const state of ordered) {
       if (state.dropped || state.busyUntil > now) continue
       if (state.peer.origin && othersPending) continue
@@ -506,7 +505,7 @@ export async function downloadBlob(
           pieceCount: count,
           have: haveSet,
           peerHas: state.peer.origin
-            ? { has: (i) => peerHas.get(i) && !othersHold(i) && originDeferredUntil[i]! <= now }
+            ? { has: (i) => peerHas.get(i) && !agentHolds(i) && originDeferredUntil[i]! <= now }
             : { has: (i) => peerHas.get(i) },
           inFlight,
           requestedFromPeer: state.requested,

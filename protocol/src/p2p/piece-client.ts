@@ -226,7 +226,8 @@ export function createPieceClient(
     // has read it, and on a crowded link the two can be seconds apart. The server then
     // ends the stream without answering; the request is sent again once, on a new
     // stream, as an HTTP client resends on a kept-alive connection the server closed.
-    for (let attempt = 0; ; attempt++) {
+    for (;;) {
+      // Only a kept stream is retried, so a request goes out twice at most.
       const reused = channel !== undefined
       if (channel === undefined) {
         const stream = await libp2p.dialProtocol(peer, protocol, { signal })
@@ -249,8 +250,7 @@ export function createPieceClient(
         return
       } catch (err) {
         if (signal.aborted) throw signal.reason
-        if (!(reused && !yielded && attempt === 0 && closedUnanswered(err, channel, receivedBefore)))
-          throw err
+        if (!(reused && !yielded && closedUnanswered(err, channel, receivedBefore))) throw err
       } finally {
         signal.removeEventListener('abort', onAbort)
         if (ok) release(channel)

@@ -35,7 +35,7 @@ export interface FirstCopyInit {
   onRefused?: () => void
   /**
    * Called when a piece already sent to another peer is sent again (metrics): `expired`
-   * after `repeatAfterMs`, `gone` because its last recipient left the seed.
+   * after its hold ran out, `gone` because its last recipient left the seed.
    */
   onRepeated?: (reason: 'expired' | 'gone') => void
   /**
@@ -51,8 +51,9 @@ export interface FirstCopyInit {
 export interface FirstCopyRule {
   /**
    * True when piece `index` of `digest` (a blob of `pieceCount` pieces) may be sent to
-   * `peer` now, and records it as sent; false when it went to another peer less than
-   * `repeatAfterMs` ago, or at all while other pieces were never sent.
+   * `peer` now, and records it as sent; false when it went to another peer and its send
+   * is still running or its hold has not run out, or at all while other pieces were
+   * never sent.
    */
   admit(digest: Digest, index: number, pieceCount: number, peer?: string): boolean
   /** The send of piece `index` of `digest` admitted last has finished: its hold starts now. */
@@ -80,7 +81,7 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
   const repeatAfterMs = init.repeatAfterMs
   const maxBlobs = init.maxBlobs ?? 1024
   const now = init.now ?? Date.now
-  /** Last send of each piece, by blob; Map order is least recently asked first. */
+  /** The sends of each blob; Map order is least recently asked first. */
   const sentAt = new Map<Digest, BlobSends>()
   let refusals = 0
 
