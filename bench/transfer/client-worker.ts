@@ -44,7 +44,10 @@ function pieceLength(job: FetchJob, index: number): number {
 async function startNodes(variants: StackVariant[]): Promise<void> {
   for (const variant of variants) {
     const node = await startStack(variant)
-    nodes.set(variant.name, { node, client: createPieceClient({ libp2p: node }, { timeoutMs: 300_000 }) })
+    nodes.set(variant.name, {
+      node,
+      client: createPieceClient({ libp2p: node }, { timeoutMs: 300_000, lane: variant.lane === true }),
+    })
   }
 }
 

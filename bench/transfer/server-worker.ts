@@ -68,7 +68,12 @@ async function start(req: WorkerRequest): Promise<unknown> {
     // A loaded machine can leave a stream unread for long: the bench measures speed, not stall handling.
     const server = createPieceServer(
       { libp2p: node, source },
-      { maxConcurrentUploads: 64, sendStallTimeoutMs: 600_000, requestTimeoutMs: 600_000 },
+      {
+        maxConcurrentUploads: 64,
+        sendStallTimeoutMs: 600_000,
+        requestTimeoutMs: 600_000,
+        ...(variant.lane ? { lane: { host: '127.0.0.1' } } : {}),
+      },
     )
     await server.start()
     servers.push(server)

@@ -33,6 +33,8 @@ export interface StackVariant {
   streamWindowBytes?: number
   /** Bytes per piece-server write (the cache's read chunk). @default 1 MiB */
   writeBytes?: number
+  /** Pieces and bitfields over the piece lane (lane.ts, ADR 0008) instead of libp2p streams. */
+  lane?: boolean
 }
 
 const MiB = 1 << 20
@@ -43,6 +45,11 @@ export const STACK_VARIANTS: StackVariant[] = [
     name: 'default',
     description:
       'as node.ts runs it: shoalNoise (package handshake, shoal data phase), yamux defaults, 1 MiB writes',
+  },
+  {
+    name: 'lane',
+    description: 'default with pieces on the piece lane (ADR 0008): own TCP socket, 1 MiB sealed frames',
+    lane: true,
   },
   {
     name: 'stock-noise',

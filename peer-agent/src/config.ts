@@ -117,6 +117,12 @@ export const agentConfigSchema = z.strictObject({
     .array(multiaddrSchema)
     .default(['/ip4/127.0.0.1/tcp/0'])
     .describe('libp2p multiaddrs the agent listens on for other peers'),
+  p2pLane: z
+    .boolean()
+    .default(true)
+    .describe(
+      'serve and use the piece lane: pieces and bitfields on TCP sockets of their own, keyed over libp2p (ADR 0008); false keeps them on libp2p streams',
+    ),
   zone: labelSchema.optional().describe('topology zone label announced to the tracker'),
   rack: labelSchema.optional().describe('topology rack label announced to the tracker'),
   maxConcurrentUploads: z

@@ -9,8 +9,13 @@ export const PIECES_PROTOCOL = '/shoal/pieces/1.0.0'
 export const HAVE_PROTOCOL = '/shoal/have/1.0.0'
 /** The signed piece map of a blob: a PieceMapRequest answered by a PieceMapReply. */
 export const PIECE_MAP_PROTOCOL = '/shoal/piece-map/1.0.0'
+/**
+ * A session for the piece lane (p2p/lane.ts, ADR 0008): a u8 version (1) answered by
+ * status, lane port, session id and key, session lifetime.
+ */
+export const LANE_PROTOCOL = '/shoal/lane/1.0.0'
 /** shoal's own Kademlia DHT, kept apart from the public IPFS DHT. */
 export const KAD_PROTOCOL = '/shoal/kad/1.0.0'
 
 /** Every shoal stream protocol (not the DHT). */
-export const SHOAL_PROTOCOLS = [PIECES_PROTOCOL, HAVE_PROTOCOL, PIECE_MAP_PROTOCOL] as const
+export const SHOAL_PROTOCOLS = [PIECES_PROTOCOL, HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, LANE_PROTOCOL] as const

@@ -28,6 +28,7 @@ describe('parseRegistryConfig', () => {
       logLevel: 'info',
       seed: {
         enabled: true,
+        lane: true,
         listen: ['/ip4/127.0.0.1/tcp/0'],
         announce: [],
         uploadBytesPerSecond: 0,

@@ -85,6 +85,10 @@ export const seedConfigSchema = z.strictObject({
     .array(multiaddrString)
     .default([])
     .describe('libp2p multiaddrs announced to peers instead of the listen addresses'),
+  lane: z
+    .boolean()
+    .default(true)
+    .describe('also serve pieces on the piece lane, keyed over libp2p (ADR 0008), beside libp2p streams'),
   trackerUrl: z
     .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
     .optional()

@@ -15,6 +15,7 @@ import {
   createP2PNode,
   createPieceClient,
   createPieceServer,
+  laneHostOf,
   type P2PNode,
   type PieceSource,
 } from '../../../protocol/src/p2p/index.js'
@@ -71,7 +72,8 @@ export async function createAgentSwarm(
     },
   )
   const peerId = node.peerId.toString()
-  const client = createPieceClient({ libp2p: node.libp2p })
+  const laneHost = config.p2pLane ? laneHostOf(config.p2pListen) : undefined
+  const client = createPieceClient({ libp2p: node.libp2p }, { lane: config.p2pLane })
   let router: CombinedRouter | undefined
 
   async function* mapsFromPeers(digest: Digest, options: { signal: AbortSignal }) {
@@ -112,6 +114,7 @@ export async function createAgentSwarm(
     {
       maxConcurrentUploads: config.maxConcurrentUploads,
       uploadBytesPerSecond: config.uploadRateBytesPerSec,
+      ...(laneHost === undefined ? {} : { lane: { host: laneHost } }),
       onPieceSent: (event) => metrics.uploadedBytes.inc(event.bytes),
     },
   )

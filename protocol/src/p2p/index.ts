@@ -21,6 +21,14 @@ export {
   type PieceResult,
   type PieceWant,
 } from './piece-client.js'
+export {
+  createLaneDialer,
+  createLaneServer,
+  type LaneDialer,
+  type LaneServer,
+  LaneStream,
+  laneHostOf,
+} from './lane.js'
 export { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
 export {
   createPieceServer,
@@ -30,5 +38,5 @@ export {
   type PieceServerInit,
 } from './piece-server.js'
 export type { MaybePromise, PieceSource, PieceSourceStat } from './piece-source.js'
-export { sendWithBackpressure, waitDrain } from './stream-io.js'
+export { type PieceStream, sendWithBackpressure, waitDrain } from './stream-io.js'
 export { createTokenBucket, type TokenBucket, type TokenBucketInit } from './token-bucket.js'

@@ -3,7 +3,7 @@
  * checks the framing and each piece's length; the caller checks each piece's sha256
  * against the piece map before storing or forwarding it.
  */
-import { isPeerId, type Libp2p, type PeerId, type Stream } from '@libp2p/interface'
+import { isPeerId, type Libp2p, type PeerId } from '@libp2p/interface'
 import { isMultiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Bitfield } from '../bitfield.js'
 import { DecodeError } from '../errors.js'
@@ -20,7 +20,8 @@ import {
 import type { SignedPieceMap } from '../piece-map.js'
 import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import { PeerRefusedError, PieceUnavailableError } from './errors.js'
-import { sendWithBackpressure } from './stream-io.js'
+import { createLaneDialer, type LaneDialer } from './lane.js'
+import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 
 /** Where to reach a peer: its id (addresses from the peer store) or addresses. */
 export type PeerTarget = PeerId | Multiaddr | Multiaddr[]
@@ -56,11 +57,18 @@ export interface PieceClientInit {
   idleStreamMs?: number
   /** Idle streams kept per peer and protocol. @default 4 */
   maxIdleStreams?: number
+  /**
+   * Fetch pieces and bitfields over a peer's piece lane (lane.ts, ADR 0008) when it
+   * serves one, and over libp2p streams otherwise.
+   * @default false
+   */
+  lane?: boolean
 }
 
 /** The collaborators of the piece client. */
 export interface PieceClientComponents {
-  libp2p: Pick<Libp2p, 'dialProtocol'>
+  /** `dial` is needed for the lane only. */
+  libp2p: Pick<Libp2p, 'dialProtocol'> & Partial<Pick<Libp2p, 'dial'>>
 }
 
 /** Fetches from peers. */
@@ -115,7 +123,7 @@ function refusal(msg: Message): Error | undefined {
 /** An open stream to a peer with the reader that owns its incoming bytes. */
 interface Channel {
   key: string
-  stream: Stream
+  stream: PieceStream
   reader: MessageReader
   idleTimer: ReturnType<typeof setTimeout> | undefined
 }
@@ -133,7 +141,7 @@ function peerKey(peer: PeerTarget): string {
 }
 
 /** Open both ways at both ends: the server has not ended it (idle, or stopping). */
-function usable(stream: Stream): boolean {
+function usable(stream: PieceStream): boolean {
   return (
     stream.status === 'open' &&
     stream.writeStatus === 'writable' &&
@@ -163,6 +171,9 @@ export function createPieceClient(
   const timeoutMs = init.timeoutMs ?? 30_000
   const idleStreamMs = init.idleStreamMs ?? 5_000
   const maxIdleStreams = init.maxIdleStreams ?? 4
+  const dial = libp2p.dial?.bind(libp2p)
+  const lane: LaneDialer | undefined =
+    init.lane === true && dial !== undefined ? createLaneDialer({ libp2p: { dial } }) : undefined
   /** Idle streams by peer and protocol, most recently used last. */
   const idle = new Map<string, Channel[]>()
 
@@ -230,7 +241,10 @@ export function createPieceClient(
       // Only a kept stream is retried, so a request goes out twice at most.
       const reused = channel !== undefined
       if (channel === undefined) {
-        const stream = await libp2p.dialProtocol(peer, protocol, { signal })
+        const stream: PieceStream =
+          (lane !== undefined && protocol !== PIECE_MAP_PROTOCOL
+            ? await lane.open(peerKey(peer), peer, protocol, { signal })
+            : undefined) ?? (await libp2p.dialProtocol(peer, protocol, { signal }))
         channel = { key, stream, reader: createMessageReader(stream), idleTimer: undefined }
       }
       const { stream } = channel

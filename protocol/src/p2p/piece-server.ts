@@ -13,7 +13,7 @@
  * node-wide token bucket. Malformed input gets an error reply and a closed stream; no
  * input can make the handler throw.
  */
-import type { Connection, Libp2p, Stream } from '@libp2p/interface'
+import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import { Bitfield } from '../bitfield.js'
 import { DecodeError } from '../errors.js'
@@ -27,7 +27,8 @@ import {
 } from '../messages/index.js'
 import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import type { PieceSource } from './piece-source.js'
-import { sendWithBackpressure } from './stream-io.js'
+import { createLaneServer, type LaneHandlers, type LaneServer } from './lane.js'
+import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 import { createTokenBucket } from './token-bucket.js'
 
 /** Reported after each piece sent, for metrics and announces. */
@@ -56,6 +57,11 @@ export interface PieceServerInit {
   maxInboundStreams?: number
   /** Called after each piece is sent. */
   onPieceSent?: (event: PieceSentEvent) => void
+  /**
+   * Also serve the protocols on a piece lane (lane.ts, ADR 0008) on this address (the
+   * node's libp2p TCP host; port 0 picks a free one), handing out sessions over libp2p.
+   */
+  lane?: { host: string; port?: number }
 }
 
 /** The collaborators of the piece server. */
@@ -79,6 +85,10 @@ export interface PieceServer {
   activeUploads(): number
   /** Piece bytes sent since start. */
   bytesSent(): number
+  /** The piece lane's port, when it serves one. */
+  lanePort(): number | undefined
+  /** Streams peers opened on the piece lane since start. */
+  laneStreamsServed(): number
 }
 
 /** Creates the piece server; call start() to begin serving. */
@@ -94,13 +104,14 @@ export function createPieceServer(
   const stallTimeoutMs = init.sendStallTimeoutMs ?? 30_000
   const maxInboundStreams = init.maxInboundStreams ?? 64
   const bucket = createTokenBucket({ ratePerSecond: init.uploadBytesPerSecond ?? 0 })
-  const streams = new Set<Stream>()
+  const streams = new Set<PieceStream>()
   let active = 0
   let sent = 0
   let running = false
   let lifetime = new AbortController()
+  let lane: LaneServer | undefined
 
-  function sendError(stream: Stream, code: WireErrorCode, message: string): void {
+  function sendError(stream: PieceStream, code: WireErrorCode, message: string): void {
     try {
       if (stream.writeStatus === 'writable') stream.send(encodeMessage({ type: 'error', code, message }))
     } catch {
@@ -112,7 +123,7 @@ export function createPieceServer(
    * Closes our end once what was sent is flushed (so an error reply reaches the peer);
    * after a failure the stream is then reset, dropping whatever the peer still sends.
    */
-  async function finish(stream: Stream, err?: unknown): Promise<void> {
+  async function finish(stream: PieceStream, err?: unknown): Promise<void> {
     try {
       await stream.close({ signal: AbortSignal.timeout(err === undefined ? requestTimeoutMs : 2_000) })
     } catch (closeErr) {
@@ -128,7 +139,7 @@ export function createPieceServer(
    * The deadline is set up only when the muxer's buffer is full and the send must wait
    * (most sends do not): two signals per chunk sent were a measurable share of the CPU.
    */
-  function send(stream: Stream, data: Uint8Array): Promise<void> {
+  function send(stream: PieceStream, data: Uint8Array): Promise<void> {
     return sendWithBackpressure(stream, data, () =>
       AbortSignal.any([lifetime.signal, AbortSignal.timeout(stallTimeoutMs)]),
     )
@@ -148,7 +159,7 @@ export function createPieceServer(
     }
   }
 
-  async function sendPiece(stream: Stream, peer: string, digest: Digest, index: number): Promise<void> {
+  async function sendPiece(stream: PieceStream, peer: string, digest: Digest, index: number): Promise<void> {
     const stat = await source.stat(digest)
     let status: PieceStatus = 'ok'
     if (stat === undefined || stat.pieceSize === undefined) status = 'not-found'
@@ -179,7 +190,7 @@ export function createPieceServer(
     init.onPieceSent?.({ peer, digest, index, bytes: n })
   }
 
-  async function servePieces(stream: Stream, connection: Connection): Promise<void> {
+  async function servePieces(stream: PieceStream, connection: { remotePeer: PeerId }): Promise<void> {
     const peer = connection.remotePeer.toString()
     const reader = createMessageReader(stream)
     for (;;) {
@@ -201,7 +212,7 @@ export function createPieceServer(
     }
   }
 
-  async function serveHave(stream: Stream): Promise<void> {
+  async function serveHave(stream: PieceStream): Promise<void> {
     const reader = createMessageReader(stream)
     for (;;) {
       const msg = await nextRequest(reader)
@@ -221,7 +232,7 @@ export function createPieceServer(
     }
   }
 
-  async function servePieceMap(stream: Stream): Promise<void> {
+  async function servePieceMap(stream: PieceStream): Promise<void> {
     const reader = createMessageReader(stream)
     for (;;) {
       const msg = await nextRequest(reader)
@@ -238,8 +249,8 @@ export function createPieceServer(
     }
   }
 
-  function handler(serve: (stream: Stream, connection: Connection) => Promise<void>) {
-    return async (stream: Stream, connection: Connection): Promise<void> => {
+  function handler(serve: (stream: PieceStream, connection: { remotePeer: PeerId }) => Promise<void>) {
+    return async (stream: PieceStream, connection: { remotePeer: PeerId }): Promise<void> => {
       streams.add(stream)
       try {
         await serve(stream, connection)
@@ -274,6 +285,18 @@ export function createPieceServer(
           runOnLimitedConnection: false,
         })
       }
+      if (init.lane !== undefined) {
+        const handlers: LaneHandlers = new Map([
+          [PIECES_PROTOCOL, handler(servePieces)],
+          [HAVE_PROTOCOL, handler(serveHave)],
+          ...(servesPieceMaps ? ([[PIECE_MAP_PROTOCOL, handler(servePieceMap)]] as const) : []),
+        ])
+        lane = createLaneServer(
+          { libp2p, handlers },
+          { ...init.lane, ...(log === undefined ? {} : { logger: log }) },
+        )
+        await lane.start()
+      }
     },
 
     async stop() {
@@ -282,12 +305,22 @@ export function createPieceServer(
       await libp2p.unhandle(PIECES_PROTOCOL)
       await libp2p.unhandle(HAVE_PROTOCOL)
       if (servesPieceMaps) await libp2p.unhandle(PIECE_MAP_PROTOCOL)
+      await lane?.stop()
+      lane = undefined
       lifetime.abort(new Error('piece server stopped'))
       for (const s of streams) s.abort(new Error('piece server stopped'))
     },
 
     activeUploads() {
       return active
+    },
+
+    lanePort() {
+      return lane?.port()
+    },
+
+    laneStreamsServed() {
+      return lane?.streamsServed() ?? 0
     },
 
     bytesSent() {

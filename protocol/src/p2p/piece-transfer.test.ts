@@ -36,7 +36,8 @@ interface Peer {
   client: PieceClient
 }
 
-describe('piece exchange', () => {
+// Every exchange runs over libp2p streams and over the piece lane (lane.ts).
+describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport) => {
   const cleanups: Array<() => Promise<void>> = []
 
   async function peer(
@@ -49,9 +50,15 @@ describe('piece exchange', () => {
     const served = extra.pieceMaps ? source : { ...source, signedPieceMap: undefined }
     const node = await createP2PNode({}, extra.privateKey ? { privateKey: extra.privateKey } : {})
     await node.start()
-    const server = createPieceServer({ libp2p: node.libp2p, source: served }, init)
+    const server = createPieceServer(
+      { libp2p: node.libp2p, source: served },
+      transport === 'lane' ? { lane: { host: '127.0.0.1' }, ...init } : init,
+    )
     await server.start()
-    const client = createPieceClient({ libp2p: node.libp2p }, { timeoutMs: 10_000 })
+    const client = createPieceClient(
+      { libp2p: node.libp2p },
+      { timeoutMs: 10_000, lane: transport === 'lane' },
+    )
     cleanups.push(async () => {
       await server.stop()
       await node.stop()
@@ -115,6 +122,13 @@ describe('piece exchange', () => {
     expect(digestOf(whole)).toBe(digest)
     expect(seed.server.bytesSent()).toBe(2 * PIECE + 3 * PIECE + 1000)
     expect(middle.server.bytesSent()).toBe(2 * PIECE)
+    // Over the lane when both ends speak it, not a silent fall-back to libp2p streams.
+    if (transport === 'lane') {
+      expect(seed.server.laneStreamsServed()).toBeGreaterThanOrEqual(3)
+      expect(middle.server.laneStreamsServed()).toBeGreaterThanOrEqual(2)
+    } else {
+      expect(seed.server.laneStreamsServed()).toBe(0)
+    }
     // A length other than the map's is refused before the bytes are read.
     await expect(leecher.client.fetchPiece(seedAddr, digest, 0, { expectedLength: 5 })).rejects.toMatchObject(
       {

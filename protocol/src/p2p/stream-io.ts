@@ -4,10 +4,27 @@
  * `onDrain()`, which stops applying back-pressure after the first drain; LIBP2P.md
  * pitfall 3), giving up when the stream closes.
  */
-import type { Stream } from '@libp2p/interface'
+import type { Uint8ArrayList } from 'uint8arraylist'
+
+/**
+ * What the piece client and server use of a stream: a libp2p stream, or a lane stream
+ * (lane.ts) with the same behaviour.
+ */
+export interface PieceStream extends AsyncIterable<Uint8Array | Uint8ArrayList> {
+  readonly status: string
+  readonly writeStatus: string
+  readonly readStatus: string
+  readonly remoteWriteStatus: string
+  readonly remoteReadStatus: string
+  send(data: Uint8Array): boolean
+  close(options?: { signal?: AbortSignal }): Promise<void>
+  abort(err: Error): void
+  addEventListener(type: 'drain' | 'close', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'drain' | 'close', listener: () => void): void
+}
 
 /** Resolves on the stream's next `drain`; rejects when it closes or `signal` aborts. */
-export function waitDrain(stream: Stream, signal?: AbortSignal): Promise<void> {
+export function waitDrain(stream: PieceStream, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const cleanup = (): void => {
       stream.removeEventListener('drain', onDrain)
@@ -46,7 +63,7 @@ export function waitDrain(stream: Stream, signal?: AbortSignal): Promise<void> {
  * deadline signal for every chunk is a measurable cost on a hot path.
  */
 export async function sendWithBackpressure(
-  stream: Stream,
+  stream: PieceStream,
   data: Uint8Array,
   signal?: AbortSignal | (() => AbortSignal),
 ): Promise<void> {

@@ -19,6 +19,7 @@ import { ConfigError, type Digest } from '../../../protocol/src/index.js'
 import {
   createP2PNode,
   createPieceServer,
+  laneHostOf,
   type P2PNode,
   type PieceServer,
 } from '../../../protocol/src/p2p/index.js'
@@ -83,6 +84,12 @@ export interface Seeder {
   blobCommitted(info: BlobInfo): void
 }
 
+/** The piece server's lane option: on the host of the first TCP listen address. */
+function laneOption(enabled: boolean, listen: readonly string[]): { lane?: { host: string } } {
+  const host = enabled ? laneHostOf(listen) : undefined
+  return host === undefined ? {} : { lane: { host } }
+}
+
 /** Creates (without starting) the seed. Throws ConfigError for an unreadable key or PSK file. */
 export async function createSeeder(components: SeederComponents, init: SeederInit = {}): Promise<Seeder> {
   const { driver, logger } = components
@@ -138,6 +145,7 @@ export async function createSeeder(components: SeederComponents, init: SeederIni
     {
       maxConcurrentUploads: init.maxConcurrentUploads ?? 16,
       uploadBytesPerSecond: init.uploadBytesPerSecond ?? 0,
+      ...laneOption(init.lane ?? true, init.listen ?? ['/ip4/127.0.0.1/tcp/0']),
       onPieceSent: (event) => {
         metrics.blobBytesSent.inc(event.bytes)
         metrics.piecesSent.inc()

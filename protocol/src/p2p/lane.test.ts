@@ -1,0 +1,209 @@
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { connect, createServer, type Server, type Socket } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { digestOf } from '../digest.js'
+import { encodeMessage } from '../messages/index.js'
+import { type PieceMap, pieceMatches } from '../piece-map.js'
+import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
+import { createLaneDialer, laneHostOf, type LaneStream } from './lane.js'
+import { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
+import { createP2PNode, type P2PNode } from './node.js'
+import { createPieceClient } from './piece-client.js'
+import { createPieceServer, type PieceServer } from './piece-server.js'
+
+const PIECE = 64 * 1024
+
+function blob(size: number): { bytes: Buffer; map: PieceMap } {
+  const bytes = randomBytes(size)
+  const pieces: string[] = []
+  for (let off = 0; off < size; off += PIECE) {
+    pieces.push(digestOf(bytes.subarray(off, off + PIECE)).slice('sha256:'.length))
+  }
+  return { bytes, map: { digest: digestOf(bytes), size, pieceSize: PIECE, pieces } }
+}
+
+/**
+ * A TCP proxy in front of a lane port: records what the client sent, and can flip one
+ * byte of the server's stream after the hello.
+ */
+async function proxy(
+  target: number,
+  options: { flipServerByteAt?: number } = {},
+): Promise<{ server: Server; port: number; fromClient: Buffer[] }> {
+  const fromClient: Buffer[] = []
+  const server = createServer((inbound) => {
+    const outbound = connect({ host: '127.0.0.1', port: target })
+    let fromServer = 0
+    inbound.on('data', (chunk: Buffer) => {
+      fromClient.push(Buffer.from(chunk))
+      outbound.write(chunk)
+    })
+    outbound.on('data', (chunk: Buffer) => {
+      const at = options.flipServerByteAt
+      if (at !== undefined && at >= fromServer && at < fromServer + chunk.byteLength) {
+        chunk = Buffer.from(chunk)
+        chunk[at - fromServer]! ^= 0x01
+      }
+      fromServer += chunk.byteLength
+      inbound.write(chunk)
+    })
+    const end = (): void => {
+      inbound.destroy()
+      outbound.destroy()
+    }
+    inbound.on('close', end)
+    outbound.on('close', end)
+    inbound.on('error', end)
+    outbound.on('error', end)
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const address = server.address()
+  return { server, port: typeof address === 'object' && address !== null ? address.port : 0, fromClient }
+}
+
+async function readAll(stream: LaneStream): Promise<Buffer> {
+  const parts: Buffer[] = []
+  for await (const chunk of stream) parts.push(Buffer.from(chunk.subarray()))
+  return Buffer.concat(parts)
+}
+
+describe('piece lane', () => {
+  const cleanups: Array<() => Promise<void> | void> = []
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  async function node(): Promise<P2PNode> {
+    const n = await createP2PNode({}, {})
+    await n.start()
+    cleanups.push(() => n.stop())
+    return n
+  }
+
+  async function seed(
+    lane: boolean,
+  ): Promise<{ node: P2PNode; source: MemoryPieceSource; server: PieceServer }> {
+    const n = await node()
+    const source = createMemoryPieceSource()
+    const server = createPieceServer(
+      { libp2p: n.libp2p, source },
+      lane ? { lane: { host: '127.0.0.1' }, requestTimeoutMs: 2_000 } : {},
+    )
+    await server.start()
+    cleanups.push(() => server.stop())
+    return { node: n, source, server }
+  }
+
+  it('finds the lane host in the listen addresses', () => {
+    expect(laneHostOf(['/ip4/198.18.1.7/tcp/4001'])).toBe('198.18.1.7')
+    expect(laneHostOf(['/ip4/10.0.0.1/udp/4001/quic-v1', '/ip6/::1/tcp/0'])).toBe('::1')
+    expect(laneHostOf(['/dns4/example.test/tcp/4001'])).toBeUndefined()
+  })
+
+  it('falls back to libp2p streams for a peer that serves no lane', async () => {
+    const s = await seed(false)
+    const leecher = await node()
+    const { bytes, map } = blob(3 * PIECE)
+    s.source.putBlob(map.digest, bytes, PIECE)
+    const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
+    const target = s.node.getMultiaddrs()
+    expect(pieceMatches(map, 2, await client.fetchPiece(target, map.digest, 2))).toBe(true)
+    expect((await client.fetchHave(target, map.digest))?.count()).toBe(3)
+    expect(s.server.laneStreamsServed()).toBe(0)
+  })
+
+  it('falls back to libp2p streams when the lane stops answering, and keeps fetching', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    const { bytes, map } = blob(2 * PIECE)
+    s.source.putBlob(map.digest, bytes, PIECE)
+    const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true, idleStreamMs: 0 })
+    const target = s.node.getMultiaddrs()
+    expect(pieceMatches(map, 0, await client.fetchPiece(target, map.digest, 0))).toBe(true)
+    expect(s.server.laneStreamsServed()).toBe(1)
+    // The piece server restarts: a new lane on a new port, the client's session points at the old one.
+    await s.server.stop()
+    await s.server.start()
+    expect(pieceMatches(map, 1, await client.fetchPiece(target, map.digest, 1))).toBe(true)
+    expect(s.server.laneStreamsServed()).toBe(0)
+  })
+
+  it('drops a lane socket whose frame was altered in flight, and serves the next one', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    const { bytes, map } = blob(4 * PIECE)
+    s.source.putBlob(map.digest, bytes, PIECE)
+    const lanePort = s.server.lanePort() as number
+    // Byte 21 is the first byte after the server's hello: the length of its first frame;
+    // byte 30 lies inside that frame's ciphertext.
+    const bad = await proxy(lanePort, { flipServerByteAt: 30 })
+    cleanups.push(() => {
+      bad.server.close()
+    })
+    const dialer = createLaneDialer(
+      { libp2p: leecher.libp2p },
+      { connect: (host) => connect(bad.port, host) },
+    )
+    const target = s.node.getMultiaddrs()
+    const stream = await dialer.open('seed', target, HAVE_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
+    expect(stream).toBeDefined()
+    stream!.send(encodeMessage({ type: 'have-request', digest: map.digest }))
+    await expect(readAll(stream!)).rejects.toThrow('lane frame failed authentication')
+    expect(stream!.status).toBe('aborted')
+
+    // An honest path to the same lane still works, with the same session.
+    const good = createLaneDialer({ libp2p: leecher.libp2p })
+    const again = await good.open('seed', target, PIECES_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
+    again!.send(encodeMessage({ type: 'piece-request', digest: map.digest, indexes: [3] }))
+    await again!.close({ signal: AbortSignal.timeout(5_000) }).catch(() => {})
+    const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
+    expect(pieceMatches(map, 3, await client.fetchPiece(target, map.digest, 3))).toBe(true)
+  })
+
+  it('refuses a replayed lane socket and garbage, and keeps serving', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    const { bytes, map } = blob(2 * PIECE)
+    s.source.putBlob(map.digest, bytes, PIECE)
+    const lanePort = s.server.lanePort() as number
+    const recorder = await proxy(lanePort)
+    cleanups.push(() => {
+      recorder.server.close()
+    })
+    const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true, idleStreamMs: 0 })
+    // The recorded socket: hello, open, request, end.
+    const dialer = createLaneDialer(
+      { libp2p: leecher.libp2p },
+      { connect: (host) => connect(recorder.port, host) },
+    )
+    const stream = await dialer.open('seed', s.node.getMultiaddrs(), PIECES_PROTOCOL, {
+      signal: AbortSignal.timeout(5_000),
+    })
+    stream!.send(encodeMessage({ type: 'piece-request', digest: map.digest, indexes: [0] }))
+    const got = readAll(stream!)
+    await stream!.close({ signal: AbortSignal.timeout(5_000) })
+    expect((await got).byteLength).toBeGreaterThan(PIECE)
+    expect(s.server.laneStreamsServed()).toBe(1)
+
+    // Replayed byte for byte: the server's fresh salt gives other keys, the first frame
+    // does not open, and no handler runs.
+    const replay = connect(lanePort, '127.0.0.1')
+    replay.on('error', () => {})
+    replay.resume()
+    replay.write(Buffer.concat(recorder.fromClient))
+    await once(replay, 'close')
+    // Garbage and a truncated hello.
+    for (const junk of [Buffer.from('GET / HTTP/1.1\r\n\r\n'.repeat(4)), Buffer.from('SHL1')]) {
+      const socket: Socket = connect(lanePort, '127.0.0.1')
+      socket.on('error', () => {})
+      socket.resume()
+      socket.end(junk)
+      await once(socket, 'close')
+    }
+    expect(s.server.laneStreamsServed()).toBe(1)
+    expect(pieceMatches(map, 1, await client.fetchPiece(s.node.getMultiaddrs(), map.digest, 1))).toBe(true)
+    expect(s.server.laneStreamsServed()).toBe(2)
+  })
+})
