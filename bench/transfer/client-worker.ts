@@ -46,7 +46,10 @@ async function startNodes(variants: StackVariant[]): Promise<void> {
     const node = await startStack(variant)
     nodes.set(variant.name, {
       node,
-      client: createPieceClient({ libp2p: node }, { timeoutMs: 300_000, lane: variant.lane === true }),
+      client: createPieceClient(
+        { libp2p: node },
+        { timeoutMs: 300_000, lane: variant.libp2pStreams !== true },
+      ),
     })
   }
 }

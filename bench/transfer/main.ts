@@ -37,7 +37,7 @@ const USAGE = `usage: npm run bench:transfer -- [options]
   --size-mb N        size of the generated blob (default 1024); piece size per choosePieceSize
   --runs N           runs per configuration, median reported (default 3)
   --peers N          servers of the parallel case, one connection each (default 3; 1 skips it)
-  --variants LIST    shoal stack variants, comma-separated (default ${NODE_VARIANT},stock-noise)
+  --variants LIST    shoal stack variants, comma-separated (default ${NODE_VARIANT},libp2p-streams)
                      known: ${STACK_VARIANTS.map((v) => v.name).join(', ')}
   --batch N          pieces per request (default 4)
   --depth N          requests in flight per peer (default 2)
@@ -89,7 +89,7 @@ function parseConfig(argv: string[]): Config | undefined {
   const positive = positiveOptionReader(problems)
   let variants: StackVariant[] = []
   try {
-    variants = findVariants((values.variants ?? `${NODE_VARIANT},stock-noise`).split(',').filter(Boolean))
+    variants = findVariants((values.variants ?? `${NODE_VARIANT},libp2p-streams`).split(',').filter(Boolean))
   } catch (err) {
     problems.push((err as Error).message)
   }

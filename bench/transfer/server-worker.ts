@@ -72,7 +72,7 @@ async function start(req: WorkerRequest): Promise<unknown> {
         maxConcurrentUploads: 64,
         sendStallTimeoutMs: 600_000,
         requestTimeoutMs: 600_000,
-        ...(variant.lane ? { lane: { host: '127.0.0.1' } } : {}),
+        ...(variant.libp2pStreams === true ? {} : { lane: { host: '127.0.0.1' } }),
       },
     )
     await server.start()

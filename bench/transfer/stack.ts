@@ -1,11 +1,13 @@
 /**
- * The libp2p transport stacks the transfer benchmark compares. `default` is exactly the
- * stack protocol/src/p2p/node.ts builds (its shoalConnectionEncrypters and
- * shoalStreamMuxers); every other variant is that stack with one thing changed: the
- * connection encrypter (stock @chainsafe/libp2p-noise, with its default cipher or
- * createNoiseCrypto), shoalNoise's send size, the yamux stream window (set on both ends, LIBP2P.md pitfall 4)
- * or, on the serving side, the size of the writes the piece server makes (the cache's
- * read chunk).
+ * The piece paths the transfer benchmark compares. `default` is the path the agent and
+ * the seed run: the libp2p stack protocol/src/p2p/node.ts builds (its
+ * shoalConnectionEncrypters and shoalStreamMuxers) for the lane session, and pieces on
+ * the piece lane (lane.ts, ADR 0008). `libp2p-streams` keeps pieces on libp2p streams
+ * of that stack; the other variants are that with one thing changed: the connection
+ * encrypter (stock @chainsafe/libp2p-noise, with its default cipher or
+ * createNoiseCrypto), shoalNoise's send size, the yamux stream window (set on both
+ * ends, LIBP2P.md pitfall 4), or, on the serving side, the size of the writes the piece
+ * server makes (the cache's read chunk).
  */
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -33,8 +35,11 @@ export interface StackVariant {
   streamWindowBytes?: number
   /** Bytes per piece-server write (the cache's read chunk). @default 1 MiB */
   writeBytes?: number
-  /** Pieces and bitfields over the piece lane (lane.ts, ADR 0008) instead of libp2p streams. */
-  lane?: boolean
+  /**
+   * Pieces and bitfields over libp2p streams instead of the piece lane (lane.ts, ADR
+   * 0008) the agent and seed use; the variants that change the libp2p stack set it.
+   */
+  libp2pStreams?: boolean
 }
 
 const MiB = 1 << 20
@@ -44,37 +49,44 @@ export const STACK_VARIANTS: StackVariant[] = [
   {
     name: 'default',
     description:
-      'as node.ts runs it: shoalNoise (package handshake, shoal data phase), yamux defaults, 1 MiB writes',
+      "as the agent runs it: pieces on the piece lane (ADR 0008; own TCP socket, 1 MiB sealed frames), keyed over node.ts's libp2p",
   },
   {
-    name: 'lane',
-    description: 'default with pieces on the piece lane (ADR 0008): own TCP socket, 1 MiB sealed frames',
-    lane: true,
+    name: 'libp2p-streams',
+    description:
+      'pieces on libp2p streams as node.ts runs them: shoalNoise (package handshake, shoal data phase), yamux defaults, 1 MiB writes (the agent before ADR 0008)',
+    libp2pStreams: true,
   },
   {
     name: 'stock-noise',
     description: 'stock @chainsafe/libp2p-noise data phase with its default crypto (node.ts before ADR 0007)',
     stockNoise: 'default-crypto',
+    libp2pStreams: true,
   },
   {
     name: 'node-crypto',
     description: 'stock noise data phase with createNoiseCrypto',
     stockNoise: 'node-crypto',
+    libp2pStreams: true,
   },
   {
     name: 'node-crypto-tag',
     description: 'stock noise data phase, createNoiseCrypto with the tag as its own chunk',
     stockNoise: 'node-crypto-tag',
+    libp2pStreams: true,
   },
   {
     name: 'send-256k',
-    description: 'default with shoalNoise sealing at most 4 frames (256 KiB) per socket write instead of 16',
+    description:
+      'libp2p-streams with shoalNoise sealing at most 4 frames (256 KiB) per socket write instead of 16',
     noiseSendBytes: 4 * 65_519,
+    libp2pStreams: true,
   },
   {
     name: 'window-4m',
-    description: 'default with a yamux stream window of 4 MiB on both ends',
+    description: 'libp2p-streams with a yamux stream window of 4 MiB on both ends',
     streamWindowBytes: 4 * MiB,
+    libp2pStreams: true,
   },
   {
     name: 'writes-4m',

@@ -5,8 +5,10 @@
  * time and this process's CPU seconds per GB the agents received: the cost of the agent's
  * whole piece path (scheduler, piece protocol, noise, yamux, cache, mirror) without
  * shaped links, other processes or per-process JIT warm-up (docs/BENCHMARKS.md, cluster,
- * fifth round). N and MB from the environment (default 8 agents, 40 MiB); PROF=<file>
- * writes a CPU profile of the pull.
+ * fifth round). Then it stays idle for IDLE seconds (default 10) with every
+ * connection open and reports the CPU the idle swarm burns per agent (connection
+ * upkeep, announces, DHT). N and MB from the environment (default 8 agents, 40 MiB);
+ * PROF=<file> writes a CPU profile of the pull, PROF_IDLE=<file> one of the idle time.
  */
 import { writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
@@ -49,6 +51,28 @@ try {
   if (session && process.env.PROF) {
     const { profile } = await session.post('Profiler.stop')
     writeFileSync(process.env.PROF, JSON.stringify(profile))
+  }
+  const idleSeconds = Number(process.env.IDLE ?? 10)
+  const idleSession = process.env.PROF_IDLE ? new Session() : undefined
+  if (idleSession) {
+    idleSession.connect()
+    await idleSession.post('Profiler.enable')
+    await idleSession.post('Profiler.start')
+  }
+  const idle0 = process.cpuUsage()
+  await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000))
+  const idle = process.cpuUsage(idle0)
+  const idleCpu = (idle.user + idle.system) / 1e6
+  console.log(
+    JSON.stringify({
+      idleSeconds,
+      idleCpuSeconds: Number(idleCpu.toFixed(2)),
+      idleCpuPercentPerAgent: Number(((100 * idleCpu) / idleSeconds / agentCount).toFixed(2)),
+    }),
+  )
+  if (idleSession && process.env.PROF_IDLE) {
+    const { profile } = await idleSession.post('Profiler.stop')
+    writeFileSync(process.env.PROF_IDLE, JSON.stringify(profile))
   }
 } finally {
   await cluster.stop()

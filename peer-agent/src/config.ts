@@ -123,6 +123,15 @@ export const agentConfigSchema = z.strictObject({
     .describe(
       'serve and use the piece lane: pieces and bitfields on TCP sockets of their own, keyed over libp2p (ADR 0008); false keeps them on libp2p streams',
     ),
+  p2pLanePort: z
+    .number()
+    .int()
+    .min(0)
+    .max(65_535)
+    .default(0)
+    .describe(
+      'TCP port of the piece lane, on the host of the first p2pListen address (0: any free port; set it where a firewall must let the lane through)',
+    ),
   zone: labelSchema.optional().describe('topology zone label announced to the tracker'),
   rack: labelSchema.optional().describe('topology rack label announced to the tracker'),
   maxConcurrentUploads: z

@@ -29,6 +29,7 @@ describe('parseRegistryConfig', () => {
       seed: {
         enabled: true,
         lane: true,
+        lanePort: 0,
         listen: ['/ip4/127.0.0.1/tcp/0'],
         announce: [],
         uploadBytesPerSecond: 0,

@@ -89,6 +89,13 @@ export const seedConfigSchema = z.strictObject({
     .boolean()
     .default(true)
     .describe('also serve pieces on the piece lane, keyed over libp2p (ADR 0008), beside libp2p streams'),
+  lanePort: z
+    .number()
+    .int()
+    .min(0)
+    .max(65_535)
+    .default(0)
+    .describe('TCP port of the piece lane, on the host of the first listen address (0: any free port)'),
   trackerUrl: z
     .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
     .optional()

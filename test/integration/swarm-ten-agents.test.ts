@@ -63,6 +63,13 @@ describe('swarm: ten agents, one blob', () => {
         }))
       expect(opened).toBeGreaterThan(0)
       expect(await metricValue(agent.metrics, 'shoal_agent_p2p_connections_closed_total')).toBe(0)
+      // Pieces and bitfields went over the piece lane (the default), none over libp2p streams.
+      expect(
+        await metricValue(agent.metrics, 'shoal_agent_p2p_streams_opened_total', { transport: 'lane' }),
+      ).toBeGreaterThan(0)
+      expect(
+        await metricValue(agent.metrics, 'shoal_agent_p2p_streams_opened_total', { transport: 'libp2p' }),
+      ).toBe(0)
     }
     expect(fromPeers + fromSeed).toBe(AGENTS * SIZE)
     expect(fromPeers).toBeGreaterThan(fromSeed)

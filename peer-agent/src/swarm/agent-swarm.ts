@@ -73,7 +73,14 @@ export async function createAgentSwarm(
   )
   const peerId = node.peerId.toString()
   const laneHost = config.p2pLane ? laneHostOf(config.p2pListen) : undefined
-  const client = createPieceClient({ libp2p: node.libp2p }, { lane: config.p2pLane })
+  const client = createPieceClient(
+    { libp2p: node.libp2p },
+    {
+      lane: config.p2pLane,
+      onStreamOpened: (transport) => metrics.streamsOpened.inc({ transport }),
+      logger,
+    },
+  )
   let router: CombinedRouter | undefined
 
   async function* mapsFromPeers(digest: Digest, options: { signal: AbortSignal }) {
@@ -114,7 +121,7 @@ export async function createAgentSwarm(
     {
       maxConcurrentUploads: config.maxConcurrentUploads,
       uploadBytesPerSecond: config.uploadRateBytesPerSec,
-      ...(laneHost === undefined ? {} : { lane: { host: laneHost } }),
+      ...(laneHost === undefined ? {} : { lane: { host: laneHost, port: config.p2pLanePort } }),
       onPieceSent: (event) => metrics.uploadedBytes.inc(event.bytes),
     },
   )

@@ -28,6 +28,8 @@ export interface SwarmMetrics {
   connectionsOpened: Counter<'direction'>
   /** libp2p connections closed, by direction; against opened, this shows churn. */
   connectionsClosed: Counter<'direction'>
+  /** Piece and have streams opened to peers, by transport (lane, libp2p). */
+  streamsOpened: Counter<'transport'>
   /** Piece requests being served now. */
   activeUploads: Gauge
 }
@@ -75,6 +77,11 @@ export function createSwarmMetrics(registry: Registry, activeUploads: () => numb
       'shoal_agent_p2p_connections_closed_total',
       'libp2p connections closed, by direction.',
       ['direction'],
+    ),
+    streamsOpened: counter(
+      'shoal_agent_p2p_streams_opened_total',
+      'Piece and have streams opened to other peers, by transport (lane: the piece lane, libp2p: libp2p streams).',
+      ['transport'],
     ),
     activeUploads:
       existingGauge instanceof Gauge

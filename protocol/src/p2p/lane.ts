@@ -603,6 +603,12 @@ interface ClientSession {
 export interface LaneDialerInit {
   /** After a peer showed it has no lane (or its lane failed), ask it again after this. @default 60000 */
   retryAfterMs?: number
+  /**
+   * Connecting to a lane and its hello must finish within this, or the peer is used over
+   * libp2p (a firewall that drops the lane port). @default 3000
+   */
+  connectTimeoutMs?: number
+  logger?: Logger
   /** Opens the TCP socket to a lane (tests put a proxy in between). */
   connect?: (host: string, port: number) => Socket
 }
@@ -629,6 +635,7 @@ export function createLaneDialer(
 ): LaneDialer {
   const { libp2p } = components
   const retryAfterMs = init.retryAfterMs ?? 60_000
+  const connectTimeoutMs = init.connectTimeoutMs ?? 3_000
   const connectSocket =
     init.connect ?? ((host: string, port: number) => netConnect({ host, port, noDelay: true }))
   const sessions = new Map<string, ClientSession>()
@@ -736,13 +743,17 @@ export function createLaneDialer(
         if (s === undefined) return undefined
         let lane: LaneStream | 'unknown-session'
         try {
-          lane = await connectLane(s, signal)
+          // A lane port that drops packets must not hold the request up to its deadline.
+          lane = await connectLane(s, AbortSignal.any([signal, AbortSignal.timeout(connectTimeoutMs)]))
         } catch (err) {
           signal.throwIfAborted()
           // The peer answers on libp2p but its lane does not: use libp2p for a while.
           noLaneUntil.set(name, Date.now() + retryAfterMs)
           sessions.delete(name)
-          void err
+          init.logger?.debug(
+            { err, peer: name, host: s.host, port: s.port },
+            'piece lane unreachable, using libp2p',
+          )
           return undefined
         }
         if (lane === 'unknown-session') {

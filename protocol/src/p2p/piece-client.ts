@@ -5,6 +5,7 @@
  */
 import { isPeerId, type Libp2p, type PeerId } from '@libp2p/interface'
 import { isMultiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from 'pino'
 import type { Bitfield } from '../bitfield.js'
 import { DecodeError } from '../errors.js'
 import type { Digest } from '../digest.js'
@@ -20,7 +21,7 @@ import {
 import type { SignedPieceMap } from '../piece-map.js'
 import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import { PeerRefusedError, PieceUnavailableError } from './errors.js'
-import { createLaneDialer, type LaneDialer } from './lane.js'
+import { createLaneDialer, type LaneDialer, LaneStream } from './lane.js'
 import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 
 /** Where to reach a peer: its id (addresses from the peer store) or addresses. */
@@ -63,6 +64,9 @@ export interface PieceClientInit {
    * @default false
    */
   lane?: boolean
+  /** Told of every stream opened (not of kept ones reused), by transport. */
+  onStreamOpened?: (transport: 'lane' | 'libp2p') => void
+  logger?: Logger
 }
 
 /** The collaborators of the piece client. */
@@ -173,7 +177,9 @@ export function createPieceClient(
   const maxIdleStreams = init.maxIdleStreams ?? 4
   const dial = libp2p.dial?.bind(libp2p)
   const lane: LaneDialer | undefined =
-    init.lane === true && dial !== undefined ? createLaneDialer({ libp2p: { dial } }) : undefined
+    init.lane === true && dial !== undefined
+      ? createLaneDialer({ libp2p: { dial } }, init.logger === undefined ? {} : { logger: init.logger })
+      : undefined
   /** Idle streams by peer and protocol, most recently used last. */
   const idle = new Map<string, Channel[]>()
 
@@ -241,10 +247,12 @@ export function createPieceClient(
       // Only a kept stream is retried, so a request goes out twice at most.
       const reused = channel !== undefined
       if (channel === undefined) {
-        const stream: PieceStream =
-          (lane !== undefined && protocol !== PIECE_MAP_PROTOCOL
+        let stream: PieceStream | undefined =
+          lane !== undefined && protocol !== PIECE_MAP_PROTOCOL
             ? await lane.open(peerKey(peer), peer, protocol, { signal })
-            : undefined) ?? (await libp2p.dialProtocol(peer, protocol, { signal }))
+            : undefined
+        if (stream === undefined) stream = await libp2p.dialProtocol(peer, protocol, { signal })
+        init.onStreamOpened?.(stream instanceof LaneStream ? 'lane' : 'libp2p')
         channel = { key, stream, reader: createMessageReader(stream), idleTimer: undefined }
       }
       const { stream } = channel

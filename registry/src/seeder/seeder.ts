@@ -85,9 +85,13 @@ export interface Seeder {
 }
 
 /** The piece server's lane option: on the host of the first TCP listen address. */
-function laneOption(enabled: boolean, listen: readonly string[]): { lane?: { host: string } } {
+function laneOption(
+  enabled: boolean,
+  listen: readonly string[],
+  port: number,
+): { lane?: { host: string; port: number } } {
   const host = enabled ? laneHostOf(listen) : undefined
-  return host === undefined ? {} : { lane: { host } }
+  return host === undefined ? {} : { lane: { host, port } }
 }
 
 /** Creates (without starting) the seed. Throws ConfigError for an unreadable key or PSK file. */
@@ -145,7 +149,7 @@ export async function createSeeder(components: SeederComponents, init: SeederIni
     {
       maxConcurrentUploads: init.maxConcurrentUploads ?? 16,
       uploadBytesPerSecond: init.uploadBytesPerSecond ?? 0,
-      ...laneOption(init.lane ?? true, init.listen ?? ['/ip4/127.0.0.1/tcp/0']),
+      ...laneOption(init.lane ?? true, init.listen ?? ['/ip4/127.0.0.1/tcp/0'], init.lanePort ?? 0),
       onPieceSent: (event) => {
         metrics.blobBytesSent.inc(event.bytes)
         metrics.piecesSent.inc()
