@@ -287,6 +287,7 @@ export async function createAgentSwarm(
         cache.events.off('discarded', onGone)
         await source.stop()
         await combined.stop?.()
+        client.close()
         await pieceServer.stop()
         await node.stop()
         node.libp2p.removeEventListener('connection:open', onConnectionOpen)

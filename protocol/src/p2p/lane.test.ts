@@ -130,6 +130,49 @@ describe('piece lane', () => {
     expect(s.server.laneStreamsServed()).toBe(0)
   })
 
+  it('sends a peer over its lane socket cap to libp2p streams, request by request', async () => {
+    const n = await node()
+    const source = createMemoryPieceSource()
+    const server = createPieceServer(
+      { libp2p: n.libp2p, source },
+      { lane: { host: '127.0.0.1', maxSocketsPerPeer: 1 } },
+    )
+    await server.start()
+    cleanups.push(() => server.stop())
+    const leecher = await node()
+    const { bytes, map } = blob(2 * PIECE)
+    source.putBlob(map.digest, bytes, PIECE)
+    const transports: string[] = []
+    const client = createPieceClient(
+      { libp2p: leecher.libp2p },
+      { lane: true, idleStreamMs: 60_000, onStreamOpened: (t) => transports.push(t) },
+    )
+    const target = n.getMultiaddrs()
+    // The pieces stream is kept on the one lane socket allowed; the have stream is refused there.
+    expect(pieceMatches(map, 0, await client.fetchPiece(target, map.digest, 0))).toBe(true)
+    expect((await client.fetchHave(target, map.digest))?.count()).toBe(2)
+    expect(transports).toEqual(['lane', 'libp2p'])
+    // The lane is not written off: the kept socket carries the next piece.
+    expect(pieceMatches(map, 1, await client.fetchPiece(target, map.digest, 1))).toBe(true)
+    expect(server.laneStreamsServed()).toBe(1)
+  })
+
+  it('drops its kept lane sockets on close() and opens new ones after', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    const { bytes, map } = blob(3 * PIECE)
+    s.source.putBlob(map.digest, bytes, PIECE)
+    const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true, idleStreamMs: 60_000 })
+    const target = s.node.getMultiaddrs()
+    expect(pieceMatches(map, 0, await client.fetchPiece(target, map.digest, 0))).toBe(true)
+    expect(pieceMatches(map, 1, await client.fetchPiece(target, map.digest, 1))).toBe(true)
+    // The second request reused the kept socket.
+    expect(s.server.laneStreamsServed()).toBe(1)
+    client.close()
+    expect(pieceMatches(map, 2, await client.fetchPiece(target, map.digest, 2))).toBe(true)
+    expect(s.server.laneStreamsServed()).toBe(2)
+  })
+
   it('drops a lane socket whose frame was altered in flight, and serves the next one', async () => {
     const s = await seed(true)
     const leecher = await node()

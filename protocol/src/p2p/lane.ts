@@ -19,7 +19,8 @@
  * Wire (all integers big-endian):
  *
  *   client hello   'SHL1' | session id (16) | client salt (16)
- *   server hello   'SHL1' | u8 status (0 ok, 1 unknown session) | server salt (16)
+ *   server hello   'SHL1' | u8 status (0 ok, 1 unknown session, 2 too many sockets of
+ *                  this peer) | server salt (16)
  *   frame          u32 sealed length (17 .. MAX_FRAME_PAYLOAD + 17) | sealed
  *   sealed         ChaCha20-Poly1305(u8 kind | payload) | tag (16)
  *   kind           0 data, 1 open (payload: protocol id, utf-8; the client's first frame),
@@ -438,8 +439,10 @@ export interface LaneServerInit {
   sessionTtlMs?: number
   /** A new socket must finish its hello within this. @default 10000 */
   helloTimeoutMs?: number
-  /** Lane sockets open at once. @default 1024 */
+  /** Lane sockets open at once, hellos included. @default 4096 */
   maxSockets?: number
+  /** Lane sockets one peer may hold open; more are refused (the peer uses libp2p streams). @default 64 */
+  maxSocketsPerPeer?: number
   logger?: Logger
 }
 
@@ -464,7 +467,10 @@ export function createLaneServer(
   const { libp2p, handlers } = components
   const ttlMs = init.sessionTtlMs ?? 600_000
   const helloTimeoutMs = init.helloTimeoutMs ?? 10_000
-  const maxSockets = init.maxSockets ?? 1024
+  const maxSockets = init.maxSockets ?? 4096
+  const maxSocketsPerPeer = init.maxSocketsPerPeer ?? 64
+  /** Open lane sockets by peer. */
+  const perPeer = new Map<string, number>()
   const log = init.logger
   const sessions = new Map<string, Session>()
   const byPeer = new Map<string, Session>()
@@ -506,6 +512,17 @@ export function createLaneServer(
       socket.end(Buffer.concat([MAGIC, Uint8Array.of(1), serverSalt]))
       return
     }
+    const held = perPeer.get(session.peer) ?? 0
+    if (held >= maxSocketsPerPeer) {
+      socket.end(Buffer.concat([MAGIC, Uint8Array.of(2), serverSalt]))
+      return
+    }
+    perPeer.set(session.peer, held + 1)
+    socket.once('close', () => {
+      const n = (perPeer.get(session.peer) ?? 1) - 1
+      if (n <= 0) perPeer.delete(session.peer)
+      else perPeer.set(session.peer, n)
+    })
     socket.write(Buffer.concat([MAGIC, Uint8Array.of(0), serverSalt]))
     const keys = deriveKeys(session.key, head.subarray(20, 36), serverSalt, false)
     const remotePeer = peerIds.get(session.peer) as PeerId
@@ -701,7 +718,10 @@ export function createLaneDialer(
     return got
   }
 
-  async function connectLane(s: ClientSession, signal: AbortSignal): Promise<LaneStream | 'unknown-session'> {
+  async function connectLane(
+    s: ClientSession,
+    signal: AbortSignal,
+  ): Promise<LaneStream | 'unknown-session' | 'busy'> {
     const socket = connectSocket(s.host, s.port)
     socket.on('error', () => {})
     try {
@@ -721,9 +741,9 @@ export function createLaneDialer(
       socket.write(Buffer.concat([MAGIC, s.id, clientSalt]))
       const { head, rest } = await readExactly(socket, SERVER_HELLO_BYTES, signal)
       if (!head.subarray(0, 4).equals(MAGIC)) throw new DecodeError('not a lane hello')
-      if (head[4] === 1) {
+      if (head[4] === 1 || head[4] === 2) {
         socket.destroy()
-        return 'unknown-session'
+        return head[4] === 1 ? 'unknown-session' : 'busy'
       }
       if (head[4] !== 0) throw new DecodeError(`lane hello status ${head[4]}`)
       const stream = new LaneStream(socket, deriveKeys(s.key, clientSalt, head.subarray(5, 21), true), rest)
@@ -741,7 +761,7 @@ export function createLaneDialer(
       for (let attempt = 0; attempt < 2; attempt++) {
         const s = await session(name, peer, signal)
         if (s === undefined) return undefined
-        let lane: LaneStream | 'unknown-session'
+        let lane: LaneStream | 'unknown-session' | 'busy'
         try {
           // A lane port that drops packets must not hold the request up to its deadline.
           lane = await connectLane(s, AbortSignal.any([signal, AbortSignal.timeout(connectTimeoutMs)]))
@@ -756,6 +776,8 @@ export function createLaneDialer(
           )
           return undefined
         }
+        // This request goes over libp2p; the lane is used again when sockets free up.
+        if (lane === 'busy') return undefined
         if (lane === 'unknown-session') {
           sessions.delete(name)
           continue

@@ -118,6 +118,11 @@ export interface PieceClient {
     digest: Digest,
     options?: { signal?: AbortSignal },
   ): Promise<SignedPieceMap | undefined>
+  /**
+   * Resets every stream the client holds, kept or in use (lane sockets are not closed by
+   * stopping the libp2p node). Requests in flight fail; the client can be used again.
+   */
+  close(): void
 }
 
 function refusal(msg: Message): Error | undefined {
@@ -182,6 +187,8 @@ export function createPieceClient(
       : undefined
   /** Idle streams by peer and protocol, most recently used last. */
   const idle = new Map<string, Channel[]>()
+  /** Every stream opened and not yet closed, for close(). */
+  const open = new Set<PieceStream>()
 
   function takeIdle(key: string): Channel | undefined {
     const list = idle.get(key)
@@ -253,6 +260,9 @@ export function createPieceClient(
             : undefined
         if (stream === undefined) stream = await libp2p.dialProtocol(peer, protocol, { signal })
         init.onStreamOpened?.(stream instanceof LaneStream ? 'lane' : 'libp2p')
+        const opened = stream
+        open.add(opened)
+        opened.addEventListener('close', () => open.delete(opened), { once: true })
         channel = { key, stream, reader: createMessageReader(stream), idleTimer: undefined }
       }
       const { stream } = channel
@@ -369,6 +379,13 @@ export function createPieceClient(
       if (reply.signed?.map.digest !== digest)
         throw new DecodeError('peer sent the piece map of another blob')
       return reply.signed
+    },
+
+    close() {
+      for (const list of idle.values()) for (const channel of list) clearTimeout(channel.idleTimer)
+      idle.clear()
+      for (const stream of open) stream.abort(new Error('piece client closed'))
+      open.clear()
     },
   }
   return client

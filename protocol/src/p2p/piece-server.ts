@@ -27,7 +27,7 @@ import {
 } from '../messages/index.js'
 import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import type { PieceSource } from './piece-source.js'
-import { createLaneServer, type LaneHandlers, type LaneServer } from './lane.js'
+import { createLaneServer, type LaneHandlers, type LaneServer, type LaneServerInit } from './lane.js'
 import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 import { createTokenBucket } from './token-bucket.js'
 
@@ -61,7 +61,7 @@ export interface PieceServerInit {
    * Also serve the protocols on a piece lane (lane.ts, ADR 0008) on this address (the
    * node's libp2p TCP host; port 0 picks a free one), handing out sessions over libp2p.
    */
-  lane?: { host: string; port?: number }
+  lane?: Omit<LaneServerInit, 'logger'>
 }
 
 /** The collaborators of the piece server. */
