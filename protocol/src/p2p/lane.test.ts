@@ -29,14 +29,21 @@ function blob(size: number): { bytes: Buffer; map: PieceMap } {
  */
 async function proxy(
   target: number,
-  options: { flipServerByteAt?: number } = {},
+  options: { flipServerByteAt?: number; flipClientByteAt?: number } = {},
 ): Promise<{ server: Server; port: number; fromClient: Buffer[] }> {
   const fromClient: Buffer[] = []
   const server = createServer((inbound) => {
     const outbound = connect({ host: '127.0.0.1', port: target })
     let fromServer = 0
+    let sent = 0
     inbound.on('data', (chunk: Buffer) => {
       fromClient.push(Buffer.from(chunk))
+      const at = options.flipClientByteAt
+      if (at !== undefined && at >= sent && at < sent + chunk.byteLength) {
+        chunk = Buffer.from(chunk)
+        chunk[at - sent]! ^= 0x80
+      }
+      sent += chunk.byteLength
       outbound.write(chunk)
     })
     outbound.on('data', (chunk: Buffer) => {
@@ -203,6 +210,32 @@ describe('piece lane', () => {
     await again!.close({ signal: AbortSignal.timeout(5_000) }).catch(() => {})
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
     expect(pieceMatches(map, 3, await client.fetchPiece(target, map.digest, 3))).toBe(true)
+  })
+
+  it('ends a lane socket whose frame length is out of bounds before reading it', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    const { bytes, map } = blob(PIECE)
+    s.source.putBlob(map.digest, bytes, PIECE)
+    // Byte 36 is the first byte of the client's first frame length: 0x00 -> 0x80 asks
+    // for a 2 GiB frame.
+    const bad = await proxy(s.server.lanePort() as number, { flipClientByteAt: 36 })
+    cleanups.push(() => {
+      bad.server.close()
+    })
+    const dialer = createLaneDialer(
+      { libp2p: leecher.libp2p },
+      { connect: (host) => connect(bad.port, host) },
+    )
+    const stream = await dialer.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
+      signal: AbortSignal.timeout(5_000),
+    })
+    stream!.send(encodeMessage({ type: 'have-request', digest: map.digest }))
+    await expect(readAll(stream!)).rejects.toThrow()
+    expect(s.server.laneStreamsServed()).toBe(0)
+    const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
+    expect(pieceMatches(map, 0, await client.fetchPiece(s.node.getMultiaddrs(), map.digest, 0))).toBe(true)
+    expect(s.server.laneStreamsServed()).toBe(1)
   })
 
   it('refuses a replayed lane socket and garbage, and keeps serving', async () => {
