@@ -10,6 +10,9 @@ describe('parseAgentConfig', () => {
     expect(config.upstreams).toEqual([])
     expect(config.authCacheTtlMs).toBe(60_000)
     expect(config.trackerUrl).toBeUndefined()
+    expect(config.p2pLane).toBe(true)
+    expect(config.p2pLanePort).toBe(0)
+    expect(config.swarmMaxPeers).toBe(16)
   })
 
   it('accepts upstream mappings, with `prefix` as the CLI form of `host`', () => {
@@ -37,6 +40,8 @@ describe('parseAgentConfig', () => {
         ],
         allowPeers: ['not a peer id!'],
         zone: 'bad zone',
+        swarmMaxPeers: 0,
+        p2pLanePort: 70_000,
         surprise: true,
       })
     } catch (err) {
@@ -53,6 +58,8 @@ describe('parseAgentConfig', () => {
       'upstreams.2.host:',
       'allowPeers.0:',
       'zone:',
+      'swarmMaxPeers:',
+      'p2pLanePort:',
       '(root): unknown setting surprise',
     ]) {
       expect(

@@ -176,6 +176,15 @@ export const agentConfigSchema = z.strictObject({
     .describe(
       'how often a download asks each peer that is still downloading which pieces it holds, in milliseconds',
     ),
+  swarmMaxPeers: z
+    .number()
+    .int()
+    .min(1)
+    .max(64)
+    .default(16)
+    .describe(
+      'agents one download takes pieces from at once (plus the seed, and up to 4 more for pieces no peer in use holds); fewer costs less CPU per byte, more finds pieces sooner',
+    ),
   swarmMinBlobBytes: z
     .number()
     .int()

@@ -190,6 +190,7 @@ export async function createAgentSwarm(
       stallTimeoutMs: config.swarmStallTimeoutMs,
       minBlobBytes: config.swarmMinBlobBytes,
       haveRefreshMs: config.swarmHaveRefreshMs,
+      maxPeers: config.swarmMaxPeers,
     },
   )
 
