@@ -212,6 +212,18 @@ describe('piece lane', () => {
     expect(pieceMatches(map, 3, await client.fetchPiece(target, map.digest, 3))).toBe(true)
   })
 
+  it('resets a stream that names a protocol the lane does not serve', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    const dialer = createLaneDialer({ libp2p: leecher.libp2p })
+    const stream = await dialer.open('seed', s.node.getMultiaddrs(), '/shoal/unknown/1.0.0', {
+      signal: AbortSignal.timeout(5_000),
+    })
+    await expect(readAll(stream!)).rejects.toThrow('is not served on the lane')
+    expect(stream!.status).toBe('reset')
+    expect(s.server.laneStreamsServed()).toBe(0)
+  })
+
   it('ends a lane socket whose frame length is out of bounds before reading it', async () => {
     const s = await seed(true)
     const leecher = await node()

@@ -200,6 +200,8 @@ export class LaneStream extends EventTarget implements PieceStream {
     this.incoming.append(chunk)
     try {
       for (;;) {
+        // A reset frame, or a failure, ends the stream: nothing after it is read.
+        if (this.status !== 'open' && this.status !== 'closing') return
         if (this.frameLength === undefined) {
           if (this.incoming.byteLength < 4) return
           const n = this.incoming.getUint32(0)
@@ -261,8 +263,9 @@ export class LaneStream extends EventTarget implements PieceStream {
       this.wake()
       if (this.writeStatus === 'closed') this.socket.end()
     } else if (kind === KIND_RESET) {
+      // Reset by the peer: no reset goes back, the stream is simply gone.
       const reason = Buffer.from(plain.subarray()).toString('utf8').slice(0, 200)
-      throw new LaneResetError(`the peer reset the lane stream: ${reason}`)
+      this.fail(new LaneResetError(`the peer reset the lane stream: ${reason}`))
     } else {
       throw new DecodeError(`unknown lane frame kind ${kind}`)
     }
