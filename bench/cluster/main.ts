@@ -247,6 +247,11 @@ async function scrapeAgents(nodes: readonly TestbedHost[]): Promise<Record<strin
       add('badPieces', sampleSum(text, 'shoal_agent_swarm_bad_pieces_total'))
       add('p2pConnections.opened', sampleSum(text, 'shoal_agent_p2p_connections_opened_total'))
       add('p2pConnections.closed', sampleSum(text, 'shoal_agent_p2p_connections_closed_total'))
+      for (const [transport, v] of Object.entries(
+        sampleByLabel(text, 'shoal_agent_p2p_streams_opened_total', 'transport'),
+      )) {
+        add(`p2pStreams.${transport}`, v)
+      }
       for (const [result, v] of Object.entries(
         sampleByLabel(text, 'shoal_agent_swarm_downloads_total', 'result'),
       )) {

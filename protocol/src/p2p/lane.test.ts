@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { connect, createServer, type Server, type Socket } from 'node:net'
+import { connect, createServer, type Server, Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { digestOf } from '../digest.js'
 import { encodeMessage } from '../messages/index.js'
@@ -29,7 +29,7 @@ function blob(size: number): { bytes: Buffer; map: PieceMap } {
  */
 async function proxy(
   target: number,
-  options: { flipServerByteAt?: number; flipClientByteAt?: number } = {},
+  options: { flipServerByteAt?: number; flipClientByteAt?: number; delayServerMs?: number } = {},
 ): Promise<{ server: Server; port: number; fromClient: Buffer[] }> {
   const fromClient: Buffer[] = []
   const server = createServer((inbound) => {
@@ -53,7 +53,8 @@ async function proxy(
         chunk[at - fromServer]! ^= 0x01
       }
       fromServer += chunk.byteLength
-      inbound.write(chunk)
+      if (options.delayServerMs) setTimeout(() => inbound.write(chunk), options.delayServerMs)
+      else inbound.write(chunk)
     })
     const end = (): void => {
       inbound.destroy()
@@ -210,6 +211,45 @@ describe('piece lane', () => {
     await again!.close({ signal: AbortSignal.timeout(5_000) }).catch(() => {})
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
     expect(pieceMatches(map, 3, await client.fetchPiece(target, map.digest, 3))).toBe(true)
+  })
+
+  it('waits for a slow hello under the request deadline, but not for a connect that never completes', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    const { bytes, map } = blob(PIECE)
+    s.source.putBlob(map.digest, bytes, PIECE)
+    // The peer's event loop answers the hello late (a starved node): the lane is still used.
+    const slow = await proxy(s.server.lanePort() as number, { delayServerMs: 600 })
+    cleanups.push(() => {
+      slow.server.close()
+    })
+    const patient = createLaneDialer(
+      { libp2p: leecher.libp2p },
+      { connectTimeoutMs: 200, connect: (host) => connect(slow.port, host) },
+    )
+    const stream = await patient.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
+      signal: AbortSignal.timeout(5_000),
+    })
+    expect(stream).toBeDefined()
+    stream!.abort(new Error('done'))
+    // A socket whose connect never completes (a port that drops packets): libp2p instead.
+    const blackhole = createLaneDialer(
+      { libp2p: leecher.libp2p },
+      { connectTimeoutMs: 200, connect: () => new Socket() },
+    )
+    const started = Date.now()
+    expect(
+      await blackhole.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
+        signal: AbortSignal.timeout(5_000),
+      }),
+    ).toBeUndefined()
+    expect(Date.now() - started).toBeLessThan(2_000)
+    // And it is not asked again at once.
+    expect(
+      await blackhole.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
+        signal: AbortSignal.timeout(5_000),
+      }),
+    ).toBeUndefined()
   })
 
   it('resets a stream that names a protocol the lane does not serve', async () => {

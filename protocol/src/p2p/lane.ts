@@ -624,8 +624,9 @@ export interface LaneDialerInit {
   /** After a peer showed it has no lane (or its lane failed), ask it again after this. @default 60000 */
   retryAfterMs?: number
   /**
-   * Connecting to a lane and its hello must finish within this, or the peer is used over
-   * libp2p (a firewall that drops the lane port). @default 3000
+   * The TCP connect to a lane must finish within this, or the peer is used over libp2p
+   * (a firewall that drops the lane port). The hello after it runs under the request's
+   * deadline. @default 3000
    */
   connectTimeoutMs?: number
   logger?: Logger
@@ -721,22 +722,30 @@ export function createLaneDialer(
     return got
   }
 
+  /**
+   * Connects and runs the hello. Only the TCP connect is held to connectTimeoutMs: the
+   * kernel completes it however busy the peer is, so a connect that takes longer means
+   * a port that drops packets. The hello needs the peer's event loop, which on a
+   * starved node can lag seconds; it runs under the request's own deadline, as a libp2p
+   * stream's negotiation does.
+   */
   async function connectLane(
     s: ClientSession,
     signal: AbortSignal,
   ): Promise<LaneStream | 'unknown-session' | 'busy'> {
     const socket = connectSocket(s.host, s.port)
     socket.on('error', () => {})
+    const connectSignal = AbortSignal.any([signal, AbortSignal.timeout(connectTimeoutMs)])
     try {
       await new Promise<void>((resolve, reject) => {
-        const onAbort = (): void => reject(signal.reason)
-        signal.addEventListener('abort', onAbort, { once: true })
+        const onAbort = (): void => reject(connectSignal.reason)
+        connectSignal.addEventListener('abort', onAbort, { once: true })
         socket.once('connect', () => {
-          signal.removeEventListener('abort', onAbort)
+          connectSignal.removeEventListener('abort', onAbort)
           resolve()
         })
         socket.once('error', (err) => {
-          signal.removeEventListener('abort', onAbort)
+          connectSignal.removeEventListener('abort', onAbort)
           reject(err)
         })
       })
@@ -766,8 +775,7 @@ export function createLaneDialer(
         if (s === undefined) return undefined
         let lane: LaneStream | 'unknown-session' | 'busy'
         try {
-          // A lane port that drops packets must not hold the request up to its deadline.
-          lane = await connectLane(s, AbortSignal.any([signal, AbortSignal.timeout(connectTimeoutMs)]))
+          lane = await connectLane(s, signal)
         } catch (err) {
           signal.throwIfAborted()
           // The peer answers on libp2p but its lane does not: use libp2p for a while.
