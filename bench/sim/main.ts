@@ -31,6 +31,7 @@ const { values } = parseArgs({
     'origin-slots': { type: 'string', default: '8' },
     'max-uploads': { type: 'string', default: '16' },
     'busy-backoff-ms': { type: 'string', default: '1000' },
+    'first-copy-priority': { type: 'string', default: '2' },
     'requests-per-peer': { type: 'string', default: '2' },
     'origin-requests': { type: 'string', default: '2' },
     'repeat-piece-after-ms': { type: 'string', default: '60000' },
@@ -48,7 +49,7 @@ if (values.help) {
   process.stdout.write(`usage: npm run sim -- [--preset scale|kraken] [--nodes 10,50] [--image-mb 256]
   [--layers 4] [--piece-mb N] [--node-mbit 100] [--node-down-mbit M] [--origin-mbit 100]
   [--latency-ms 1] [--have-delay-ms D] [--origin-slots 8] [--max-uploads 16]
-  [--busy-backoff-ms 1000] [--requests-per-peer 2] [--origin-requests 2] [--max-peers 16]
+  [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 2] [--origin-requests 2] [--max-peers 16]
   [--repeat-piece-after-ms 60000 (the seed's first-copy rule; 0: off)]
   [--tracker-sample 200] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
 `)
@@ -86,6 +87,7 @@ function baseConfig(nodes: number): SimConfig {
     originMaxConcurrentUploads: num('max-uploads')!,
     trackerSample: num('tracker-sample')!,
     busyBackoffMs: num('busy-backoff-ms')!,
+    firstCopyPriority: num('first-copy-priority')!,
     requestsPerPeer: num('requests-per-peer')!,
     originRequests: num('origin-requests')!,
     repeatPieceAfterMs: num('repeat-piece-after-ms')!,

@@ -114,7 +114,8 @@ describe('simulate', () => {
     expect(row.boundLimitedBy).toBe('origin upload')
     expect(row.ratioToBound).toBeGreaterThanOrEqual(1)
     expect(row.p50Seconds).toBeLessThanOrEqual(row.maxSeconds)
-    expect(row.originRatio).toBeGreaterThanOrEqual(1)
+    // The origin sends every byte at least once; exactly once may round to 1 - 1e-16.
+    expect(row.originRatio).toBeGreaterThanOrEqual(1 - 1e-9)
   })
 
   it('serves pieces from peers that are still downloading (in-flight seeding)', () => {

@@ -24,7 +24,8 @@
  *   (streaming window at the first missing piece, rarest first, endgame).
  * - A request reaches the sender after one latency; a sender with
  *   `maxConcurrentUploads` uploads running answers busy and is left alone for
- *   `busyBackoffMs` (the piece server's cap). The piece flows at the rate the network
+ *   `busyBackoffMs` (the piece server's cap), except for a piece it took from the origin
+ *   and has sent fewer than `firstCopyPriority` times (up to 8 uploads over the cap). The piece flows at the rate the network
  *   gives it and arrives one latency after its last byte left.
  * - In-flight seeding: a piece is servable as soon as it is received; other peers learn
  *   of it `haveDelayMs` later (have-messages; the real agent polls every second when a
@@ -98,6 +99,13 @@ export interface SimConfig {
   /** How long a node leaves a piece the origin declined before asking it again. @default 2000 */
   originDeferMs?: number
   busyBackoffMs?: number
+  /**
+   * The agent's first-copy priority (peer-agent/src/swarm/swarm-source.ts,
+   * FIRST_COPY_UPLOADS; the piece server's `priority`): a node at its upload cap still
+   * serves a piece it got from the origin until it has started this many uploads of it,
+   * up to 8 uploads over the cap. 0 switches it off. @default 2
+   */
+  firstCopyPriority?: number
   /** Called for every piece a node stores: who sent it (nodes = the origin), when. */
   onPiece?: (node: number, layer: number, index: number, from: number, simMs: number) => void
   /** Called now and then with nodes done and the simulated time. */
@@ -167,6 +175,9 @@ interface Download {
   /** Requests per piece, for cancelling endgame duplicates. */
   pending: Map<number, Req[]>
   haveSet: PieceSet
+  /** Pieces this node got from the origin, and uploads of each started (firstCopyPriority). */
+  fromOrigin: Uint8Array
+  uploads: Uint16Array
   candidate: HandOutCandidate & { idx: number }
   announceVersion: number
   announcedHolding: boolean
@@ -237,6 +248,7 @@ export function simulate(config: SimConfig): SimResult {
   const maxUploads = config.maxConcurrentUploads ?? 16
   const originMaxUploads = config.originMaxConcurrentUploads ?? 16
   const busyBackoff = config.busyBackoffMs ?? 1_000
+  const firstCopyPriority = config.firstCopyPriority ?? 2
   const rng = createRng(config.seed)
 
   const sizes = layerSizes(config.imageBytes, L)
@@ -269,6 +281,8 @@ export function simulate(config: SimConfig): SimResult {
         pc,
         have,
         shown: new Uint8Array(pc),
+        fromOrigin: new Uint8Array(pc),
+        uploads: new Uint16Array(pc),
         held: 0,
         inFlight: new Int32Array(pc),
         avail: new Int32Array(pc),
@@ -502,7 +516,14 @@ export function simulate(config: SimConfig): SimResult {
     if (req.cancelled) return
     const sender = req.link.peer
     const cap = sender === ORIGIN ? originMaxUploads : maxUploads
-    if (net.out[sender]!.length >= cap) {
+    const held = sender === ORIGIN ? undefined : downloads[req.dl.layer]![sender]!
+    const priority =
+      held !== undefined &&
+      firstCopyPriority > 0 &&
+      held.fromOrigin[req.index] === 1 &&
+      held.uploads[req.index]! < firstCopyPriority &&
+      net.out[sender]!.length < cap + 8
+    if (net.out[sender]!.length >= cap && !priority) {
       // Busy: the answer travels back, then the peer is left alone for a while.
       busyAnswers++
       release(req)
@@ -526,6 +547,7 @@ export function simulate(config: SimConfig): SimResult {
       queue.push(now + lat, EV_WAKE, req.dl)
       return
     }
+    if (held !== undefined) held.uploads[req.index]!++
     req.flow = net.start(sender, req.dl.node, pieceBytes(req.dl.layer, req.index), now, req)
   }
 
@@ -541,6 +563,7 @@ export function simulate(config: SimConfig): SimResult {
       return
     }
     delivered++
+    if (req.link.peer === ORIGIN) dl.fromOrigin[index] = 1
     config.onPiece?.(dl.node, dl.layer, index, req.link.peer, now)
     dl.have[index] = 1
     dl.held++

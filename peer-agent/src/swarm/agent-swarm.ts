@@ -122,7 +122,12 @@ export async function createAgentSwarm(
       maxConcurrentUploads: config.maxConcurrentUploads,
       uploadBytesPerSecond: config.uploadRateBytesPerSec,
       ...(laneHost === undefined ? {} : { lane: { host: laneHost, port: config.p2pLanePort } }),
-      onPieceSent: (event) => metrics.uploadedBytes.inc(event.bytes),
+      onPieceSent: (event) => {
+        metrics.uploadedBytes.inc(event.bytes)
+        source.uploaded(event.digest, event.index)
+      },
+      // First copies from the seed go out beyond the upload cap (swarm-source.ts).
+      priority: { isPriority: (digest, index) => source.isFirstCopy(digest, index) },
     },
   )
   const metrics = createSwarmMetrics(deps.metrics, () => pieceServer.activeUploads())

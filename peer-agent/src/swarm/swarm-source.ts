@@ -74,7 +74,22 @@ export interface SwarmBlobSource extends BlobSource {
   stop(): Promise<void>
   /** Peers this agent banned for bad pieces, by digest. */
   banned(digest: Digest): string[]
+  /**
+   * Whether a piece is a first copy: this process took it from the seed and has sent it
+   * to fewer than FIRST_COPY_UPLOADS peers. The piece server serves such pieces
+   * beyond its upload cap: nobody else holds them yet (the seed sends each piece once).
+   */
+  isFirstCopy(digest: Digest, index: number): boolean
+  /** Counts a piece sent to a peer (the piece server's onPieceSent). */
+  uploaded(digest: Digest, index: number): void
 }
+
+/**
+ * Uploads of a piece taken from the seed that are served beyond the upload cap. In the
+ * simulator (N = 50, 20 Mbit nodes, two layers) serving them first cut the last node
+ * from 33.2 to 30.9 s with 2, and at N = 1,000 from 59.1 to 44.7 s.
+ */
+const FIRST_COPY_UPLOADS = 2
 
 const FROM_PEER = 1
 const FROM_SEED = 2
@@ -91,6 +106,8 @@ export function createSwarmBlobSource(
   const bans = new Map<Digest, Set<string>>()
   /** Which source each piece fetched by this process came from (0: held before). */
   const provenance = new Map<Digest, Uint8Array>()
+  /** Uploads started of each piece taken from the seed, by digest. */
+  const firstCopyUploads = new Map<Digest, Uint8Array>()
   let stopping = false
 
   const gatedClient: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> = {
@@ -288,6 +305,23 @@ export function createSwarmBlobSource(
 
     banned(digest) {
       return [...(bans.get(digest) ?? [])]
+    },
+
+    isFirstCopy(digest, index) {
+      return (
+        provenance.get(digest)?.[index] === FROM_SEED &&
+        (firstCopyUploads.get(digest)?.[index] ?? 0) < FIRST_COPY_UPLOADS
+      )
+    },
+
+    uploaded(digest, index) {
+      if (provenance.get(digest)?.[index] !== FROM_SEED) return
+      let counts = firstCopyUploads.get(digest)
+      if (counts === undefined) {
+        counts = new Uint8Array(provenance.get(digest)?.length ?? 0)
+        firstCopyUploads.set(digest, counts)
+      }
+      if (index < counts.length && counts[index]! < 255) counts[index]!++
     },
 
     async stop() {

@@ -58,6 +58,13 @@ export interface PieceServerInit {
   /** Called after each piece is sent. */
   onPieceSent?: (event: PieceSentEvent) => void
   /**
+   * Pieces worth serving beyond the upload cap: a request for them only (up to
+   * `extraUploads` more at once, default 8) is served where others get busy. The agent
+   * names the first copies it got from the seed: held nowhere else yet, they are what
+   * the swarm waits for (docs/BENCHMARKS.md, simulator, "the policy alone").
+   */
+  priority?: { isPriority(digest: Digest, index: number): boolean; extraUploads?: number }
+  /**
    * Also serve the protocols on a piece lane (lane.ts, ADR 0008) on this address (the
    * node's libp2p TCP host; port 0 picks a free one), handing out sessions over libp2p.
    */
@@ -197,7 +204,12 @@ export function createPieceServer(
       const msg = await nextRequest(reader)
       if (msg === undefined) return
       if (msg.type !== 'piece-request') throw new DecodeError(`expected piece-request, got ${msg.type}`)
-      if (active >= maxUploads) {
+      const priority = init.priority
+      const prioritized =
+        priority !== undefined &&
+        active < maxUploads + (priority.extraUploads ?? 8) &&
+        msg.indexes.every((index) => priority.isPriority(msg.digest, index))
+      if (active >= maxUploads && !prioritized) {
         for (const index of msg.indexes) {
           await send(stream, encodeMessage({ type: 'piece-header', index, length: 0, status: 'busy' }))
         }

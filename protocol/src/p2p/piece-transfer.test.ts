@@ -250,6 +250,32 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
     expect(seed.source.openReads()).toBe(0)
   })
 
+  it('serves pieces it names as priority beyond the upload cap, and only those', async () => {
+    const seed = await peer({
+      maxConcurrentUploads: 1,
+      uploadBytesPerSecond: PIECE,
+      priority: { isPriority: (_digest, index) => index === 2, extraUploads: 1 },
+    })
+    const leecher = await peer()
+    const { bytes, map } = blob(4 * PIECE)
+    seed.source.putBlob(map.digest, bytes, PIECE)
+    const target = seed.node.getMultiaddrs()
+    const controller = new AbortController()
+    const slow = leecher.client.fetchPieces(
+      target,
+      map.digest,
+      [0, 1, 3].map((index) => ({ index })),
+      { signal: controller.signal },
+    )
+    expect((await slow.next()).value).toMatchObject({ index: 0 })
+    expect(seed.server.activeUploads()).toBe(1)
+    // The cap is taken: piece 3 is turned away, piece 2 (priority) is served.
+    await expect(leecher.client.fetchPiece(target, map.digest, 3)).rejects.toMatchObject({ status: 'busy' })
+    expect(pieceMatches(map, 2, await leecher.client.fetchPiece(target, map.digest, 2))).toBe(true)
+    controller.abort(new Error('done'))
+    await expect(slow.next()).rejects.toThrow('done')
+  })
+
   it('moves 64 MiB between two nodes over one stream', async () => {
     const [seed, leecher] = [await peer(), await peer()]
     const { bytes, map } = blob(64 * 1024 * 1024, 4 * 1024 * 1024)
