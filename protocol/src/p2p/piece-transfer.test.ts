@@ -217,9 +217,13 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
     expect((await attacker.client.fetchHave(target, map.digest))?.count()).toBe(2)
   })
 
-  it('answers busy beyond the upload cap', async () => {
-    // 64 KiB/s with a 64 KiB bucket: the first piece goes at once, the next ones crawl.
-    const seed = await peer({ maxConcurrentUploads: 1, uploadBytesPerSecond: PIECE })
+  /**
+   * A seed with one upload slot at 64 KiB/s (with a 64 KiB bucket the first piece goes
+   * at once, the next ones crawl), and a leecher whose slow request for `indexes` holds
+   * that slot.
+   */
+  async function slotTaken(indexes: number[], init: PieceServerInit = {}) {
+    const seed = await peer({ maxConcurrentUploads: 1, uploadBytesPerSecond: PIECE, ...init })
     const leecher = await peer()
     const { bytes, map } = blob(4 * PIECE)
     seed.source.putBlob(map.digest, bytes, PIECE)
@@ -228,14 +232,16 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
     const slow = leecher.client.fetchPieces(
       target,
       map.digest,
-      [0, 1, 2, 3].map((index) => ({ index })),
-      {
-        signal: controller.signal,
-      },
+      indexes.map((index) => ({ index })),
+      { signal: controller.signal },
     )
-    const first = await slow.next()
-    expect(first.value).toMatchObject({ index: 0 })
+    expect((await slow.next()).value).toMatchObject({ index: indexes[0] })
     expect(seed.server.activeUploads()).toBe(1)
+    return { seed, leecher, map, target, controller, slow }
+  }
+
+  it('answers busy beyond the upload cap', async () => {
+    const { seed, leecher, map, target, controller, slow } = await slotTaken([0, 1, 2, 3])
     await expect(leecher.client.fetchPiece(target, map.digest, 3)).rejects.toMatchObject({
       name: 'PieceUnavailableError',
       status: 'busy',
@@ -251,24 +257,9 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
   })
 
   it('serves pieces it names as priority beyond the upload cap, and only those', async () => {
-    const seed = await peer({
-      maxConcurrentUploads: 1,
-      uploadBytesPerSecond: PIECE,
+    const { leecher, map, target, controller, slow } = await slotTaken([0, 1, 3], {
       priority: { isPriority: (_digest, index) => index === 2, extraUploads: 1 },
     })
-    const leecher = await peer()
-    const { bytes, map } = blob(4 * PIECE)
-    seed.source.putBlob(map.digest, bytes, PIECE)
-    const target = seed.node.getMultiaddrs()
-    const controller = new AbortController()
-    const slow = leecher.client.fetchPieces(
-      target,
-      map.digest,
-      [0, 1, 3].map((index) => ({ index })),
-      { signal: controller.signal },
-    )
-    expect((await slow.next()).value).toMatchObject({ index: 0 })
-    expect(seed.server.activeUploads()).toBe(1)
     // The cap is taken: piece 3 is turned away, piece 2 (priority) is served.
     await expect(leecher.client.fetchPiece(target, map.digest, 3)).rejects.toMatchObject({ status: 'busy' })
     expect(pieceMatches(map, 2, await leecher.client.fetchPiece(target, map.digest, 2))).toBe(true)
