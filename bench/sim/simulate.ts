@@ -25,8 +25,9 @@
  * - A request reaches the sender after one latency; a sender with
  *   `maxConcurrentUploads` uploads running answers busy and is left alone for
  *   `busyBackoffMs` (the piece server's cap), except for a piece it took from the origin
- *   and has sent fewer than `firstCopyPriority` times (up to 8 uploads over the cap). The piece flows at the rate the network
- *   gives it and arrives one latency after its last byte left.
+ *   and has sent fewer than `firstCopyPriority` times (up to PRIORITY_EXTRA_UPLOADS
+ *   uploads over the cap, as the agent's piece server). The piece flows at the rate the
+ *   network gives it and arrives one latency after its last byte left.
  * - In-flight seeding: a piece is servable as soon as it is received; other peers learn
  *   of it `haveDelayMs` later (have-messages; the real agent polls every second when a
  *   peer had nothing for it, so 1000 is the pessimistic setting).
@@ -37,6 +38,8 @@
  */
 import { choosePieceSize, pieceCountFor } from '../../protocol/src/piece-map.js'
 import { type PieceSet, createRng, pickPiece } from '../../peer-agent/src/transfer/piece-picker.js'
+import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
+import { PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
 import { createFirstCopyRule } from '../../registry/src/seeder/first-copy.js'
 import type { Digest } from '../../protocol/src/index.js'
 import { type HandOutCandidate, handOut, wantsOrigin } from '../../tracker/src/hand-out.js'
@@ -100,10 +103,10 @@ export interface SimConfig {
   originDeferMs?: number
   busyBackoffMs?: number
   /**
-   * The agent's first-copy priority (peer-agent/src/swarm/swarm-source.ts,
-   * FIRST_COPY_UPLOADS; the piece server's `priority`): a node at its upload cap still
-   * serves a piece it got from the origin until it has started this many uploads of it,
-   * up to 8 uploads over the cap. 0 switches it off. @default 2
+   * The agent's first-copy priority (peer-agent/src/swarm/swarm-source.ts; the piece
+   * server's `priority`): a node at its upload cap still serves a piece it got from the
+   * origin until it has started this many uploads of it, up to PRIORITY_EXTRA_UPLOADS
+   * uploads over the cap. 0 switches it off. @default FIRST_COPY_UPLOADS
    */
   firstCopyPriority?: number
   /** Called for every piece a node stores: who sent it (nodes = the origin), when. */
@@ -248,7 +251,7 @@ export function simulate(config: SimConfig): SimResult {
   const maxUploads = config.maxConcurrentUploads ?? 16
   const originMaxUploads = config.originMaxConcurrentUploads ?? 16
   const busyBackoff = config.busyBackoffMs ?? 1_000
-  const firstCopyPriority = config.firstCopyPriority ?? 2
+  const firstCopyPriority = config.firstCopyPriority ?? FIRST_COPY_UPLOADS
   const rng = createRng(config.seed)
 
   const sizes = layerSizes(config.imageBytes, L)
@@ -522,7 +525,7 @@ export function simulate(config: SimConfig): SimResult {
       firstCopyPriority > 0 &&
       held.fromOrigin[req.index] === 1 &&
       held.uploads[req.index]! < firstCopyPriority &&
-      net.out[sender]!.length < cap + 8
+      net.out[sender]!.length < cap + PRIORITY_EXTRA_UPLOADS
     if (net.out[sender]!.length >= cap && !priority) {
       // Busy: the answer travels back, then the peer is left alone for a while.
       busyAnswers++

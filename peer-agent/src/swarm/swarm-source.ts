@@ -89,7 +89,7 @@ export interface SwarmBlobSource extends BlobSource {
  * simulator (N = 50, 20 Mbit nodes, two layers) serving them first cut the last node
  * from 33.2 to 30.9 s with 2, and at N = 1,000 from 59.1 to 44.7 s.
  */
-const FIRST_COPY_UPLOADS = 2
+export const FIRST_COPY_UPLOADS = 2
 
 const FROM_PEER = 1
 const FROM_SEED = 2

@@ -423,6 +423,8 @@ export function laneHostOf(listen: readonly string[]): string | undefined {
 interface Session {
   id: string
   key: Buffer
+  remotePeer: PeerId
+  /** remotePeer as a string, the key of the per-peer maps. */
   peer: string
   expiresAt: number
 }
@@ -477,7 +479,6 @@ export function createLaneServer(
   const log = init.logger
   const sessions = new Map<string, Session>()
   const byPeer = new Map<string, Session>()
-  const peerIds = new Map<string, PeerId>()
   const sockets = new Set<Socket>()
   let server: Server | undefined
   let boundPort = 0
@@ -497,10 +498,15 @@ export function createLaneServer(
     const name = peer.toString()
     let s = byPeer.get(name)
     if (s === undefined) {
-      s = { id: randomBytes(16).toString('hex'), key: randomBytes(32), peer: name, expiresAt: 0 }
+      s = {
+        id: randomBytes(16).toString('hex'),
+        key: randomBytes(32),
+        remotePeer: peer,
+        peer: name,
+        expiresAt: 0,
+      }
       sessions.set(s.id, s)
       byPeer.set(name, s)
-      peerIds.set(name, peer)
     }
     s.expiresAt = now + ttlMs
     return s
@@ -528,7 +534,7 @@ export function createLaneServer(
     })
     socket.write(Buffer.concat([MAGIC, Uint8Array.of(0), serverSalt]))
     const keys = deriveKeys(session.key, head.subarray(20, 36), serverSalt, false)
-    const remotePeer = peerIds.get(session.peer) as PeerId
+    const { remotePeer } = session
     const stream: LaneStream = new LaneStream(socket, keys, rest, (protocol) => {
       const handle = handlers.get(protocol)
       if (handle === undefined) {

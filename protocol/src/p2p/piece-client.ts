@@ -243,7 +243,8 @@ export function createPieceClient(
   ): AsyncGenerator<T> {
     const deadline = AbortSignal.timeout(timeoutMs)
     const signal = callerSignal ? AbortSignal.any([callerSignal, deadline]) : deadline
-    const key = `${peerKey(peer)}\0${protocol}`
+    const who = peerKey(peer)
+    const key = `${who}\0${protocol}`
     let channel = takeIdle(key)
     // A kept stream may be closing at the server's end as the request goes out: the
     // server's idle clock starts when it has queued its last reply, the client's when it
@@ -256,7 +257,7 @@ export function createPieceClient(
       if (channel === undefined) {
         let stream: PieceStream | undefined =
           lane !== undefined && protocol !== PIECE_MAP_PROTOCOL
-            ? await lane.open(peerKey(peer), peer, protocol, { signal })
+            ? await lane.open(who, peer, protocol, { signal })
             : undefined
         if (stream === undefined) stream = await libp2p.dialProtocol(peer, protocol, { signal })
         init.onStreamOpened?.(stream instanceof LaneStream ? 'lane' : 'libp2p')

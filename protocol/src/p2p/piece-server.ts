@@ -31,6 +31,9 @@ import { createLaneServer, type LaneHandlers, type LaneServer, type LaneServerIn
 import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 import { createTokenBucket } from './token-bucket.js'
 
+/** Requests for priority pieces served at once beyond the upload cap, by default. */
+export const PRIORITY_EXTRA_UPLOADS = 8
+
 /** Reported after each piece sent, for metrics and announces. */
 export interface PieceSentEvent {
   peer: string
@@ -59,7 +62,7 @@ export interface PieceServerInit {
   onPieceSent?: (event: PieceSentEvent) => void
   /**
    * Pieces worth serving beyond the upload cap: a request for them only (up to
-   * `extraUploads` more at once, default 8) is served where others get busy. The agent
+   * `extraUploads` more at once, default PRIORITY_EXTRA_UPLOADS) is served where others get busy. The agent
    * names the first copies it got from the seed: held nowhere else yet, they are what
    * the swarm waits for (docs/BENCHMARKS.md, simulator, "the policy alone").
    */
@@ -197,6 +200,16 @@ export function createPieceServer(
     init.onPieceSent?.({ peer, digest, index, bytes: n })
   }
 
+  /** Whether a request over the upload cap is still served: all its pieces are priority. */
+  function prioritized(digest: Digest, indexes: number[]): boolean {
+    const priority = init.priority
+    return (
+      priority !== undefined &&
+      active < maxUploads + (priority.extraUploads ?? PRIORITY_EXTRA_UPLOADS) &&
+      indexes.every((index) => priority.isPriority(digest, index))
+    )
+  }
+
   async function servePieces(stream: PieceStream, connection: { remotePeer: PeerId }): Promise<void> {
     const peer = connection.remotePeer.toString()
     const reader = createMessageReader(stream)
@@ -204,12 +217,7 @@ export function createPieceServer(
       const msg = await nextRequest(reader)
       if (msg === undefined) return
       if (msg.type !== 'piece-request') throw new DecodeError(`expected piece-request, got ${msg.type}`)
-      const priority = init.priority
-      const prioritized =
-        priority !== undefined &&
-        active < maxUploads + (priority.extraUploads ?? 8) &&
-        msg.indexes.every((index) => priority.isPriority(msg.digest, index))
-      if (active >= maxUploads && !prioritized) {
+      if (active >= maxUploads && !prioritized(msg.digest, msg.indexes)) {
         for (const index of msg.indexes) {
           await send(stream, encodeMessage({ type: 'piece-header', index, length: 0, status: 'busy' }))
         }
