@@ -6,7 +6,7 @@ import { digestOf } from '../digest.js'
 import { encodeMessage } from '../messages/index.js'
 import { type PieceMap, pieceMatches } from '../piece-map.js'
 import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
-import { createLaneDialer, laneHostOf, type LaneStream } from './lane.js'
+import { createLaneDialer, type LaneDialerInit, laneHostOf, type LaneStream } from './lane.js'
 import { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
 import { createP2PNode, type P2PNode } from './node.js'
 import { createPieceClient } from './piece-client.js'
@@ -104,6 +104,27 @@ describe('piece lane', () => {
     return { node: n, source, server }
   }
 
+  /**
+   * A lane dialer of `leecher` whose sockets go through a proxy in front of `lanePort`
+   * (closed after the test), with the proxy's record of what the client sent.
+   */
+  async function throughProxy(
+    leecher: P2PNode,
+    lanePort: number,
+    options: Parameters<typeof proxy>[1] = {},
+    init: Omit<LaneDialerInit, 'connect'> = {},
+  ) {
+    const p = await proxy(lanePort, options)
+    cleanups.push(() => {
+      p.server.close()
+    })
+    const dialer = createLaneDialer(
+      { libp2p: leecher.libp2p },
+      { ...init, connect: (host) => connect(p.port, host) },
+    )
+    return { dialer, fromClient: p.fromClient }
+  }
+
   it('finds the lane host in the listen addresses', () => {
     expect(laneHostOf(['/ip4/198.18.1.7/tcp/4001'])).toBe('198.18.1.7')
     expect(laneHostOf(['/ip4/10.0.0.1/udp/4001/quic-v1', '/ip6/::1/tcp/0'])).toBe('::1')
@@ -189,14 +210,7 @@ describe('piece lane', () => {
     const lanePort = s.server.lanePort() as number
     // Byte 21 is the first byte after the server's hello: the length of its first frame;
     // byte 30 lies inside that frame's ciphertext.
-    const bad = await proxy(lanePort, { flipServerByteAt: 30 })
-    cleanups.push(() => {
-      bad.server.close()
-    })
-    const dialer = createLaneDialer(
-      { libp2p: leecher.libp2p },
-      { connect: (host) => connect(bad.port, host) },
-    )
+    const { dialer } = await throughProxy(leecher, lanePort, { flipServerByteAt: 30 })
     const target = s.node.getMultiaddrs()
     const stream = await dialer.open('seed', target, HAVE_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
     expect(stream).toBeDefined()
@@ -208,7 +222,9 @@ describe('piece lane', () => {
     const good = createLaneDialer({ libp2p: leecher.libp2p })
     const again = await good.open('seed', target, PIECES_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
     again!.send(encodeMessage({ type: 'piece-request', digest: map.digest, indexes: [3] }))
-    await again!.close({ signal: AbortSignal.timeout(5_000) }).catch(() => {})
+    const reply = readAll(again!)
+    await again!.close({ signal: AbortSignal.timeout(5_000) })
+    expect((await reply).subarray(-PIECE)).toEqual(bytes.subarray(3 * PIECE, 4 * PIECE))
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
     expect(pieceMatches(map, 3, await client.fetchPiece(target, map.digest, 3))).toBe(true)
   })
@@ -219,13 +235,11 @@ describe('piece lane', () => {
     const { bytes, map } = blob(PIECE)
     s.source.putBlob(map.digest, bytes, PIECE)
     // The peer's event loop answers the hello late (a starved node): the lane is still used.
-    const slow = await proxy(s.server.lanePort() as number, { delayServerMs: 600 })
-    cleanups.push(() => {
-      slow.server.close()
-    })
-    const patient = createLaneDialer(
-      { libp2p: leecher.libp2p },
-      { connectTimeoutMs: 200, connect: (host) => connect(slow.port, host) },
+    const { dialer: patient } = await throughProxy(
+      leecher,
+      s.server.lanePort() as number,
+      { delayServerMs: 600 },
+      { connectTimeoutMs: 200 },
     )
     const stream = await patient.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
       signal: AbortSignal.timeout(5_000),
@@ -271,14 +285,7 @@ describe('piece lane', () => {
     s.source.putBlob(map.digest, bytes, PIECE)
     // Byte 36 is the first byte of the client's first frame length: 0x00 -> 0x80 asks
     // for a 2 GiB frame.
-    const bad = await proxy(s.server.lanePort() as number, { flipClientByteAt: 36 })
-    cleanups.push(() => {
-      bad.server.close()
-    })
-    const dialer = createLaneDialer(
-      { libp2p: leecher.libp2p },
-      { connect: (host) => connect(bad.port, host) },
-    )
+    const { dialer } = await throughProxy(leecher, s.server.lanePort() as number, { flipClientByteAt: 36 })
     const stream = await dialer.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
       signal: AbortSignal.timeout(5_000),
     })
@@ -296,16 +303,9 @@ describe('piece lane', () => {
     const { bytes, map } = blob(2 * PIECE)
     s.source.putBlob(map.digest, bytes, PIECE)
     const lanePort = s.server.lanePort() as number
-    const recorder = await proxy(lanePort)
-    cleanups.push(() => {
-      recorder.server.close()
-    })
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true, idleStreamMs: 0 })
     // The recorded socket: hello, open, request, end.
-    const dialer = createLaneDialer(
-      { libp2p: leecher.libp2p },
-      { connect: (host) => connect(recorder.port, host) },
-    )
+    const { dialer, fromClient } = await throughProxy(leecher, lanePort)
     const stream = await dialer.open('seed', s.node.getMultiaddrs(), PIECES_PROTOCOL, {
       signal: AbortSignal.timeout(5_000),
     })
@@ -320,7 +320,7 @@ describe('piece lane', () => {
     const replay = connect(lanePort, '127.0.0.1')
     replay.on('error', () => {})
     replay.resume()
-    replay.write(Buffer.concat(recorder.fromClient))
+    replay.write(Buffer.concat(fromClient))
     await once(replay, 'close')
     // Garbage and a truncated hello.
     for (const junk of [Buffer.from('GET / HTTP/1.1\r\n\r\n'.repeat(4)), Buffer.from('SHL1')]) {
