@@ -1,15 +1,16 @@
 import { describe, expect, it } from 'vitest'
 import { EventQueue } from './event-queue.js'
-import { type Flow, FlowNetwork } from './flow-network.js'
+import { type Flow, FlowNetwork, type Sharing } from './flow-network.js'
 
 /** Runs the network alone, starting flows at given times; returns finish times by name. */
 function run(
   up: number[],
   down: number[],
   starts: Array<{ at: number; src: number; dst: number; bytes: number; name: string }>,
+  sharing: Sharing = 'proportional',
 ): Record<string, number> {
   const queue = new EventQueue()
-  const net = new FlowNetwork(queue, 1, Float64Array.from(up), Float64Array.from(down))
+  const net = new FlowNetwork(queue, 1, Float64Array.from(up), Float64Array.from(down), sharing)
   for (const s of starts) queue.push(s.at, 2, s)
   const done: Record<string, number> = {}
   for (let ev = queue.pop(); ev !== undefined; ev = queue.pop()) {
@@ -55,6 +56,53 @@ describe('FlowNetwork', () => {
     // 200 bytes by 800, then 400 left at 1 byte/ms.
     expect(done.b).toBeCloseTo(800, 6)
     expect(done.a).toBeCloseTo(1200, 6)
+  })
+
+  it("max-min: gives the share a receiver-bound flow cannot use to the sender's other flows", () => {
+    const done = run(
+      [1, 1, 1],
+      [100, 0.25, 100],
+      [
+        { at: 0, src: 0, dst: 2, bytes: 1000, name: 'a' },
+        { at: 400, src: 0, dst: 1, bytes: 100, name: 'b' },
+      ],
+      'max-min',
+    )
+    // b is bound by its receiver at 0.25; a gets the other 0.75 of the uplink: 300 bytes
+    // by 800, then the last 300 at 1 byte/ms.
+    expect(done.b).toBeCloseTo(800, 6)
+    expect(done.a).toBeCloseTo(1100, 6)
+  })
+
+  it('max-min: fills bottleneck by bottleneck across several senders and receivers', () => {
+    // Senders 0 (up 3) and 1 (up 1); receivers 2 (down 1) and 3 (down 10).
+    // Flows 0->2, 0->3, 1->3. Receiver 2 bounds 0->2 at 1; sender 1 bounds 1->3 at 1;
+    // 0->3 takes what is left of sender 0: 2. Proportional would give 0->3 only 1.5.
+    const bytes = 6000
+    const maxMin = run(
+      [3, 1, 0, 0],
+      [0, 0, 1, 10],
+      [
+        { at: 0, src: 0, dst: 2, bytes, name: 'x' },
+        { at: 0, src: 0, dst: 3, bytes, name: 'y' },
+        { at: 0, src: 1, dst: 3, bytes, name: 'z' },
+      ],
+      'max-min',
+    )
+    // y at 2 finishes at 3000; then x stays receiver-bound at 1 and z sender-bound at 1.
+    expect(maxMin.y).toBeCloseTo(3000, 6)
+    expect(maxMin.x).toBeCloseTo(6000, 6)
+    expect(maxMin.z).toBeCloseTo(6000, 6)
+    const proportional = run(
+      [3, 1, 0, 0],
+      [0, 0, 1, 10],
+      [
+        { at: 0, src: 0, dst: 2, bytes, name: 'x' },
+        { at: 0, src: 0, dst: 3, bytes, name: 'y' },
+        { at: 0, src: 1, dst: 3, bytes, name: 'z' },
+      ],
+    )
+    expect(proportional.y).toBeCloseTo(4000, 6)
   })
 
   it('counts the bytes each sender sent, cut-short flows included', () => {

@@ -3,14 +3,17 @@
  * sender's uplink to a receiver's downlink, and its rate is recomputed only when a flow
  * starts or ends at one of its two ends.
  *
- * Sharing model: proportional (per-endpoint equal share), not max-min fair. A flow gets
- * min(up(s) / flowsOut(s), down(r) / flowsIn(r)). Max-min fairness needs a global
- * progressive filling over every flow on every change (O(flows) per event, hundreds of
- * millions of events for 10,000 nodes), while the equal share depends only on the two
- * endpoints, so a change touches just the flows of those two endpoints. It leaves the
- * share a receiver-bound flow does not use idle instead of giving it to the sender's
- * other flows, so it is slightly pessimistic when links are asymmetric; in a swarm of
- * equal nodes (every uplink busy with several flows) the two models agree closely.
+ * Two sharing models:
+ * - `proportional` (the default): per-endpoint equal share. A flow gets
+ *   min(up(s) / flowsOut(s), down(r) / flowsIn(r)). The share depends only on the two
+ *   endpoints, so a change touches just the flows of those two endpoints: cheap enough
+ *   for 10,000 nodes. It leaves the share a receiver-bound flow does not use idle instead
+ *   of giving it to the sender's other flows (and the same at the receiver), so it is
+ *   pessimistic wherever a node has flows bound at the other end.
+ * - `max-min`: max-min fair rates by progressive filling over every flow on every change,
+ *   what TCP flows with similar round-trip times converge to behind shaped links. It
+ *   costs O(endpoints x bottlenecks + flows) per change, so it suits clusters of tens or
+ *   a few hundred nodes (the testbed's sizes), not thousands.
  * Rates are in bytes per millisecond; times in milliseconds.
  */
 import type { EventQueue } from './event-queue.js'
@@ -34,11 +37,20 @@ export interface Flow {
 }
 
 /** The flows and link capacities of all endpoints. */
+/** How flows share the links they cross (see the file's comment). */
+export type Sharing = 'proportional' | 'max-min'
+
 export class FlowNetwork {
   readonly out: Flow[][]
   readonly in: Flow[][]
   /** Bytes sent per endpoint (completed and cut-short flows). */
   readonly sent: Float64Array
+  private readonly sharing: Sharing
+  /** max-min: every flow in progress, and scratch space for the filling. */
+  private readonly flows: Flow[] = []
+  private readonly capacity: Float64Array
+  private readonly unfixed: Int32Array
+  private readonly fixed = new Set<Flow>()
 
   constructor(
     private readonly queue: EventQueue,
@@ -47,10 +59,15 @@ export class FlowNetwork {
     readonly up: Float64Array,
     /** Downlink per endpoint in bytes/ms. */
     readonly down: Float64Array,
+    sharing: Sharing = 'proportional',
   ) {
     this.out = Array.from({ length: up.length }, () => [])
     this.in = Array.from({ length: up.length }, () => [])
     this.sent = new Float64Array(up.length)
+    this.sharing = sharing
+    // Links 0..n-1 are uplinks, n..2n-1 downlinks.
+    this.capacity = new Float64Array(2 * up.length)
+    this.unfixed = new Int32Array(2 * up.length)
   }
 
   /** Starts a flow of `bytes` from `src` to `dst` at `now`. */
@@ -70,7 +87,12 @@ export class FlowNetwork {
     }
     this.out[src]!.push(flow)
     this.in[dst]!.push(flow)
-    this.refresh(src, dst, now)
+    if (this.sharing === 'max-min') {
+      this.flows.push(flow)
+      this.fill(now)
+    } else {
+      this.refresh(src, dst, now)
+    }
     return flow
   }
 
@@ -78,7 +100,8 @@ export class FlowNetwork {
   remove(flow: Flow, now: number): void {
     if (flow.upIdx < 0) return
     this.advance(flow, now)
-    this.sent[flow.src]! += flow.bytes - Math.max(0, flow.remaining)
+    // A finished flow (under half a byte left, see due) sent all of its bytes.
+    this.sent[flow.src]! += flow.remaining <= 0.5 ? flow.bytes : flow.bytes - flow.remaining
     const outs = this.out[flow.src]!
     const lastOut = outs.pop()!
     if (lastOut !== flow) {
@@ -94,7 +117,14 @@ export class FlowNetwork {
     flow.upIdx = -1
     flow.downIdx = -1
     flow.version++
-    this.refresh(flow.src, flow.dst, now)
+    if (this.sharing === 'max-min') {
+      const k = this.flows.indexOf(flow)
+      const last = this.flows.pop()!
+      if (last !== flow) this.flows[k] = last
+      this.fill(now)
+    } else {
+      this.refresh(flow.src, flow.dst, now)
+    }
   }
 
   /**
@@ -120,10 +150,64 @@ export class FlowNetwork {
   }
 
   private rerate(flow: Flow, now: number): void {
-    const rate = Math.min(
-      this.up[flow.src]! / this.out[flow.src]!.length,
-      this.down[flow.dst]! / this.in[flow.dst]!.length,
+    this.setRate(
+      flow,
+      Math.min(
+        this.up[flow.src]! / this.out[flow.src]!.length,
+        this.down[flow.dst]! / this.in[flow.dst]!.length,
+      ),
+      now,
     )
+  }
+
+  /**
+   * Max-min fair rates by progressive filling: the link whose remaining capacity split
+   * over its flows still unfixed is smallest is the bottleneck of those flows; they get
+   * that share, which is taken from the other link of each, and so on until every flow
+   * has its rate.
+   */
+  private fill(now: number): void {
+    const n = this.up.length
+    const capacity = this.capacity
+    const unfixed = this.unfixed
+    capacity.set(this.up, 0)
+    capacity.set(this.down, n)
+    unfixed.fill(0)
+    for (const f of this.flows) {
+      unfixed[f.src]!++
+      unfixed[n + f.dst]!++
+    }
+    const fixed = this.fixed
+    fixed.clear()
+    let left = this.flows.length
+    while (left > 0) {
+      let link = -1
+      let share = Number.POSITIVE_INFINITY
+      for (let l = 0; l < 2 * n; l++) {
+        const k = unfixed[l]!
+        if (k === 0) continue
+        const s = capacity[l]! / k
+        if (s < share) {
+          share = s
+          link = l
+        }
+      }
+      const rate = Math.max(share, 1e-9)
+      const through = link < n ? this.out[link]! : this.in[link - n]!
+      for (const f of through) {
+        if (fixed.has(f)) continue
+        fixed.add(f)
+        left--
+        unfixed[f.src]!--
+        unfixed[n + f.dst]!--
+        capacity[f.src] = Math.max(0, capacity[f.src]! - rate)
+        capacity[n + f.dst] = Math.max(0, capacity[n + f.dst]! - rate)
+        this.setRate(f, rate, now)
+      }
+    }
+  }
+
+  private setRate(flow: Flow, rate: number, now: number): void {
     if (rate === flow.rate) return
     this.advance(flow, now)
     flow.rate = rate

@@ -12,6 +12,7 @@ import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
 import { progress } from '../lib/progress.js'
 import { systemInfo } from '../lib/system-info.js'
 import { type Reference, type SimRow, formatSimRows, renderSimPlots, summarizeSim } from './report.js'
+import type { Sharing } from './flow-network.js'
 import { type SimConfig, simulate } from './simulate.js'
 
 const MiB = 2 ** 20
@@ -27,12 +28,13 @@ const { values } = parseArgs({
     'node-down-mbit': { type: 'string' },
     'origin-mbit': { type: 'string', default: '100' },
     'latency-ms': { type: 'string', default: '1' },
+    sharing: { type: 'string', default: 'proportional' },
     'have-delay-ms': { type: 'string' },
     'origin-slots': { type: 'string', default: '8' },
     'max-uploads': { type: 'string', default: '16' },
     'busy-backoff-ms': { type: 'string', default: '1000' },
     'first-copy-priority': { type: 'string', default: '2' },
-    'requests-per-peer': { type: 'string', default: '2' },
+    'requests-per-peer': { type: 'string', default: '1' },
     'origin-requests': { type: 'string', default: '2' },
     'repeat-piece-after-ms': { type: 'string', default: '60000' },
     'max-peers': { type: 'string', default: '16' },
@@ -48,8 +50,8 @@ const { values } = parseArgs({
 if (values.help) {
   process.stdout.write(`usage: npm run sim -- [--preset scale|kraken] [--nodes 10,50] [--image-mb 256]
   [--layers 4] [--piece-mb N] [--node-mbit 100] [--node-down-mbit M] [--origin-mbit 100]
-  [--latency-ms 1] [--have-delay-ms D] [--origin-slots 8] [--max-uploads 16]
-  [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 2] [--origin-requests 2] [--max-peers 16]
+  [--latency-ms 1] [--sharing proportional|max-min] [--have-delay-ms D] [--origin-slots 8] [--max-uploads 16]
+  [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 1] [--origin-requests 2] [--max-peers 16]
   [--repeat-piece-after-ms 60000 (the seed's first-copy rule; 0: off)]
   [--tracker-sample 200] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
 `)
@@ -67,6 +69,15 @@ function num(name: keyof typeof values): number | undefined {
   return n
 }
 
+function sharingOption(): Sharing {
+  const s = values.sharing
+  if (s !== 'proportional' && s !== 'max-min') {
+    process.stderr.write(`--sharing must be proportional or max-min, got ${s}\n`)
+    process.exit(2)
+  }
+  return s
+}
+
 interface Scenario {
   label: string
   config: SimConfig
@@ -81,6 +92,7 @@ function baseConfig(nodes: number): SimConfig {
     nodeUpMbit: num('node-mbit')!,
     originMbit: num('origin-mbit')!,
     latencyMs: num('latency-ms')!,
+    sharing: sharingOption(),
     seed: num('seed')!,
     originSlots: num('origin-slots')!,
     maxConcurrentUploads: num('max-uploads')!,

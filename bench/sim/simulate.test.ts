@@ -70,31 +70,35 @@ describe('simulate', () => {
     expect(layerSizes(16 * MiB, 2).reduce((a, b) => a + b)).toBe(16 * MiB)
   })
 
-  it('finishes a swarm no faster than the fluid bound and within a sensible factor of it', () => {
-    const c = config({
-      nodes: 30,
-      imageBytes: 64 * MiB,
-      layers: 1,
-      nodeUpMbit: 100,
-      originMbit: 100,
-      latencyMs: 1,
-    })
-    const r = simulate(c)
-    const bound = fluidBound({
-      fileBytes: c.imageBytes,
-      nodes: c.nodes,
-      originMbit: c.originMbit,
-      nodeUpMbit: c.nodeUpMbit,
-      nodeDownMbit: c.nodeUpMbit,
-    })
-    const last = r.lastDoneMs / 1000
-    expect(last).toBeGreaterThanOrEqual(bound.seconds)
-    expect(last).toBeLessThan(3 * bound.seconds)
-    expect(r.deliveredPieces).toBe(c.nodes * r.pieces)
-    // Every byte came from somewhere: the origin sent at least one copy, far fewer than N.
-    expect(r.originBytes).toBeGreaterThanOrEqual(c.imageBytes)
-    expect(r.originBytes).toBeLessThan(c.nodes * c.imageBytes)
-  })
+  it.each(['proportional', 'max-min'] as const)(
+    'finishes a swarm no faster than the fluid bound and within a sensible factor of it (%s sharing)',
+    (sharing) => {
+      const c = config({
+        sharing,
+        nodes: 30,
+        imageBytes: 64 * MiB,
+        layers: 1,
+        nodeUpMbit: 100,
+        originMbit: 100,
+        latencyMs: 1,
+      })
+      const r = simulate(c)
+      const bound = fluidBound({
+        fileBytes: c.imageBytes,
+        nodes: c.nodes,
+        originMbit: c.originMbit,
+        nodeUpMbit: c.nodeUpMbit,
+        nodeDownMbit: c.nodeUpMbit,
+      })
+      const last = r.lastDoneMs / 1000
+      expect(last).toBeGreaterThanOrEqual(bound.seconds)
+      expect(last).toBeLessThan(3 * bound.seconds)
+      expect(r.deliveredPieces).toBe(c.nodes * r.pieces)
+      // Every byte came from somewhere: the origin sent at least one copy, far fewer than N.
+      expect(r.originBytes).toBeGreaterThanOrEqual(c.imageBytes)
+      expect(r.originBytes).toBeLessThan(c.nodes * c.imageBytes)
+    },
+  )
 
   it('is deterministic for a fixed seed and differs across seeds', () => {
     const c = config({ nodes: 20, imageBytes: 16 * MiB, layers: 2, latencyMs: 2, seed: 42 })

@@ -44,7 +44,7 @@ import { createFirstCopyRule } from '../../registry/src/seeder/first-copy.js'
 import type { Digest } from '../../protocol/src/index.js'
 import { type HandOutCandidate, handOut, wantsOrigin } from '../../tracker/src/hand-out.js'
 import { EventQueue } from './event-queue.js'
-import { type Flow, FlowNetwork } from './flow-network.js'
+import { type Flow, FlowNetwork, type Sharing } from './flow-network.js'
 
 /** Inputs of one simulation. */
 export interface SimConfig {
@@ -59,6 +59,8 @@ export interface SimConfig {
   originMbit: number
   /** One-way latency of every link (and to the tracker), ms. */
   latencyMs: number
+  /** How flows share links (flow-network.ts). @default 'proportional' */
+  sharing?: Sharing
   seed: number
   /** @default latencyMs */
   haveDelayMs?: number
@@ -109,6 +111,8 @@ export interface SimConfig {
    * uploads over the cap. 0 switches it off. @default FIRST_COPY_UPLOADS
    */
   firstCopyPriority?: number
+  /** Uploads over the cap that first copies may take. @default PRIORITY_EXTRA_UPLOADS */
+  priorityExtraUploads?: number
   /** Called for every piece a node stores: who sent it (nodes = the origin), when. */
   onPiece?: (node: number, layer: number, index: number, from: number, simMs: number) => void
   /** Called now and then with nodes done and the simulated time. */
@@ -236,7 +240,7 @@ export function simulate(config: SimConfig): SimResult {
   const sampleSize = config.trackerSample ?? 200
   const maxPeers = config.maxPeers ?? 16
   const peerSearchInterval = config.peerSearchIntervalMs ?? 2_000
-  const requestsPerPeer = config.requestsPerPeer ?? 2
+  const requestsPerPeer = config.requestsPerPeer ?? 1
   const originRequests = config.originRequests ?? 2
   const originDefer = config.originDeferMs ?? 2_000
   const firstCopy = createFirstCopyRule({
@@ -252,6 +256,7 @@ export function simulate(config: SimConfig): SimResult {
   const originMaxUploads = config.originMaxConcurrentUploads ?? 16
   const busyBackoff = config.busyBackoffMs ?? 1_000
   const firstCopyPriority = config.firstCopyPriority ?? FIRST_COPY_UPLOADS
+  const priorityExtra = config.priorityExtraUploads ?? PRIORITY_EXTRA_UPLOADS
   const rng = createRng(config.seed)
 
   const sizes = layerSizes(config.imageBytes, L)
@@ -265,7 +270,7 @@ export function simulate(config: SimConfig): SimResult {
   const down = new Float64Array(N + 1).fill(mbitToBytesPerMs(config.nodeDownMbit ?? config.nodeUpMbit))
   up[ORIGIN] = mbitToBytesPerMs(config.originMbit)
   down[ORIGIN] = Number.POSITIVE_INFINITY
-  const net = new FlowNetwork(queue, EV_FLOW_DONE, up, down)
+  const net = new FlowNetwork(queue, EV_FLOW_DONE, up, down, config.sharing ?? 'proportional')
 
   // Per layer: every node's download, the swarm members (in announce order), who links to whom.
   const downloads: Download[][] = []
@@ -525,7 +530,7 @@ export function simulate(config: SimConfig): SimResult {
       firstCopyPriority > 0 &&
       held.fromOrigin[req.index] === 1 &&
       held.uploads[req.index]! < firstCopyPriority &&
-      net.out[sender]!.length < cap + PRIORITY_EXTRA_UPLOADS
+      net.out[sender]!.length < cap + priorityExtra
     if (net.out[sender]!.length >= cap && !priority) {
       // Busy: the answer travels back, then the peer is left alone for a while.
       busyAnswers++
