@@ -66,7 +66,11 @@ export interface DownloadInit {
   readPosition?: () => number | undefined
   /** Agents used at once (the origin is not counted). @default 16 */
   maxPeers?: number
-  /** Piece requests in flight per peer. @default 2 */
+  /**
+   * Piece requests in flight per peer. One: a second request to the same peer splits
+   * its uplink further and, when that uplink is full, only earns a busy answer
+   * (docs/BENCHMARKS.md, simulator, session 7). @default 1
+   */
   requestsPerPeer?: number
   /** Piece requests in flight to an origin peer. @default 2 */
   originRequests?: number
@@ -183,7 +187,7 @@ export async function downloadBlob(
   const digest = map.digest
   const count = map.pieces.length
   const maxPeers = init.maxPeers ?? 16
-  const requestsPerPeer = init.requestsPerPeer ?? 2
+  const requestsPerPeer = init.requestsPerPeer ?? 1
   const originRequests = init.originRequests ?? 2
   const originDeferMs = init.originDeferMs ?? 2_000
   const pieceTimeoutMs = init.pieceTimeoutMs ?? 30_000
