@@ -8,6 +8,8 @@
  * fifth round). Then it stays idle for IDLE seconds (default 10) with every
  * connection open and reports the CPU the idle swarm burns per agent (connection
  * upkeep, announces, DHT). N and MB from the environment (default 8 agents, 40 MiB);
+ * RATE=<bytes/s> caps every agent's uploads (uploadRateBytesPerSec) to see what a
+ * byte costs when links are slow (the work that goes with time rather than bytes);
  * PROF=<file> writes a CPU profile of the pull, PROF_IDLE=<file> one of the idle time.
  */
 import { writeFileSync } from 'node:fs'
@@ -17,12 +19,15 @@ import { startCluster } from '../../test/integration/swarm-cluster.js'
 
 const agentCount = Number(process.env.N ?? 8)
 const mib = Number(process.env.MB ?? 40)
+const rate = Number(process.env.RATE ?? 0)
 const cluster = await startCluster({})
 try {
   const blob = blobFixture(mib * 1024 * 1024, 7)
   await cluster.push('team/app', blob.bytes, blob.digest)
   const agents = []
-  for (let i = 0; i < agentCount; i++) agents.push(await cluster.addAgent())
+  for (let i = 0; i < agentCount; i++) {
+    agents.push(await cluster.addAgent(rate > 0 ? { uploadRateBytesPerSec: rate } : {}))
+  }
   // Let the agents settle (tracker announces, DHT bootstrap) before the clock starts.
   await new Promise((resolve) => setTimeout(resolve, 2_000))
   const session = process.env.PROF ? new Session() : undefined
@@ -43,6 +48,7 @@ try {
     JSON.stringify({
       agents: agentCount,
       blobMiB: mib,
+      uploadRateBytesPerSec: rate,
       seconds: Number(seconds.toFixed(2)),
       cpuSeconds: Number(cpuSeconds.toFixed(2)),
       cpuSecondsPerGb: Number((cpuSeconds / gb).toFixed(1)),
