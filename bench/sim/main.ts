@@ -32,10 +32,12 @@ const { values } = parseArgs({
     'have-delay-ms': { type: 'string' },
     'origin-slots': { type: 'string', default: '8' },
     'max-uploads': { type: 'string', default: '16' },
+    'origin-max-uploads': { type: 'string', default: '16' },
     'busy-backoff-ms': { type: 'string', default: '1000' },
     'first-copy-priority': { type: 'string', default: '2' },
     'requests-per-peer': { type: 'string', default: '1' },
-    'origin-requests': { type: 'string', default: '2' },
+    'origin-requests': { type: 'string', default: '1' },
+    'min-requests-in-flight': { type: 'string', default: '4' },
     'repeat-piece-after-ms': { type: 'string', default: '60000' },
     'max-peers': { type: 'string', default: '16' },
     'tracker-sample': { type: 'string', default: '200' },
@@ -50,8 +52,9 @@ const { values } = parseArgs({
 if (values.help) {
   process.stdout.write(`usage: npm run sim -- [--preset scale|kraken] [--nodes 10,50] [--image-mb 256]
   [--layers 4] [--piece-mb N] [--node-mbit 100] [--node-down-mbit M] [--origin-mbit 100]
-  [--latency-ms 1] [--sharing proportional|max-min] [--have-delay-ms D] [--origin-slots 8] [--max-uploads 16]
-  [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 1] [--origin-requests 2] [--max-peers 16]
+  [--latency-ms 1] [--sharing proportional|max-min] [--have-delay-ms D] [--origin-slots 8] [--max-uploads 16] [--origin-max-uploads 16]
+  [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 1] [--origin-requests 1]
+  [--min-requests-in-flight 4] [--max-peers 16]
   [--repeat-piece-after-ms 60000 (the seed's first-copy rule; 0: off)]
   [--tracker-sample 200] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
 `)
@@ -96,12 +99,13 @@ function baseConfig(nodes: number): SimConfig {
     seed: num('seed')!,
     originSlots: num('origin-slots')!,
     maxConcurrentUploads: num('max-uploads')!,
-    originMaxConcurrentUploads: num('max-uploads')!,
+    originMaxConcurrentUploads: num('origin-max-uploads')!,
     trackerSample: num('tracker-sample')!,
     busyBackoffMs: num('busy-backoff-ms')!,
     firstCopyPriority: num('first-copy-priority')!,
     requestsPerPeer: num('requests-per-peer')!,
     originRequests: num('origin-requests')!,
+    minRequestsInFlight: num('min-requests-in-flight')!,
     repeatPieceAfterMs: num('repeat-piece-after-ms')!,
     maxPeers: num('max-peers')!,
     startJitterMs: num('start-jitter-ms')!,

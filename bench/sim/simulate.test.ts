@@ -54,15 +54,26 @@ describe('simulate', () => {
   })
 
   it('pays a round trip per piece with one request to the origin at a time, and hides it with two', () => {
-    const c = config({ nodeUpMbit: 50, originMbit: 100, latencyMs: 5, originRequests: 1 })
+    // minRequestsInFlight 1: no floor for a download with a single source.
+    const c = config({
+      nodeUpMbit: 50,
+      originMbit: 100,
+      latencyMs: 5,
+      originRequests: 1,
+      minRequestsInFlight: 1,
+    })
     const r = simulate(c)
     const transferMs = c.imageBytes / mbitToBytesPerMs(50)
     const roundTrips = (r.pieces + 1) * 2 * c.latencyMs
     expect(r.completionMs[0]!).toBeCloseTo(transferMs + roundTrips, 0)
-    // The agent's default keeps two requests in flight: the round trips overlap transfers.
+    // Two requests in flight overlap the round trips with transfers.
     const two = simulate({ ...c, originRequests: 2 })
     expect(two.completionMs[0]!).toBeLessThan(r.completionMs[0]! - (r.pieces - 2) * c.latencyMs)
     expect(two.completionMs[0]!).toBeGreaterThanOrEqual(transferMs)
+    // The scheduler's default floor (4 in flight while sources are few) does the same for
+    // a download whose only source is the origin, with one origin request configured.
+    const floored = simulate({ ...c, minRequestsInFlight: 4 })
+    expect(floored.completionMs[0]!).toBeLessThan(r.completionMs[0]! - (r.pieces - 2) * c.latencyMs)
   })
 
   it('splits the image into layers that add up to it', () => {

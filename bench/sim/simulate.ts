@@ -37,7 +37,12 @@
  * `trackerSample` members of the swarm (0 = all) to keep it O(sample) per announce.
  */
 import { choosePieceSize, pieceCountFor } from '../../protocol/src/piece-map.js'
-import { type PieceSet, createRng, pickPiece } from '../../peer-agent/src/transfer/piece-picker.js'
+import {
+  type PieceSet,
+  createRng,
+  pickPiece,
+  requestSlots,
+} from '../../peer-agent/src/transfer/piece-picker.js'
 import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
 import { PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
 import { createFirstCopyRule } from '../../registry/src/seeder/first-copy.js'
@@ -82,6 +87,8 @@ export interface SimConfig {
   peerSearchIntervalMs?: number
   requestsPerPeer?: number
   originRequests?: number
+  /** The scheduler's floor of requests in flight with few peers (requestSlots). @default 4 */
+  minRequestsInFlight?: number
   windowSize?: number
   /**
    * Give the picker a read position (the first missing piece), as when the client
@@ -241,7 +248,8 @@ export function simulate(config: SimConfig): SimResult {
   const maxPeers = config.maxPeers ?? 16
   const peerSearchInterval = config.peerSearchIntervalMs ?? 2_000
   const requestsPerPeer = config.requestsPerPeer ?? 1
-  const originRequests = config.originRequests ?? 2
+  const originRequests = config.originRequests ?? 1
+  const minInFlight = config.minRequestsInFlight ?? 4
   const originDefer = config.originDeferMs ?? 2_000
   const firstCopy = createFirstCopyRule({
     repeatAfterMs: config.repeatPieceAfterMs ?? 60_000,
@@ -470,7 +478,13 @@ export function simulate(config: SimConfig): SimResult {
 
   function scheduleLink(dl: Download, link: Link): void {
     if (dl.complete || link.busyUntil > now || link.useful <= link.requested.size) return
-    const slotsFor = link.origin ? originRequests : requestsPerPeer
+    const slotsFor = requestSlots({
+      origin: link.origin,
+      sources: dl.links.length,
+      requestsPerPeer,
+      originRequests,
+      minInFlight,
+    })
     while (link.requested.size < slotsFor) {
       const next = pickPiece({
         pieceCount: dl.pc,

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest'
-import { createRng, isEndgame, type PickPieceInput, pickPiece, pieceSetOf } from './piece-picker.js'
+import {
+  createRng,
+  isEndgame,
+  MAX_REQUESTS_PER_PEER,
+  type PickPieceInput,
+  pickPiece,
+  pieceSetOf,
+  requestSlots,
+} from './piece-picker.js'
 
 const ALL: PickPieceInput['peerHas'] = { has: () => true }
 
@@ -157,5 +165,29 @@ describe('createRng', () => {
     expect(Array.from({ length: 100 }, () => b())).toEqual(xs)
     expect(Array.from({ length: 100 }, () => c())).not.toEqual(xs)
     for (const x of xs) expect(x >= 0 && x < 1).toBe(true)
+  })
+})
+
+describe('requestSlots', () => {
+  const base = { requestsPerPeer: 1, originRequests: 1, minInFlight: 4 }
+
+  it('gives each of many peers the configured number', () => {
+    expect(requestSlots({ ...base, origin: false, sources: 16 })).toBe(1)
+    expect(requestSlots({ ...base, origin: true, sources: 16 })).toBe(1)
+    expect(requestSlots({ ...base, requestsPerPeer: 3, origin: false, sources: 16 })).toBe(3)
+  })
+
+  it('raises the number while sources are few, so the download keeps minInFlight requests going', () => {
+    expect(requestSlots({ ...base, origin: true, sources: 1 })).toBe(4)
+    expect(requestSlots({ ...base, origin: false, sources: 2 })).toBe(2)
+    expect(requestSlots({ ...base, origin: false, sources: 3 })).toBe(2)
+    expect(requestSlots({ ...base, origin: false, sources: 4 })).toBe(1)
+    // No sources counted yet behaves as one.
+    expect(requestSlots({ ...base, origin: false, sources: 0 })).toBe(4)
+  })
+
+  it('never goes above MAX_REQUESTS_PER_PEER for the floor, and a floor of 1 switches it off', () => {
+    expect(requestSlots({ ...base, minInFlight: 64, origin: false, sources: 1 })).toBe(MAX_REQUESTS_PER_PEER)
+    expect(requestSlots({ ...base, minInFlight: 1, origin: true, sources: 1 })).toBe(1)
   })
 })

@@ -170,3 +170,35 @@ export function pieceSetOf(indexes: Iterable<number>): PieceSet {
   const set = new Set(indexes)
   return { has: (i) => set.has(i) }
 }
+
+/** Inputs of requestSlots. */
+export interface RequestSlotsInput {
+  /** The peer is the origin (the seed). */
+  origin: boolean
+  /** Peers of this download in use (not dropped), the origin included. */
+  sources: number
+  /** Requests in flight per agent, and to the origin, when there are sources enough. */
+  requestsPerPeer: number
+  originRequests: number
+  /**
+   * Requests the download keeps in flight in all, at least, while it has few sources:
+   * one request per peer pays a round trip per piece, which many peers hide and one or
+   * two do not.
+   */
+  minInFlight: number
+}
+
+/** Most requests per peer that the floor for few sources may give. */
+export const MAX_REQUESTS_PER_PEER = 4
+
+/**
+ * How many piece requests a download keeps in flight to one peer: the configured number
+ * (one by default: a second request to a busy uplink only splits it further or earns a
+ * busy answer), raised while the download has so few sources that one request each
+ * would leave its link idle for a round trip per piece.
+ */
+export function requestSlots(input: RequestSlotsInput): number {
+  const base = input.origin ? input.originRequests : input.requestsPerPeer
+  const floor = Math.min(MAX_REQUESTS_PER_PEER, Math.ceil(input.minInFlight / Math.max(1, input.sources)))
+  return Math.max(base, floor)
+}

@@ -115,7 +115,14 @@ describe('downloadBlob', () => {
     await expect(
       downloadBlob(
         { cache: c, client: swarm.client },
-        { map, findPeers: async () => [liar], peerRetryMs: 20, haveRefreshMs: 20, stallTimeoutMs: 400 },
+        {
+          map,
+          findPeers: async () => [liar],
+          minRequestsInFlight: 2,
+          peerRetryMs: 20,
+          haveRefreshMs: 20,
+          stallTimeoutMs: 400,
+        },
       ),
     ).rejects.toMatchObject({ name: 'SwarmUnavailableError' })
     // The two requests in flight when the first bad piece came back, and none after.

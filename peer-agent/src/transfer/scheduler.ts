@@ -14,7 +14,7 @@ import type { BlobCache } from '../cache/index.js'
 import type { PeerTarget, PieceClient } from '../../../protocol/src/p2p/index.js'
 import { PieceUnavailableError } from '../../../protocol/src/p2p/index.js'
 import { SwarmUnavailableError } from './errors.js'
-import { createRng, pickPiece } from './piece-picker.js'
+import { createRng, pickPiece, requestSlots } from './piece-picker.js'
 
 /** Agents a download may use beyond `maxPeers` to reach pieces no peer in use holds. */
 const EXTRA_PEERS = 4
@@ -72,13 +72,23 @@ export interface DownloadInit {
    * (docs/BENCHMARKS.md, simulator, session 7). @default 1
    */
   requestsPerPeer?: number
-  /** Piece requests in flight to an origin peer. @default 2 */
+  /**
+   * Piece requests in flight to an origin peer. One: the seed's uploads then go to as
+   * many agents as it has slots, so its first copies start out spread over many holders
+   * instead of piling up at a few (docs/BENCHMARKS.md, simulator, session 7). @default 1
+   */
   originRequests?: number
   /**
    * How long a piece the origin answered not-held (its first-copy rule: it just sent
    * that piece to another agent) is not asked of the origin again. @default 2000
    */
   originDeferMs?: number
+  /**
+   * Requests the download keeps in flight in all while it has few peers: each peer gets
+   * at least ceil(this / peers in use), up to 4 (requestSlots in piece-picker.ts).
+   * @default 4
+   */
+  minRequestsInFlight?: number
   /** Streaming window in pieces. @default 4 */
   windowSize?: number
   /** Endgame threshold in missing pieces. @default 4 */
@@ -188,7 +198,8 @@ export async function downloadBlob(
   const count = map.pieces.length
   const maxPeers = init.maxPeers ?? 16
   const requestsPerPeer = init.requestsPerPeer ?? 1
-  const originRequests = init.originRequests ?? 2
+  const originRequests = init.originRequests ?? 1
+  const minRequestsInFlight = init.minRequestsInFlight ?? 4
   const originDeferMs = init.originDeferMs ?? 2_000
   const pieceTimeoutMs = init.pieceTimeoutMs ?? 30_000
   const maxPeerFailures = init.maxPeerFailures ?? 3
@@ -491,6 +502,8 @@ export async function downloadBlob(
     const ordered = [...peers.values()].sort(
       (a, b) => Number(a.peer.origin ?? false) - Number(b.peer.origin ?? false),
     )
+    let sources = 0
+    for (const p of ordered) if (!p.dropped) sources++
     // Until every other peer has said what it holds, the origin waits.
     const othersPending = ordered.some(
       (p) => !p.peer.origin && !p.dropped && p.lastHaveAt === 0 && now - p.addedAt < ORIGIN_HOLD_MS,
@@ -503,7 +516,13 @@ export async function downloadBlob(
         continue
       }
       const peerHas = state.has
-      const slots = state.peer.origin ? originRequests : requestsPerPeer
+      const slots = requestSlots({
+        origin: state.peer.origin === true,
+        sources,
+        requestsPerPeer,
+        originRequests,
+        minInFlight: minRequestsInFlight,
+      })
       while (state.requested.size < slots) {
         const next = pickPiece({
           pieceCount: count,
