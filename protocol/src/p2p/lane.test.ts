@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { digestOf } from '../digest.js'
 import { encodeMessage } from '../messages/index.js'
 import { type PieceMap, pieceMatches } from '../piece-map.js'
-import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
+import { HAVE_PROTOCOL, LANE_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import { createLaneDialer, type LaneDialerInit, laneHostOf, type LaneStream } from './lane.js'
 import { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
 import { createP2PNode, type P2PNode } from './node.js'
@@ -227,6 +227,57 @@ describe('piece lane', () => {
     expect((await reply).subarray(-PIECE)).toEqual(bytes.subarray(3 * PIECE, 4 * PIECE))
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
     expect(pieceMatches(map, 3, await client.fetchPiece(target, map.digest, 3))).toBe(true)
+  })
+
+  it('shares one session request between callers, each under its own deadline', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    // Session requests reach the seed 300 ms late (a slow dial).
+    const slow = {
+      dial: async (...args: Parameters<P2PNode['libp2p']['dial']>) => {
+        await new Promise((resolve) => setTimeout(resolve, 300))
+        return leecher.libp2p.dial(...args)
+      },
+    }
+    const dialer = createLaneDialer({ libp2p: slow })
+    const impatient = dialer.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
+      signal: AbortSignal.timeout(50),
+    })
+    const patient = dialer.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
+      signal: AbortSignal.timeout(5_000),
+    })
+    await expect(impatient).rejects.toMatchObject({ name: 'TimeoutError' })
+    // The first caller giving up did not fail the shared request: the second gets the lane.
+    const stream = await patient
+    expect(stream).toBeDefined()
+    stream!.abort(new Error('done'))
+  })
+
+  it('closes the session stream when the peer refuses a lane session', async () => {
+    const refuser = await node()
+    let ended: () => void = () => {}
+    const remoteEnded = new Promise<void>((resolve) => {
+      ended = resolve
+    })
+    await refuser.libp2p.handle(LANE_PROTOCOL, async (stream) => {
+      const reply = Buffer.alloc(1 + 2 + 16 + 32 + 4)
+      reply.writeUInt8(1, 0)
+      stream.send(reply)
+      // The client's end of the exchange shows as the end of what it sends.
+      for await (const _ of stream) {
+        // nothing is expected after the request byte
+      }
+      ended()
+      await stream.close()
+    })
+    const leecher = await node()
+    const dialer = createLaneDialer({ libp2p: leecher.libp2p })
+    expect(
+      await dialer.open('refuser', refuser.getMultiaddrs(), HAVE_PROTOCOL, {
+        signal: AbortSignal.timeout(5_000),
+      }),
+    ).toBeUndefined()
+    await remoteEnded
   })
 
   it('waits for a slow hello under the request deadline, but not for a connect that never completes', async () => {

@@ -635,6 +635,11 @@ export interface LaneDialerInit {
    * deadline. @default 3000
    */
   connectTimeoutMs?: number
+  /**
+   * Deadline of asking a peer for a lane session over libp2p. Every request waiting for
+   * that session shares the one exchange and waits under its own signal. @default 10000
+   */
+  sessionTimeoutMs?: number
   logger?: Logger
   /** Opens the TCP socket to a lane (tests put a proxy in between). */
   connect?: (host: string, port: number) => Socket
@@ -655,6 +660,25 @@ export interface LaneDialer {
   ): Promise<LaneStream | undefined>
 }
 
+/** `promise`, or the signal's reason as soon as it aborts (the promise runs on). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted()
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(value)
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(err)
+      },
+    )
+  })
+}
+
 /** Creates a lane dialer over a libp2p node (for sessions and the peer's address). */
 export function createLaneDialer(
   components: { libp2p: Pick<Libp2p, 'dial'> },
@@ -663,6 +687,7 @@ export function createLaneDialer(
   const { libp2p } = components
   const retryAfterMs = init.retryAfterMs ?? 60_000
   const connectTimeoutMs = init.connectTimeoutMs ?? 3_000
+  const sessionTimeoutMs = init.sessionTimeoutMs ?? 10_000
   const connectSocket =
     init.connect ?? ((host: string, port: number) => netConnect({ host, port, noDelay: true }))
   const sessions = new Map<string, ClientSession>()
@@ -690,11 +715,12 @@ export function createLaneDialer(
       stream.send(Uint8Array.of(SESSION_REQUEST_VERSION))
       const reader = createMessageReader(stream)
       const reply = (await reader.readBytes(SESSION_REPLY_BYTES, { signal })).subarray()
+      // The exchange is over whatever the answer: a refusal closes the stream too.
+      await stream.close({ signal }).catch(() => {})
       if (reply[0] !== 0) return undefined
       const view = Buffer.from(reply.buffer, reply.byteOffset, reply.byteLength)
       const port = view.readUInt16BE(1)
       const ttlMs = view.readUInt32BE(51) * 1000
-      await stream.close({ signal }).catch(() => {})
       if (port === 0) return undefined
       return {
         host,
@@ -719,13 +745,19 @@ export function createLaneDialer(
     if (s !== undefined && s.expiresAt > Date.now()) return s
     let p = pending.get(name)
     if (p === undefined) {
-      p = requestSession(peer, signal).finally(() => pending.delete(name))
+      // Shared by every request that waits for this peer's session, so it runs under a
+      // deadline of its own: the first caller giving up must not fail the others.
+      // What it finds is kept even when every waiter has given up meanwhile.
+      p = requestSession(peer, AbortSignal.timeout(sessionTimeoutMs))
+        .then((got) => {
+          if (got === undefined) noLaneUntil.set(name, Date.now() + retryAfterMs)
+          else sessions.set(name, got)
+          return got
+        })
+        .finally(() => pending.delete(name))
       pending.set(name, p)
     }
-    const got = await p
-    if (got === undefined) noLaneUntil.set(name, Date.now() + retryAfterMs)
-    else sessions.set(name, got)
-    return got
+    return untilAborted(p, signal)
   }
 
   /**
