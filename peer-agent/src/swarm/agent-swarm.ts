@@ -122,10 +122,10 @@ export async function createAgentSwarm(
       maxConcurrentUploads: config.maxConcurrentUploads,
       uploadBytesPerSecond: config.uploadRateBytesPerSec,
       ...(laneHost === undefined ? {} : { lane: { host: laneHost, port: config.p2pLanePort } }),
-      onPieceSent: (event) => {
-        metrics.uploadedBytes.inc(event.bytes)
-        source.uploaded(event.digest, event.index)
-      },
+      onPieceSent: (event) => metrics.uploadedBytes.inc(event.bytes),
+      // Counted when a send starts, so a first copy's sends already running count
+      // against FIRST_COPY_UPLOADS (as in the simulator).
+      onPieceStarting: (event) => source.uploaded(event.digest, event.index),
       // First copies from the seed go out beyond the upload cap (swarm-source.ts).
       priority: { isPriority: (digest, index) => source.isFirstCopy(digest, index) },
     },

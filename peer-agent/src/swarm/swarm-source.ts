@@ -80,7 +80,7 @@ export interface SwarmBlobSource extends BlobSource {
    * beyond its upload cap: nobody else holds them yet (the seed sends each piece once).
    */
   isFirstCopy(digest: Digest, index: number): boolean
-  /** Counts a piece sent to a peer (the piece server's onPieceSent). */
+  /** Counts a send of a piece to a peer as it starts (the piece server's onPieceStarting). */
   uploaded(digest: Digest, index: number): void
 }
 

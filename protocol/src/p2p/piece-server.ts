@@ -60,6 +60,8 @@ export interface PieceServerInit {
   maxInboundStreams?: number
   /** Called after each piece is sent. */
   onPieceSent?: (event: PieceSentEvent) => void
+  /** Called when the server starts sending a piece it holds (before its first byte). */
+  onPieceStarting?: (event: Omit<PieceSentEvent, 'bytes'>) => void
   /**
    * Pieces worth serving beyond the upload cap: a request for them only (up to
    * `extraUploads` more at once, default PRIORITY_EXTRA_UPLOADS) is served where others get busy. The agent
@@ -184,6 +186,7 @@ export function createPieceServer(
     // while it is sent; return() below releases it whatever happens.
     const body = source.readRange(digest, start, end, { signal: lifetime.signal })[Symbol.asyncIterator]()
     let n = 0
+    init.onPieceStarting?.({ peer, digest, index })
     try {
       await send(stream, encodeMessage({ type: 'piece-header', index, length: end - start, status }))
       for (let r = await body.next(); r.done !== true; r = await body.next()) {

@@ -257,9 +257,18 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
   })
 
   it('serves pieces it names as priority beyond the upload cap, and only those', async () => {
+    const starting: number[] = []
+    const sent: number[] = []
     const { leecher, map, target, controller, slow } = await slotTaken([0, 1, 3], {
       priority: { isPriority: (_digest, index) => index === 2, extraUploads: 1 },
+      onPieceStarting: (e) => starting.push(e.index),
+      onPieceSent: (e) => sent.push(e.index),
     })
+    // Piece 1 of the slow request is on its way: its send has started, not ended.
+    const deadline = Date.now() + 5_000
+    while (!starting.includes(1) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    expect(starting).toEqual([0, 1])
+    expect(sent).toEqual([0])
     // The cap is taken: piece 3 is turned away, piece 2 (priority) is served.
     await expect(leecher.client.fetchPiece(target, map.digest, 3)).rejects.toMatchObject({ status: 'busy' })
     expect(pieceMatches(map, 2, await leecher.client.fetchPiece(target, map.digest, 2))).toBe(true)
