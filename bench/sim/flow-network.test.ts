@@ -42,16 +42,18 @@ describe('FlowNetwork', () => {
     expect(done.a).toBeCloseTo(1500, 6)
   })
 
+  /** Sender 0 to a fast receiver (a); b joins at 400 (a has 600 left), bound by its receiver at 0.25 byte/ms. */
+  const joining = [
+    [1, 1, 1],
+    [100, 0.25, 100],
+    [
+      { at: 0, src: 0, dst: 2, bytes: 1000, name: 'a' },
+      { at: 400, src: 0, dst: 1, bytes: 100, name: 'b' },
+    ],
+  ] as const satisfies Parameters<typeof run>
+
   it('slows a running flow when another joins, and takes the receiver bound into account', () => {
-    const done = run(
-      [1, 1, 1],
-      [100, 0.25, 100],
-      [
-        { at: 0, src: 0, dst: 2, bytes: 1000, name: 'a' },
-        // Joins at 400 (a has 600 left); bound by its receiver at 0.25 byte/ms.
-        { at: 400, src: 0, dst: 1, bytes: 100, name: 'b' },
-      ],
-    )
+    const done = run(...joining)
     // b: min(1/2, 0.25) = 0.25 -> 400 ms. a: 0.5 byte/ms meanwhile (proportional share),
     // 200 bytes by 800, then 400 left at 1 byte/ms.
     expect(done.b).toBeCloseTo(800, 6)
@@ -59,15 +61,7 @@ describe('FlowNetwork', () => {
   })
 
   it("max-min: gives the share a receiver-bound flow cannot use to the sender's other flows", () => {
-    const done = run(
-      [1, 1, 1],
-      [100, 0.25, 100],
-      [
-        { at: 0, src: 0, dst: 2, bytes: 1000, name: 'a' },
-        { at: 400, src: 0, dst: 1, bytes: 100, name: 'b' },
-      ],
-      'max-min',
-    )
+    const done = run(...joining, 'max-min')
     // b is bound by its receiver at 0.25; a gets the other 0.75 of the uplink: 300 bytes
     // by 800, then the last 300 at 1 byte/ms.
     expect(done.b).toBeCloseTo(800, 6)
@@ -79,30 +73,19 @@ describe('FlowNetwork', () => {
     // Flows 0->2, 0->3, 1->3. Receiver 2 bounds 0->2 at 1; sender 1 bounds 1->3 at 1;
     // 0->3 takes what is left of sender 0: 2. Proportional would give 0->3 only 1.5.
     const bytes = 6000
-    const maxMin = run(
-      [3, 1, 0, 0],
-      [0, 0, 1, 10],
-      [
-        { at: 0, src: 0, dst: 2, bytes, name: 'x' },
-        { at: 0, src: 0, dst: 3, bytes, name: 'y' },
-        { at: 0, src: 1, dst: 3, bytes, name: 'z' },
-      ],
-      'max-min',
-    )
+    const up = [3, 1, 0, 0]
+    const down = [0, 0, 1, 10]
+    const flows = [
+      { at: 0, src: 0, dst: 2, bytes, name: 'x' },
+      { at: 0, src: 0, dst: 3, bytes, name: 'y' },
+      { at: 0, src: 1, dst: 3, bytes, name: 'z' },
+    ]
+    const maxMin = run(up, down, flows, 'max-min')
     // y at 2 finishes at 3000; then x stays receiver-bound at 1 and z sender-bound at 1.
     expect(maxMin.y).toBeCloseTo(3000, 6)
     expect(maxMin.x).toBeCloseTo(6000, 6)
     expect(maxMin.z).toBeCloseTo(6000, 6)
-    const proportional = run(
-      [3, 1, 0, 0],
-      [0, 0, 1, 10],
-      [
-        { at: 0, src: 0, dst: 2, bytes, name: 'x' },
-        { at: 0, src: 0, dst: 3, bytes, name: 'y' },
-        { at: 0, src: 1, dst: 3, bytes, name: 'z' },
-      ],
-    )
-    expect(proportional.y).toBeCloseTo(4000, 6)
+    expect(run(up, down, flows).y).toBeCloseTo(4000, 6)
   })
 
   it('counts the bytes each sender sent, cut-short flows included', () => {

@@ -1,3 +1,4 @@
+export * from './abort.js'
 export * from './digest.js'
 export * from './errors.js'
 export * from './oci.js'

@@ -43,6 +43,7 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { raceSignal } from '../abort.js'
 import { DecodeError, ShoalError } from '../errors.js'
 import { createMessageReader } from '../messages/index.js'
 import { LANE_PROTOCOL } from '../protocols.js'
@@ -660,25 +661,6 @@ export interface LaneDialer {
   ): Promise<LaneStream | undefined>
 }
 
-/** `promise`, or the signal's reason as soon as it aborts (the promise runs on). */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted()
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(value)
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(err)
-      },
-    )
-  })
-}
-
 /** Creates a lane dialer over a libp2p node (for sessions and the peer's address). */
 export function createLaneDialer(
   components: { libp2p: Pick<Libp2p, 'dial'> },
@@ -757,7 +739,7 @@ export function createLaneDialer(
         .finally(() => pending.delete(name))
       pending.set(name, p)
     }
-    return untilAborted(p, signal)
+    return raceSignal(p, signal)
   }
 
   /**

@@ -35,22 +35,4 @@ export function createSingleFlight<T>(): SingleFlight<T> {
   }
 }
 
-/** Waits for `p`, rejecting early with the signal's reason when `signal` aborts (p keeps running). */
-export function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return p
-  if (signal.aborted) return Promise.reject(signal.reason)
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(e)
-      },
-    )
-  })
-}
+export { raceSignal } from '../../../protocol/src/abort.js'

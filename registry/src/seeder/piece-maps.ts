@@ -9,7 +9,7 @@
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
-import type { Digest } from '../../../protocol/src/index.js'
+import { type Digest, raceSignal } from '../../../protocol/src/index.js'
 import {
   computePieceMap,
   decodeSignedPieceMap,
@@ -136,7 +136,7 @@ export function createPieceMapStore(
         pending = load(digest).finally(() => running.delete(digest))
         running.set(digest, pending)
       }
-      const signed = await (options.signal ? abortable(pending, options.signal) : pending)
+      const signed = await raceSignal(pending, options.signal)
       if (signed) remember(digest, signed)
       return signed
     },
@@ -145,22 +145,4 @@ export function createPieceMapStore(
       return computedCount
     },
   }
-}
-
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason)
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(e)
-      },
-    )
-  })
 }
