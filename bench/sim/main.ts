@@ -11,7 +11,14 @@ import { parseArgs } from 'node:util'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
 import { progress } from '../lib/progress.js'
 import { systemInfo } from '../lib/system-info.js'
-import { type Reference, type SimRow, formatSimRows, renderSimPlots, summarizeSim } from './report.js'
+import {
+  type Reference,
+  type SimRow,
+  formatSimRows,
+  formatSimTimeline,
+  renderSimPlots,
+  summarizeSim,
+} from './report.js'
 import type { Sharing } from './flow-network.js'
 import { type SimConfig, simulate } from './simulate.js'
 
@@ -43,6 +50,7 @@ const { values } = parseArgs({
     'tracker-sample': { type: 'string', default: '200' },
     'start-jitter-ms': { type: 'string', default: '0' },
     streaming: { type: 'boolean', default: false },
+    timeline: { type: 'boolean', default: false },
     seed: { type: 'string', default: '1' },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
@@ -57,6 +65,7 @@ if (values.help) {
   [--min-requests-in-flight 4] [--max-peers 16]
   [--repeat-piece-after-ms 60000 (the seed's first-copy rule; 0: off)]
   [--tracker-sample 200] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
+  [--timeline (how busy the links were, per simulated second: table, JSON, plot)]
 `)
   process.exit(0)
 }
@@ -110,6 +119,7 @@ function baseConfig(nodes: number): SimConfig {
     maxPeers: num('max-peers')!,
     startJitterMs: num('start-jitter-ms')!,
     streaming: values.streaming,
+    ...(values.timeline ? { timelineMs: 1_000 } : {}),
   }
   const down = num('node-down-mbit')
   if (down !== undefined) config.nodeDownMbit = down
@@ -176,6 +186,10 @@ for (const s of scenarios()) {
 }
 
 process.stdout.write(`${formatSimRows(rows)}\n`)
+for (const row of rows) {
+  if (row.timeline !== undefined)
+    process.stdout.write(`\n${row.label}: links over the run\n${formatSimTimeline(row)}\n`)
+}
 const jsonPath = values.out ?? defaultResultPath('sim')
 const written = await writeJsonResult(jsonPath, {
   kind: 'sim',

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { formatSimRows, renderSimPlots, summarizeSim } from './report.js'
+import { formatSimRows, formatSimTimeline, renderSimPlots, summarizeSim } from './report.js'
 import type { SimConfig, SimResult } from './simulate.js'
 
 const MiB = 2 ** 20
@@ -62,5 +62,20 @@ describe('sim report', () => {
     expect(one.match(/<svg /g)).toHaveLength(2)
     expect(two.match(/<svg /g)).toHaveLength(3)
     expect(two).toContain('Completion time against N')
+  })
+
+  it('prints a timeline in percent and draws it as a panel of its own', () => {
+    const { config, result } = fake(2, [1000, 2000])
+    result.timeline = [
+      { t: 0, pulling: 2, downBusy: 0, upBusy: 0, originBusy: 0, idleOnBusy: 0 },
+      { t: 1, pulling: 1, downBusy: 0.5, upBusy: 0.254, originBusy: 1, idleOnBusy: 1 },
+    ]
+    const row = summarizeSim('t', config, result)
+    const lines = formatSimTimeline(row).split('\n')
+    expect(lines).toHaveLength(4)
+    expect(lines[3]).toMatch(/^1\s+1\s+50\s+25\s+100\s+1$/)
+    const svg = renderSimPlots([row])
+    expect(svg).toContain('Links in use over the run')
+    expect(svg.match(/<svg /g)).toHaveLength(3)
   })
 })

@@ -7,7 +7,7 @@
 import { fluidBound, percentile } from '../cluster/bound.js'
 import { type TableCell, formatTable } from '../lib/table.js'
 import { type ChartSeries, composeSvg, renderLineChart } from '../lib/svg.js'
-import type { SimConfig, SimResult } from './simulate.js'
+import type { SimConfig, SimResult, TimelinePoint } from './simulate.js'
 
 /** A published result to print beside a run (e.g. Uber Kraken's). */
 export interface Reference {
@@ -46,6 +46,8 @@ export interface SimRow {
   reference?: Reference
   /** Sorted completion times in seconds (for the CDF). */
   completionSeconds: number[]
+  /** How busy the links were over the run (--timeline). */
+  timeline?: TimelinePoint[]
 }
 
 /** Summarises one run of `config`. */
@@ -94,6 +96,7 @@ export function summarizeSim(
     completionSeconds: seconds,
   }
   if (reference !== undefined) row.reference = reference
+  if (result.timeline !== undefined) row.timeline = result.timeline
   return row
 }
 
@@ -142,6 +145,33 @@ export function formatSimRows(rows: readonly SimRow[]): string {
   )
 }
 
+/**
+ * A run's timeline as a table: per sample the nodes still pulling, how busy their
+ * downlinks, all uplinks and the origin were (percent), and the nodes left idle by busy
+ * answers alone.
+ */
+export function formatSimTimeline(row: SimRow): string {
+  const cells: TableCell[][] = (row.timeline ?? []).map((p) => [
+    p.t,
+    p.pulling,
+    Math.round(100 * p.downBusy),
+    Math.round(100 * p.upBusy),
+    Math.round(100 * p.originBusy),
+    p.idleOnBusy,
+  ])
+  return formatTable(
+    [
+      { header: 't s' },
+      { header: 'pulling' },
+      { header: 'down %' },
+      { header: 'up %' },
+      { header: 'origin %' },
+      { header: 'idle on busy' },
+    ],
+    cells,
+  )
+}
+
 /** At most `points` points of a CDF over sorted `values` (every value when fewer). */
 function cdfPoints(values: readonly number[], points = 400): Array<[number, number]> {
   const out: Array<[number, number]> = [[0, 0]]
@@ -165,6 +195,30 @@ export function renderSimPlots(rows: readonly SimRow[]): string {
       series: rows.map((r) => ({ name: r.label, points: cdfPoints(r.completionSeconds) })),
     }),
   ]
+  const timed = rows.filter((r) => r.timeline !== undefined && r.timeline.length > 0)
+  if (timed.length > 0) {
+    const series: ChartSeries[] = timed.map((r) => ({
+      name: `${r.label} downlinks`,
+      points: r.timeline!.map((p) => [p.t, 100 * p.downBusy] as const),
+    }))
+    if (timed.length === 1) {
+      const only = timed[0]!.timeline!
+      series.push(
+        { name: 'uplinks', points: only.map((p) => [p.t, 100 * p.upBusy] as const) },
+        { name: 'origin', points: only.map((p) => [p.t, 100 * p.originBusy] as const) },
+      )
+    }
+    panels.push(
+      renderLineChart({
+        title: 'Links in use over the run',
+        xLabel: 'simulated seconds',
+        yLabel: 'percent of capacity in use',
+        yMin: 0,
+        yMax: 100,
+        series,
+      }),
+    )
+  }
   const ns = new Set(rows.map((r) => r.nodes))
   if (ns.size > 1) {
     const series: ChartSeries[] = [

@@ -111,6 +111,30 @@ describe('simulate', () => {
     },
   )
 
+  it('samples how busy the links are when asked, without changing the run', () => {
+    const c = config({ nodes: 12, imageBytes: 16 * MiB, layers: 1, latencyMs: 1, timelineMs: 500 })
+    const r = simulate(c)
+    const plain = simulate({ ...c, timelineMs: 0 })
+    expect(plain.timeline).toBeUndefined()
+    expect(r.completionMs).toEqual(plain.completionMs)
+    const timeline = r.timeline!
+    // One sample every 500 ms from 0 until the last event.
+    expect(timeline.length).toBe(Math.floor(r.lastDoneMs / 500) + 1)
+    expect(timeline.map((p) => p.t)).toEqual(timeline.map((_, i) => i * 0.5))
+    for (const p of timeline) {
+      for (const share of [p.downBusy, p.upBusy, p.originBusy]) {
+        expect(share).toBeGreaterThanOrEqual(0)
+        expect(share).toBeLessThanOrEqual(1 + 1e-9)
+      }
+    }
+    // Nothing moves at t = 0 (requests are still on their way), the origin is busy right
+    // after, and the nodes still pulling only ever decrease.
+    expect(timeline[0]).toMatchObject({ pulling: 12, downBusy: 0, originBusy: 0 })
+    expect(timeline[1]!.originBusy).toBeGreaterThan(0.5)
+    for (let i = 1; i < timeline.length; i++)
+      expect(timeline[i]!.pulling).toBeLessThanOrEqual(timeline[i - 1]!.pulling)
+  })
+
   it('is deterministic for a fixed seed and differs across seeds', () => {
     const c = config({ nodes: 20, imageBytes: 16 * MiB, layers: 2, latencyMs: 2, seed: 42 })
     const a = simulate(c)

@@ -120,10 +120,34 @@ export interface SimConfig {
   firstCopyPriority?: number
   /** Uploads over the cap that first copies may take. @default PRIORITY_EXTRA_UPLOADS */
   priorityExtraUploads?: number
+  /**
+   * Sample how busy the links are every this many simulated ms into SimResult.timeline
+   * (0: no timeline). @default 0
+   */
+  timelineMs?: number
   /** Called for every piece a node stores: who sent it (nodes = the origin), when. */
   onPiece?: (node: number, layer: number, index: number, from: number, simMs: number) => void
   /** Called now and then with nodes done and the simulated time. */
   onProgress?: (done: number, simMs: number, events: number) => void
+}
+
+/** The links at one instant of a run (SimConfig.timelineMs). */
+export interface TimelinePoint {
+  /** Simulated seconds. */
+  t: number
+  /** Nodes still pulling. */
+  pulling: number
+  /** Share of the pulling nodes' downlinks in use (0..1). */
+  downBusy: number
+  /** Share of all nodes' uplinks in use (0..1). */
+  upBusy: number
+  /** Share of the origin's uplink in use (0..1). */
+  originBusy: number
+  /**
+   * Pulling nodes whose downlink is under 30% busy while every peer that holds a piece
+   * they lack has answered busy and is being left alone (the busy back-off).
+   */
+  idleOnBusy: number
 }
 
 /** What a simulation produced. */
@@ -143,6 +167,8 @@ export interface SimResult {
   /** Piece requests the origin declined under its first-copy rule. */
   declinedAnswers: number
   wallMs: number
+  /** Present when SimConfig.timelineMs was set. */
+  timeline?: TimelinePoint[]
 }
 
 const EV_FLOW_DONE = 1
@@ -637,10 +663,57 @@ export function simulate(config: SimConfig): SimResult {
     }
   }
 
+  const timelineMs = config.timelineMs ?? 0
+  const timeline: TimelinePoint[] = []
+  /** Rates only change at events, so the rates as they stand before `ev` hold at `t`. */
+  function sample(t: number): void {
+    let down = 0
+    let upUse = 0
+    let pulling = 0
+    let idleOnBusy = 0
+    for (let n = 0; n < N; n++) {
+      let u = 0
+      for (const f of net.out[n]!) u += f.rate
+      upUse += u / up[n]!
+      if (completionMs[n]! >= 0) continue
+      pulling++
+      let r = 0
+      for (const f of net.in[n]!) r += f.rate
+      down += r / net.down[n]!
+      if (r / net.down[n]! >= 0.3) continue
+      let useful = 0
+      let waiting = 0
+      for (let l = 0; l < L; l++) {
+        const dl = downloads[l]![n]!
+        if (dl.complete) continue
+        for (const link of dl.links) {
+          if (link.useful <= link.requested.size) continue
+          if (link.busyUntil > t) waiting++
+          else useful++
+        }
+      }
+      if (useful === 0 && waiting > 0) idleOnBusy++
+    }
+    let o = 0
+    for (const f of net.out[ORIGIN]!) o += f.rate
+    timeline.push({
+      t: t / 1000,
+      pulling,
+      downBusy: pulling > 0 ? down / pulling : 0,
+      upBusy: upUse / N,
+      originBusy: o / up[ORIGIN]!,
+      idleOnBusy,
+    })
+  }
+  let nextSample = timelineMs > 0 ? 0 : Number.POSITIVE_INFINITY
   let nextProgress = 0
   for (;;) {
     const ev = queue.pop()
     if (ev === undefined) break
+    while (ev.t >= nextSample) {
+      sample(nextSample)
+      nextSample += timelineMs
+    }
     now = ev.t
     events++
     switch (ev.kind) {
@@ -708,5 +781,6 @@ export function simulate(config: SimConfig): SimResult {
     busyAnswers,
     declinedAnswers,
     wallMs: performance.now() - wallStart,
+    ...(timelineMs > 0 ? { timeline } : {}),
   }
 }
