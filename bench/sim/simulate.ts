@@ -667,7 +667,7 @@ export function simulate(config: SimConfig): SimResult {
   const timeline: TimelinePoint[] = []
   /** Rates only change at events, so the rates as they stand before `ev` hold at `t`. */
   function sample(t: number): void {
-    let down = 0
+    let downUse = 0
     let upUse = 0
     let pulling = 0
     let idleOnBusy = 0
@@ -679,8 +679,9 @@ export function simulate(config: SimConfig): SimResult {
       pulling++
       let r = 0
       for (const f of net.in[n]!) r += f.rate
-      down += r / net.down[n]!
-      if (r / net.down[n]! >= 0.3) continue
+      const busy = r / down[n]!
+      downUse += busy
+      if (busy >= 0.3) continue
       let useful = 0
       let waiting = 0
       for (let l = 0; l < L; l++) {
@@ -699,7 +700,7 @@ export function simulate(config: SimConfig): SimResult {
     timeline.push({
       t: t / 1000,
       pulling,
-      downBusy: pulling > 0 ? down / pulling : 0,
+      downBusy: pulling > 0 ? downUse / pulling : 0,
       upBusy: upUse / N,
       originBusy: o / up[ORIGIN]!,
       idleOnBusy,

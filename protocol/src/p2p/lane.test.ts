@@ -104,6 +104,15 @@ describe('piece lane', () => {
     return { node: n, source, server }
   }
 
+  /** A seed holding a blob of `pieces` pieces, and a leecher node. */
+  async function seedWithBlob(lane: boolean, pieces: number) {
+    const s = await seed(lane)
+    const leecher = await node()
+    const { bytes, map } = blob(pieces * PIECE)
+    s.source.putBlob(map.digest, bytes, PIECE)
+    return { s, leecher, bytes, map }
+  }
+
   /**
    * A lane dialer of `leecher` whose sockets go through a proxy in front of `lanePort`
    * (closed after the test), with the proxy's record of what the client sent.
@@ -132,10 +141,7 @@ describe('piece lane', () => {
   })
 
   it('falls back to libp2p streams for a peer that serves no lane', async () => {
-    const s = await seed(false)
-    const leecher = await node()
-    const { bytes, map } = blob(3 * PIECE)
-    s.source.putBlob(map.digest, bytes, PIECE)
+    const { s, leecher, map } = await seedWithBlob(false, 3)
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
     const target = s.node.getMultiaddrs()
     expect(pieceMatches(map, 2, await client.fetchPiece(target, map.digest, 2))).toBe(true)
@@ -144,10 +150,7 @@ describe('piece lane', () => {
   })
 
   it('falls back to libp2p streams when the lane stops answering, and keeps fetching', async () => {
-    const s = await seed(true)
-    const leecher = await node()
-    const { bytes, map } = blob(2 * PIECE)
-    s.source.putBlob(map.digest, bytes, PIECE)
+    const { s, leecher, map } = await seedWithBlob(true, 2)
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true, idleStreamMs: 0 })
     const target = s.node.getMultiaddrs()
     expect(pieceMatches(map, 0, await client.fetchPiece(target, map.digest, 0))).toBe(true)
@@ -187,10 +190,7 @@ describe('piece lane', () => {
   })
 
   it('drops its kept lane sockets on close() and opens new ones after', async () => {
-    const s = await seed(true)
-    const leecher = await node()
-    const { bytes, map } = blob(3 * PIECE)
-    s.source.putBlob(map.digest, bytes, PIECE)
+    const { s, leecher, map } = await seedWithBlob(true, 3)
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true, idleStreamMs: 60_000 })
     const target = s.node.getMultiaddrs()
     expect(pieceMatches(map, 0, await client.fetchPiece(target, map.digest, 0))).toBe(true)
@@ -203,10 +203,7 @@ describe('piece lane', () => {
   })
 
   it('drops a lane socket whose frame was altered in flight, and serves the next one', async () => {
-    const s = await seed(true)
-    const leecher = await node()
-    const { bytes, map } = blob(4 * PIECE)
-    s.source.putBlob(map.digest, bytes, PIECE)
+    const { s, leecher, bytes, map } = await seedWithBlob(true, 4)
     const lanePort = s.server.lanePort() as number
     // Byte 21 is the first byte after the server's hello: the length of its first frame;
     // byte 30 lies inside that frame's ciphertext.
@@ -281,10 +278,7 @@ describe('piece lane', () => {
   })
 
   it('waits for a slow hello under the request deadline, but not for a connect that never completes', async () => {
-    const s = await seed(true)
-    const leecher = await node()
-    const { bytes, map } = blob(PIECE)
-    s.source.putBlob(map.digest, bytes, PIECE)
+    const { s, leecher } = await seedWithBlob(true, 1)
     // The peer's event loop answers the hello late (a starved node): the lane is still used.
     const { dialer: patient } = await throughProxy(
       leecher,
@@ -330,10 +324,7 @@ describe('piece lane', () => {
   })
 
   it('ends a lane socket whose frame length is out of bounds before reading it', async () => {
-    const s = await seed(true)
-    const leecher = await node()
-    const { bytes, map } = blob(PIECE)
-    s.source.putBlob(map.digest, bytes, PIECE)
+    const { s, leecher, map } = await seedWithBlob(true, 1)
     // Byte 36 is the first byte of the client's first frame length: 0x00 -> 0x80 asks
     // for a 2 GiB frame.
     const { dialer } = await throughProxy(leecher, s.server.lanePort() as number, { flipClientByteAt: 36 })
@@ -349,10 +340,7 @@ describe('piece lane', () => {
   })
 
   it('refuses a replayed lane socket and garbage, and keeps serving', async () => {
-    const s = await seed(true)
-    const leecher = await node()
-    const { bytes, map } = blob(2 * PIECE)
-    s.source.putBlob(map.digest, bytes, PIECE)
+    const { s, leecher, map } = await seedWithBlob(true, 2)
     const lanePort = s.server.lanePort() as number
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true, idleStreamMs: 0 })
     // The recorded socket: hello, open, request, end.
