@@ -19,6 +19,7 @@ import {
   renderSimPlots,
   summarizeSim,
 } from './report.js'
+import { AHEAD_MAX_IN_FLIGHT, BUSY_EXTRA_PEERS } from '../../peer-agent/src/transfer/piece-picker.js'
 import type { Sharing } from './flow-network.js'
 import { type SimConfig, simulate } from './simulate.js'
 
@@ -45,6 +46,8 @@ const { values } = parseArgs({
     'requests-per-peer': { type: 'string', default: '1' },
     'origin-requests': { type: 'string', default: '1' },
     'min-requests-in-flight': { type: 'string', default: '4' },
+    'ahead-max-in-flight': { type: 'string', default: String(AHEAD_MAX_IN_FLIGHT) },
+    'busy-extra-peers': { type: 'string', default: String(BUSY_EXTRA_PEERS) },
     'repeat-piece-after-ms': { type: 'string', default: '60000' },
     'max-peers': { type: 'string', default: '16' },
     'tracker-sample': { type: 'string', default: '200' },
@@ -63,6 +66,8 @@ if (values.help) {
   [--latency-ms 1] [--sharing proportional|max-min] [--have-delay-ms D] [--origin-slots 8] [--max-uploads 16] [--origin-max-uploads 16]
   [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 1] [--origin-requests 1]
   [--min-requests-in-flight 4] [--max-peers 16]
+  [--ahead-max-in-flight ${AHEAD_MAX_IN_FLIGHT} (requests in flight while ahead of the peers; 0: off)]
+  [--busy-extra-peers ${BUSY_EXTRA_PEERS} (more peers once half answered busy; 0: off)]
   [--repeat-piece-after-ms 60000 (the seed's first-copy rule; 0: off)]
   [--tracker-sample 200] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
   [--timeline (how busy the links were, per simulated second: table, JSON, plot)]
@@ -115,6 +120,8 @@ function baseConfig(nodes: number): SimConfig {
     requestsPerPeer: num('requests-per-peer')!,
     originRequests: num('origin-requests')!,
     minRequestsInFlight: num('min-requests-in-flight')!,
+    aheadMaxInFlight: num('ahead-max-in-flight')!,
+    busyExtraPeers: num('busy-extra-peers')!,
     repeatPieceAfterMs: num('repeat-piece-after-ms')!,
     maxPeers: num('max-peers')!,
     startJitterMs: num('start-jitter-ms')!,

@@ -183,4 +183,33 @@ describe('simulate', () => {
     }
     expect(fromOrigin.length).toBeGreaterThanOrEqual(r.pieces)
   })
+  it('uses peers beyond maxPeers only when half of them answered busy (busyExtraPeers)', () => {
+    // One upload at a time per node: peers answer busy all the time.
+    const c = config({
+      nodes: 16,
+      imageBytes: 8 * MiB,
+      layers: 1,
+      latencyMs: 1,
+      maxPeers: 2,
+      maxConcurrentUploads: 1,
+    })
+    const mostAgents = (busyExtraPeers: number): number => {
+      const senders = new Map<number, Set<number>>()
+      simulate({
+        ...c,
+        busyExtraPeers,
+        onPiece: (node, _l, _i, from) => {
+          if (from === c.nodes) return
+          const set = senders.get(node) ?? new Set<number>()
+          set.add(from)
+          senders.set(node, set)
+        },
+      })
+      return Math.max(...[...senders.values()].map((s) => s.size))
+    }
+    expect(mostAgents(0)).toBeLessThanOrEqual(2)
+    const extra = mostAgents(8)
+    expect(extra).toBeGreaterThan(2)
+    expect(extra).toBeLessThanOrEqual(2 + 8)
+  })
 })

@@ -17,8 +17,11 @@
  *   `announceIntervalMs`; the scheduler looks for peers every 2 s (1 s with none) while
  *   it has fewer than `maxPeers`, and gets the router's cached answer, which is renewed
  *   early only when it held nothing (no peers, no origin) and is `barrenRetryMs` old.
- * - The scheduler's pure rules: at most `maxPeers` peers per download, `requestsPerPeer`
- *   requests in flight per peer and `originRequests` to the origin, the origin asked
+ * - The scheduler's pure rules: at most `maxPeers` peers per download (up to
+ *   `busyExtraPeers` more once half of them answered busy: crowdedByBusy), `requestsPerPeer`
+ *   requests in flight per peer and `originRequests` to the origin, at most
+ *   `aheadMaxInFlight` in all while the download holds more than its peers do on average
+ *   (isAheadOfPeers), the origin asked
  *   last (only for what the other peers cannot give) and without endgame duplicates,
  *   duplicates cancelled when a piece arrives. The piece itself is chosen by pickPiece
  *   (streaming window at the first missing piece, rarest first, endgame).
@@ -39,7 +42,11 @@
 import { choosePieceSize, pieceCountFor } from '../../protocol/src/piece-map.js'
 import {
   type PieceSet,
+  AHEAD_MAX_IN_FLIGHT,
+  BUSY_EXTRA_PEERS,
   createRng,
+  crowdedByBusy,
+  isAheadOfPeers,
   pickPiece,
   requestSlots,
 } from '../../peer-agent/src/transfer/piece-picker.js'
@@ -89,6 +96,10 @@ export interface SimConfig {
   originRequests?: number
   /** The scheduler's floor of requests in flight with few peers (requestSlots). @default 4 */
   minRequestsInFlight?: number
+  /** The scheduler's cap on requests in flight while ahead of its peers (0 = off). @default AHEAD_MAX_IN_FLIGHT */
+  aheadMaxInFlight?: number
+  /** The scheduler's extra peers once half of them answered busy (0 = off). @default BUSY_EXTRA_PEERS */
+  busyExtraPeers?: number
   windowSize?: number
   /**
    * Give the picker a read position (the first missing piece), as when the client
@@ -203,8 +214,11 @@ interface Download {
   layer: number
   pc: number
   have: Uint8Array
-  /** What other peers have been told this node holds. */
+  /** What other peers have been told this node holds, and how many pieces that is. */
   shown: Uint8Array
+  shownCount: number
+  /** Half of its peers answered busy once: it may use busyExtraPeers more. */
+  busyCrowded: boolean
   held: number
   inFlight: Int32Array
   avail: Int32Array
@@ -276,6 +290,9 @@ export function simulate(config: SimConfig): SimResult {
   const requestsPerPeer = config.requestsPerPeer ?? 1
   const originRequests = config.originRequests ?? 1
   const minInFlight = config.minRequestsInFlight ?? 4
+  const aheadMaxInFlight = config.aheadMaxInFlight ?? AHEAD_MAX_IN_FLIGHT
+  const busyExtraPeers = config.busyExtraPeers ?? BUSY_EXTRA_PEERS
+  const peerLimit = (dl: Download): number => (dl.busyCrowded ? maxPeers + busyExtraPeers : maxPeers)
   const originDefer = config.originDeferMs ?? 2_000
   const firstCopy = createFirstCopyRule({
     repeatAfterMs: config.repeatPieceAfterMs ?? 60_000,
@@ -323,6 +340,8 @@ export function simulate(config: SimConfig): SimResult {
         pc,
         have,
         shown: new Uint8Array(pc),
+        shownCount: 0,
+        busyCrowded: false,
         fromOrigin: new Uint8Array(pc),
         uploads: new Uint16Array(pc),
         held: 0,
@@ -458,7 +477,7 @@ export function simulate(config: SimConfig): SimResult {
     // The origin does not take one of the maxPeers places (as in the scheduler).
     let live = dl.links.length - (dl.linked.has(ORIGIN) ? 1 : 0)
     for (const p of a.peers) {
-      if (live >= maxPeers) break
+      if (live >= peerLimit(dl)) break
       if (!dl.linked.has(p)) {
         addLink(dl, p)
         live++
@@ -469,14 +488,14 @@ export function simulate(config: SimConfig): SimResult {
   }
 
   function scheduleFind(dl: Download): void {
-    if (dl.findScheduled || dl.complete || dl.links.length >= maxPeers) return
+    if (dl.findScheduled || dl.complete || dl.links.length >= peerLimit(dl)) return
     dl.findScheduled = true
     queue.push(now + (dl.links.length === 0 ? 1_000 : peerSearchInterval), EV_FIND, dl)
   }
 
   function onFind(dl: Download): void {
     dl.findScheduled = false
-    if (dl.complete || dl.links.length >= maxPeers || dl.awaitingAnswer) return
+    if (dl.complete || dl.links.length >= peerLimit(dl) || dl.awaitingAnswer) return
     const a = dl.answer
     const barren = a === undefined || (a.peers.length === 0 && !a.allowOrigin)
     if (barren && now - dl.answerAt >= barrenRetry) {
@@ -502,8 +521,24 @@ export function simulate(config: SimConfig): SimResult {
     }
   }
 
+  /** Requests the download may still start under the cap for downloads ahead of their peers. */
+  function aheadRoom(dl: Download): number {
+    if (aheadMaxInFlight <= 0) return Number.POSITIVE_INFINITY
+    let peersHeld = 0
+    let peers = 0
+    let inFlight = 0
+    for (const l of dl.links) {
+      inFlight += l.requested.size
+      if (l.origin) continue
+      peersHeld += downloads[dl.layer]![l.peer]!.shownCount
+      peers++
+    }
+    return isAheadOfPeers(dl.held, peersHeld, peers) ? aheadMaxInFlight - inFlight : Number.POSITIVE_INFINITY
+  }
+
   function scheduleLink(dl: Download, link: Link): void {
     if (dl.complete || link.busyUntil > now || link.useful <= link.requested.size) return
+    let room = aheadRoom(dl)
     const slotsFor = requestSlots({
       origin: link.origin,
       sources: dl.links.length,
@@ -511,7 +546,7 @@ export function simulate(config: SimConfig): SimResult {
       originRequests,
       minInFlight,
     })
-    while (link.requested.size < slotsFor) {
+    while (link.requested.size < slotsFor && room > 0) {
       const next = pickPiece({
         pieceCount: dl.pc,
         have: dl.haveSet,
@@ -527,6 +562,7 @@ export function simulate(config: SimConfig): SimResult {
         rng,
       })
       if (next === undefined) return
+      room--
       request(dl, link, next.index)
     }
   }
@@ -577,6 +613,19 @@ export function simulate(config: SimConfig): SimResult {
       release(req)
       req.link.busyUntil = now + lat + busyBackoff
       const dl = req.dl
+      if (busyExtraPeers > 0 && !dl.busyCrowded) {
+        let live = 0
+        let busy = 0
+        for (const l of dl.links) {
+          if (l.origin) continue
+          live++
+          if (l.busyUntil > now) busy++
+        }
+        if (crowdedByBusy(live, busy, maxPeers)) {
+          dl.busyCrowded = true
+          scheduleFind(dl)
+        }
+      }
       queue.push(req.link.busyUntil, EV_WAKE, dl)
       // Another peer may take the piece meanwhile.
       scheduleAll(dl)
@@ -648,6 +697,7 @@ export function simulate(config: SimConfig): SimResult {
 
   function onHave(dl: Download, index: number): void {
     dl.shown[index] = 1
+    dl.shownCount++
     for (const w of watchers[dl.layer]![dl.node]!) {
       const wdl = downloads[dl.layer]![w]!
       if (wdl.complete) continue

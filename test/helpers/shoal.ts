@@ -21,10 +21,13 @@ export const SHOAL_BIN = fileURLToPath(new URL('../../bin/shoal.js', import.meta
  * options of every shoal process (bin/node-options.js), bin/shoal.js, then `args`.
  * Long-running shoal processes should be started this way (`spawn(process.execPath,
  * shoalNodeArgs(['registry', ...]))`) so that they run with the same heap settings as an
- * installed `shoal`.
+ * installed `shoal`. `SHOAL_EXTRA_NODE_OPTIONS` in the environment (space-separated)
+ * adds options after those, for experiments that NODE_OPTIONS does not allow
+ * (`--trace-gc`, other V8 flags).
  */
 export function shoalNodeArgs(args: readonly string[]): string[] {
-  return [...SHOAL_NODE_OPTIONS, SHOAL_BIN, ...args]
+  const extra = (process.env.SHOAL_EXTRA_NODE_OPTIONS ?? '').split(/\s+/).filter((o) => o !== '')
+  return [...SHOAL_NODE_OPTIONS, ...extra, SHOAL_BIN, ...args]
 }
 
 /** Options for {@link startShoalService}. */

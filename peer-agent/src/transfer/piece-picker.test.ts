@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import {
   createRng,
+  crowdedByBusy,
+  isAheadOfPeers,
   isEndgame,
   MAX_REQUESTS_PER_PEER,
   type PickPieceInput,
@@ -189,5 +191,24 @@ describe('requestSlots', () => {
   it('never goes above MAX_REQUESTS_PER_PEER for the floor, and a floor of 1 switches it off', () => {
     expect(requestSlots({ ...base, minInFlight: 64, origin: false, sources: 1 })).toBe(MAX_REQUESTS_PER_PEER)
     expect(requestSlots({ ...base, minInFlight: 1, origin: true, sources: 1 })).toBe(1)
+  })
+})
+
+describe('isAheadOfPeers', () => {
+  it('is true only above the peers average, and never without known peers', () => {
+    expect(isAheadOfPeers(26, 100, 4)).toBe(true)
+    expect(isAheadOfPeers(25, 100, 4)).toBe(false)
+    expect(isAheadOfPeers(0, 0, 3)).toBe(false)
+    expect(isAheadOfPeers(10, 0, 0)).toBe(false)
+  })
+})
+
+describe('crowdedByBusy', () => {
+  it('needs maxPeers peers in use and half of them busy', () => {
+    expect(crowdedByBusy(16, 8, 16)).toBe(true)
+    expect(crowdedByBusy(16, 7, 16)).toBe(false)
+    // A download that can still add peers up to maxPeers does that first.
+    expect(crowdedByBusy(8, 8, 16)).toBe(false)
+    expect(crowdedByBusy(0, 0, 0)).toBe(false)
   })
 })

@@ -202,3 +202,37 @@ export function requestSlots(input: RequestSlotsInput): number {
   const floor = Math.min(MAX_REQUESTS_PER_PEER, Math.ceil(input.minInFlight / Math.max(1, input.sources)))
   return Math.max(base, floor)
 }
+
+/**
+ * Requests in flight, in all, that a download ahead of its peers keeps (see
+ * isAheadOfPeers); 0 switches the rule off, and off is the default. Uplinks are shared by
+ * everyone who asks, so a download that takes more than its share leaves less for the
+ * ones behind, and the last node of a rollout is the one that got the least all along.
+ * With 6, the simulator's last node at N = 50 came 5-10% sooner on top of
+ * BUSY_EXTRA_PEERS; on the CPU-bound testbed, where what peers hold is known late, the
+ * pulls were slower (docs/BENCHMARKS.md, cluster, eighth round).
+ */
+export const AHEAD_MAX_IN_FLIGHT = 0
+
+/**
+ * True when a download holds more pieces than its peers do on average (`peersHeld` is
+ * the sum of the pieces its `peers` are known to hold, the origin not counted). Such a
+ * download keeps at most AHEAD_MAX_IN_FLIGHT requests in flight, so the uplinks it would
+ * otherwise crowd serve the downloads behind it.
+ */
+export function isAheadOfPeers(held: number, peersHeld: number, peers: number): boolean {
+  return peers > 0 && held * peers > peersHeld
+}
+
+/**
+ * Peers a download may add beyond `maxPeers` while half of its peers answer busy: their
+ * uplinks are full, and the tracker hands out the least loaded peers first, so more
+ * peers means uplinks with room. Without it, a download whose peers all happened to be
+ * crowded stays behind for the whole pull.
+ */
+export const BUSY_EXTRA_PEERS = 8
+
+/** True when at least half of a download's `live` peers (it has `maxPeers` or more) answered busy. */
+export function crowdedByBusy(live: number, busy: number, maxPeers: number): boolean {
+  return live >= maxPeers && live > 0 && busy * 2 >= live
+}

@@ -312,6 +312,71 @@ describe('downloadBlob', () => {
     expect(c.has(map.digest)).toBe(true)
   })
 
+  /**
+   * A download that holds 25 of 40 pieces, with ten peers that hold 20 each (pieces
+   * 20..39) and answer one request at a time after 20 ms: it is ahead of its peers.
+   */
+  async function aheadOfTenPeers(aheadMaxInFlight: number): Promise<number> {
+    const { bytes, map } = blob(40)
+    const swarm = fakeSwarm(bytes, map)
+    const peers = Array.from({ length: 10 }, (_, k) => {
+      const p = swarm.peer(
+        `p${k}`,
+        Array.from({ length: 20 }, (_, i) => 20 + i),
+      )
+      p.delayMs = 20
+      return p
+    })
+    const c = await cache()
+    await c.open(map.digest, map)
+    for (let i = 0; i < 25; i++) {
+      const { offset, length } = pieceRange(map, i)
+      await c.writePiece(map.digest, i, bytes.subarray(offset, offset + length))
+    }
+    await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => peers, aheadMaxInFlight, seed: 13 },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    return swarm.maxInFlight
+  }
+
+  it('keeps few requests in flight while it holds more than its peers, leaving their uplinks to the ones behind', async () => {
+    expect(await aheadOfTenPeers(3)).toBeLessThanOrEqual(3)
+    // Without the rule it asks every peer at once.
+    expect(await aheadOfTenPeers(0)).toBeGreaterThanOrEqual(8)
+  })
+
+  /** Two peers in use (maxPeers 2) that answer busy, and a third the tracker also handed out. */
+  async function crowdedOut(busyExtraPeers: number) {
+    const { bytes, map } = blob(6)
+    const swarm = fakeSwarm(bytes, map)
+    const busy = [swarm.peer('busy1', map.pieces.keys()), swarm.peer('busy2', map.pieces.keys())]
+    for (const p of busy) p.busy = true
+    const free = swarm.peer('free', map.pieces.keys())
+    const c = await cache()
+    return downloadBlob(
+      { cache: c, client: swarm.client },
+      {
+        map,
+        findPeers: async () => [...busy, free],
+        maxPeers: 2,
+        busyExtraPeers,
+        peerSearchIntervalMs: 50,
+        busyBackoffMs: 100,
+        stallTimeoutMs: 300,
+        seed: 14,
+      },
+    )
+  }
+
+  it('adds peers beyond maxPeers once half of its peers answer busy', async () => {
+    const result = await crowdedOut(8)
+    expect(result.bytesByPeer.get('free')).toBe(6 * PIECE - 100)
+    // Without the rule it waits on the busy pair until it gives up.
+    await expect(crowdedOut(0)).rejects.toMatchObject({ name: 'SwarmUnavailableError' })
+  })
+
   it('gives up with SwarmUnavailableError when nobody can serve', async () => {
     const { bytes, map } = blob(3)
     const swarm = fakeSwarm(bytes, map)

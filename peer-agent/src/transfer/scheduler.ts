@@ -14,7 +14,15 @@ import type { BlobCache } from '../cache/index.js'
 import type { PeerTarget, PieceClient } from '../../../protocol/src/p2p/index.js'
 import { PieceUnavailableError } from '../../../protocol/src/p2p/index.js'
 import { SwarmUnavailableError } from './errors.js'
-import { createRng, pickPiece, requestSlots } from './piece-picker.js'
+import {
+  AHEAD_MAX_IN_FLIGHT,
+  BUSY_EXTRA_PEERS,
+  createRng,
+  crowdedByBusy,
+  isAheadOfPeers,
+  pickPiece,
+  requestSlots,
+} from './piece-picker.js'
 
 /** Agents a download may use beyond `maxPeers` to reach pieces no peer in use holds. */
 const EXTRA_PEERS = 4
@@ -89,6 +97,20 @@ export interface DownloadInit {
    * @default 4
    */
   minRequestsInFlight?: number
+  /**
+   * Requests in flight, in all, while the download holds more pieces than its peers do
+   * on average (isAheadOfPeers in piece-picker.ts): the uplinks it would crowd serve the
+   * downloads behind it instead. 0 (the default) switches the rule off: the simulator
+   * liked 6, the testbed did not (docs/BENCHMARKS.md, cluster, eighth round).
+   * @default 0
+   */
+  aheadMaxInFlight?: number
+  /**
+   * Peers the download may add beyond `maxPeers` once half of its peers answer busy
+   * (crowdedByBusy in piece-picker.ts); the tracker hands out the least loaded first.
+   * 0 switches the rule off. @default 8
+   */
+  busyExtraPeers?: number
   /** Streaming window in pieces. @default 4 */
   windowSize?: number
   /** Endgame threshold in missing pieces. @default 4 */
@@ -200,6 +222,8 @@ export async function downloadBlob(
   const requestsPerPeer = init.requestsPerPeer ?? 1
   const originRequests = init.originRequests ?? 1
   const minRequestsInFlight = init.minRequestsInFlight ?? 4
+  const aheadMaxInFlight = init.aheadMaxInFlight ?? AHEAD_MAX_IN_FLIGHT
+  const busyExtraPeers = init.busyExtraPeers ?? BUSY_EXTRA_PEERS
   const originDeferMs = init.originDeferMs ?? 2_000
   const pieceTimeoutMs = init.pieceTimeoutMs ?? 30_000
   const maxPeerFailures = init.maxPeerFailures ?? 3
@@ -248,6 +272,8 @@ export async function downloadBlob(
   let lastBusy = 0
   let lastSearch = 0
   let searching = false
+  /** Half of the peers answered busy at some point: up to busyExtraPeers more may be added. */
+  let busyCrowded = false
   let wake: (() => void) | undefined
   let dirty = false
 
@@ -276,6 +302,11 @@ export async function downloadBlob(
         if (r.state === state) r.controller.abort(new Error('peer dropped'))
     }
     log?.debug({ peer: state.peer.id, digest, why }, 'dropped peer')
+  }
+
+  /** Agents this download may use: maxPeers, more once its peers crowded it out (busyCrowded). */
+  function peerLimit(): number {
+    return busyCrowded ? maxPeers + busyExtraPeers : maxPeers
   }
 
   /** Usable agents, the origin not counted: it is asked last and only for what they lack. */
@@ -325,9 +356,9 @@ export async function downloadBlob(
       const found = await init.findPeers({ signal })
       for (const peer of found) {
         if (peers.has(peer.id)) continue
-        if (!peer.origin && usableAgents() >= maxPeers) {
+        if (!peer.origin && usableAgents() >= peerLimit()) {
           const holdsSought = [...sought].some((i) => peer.has?.get(i) === true)
-          if (!holdsSought || usableAgents() >= maxPeers + EXTRA_PEERS) continue
+          if (!holdsSought || usableAgents() >= peerLimit() + EXTRA_PEERS) continue
           log?.debug(
             { peer: peer.id, digest, sought: sought.size },
             'added a peer that holds a piece no other peer in use has',
@@ -483,7 +514,7 @@ export async function downloadBlob(
   function readmit(now: number): void {
     for (const state of peers.values()) {
       if (!state.dropped || state.retryAt === 0 || now < state.retryAt) continue
-      if (!state.peer.origin && usableAgents() >= maxPeers) return
+      if (!state.peer.origin && usableAgents() >= peerLimit()) return
       state.dropped = false
       state.retryAt = 0
       state.failures = 0
@@ -503,7 +534,32 @@ export async function downloadBlob(
       (a, b) => Number(a.peer.origin ?? false) - Number(b.peer.origin ?? false),
     )
     let sources = 0
-    for (const p of ordered) if (!p.dropped) sources++
+    // What the peers hold on average, how many answered busy, and what is in flight.
+    let peersHeld = 0
+    let known = 0
+    let busy = 0
+    let live = 0
+    let inFlightTotal = 0
+    for (const p of ordered) {
+      inFlightTotal += p.requested.size
+      if (p.dropped) continue
+      sources++
+      if (p.peer.origin) continue
+      live++
+      if (p.busyUntil > now) busy++
+      if (p.has !== undefined) {
+        peersHeld += p.has.count()
+        known++
+      }
+    }
+    const inFlightCap =
+      aheadMaxInFlight > 0 && isAheadOfPeers(have.count(), peersHeld, known)
+        ? aheadMaxInFlight
+        : Number.POSITIVE_INFINITY
+    if (busyExtraPeers > 0 && !busyCrowded && crowdedByBusy(live, busy, maxPeers)) {
+      busyCrowded = true
+      log?.debug({ digest, peers: live, busy }, 'half of the peers answered busy: looking for more')
+    }
     // Until every other peer has said what it holds, the origin waits.
     const othersPending = ordered.some(
       (p) => !p.peer.origin && !p.dropped && p.lastHaveAt === 0 && now - p.addedAt < ORIGIN_HOLD_MS,
@@ -523,7 +579,7 @@ export async function downloadBlob(
         originRequests,
         minInFlight: minRequestsInFlight,
       })
-      while (state.requested.size < slots) {
+      while (state.requested.size < slots && inFlightTotal < inFlightCap) {
         const next = pickPiece({
           pieceCount: count,
           have: haveSet,
@@ -542,6 +598,7 @@ export async function downloadBlob(
           rng,
         })
         if (next === undefined) break
+        inFlightTotal++
         void request(state, next.index)
       }
       // A peer still downloading gains pieces all the time: ask again what it holds,
@@ -552,9 +609,8 @@ export async function downloadBlob(
       }
     }
     for (const index of sought) if (have.get(index) || agentHolds(index)) sought.delete(index)
-    const live = usableAgents()
     const interval = live === 0 ? Math.min(1_000, peerSearchIntervalMs) : peerSearchIntervalMs
-    const wanted = live < maxPeers || (sought.size > 0 && live < maxPeers + EXTRA_PEERS)
+    const wanted = live < peerLimit() || (sought.size > 0 && live < peerLimit() + EXTRA_PEERS)
     if (!searching && wanted && now - lastSearch >= interval) void searchPeers()
   }
 

@@ -54,27 +54,41 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap) {
       return bits
     },
     async fetchPiece(target, _digest, index, options = {}) {
-      const p = byTarget.get(target)!
-      p.requests.push(index)
-      await new Promise((resolve) => (p.delayMs ? setTimeout(resolve, p.delayMs) : setImmediate(resolve)))
-      if (p.behaviour === 'slow') {
-        await new Promise((resolve, reject) => {
-          const timer = setTimeout(resolve, 60_000)
-          options.signal?.addEventListener('abort', () => {
-            clearTimeout(timer)
-            reject(options.signal?.reason)
-          })
-        })
+      swarm.inFlight++
+      swarm.maxInFlight = Math.max(swarm.maxInFlight, swarm.inFlight)
+      try {
+        return await fetch(target, index, options)
+      } finally {
+        swarm.inFlight--
       }
-      if (p.behaviour === 'fail') throw new Error('stream reset')
-      if (p.busy === true) throw new PieceUnavailableError('busy')
-      if (!p.holds.has(index) || p.declines?.has(index)) throw new PieceUnavailableError('not-held')
-      const { offset, length } = pieceRange(map, index)
-      const piece = Buffer.from(bytes.subarray(offset, offset + length))
-      if (p.behaviour === 'corrupt') piece[0] = piece[0]! ^ 0xff
-      return piece
     },
   }
-  const swarm = { peer, client, haveQueries: 0 }
+  async function fetch(
+    target: unknown,
+    index: number,
+    options: { signal?: AbortSignal },
+  ): Promise<Uint8Array> {
+    const p = byTarget.get(target)!
+    p.requests.push(index)
+    await new Promise((resolve) => (p.delayMs ? setTimeout(resolve, p.delayMs) : setImmediate(resolve)))
+    if (p.behaviour === 'slow') {
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(resolve, 60_000)
+        options.signal?.addEventListener('abort', () => {
+          clearTimeout(timer)
+          reject(options.signal?.reason)
+        })
+      })
+    }
+    if (p.behaviour === 'fail') throw new Error('stream reset')
+    if (p.busy === true) throw new PieceUnavailableError('busy')
+    if (!p.holds.has(index) || p.declines?.has(index)) throw new PieceUnavailableError('not-held')
+    const { offset, length } = pieceRange(map, index)
+    const piece = Buffer.from(bytes.subarray(offset, offset + length))
+    if (p.behaviour === 'corrupt') piece[0] = piece[0]! ^ 0xff
+    return piece
+  }
+  /** `inFlight`: piece requests being answered now; `maxInFlight`: the most at once so far. */
+  const swarm = { peer, client, haveQueries: 0, inFlight: 0, maxInFlight: 0 }
   return swarm
 }
