@@ -327,7 +327,8 @@ export function simulate(config: SimConfig): SimResult {
   const downloads: Download[][] = []
   const members: number[][] = []
   const memberSet: Uint8Array[] = []
-  const watchers: number[][][] = []
+  /** Per layer and node: the links of the downloads that use that node as a peer. */
+  const watchers: Array<Array<Array<{ dl: Download; link: Link }>>> = []
   const slots: Set<number>[] = []
   for (let l = 0; l < L; l++) {
     const pc = pieceCounts[l]!
@@ -454,12 +455,12 @@ export function simulate(config: SimConfig): SimResult {
         dl.avail[i]!++
         if (dl.have[i] !== 1) useful++
       }
-      watchers[dl.layer]![peer]!.push(dl.node)
     } else {
       for (let i = 0; i < dl.pc; i++) dl.avail[i]!++
       useful = dl.pc - dl.held
     }
     const link: Link = { peer, origin, requested: new Set(), peerHas, busyUntil: 0, useful }
+    if (!origin) watchers[dl.layer]![peer]!.push({ dl, link })
     if (origin) {
       // As the scheduler does: never ask the origin for a piece it declined a moment ago.
       const deferred = new Float64Array(dl.pc)
@@ -698,18 +699,12 @@ export function simulate(config: SimConfig): SimResult {
   function onHave(dl: Download, index: number): void {
     dl.shown[index] = 1
     dl.shownCount++
-    for (const w of watchers[dl.layer]![dl.node]!) {
-      const wdl = downloads[dl.layer]![w]!
+    for (const { dl: wdl, link } of watchers[dl.layer]![dl.node]!) {
       if (wdl.complete) continue
       wdl.avail[index]!++
       if (wdl.have[index] === 1) continue
-      for (const link of wdl.links) {
-        if (link.peer === dl.node) {
-          link.useful++
-          scheduleLink(wdl, link)
-          break
-        }
-      }
+      link.useful++
+      scheduleLink(wdl, link)
     }
   }
 

@@ -377,6 +377,38 @@ describe('downloadBlob', () => {
     await expect(crowdedOut(0)).rejects.toMatchObject({ name: 'SwarmUnavailableError' })
   })
 
+  it('asks a peer what it holds less often while what it is known to hold leaves work to ask for', async () => {
+    const { bytes, map } = blob(40)
+    const swarm = fakeSwarm(bytes, map)
+    // Holds all but the last piece, which it gains once the download has the rest.
+    const peer = swarm.peer(
+      'p',
+      Array.from({ length: 39 }, (_, i) => i),
+    )
+    peer.delayMs = 100
+    const c = await cache()
+    const started = Date.now()
+    let spareQueries = -1
+    let spareMs = 0
+    const done = downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [peer], haveRefreshMs: 50, seed: 15 },
+    )
+    const deadline = Date.now() + 10_000
+    while (Date.now() < deadline) {
+      if (Array.from({ length: 39 }, (_, i) => c.hasPiece(map.digest, i)).every(Boolean)) break
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    spareQueries = swarm.haveQueries
+    spareMs = Date.now() - started
+    peer.holds.add(39)
+    await done
+    expect(c.has(map.digest)).toBe(true)
+    // Every 200 ms (4 x 50) while it had spare pieces, where every 50 ms would be four times as many.
+    expect(spareQueries).toBeLessThanOrEqual(Math.ceil(spareMs / 200) + 2)
+    expect(spareMs).toBeGreaterThan(300)
+  })
+
   it('gives up with SwarmUnavailableError when nobody can serve', async () => {
     const { bytes, map } = blob(3)
     const swarm = fakeSwarm(bytes, map)

@@ -131,7 +131,13 @@ export interface DownloadInit {
   maxPeerFailures?: number
   /** How long to leave a peer alone after it answered busy. @default 1000 */
   busyBackoffMs?: number
-  /** How often to re-ask a peer with an incomplete bitfield what it holds. @default 1000 */
+  /**
+   * How often to re-ask a peer with an incomplete bitfield what it holds. A peer known to
+   * hold at least HAVE_REFRESH_SPARE pieces not yet held or asked of it is re-asked only
+   * every HAVE_REFRESH_SLOW_FACTOR times this: there is work to ask it for already, and
+   * have exchanges are a tenth of an agent's CPU during a pull (docs/BENCHMARKS.md).
+   * @default 1000
+   */
   haveRefreshMs?: number
   /** How often at most to ask findPeers for more peers. @default 2000 */
   peerSearchIntervalMs?: number
@@ -196,6 +202,10 @@ interface PeerState {
 const MAX_PEER_RETRY_MS = 60_000
 
 const TICK_MS = 200
+/** Pieces a peer must still offer for its have refresh to slow down (see haveRefreshMs). */
+const HAVE_REFRESH_SPARE = 4
+/** How much slower such a peer's have refresh is. */
+const HAVE_REFRESH_SLOW_FACTOR = 4
 /**
  * How long the origin waits for other peers' first have replies before it is asked
  * (peers the tracker handed out with a bitfield need no reply).
@@ -324,6 +334,18 @@ export async function downloadBlob(
     for (const p of peers.values())
       if (!p.peer.origin && !p.dropped && p.has?.get(index) === true) return true
     return false
+  }
+
+  /** Whether it is time to ask `state`'s peer again what it holds (see haveRefreshMs). */
+  function haveRefreshDue(state: PeerState, now: number): boolean {
+    const age = now - state.lastHaveAt
+    if (age < haveRefreshMs) return false
+    if (age >= HAVE_REFRESH_SLOW_FACTOR * haveRefreshMs || state.has === undefined) return true
+    let spare = 0
+    for (let i = 0; i < count && spare < HAVE_REFRESH_SPARE; i++) {
+      if (state.has.get(i) && !have.get(i) && !state.requested.has(i)) spare++
+    }
+    return spare < HAVE_REFRESH_SPARE
   }
 
   async function refreshHave(state: PeerState): Promise<void> {
@@ -603,10 +625,9 @@ export async function downloadBlob(
       }
       // A peer still downloading gains pieces all the time: ask again what it holds,
       // also while we are fetching from it, or the pieces it gained stay unknown here
-      // (fewer requests in flight, and the origin asked for what the swarm has).
-      if (!state.refreshing && !state.has.isComplete() && now - state.lastHaveAt >= haveRefreshMs) {
-        void refreshHave(state)
-      }
+      // (fewer requests in flight, and the origin asked for what the swarm has); less
+      // often while what it is known to hold still leaves work to ask it for.
+      if (!state.refreshing && !state.has.isComplete() && haveRefreshDue(state, now)) void refreshHave(state)
     }
     for (const index of sought) if (have.get(index) || agentHolds(index)) sought.delete(index)
     const interval = live === 0 ? Math.min(1_000, peerSearchIntervalMs) : peerSearchIntervalMs
