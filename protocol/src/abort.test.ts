@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { raceSignal } from './abort.js'
+import { deadlineSignal, raceSignal } from './abort.js'
 
 describe('raceSignal', () => {
   it('resolves and rejects with the promise while the signal stays quiet', async () => {
@@ -23,5 +23,39 @@ describe('raceSignal', () => {
     finish(3)
     await expect(slow).resolves.toBe(3)
     await expect(raceSignal(slow, AbortSignal.abort(new Error('late')))).rejects.toThrow('late')
+  })
+})
+
+describe('deadlineSignal', () => {
+  it('aborts with a TimeoutError after its time, and says so', async () => {
+    const d = deadlineSignal(new AbortController().signal, 20)
+    expect(d.signal.aborted).toBe(false)
+    await new Promise((r) => setTimeout(r, 60))
+    expect(d.signal.aborted).toBe(true)
+    expect(d.signal.reason).toMatchObject({ name: 'TimeoutError' })
+    expect(d.timedOut()).toBe(true)
+    d.dispose()
+  })
+
+  it("aborts with the parent's reason, at once when the parent already has", () => {
+    const parent = new AbortController()
+    const d = deadlineSignal(parent.signal, 10_000)
+    parent.abort(new Error('caller gave up'))
+    expect(d.signal.reason).toMatchObject({ message: 'caller gave up' })
+    expect(d.timedOut()).toBe(false)
+    d.dispose()
+    const late = deadlineSignal(AbortSignal.abort(new Error('already')), 10_000)
+    expect(late.signal.reason).toMatchObject({ message: 'already' })
+    late.dispose()
+    expect(deadlineSignal(undefined, 10_000).signal.aborted).toBe(false)
+  })
+
+  it('after dispose, neither the timer nor the parent aborts it', async () => {
+    const parent = new AbortController()
+    const d = deadlineSignal(parent.signal, 20)
+    d.dispose()
+    parent.abort(new Error('later'))
+    await new Promise((r) => setTimeout(r, 60))
+    expect(d.signal.aborted).toBe(false)
   })
 })

@@ -8,6 +8,7 @@
  * the seed or upstream when this throws SwarmUnavailableError.
  */
 import type { Logger } from 'pino'
+import { deadlineSignal } from '../../../protocol/src/abort.js'
 import { Bitfield } from '../../../protocol/src/bitfield.js'
 import { type PieceMap, pieceMatches, pieceRange } from '../../../protocol/src/piece-map.js'
 import type { BlobCache } from '../cache/index.js'
@@ -350,10 +351,9 @@ export async function downloadBlob(
 
   async function refreshHave(state: PeerState): Promise<void> {
     state.refreshing = true
+    const deadline = deadlineSignal(signal, pieceTimeoutMs)
     try {
-      const bits = await client.fetchHave(state.peer.target, digest, {
-        signal: AbortSignal.any([signal, AbortSignal.timeout(pieceTimeoutMs)]),
-      })
+      const bits = await client.fetchHave(state.peer.target, digest, { signal: deadline.signal })
       if (state.dropped) return
       if (bits !== undefined && bits.length !== count) {
         drop(state, `bitfield of ${bits.length} pieces for a map of ${count}`)
@@ -365,6 +365,7 @@ export async function downloadBlob(
       state.failures++
       if (state.failures >= maxPeerFailures) drop(state, `have query failed: ${String(err)}`, true)
     } finally {
+      deadline.dispose()
       state.lastHaveAt = Date.now()
       state.refreshing = false
       notify()

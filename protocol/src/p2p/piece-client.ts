@@ -6,6 +6,7 @@
 import { isPeerId, type Libp2p, type PeerId } from '@libp2p/interface'
 import { isMultiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
+import { deadlineSignal } from '../abort.js'
 import type { Bitfield } from '../bitfield.js'
 import { DecodeError } from '../errors.js'
 import type { Digest } from '../digest.js'
@@ -241,55 +242,59 @@ export function createPieceClient(
     callerSignal: AbortSignal | undefined,
     use: (reader: MessageReader, signal: AbortSignal) => AsyncGenerator<T>,
   ): AsyncGenerator<T> {
-    const deadline = AbortSignal.timeout(timeoutMs)
-    const signal = callerSignal ? AbortSignal.any([callerSignal, deadline]) : deadline
-    const who = peerKey(peer)
-    const key = `${who}\0${protocol}`
-    let channel = takeIdle(key)
-    // A kept stream may be closing at the server's end as the request goes out: the
-    // server's idle clock starts when it has queued its last reply, the client's when it
-    // has read it, and on a crowded link the two can be seconds apart. The server then
-    // ends the stream without answering; the request is sent again once, on a new
-    // stream, as an HTTP client resends on a kept-alive connection the server closed.
-    for (;;) {
-      // Only a kept stream is retried, so a request goes out twice at most.
-      const reused = channel !== undefined
-      if (channel === undefined) {
-        let stream: PieceStream | undefined =
-          lane !== undefined && protocol !== PIECE_MAP_PROTOCOL
-            ? await lane.open(who, peer, protocol, { signal })
-            : undefined
-        if (stream === undefined) stream = await libp2p.dialProtocol(peer, protocol, { signal })
-        init.onStreamOpened?.(stream instanceof LaneStream ? 'lane' : 'libp2p')
-        const opened = stream
-        open.add(opened)
-        opened.addEventListener('close', () => open.delete(opened), { once: true })
-        channel = { key, stream, reader: createMessageReader(stream), idleTimer: undefined }
-      }
-      const { stream } = channel
-      const onAbort = (): void =>
-        stream.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
-      signal.addEventListener('abort', onAbort, { once: true })
-      let ok = false
-      let yielded = false
-      const receivedBefore = channel.reader.received()
-      try {
-        await sendWithBackpressure(stream, request, signal)
-        for await (const item of use(channel.reader, signal)) {
-          yielded = true
-          yield item
+    const deadline = deadlineSignal(callerSignal, timeoutMs)
+    const signal = deadline.signal
+    try {
+      const who = peerKey(peer)
+      const key = `${who}\0${protocol}`
+      let channel = takeIdle(key)
+      // A kept stream may be closing at the server's end as the request goes out: the
+      // server's idle clock starts when it has queued its last reply, the client's when it
+      // has read it, and on a crowded link the two can be seconds apart. The server then
+      // ends the stream without answering; the request is sent again once, on a new
+      // stream, as an HTTP client resends on a kept-alive connection the server closed.
+      for (;;) {
+        // Only a kept stream is retried, so a request goes out twice at most.
+        const reused = channel !== undefined
+        if (channel === undefined) {
+          let stream: PieceStream | undefined =
+            lane !== undefined && protocol !== PIECE_MAP_PROTOCOL
+              ? await lane.open(who, peer, protocol, { signal })
+              : undefined
+          if (stream === undefined) stream = await libp2p.dialProtocol(peer, protocol, { signal })
+          init.onStreamOpened?.(stream instanceof LaneStream ? 'lane' : 'libp2p')
+          const opened = stream
+          open.add(opened)
+          opened.addEventListener('close', () => open.delete(opened), { once: true })
+          channel = { key, stream, reader: createMessageReader(stream), idleTimer: undefined }
         }
-        ok = true
-        return
-      } catch (err) {
-        if (signal.aborted) throw signal.reason
-        if (!(reused && !yielded && closedUnanswered(err, channel, receivedBefore))) throw err
-      } finally {
-        signal.removeEventListener('abort', onAbort)
-        if (ok) release(channel)
-        else if (stream.status === 'open') stream.abort(new Error('piece request abandoned'))
+        const { stream } = channel
+        const onAbort = (): void =>
+          stream.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
+        signal.addEventListener('abort', onAbort, { once: true })
+        let ok = false
+        let yielded = false
+        const receivedBefore = channel.reader.received()
+        try {
+          await sendWithBackpressure(stream, request, signal)
+          for await (const item of use(channel.reader, signal)) {
+            yielded = true
+            yield item
+          }
+          ok = true
+          return
+        } catch (err) {
+          if (signal.aborted) throw signal.reason
+          if (!(reused && !yielded && closedUnanswered(err, channel, receivedBefore))) throw err
+        } finally {
+          signal.removeEventListener('abort', onAbort)
+          if (ok) release(channel)
+          else if (stream.status === 'open') stream.abort(new Error('piece request abandoned'))
+        }
+        channel = undefined
       }
-      channel = undefined
+    } finally {
+      deadline.dispose()
     }
   }
 

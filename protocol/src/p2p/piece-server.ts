@@ -15,6 +15,7 @@
  */
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
+import { deadlineSignal } from '../abort.js'
 import { Bitfield } from '../bitfield.js'
 import { DecodeError } from '../errors.js'
 import type { Digest } from '../digest.js'
@@ -162,12 +163,14 @@ export function createPieceServer(
    * between requests; one idle for `requestTimeoutMs` is closed cleanly, like an ended one.
    */
   async function nextRequest(reader: MessageReader): ReturnType<MessageReader['read']> {
-    const idle = AbortSignal.timeout(requestTimeoutMs)
+    const idle = deadlineSignal(lifetime.signal, requestTimeoutMs)
     try {
-      return await reader.read({ signal: AbortSignal.any([lifetime.signal, idle]) })
+      return await reader.read({ signal: idle.signal })
     } catch (err) {
-      if (idle.aborted && !lifetime.signal.aborted) return undefined
+      if (idle.timedOut() && !lifetime.signal.aborted) return undefined
       throw err
+    } finally {
+      idle.dispose()
     }
   }
 
