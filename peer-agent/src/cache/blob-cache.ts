@@ -865,12 +865,19 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
       const { wait = false } = options
       // Destroying the stream aborts a wait for a missing piece, so an abandoned reader
       // never keeps its pin.
+      // The caller's signal is forwarded by hand rather than through AbortSignal.any: the
+      // piece server opens a reader per piece it sends.
       const closed = new AbortController()
-      const signal = options.signal ? AbortSignal.any([options.signal, closed.signal]) : closed.signal
+      const parent = options.signal
+      const onParentAbort = (): void => closed.abort(parent?.reason)
+      if (parent?.aborted) closed.abort(parent.reason)
+      else parent?.addEventListener('abort', onParentAbort, { once: true })
+      const signal = closed.signal
       touch(entry)
       cache.pin(digest)
       let holdsPin = true
       const release = (): void => {
+        parent?.removeEventListener('abort', onParentAbort)
         if (holdsPin) cache.unpin(digest)
         holdsPin = false
       }

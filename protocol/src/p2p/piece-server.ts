@@ -15,7 +15,7 @@
  */
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
-import { deadlineSignal } from '../abort.js'
+import { type Deadline, deadlineSignal } from '../abort.js'
 import { Bitfield } from '../bitfield.js'
 import { DecodeError } from '../errors.js'
 import type { Digest } from '../digest.js'
@@ -152,10 +152,16 @@ export function createPieceServer(
    * The deadline is set up only when the muxer's buffer is full and the send must wait
    * (most sends do not): two signals per chunk sent were a measurable share of the CPU.
    */
-  function send(stream: PieceStream, data: Uint8Array): Promise<void> {
-    return sendWithBackpressure(stream, data, () =>
-      AbortSignal.any([lifetime.signal, AbortSignal.timeout(stallTimeoutMs)]),
-    )
+  async function send(stream: PieceStream, data: Uint8Array): Promise<void> {
+    let deadline: Deadline | undefined
+    try {
+      await sendWithBackpressure(stream, data, () => {
+        deadline = deadlineSignal(lifetime.signal, stallTimeoutMs)
+        return deadline.signal
+      })
+    } finally {
+      deadline?.dispose()
+    }
   }
 
   /**
