@@ -36,10 +36,10 @@ export interface Flow {
   owner: unknown
 }
 
-/** The flows and link capacities of all endpoints. */
 /** How flows share the links they cross (see the file's comment). */
 export type Sharing = 'proportional' | 'max-min'
 
+/** The flows and link capacities of all endpoints. */
 export class FlowNetwork {
   readonly out: Flow[][]
   readonly in: Flow[][]

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { deadlineSignal, raceSignal } from './abort.js'
+import { deadlineSignal, followSignal, raceSignal } from './abort.js'
 
 describe('raceSignal', () => {
   it('resolves and rejects with the promise while the signal stays quiet', async () => {
@@ -57,5 +57,27 @@ describe('deadlineSignal', () => {
     parent.abort(new Error('later'))
     await new Promise((r) => setTimeout(r, 60))
     expect(d.signal.aborted).toBe(false)
+  })
+})
+
+describe('followSignal', () => {
+  it("aborts the controller with the parent's reason until let go, and at once for an aborted parent", () => {
+    const parent = new AbortController()
+    const child = new AbortController()
+    followSignal(child, parent.signal)
+    parent.abort(new Error('stop'))
+    expect(child.signal.reason).toMatchObject({ message: 'stop' })
+
+    const early = new AbortController()
+    followSignal(early, AbortSignal.abort(new Error('already')))
+    expect(early.signal.reason).toMatchObject({ message: 'already' })
+
+    const other = new AbortController()
+    const free = new AbortController()
+    followSignal(free, other.signal)()
+    other.abort(new Error('late'))
+    expect(free.signal.aborted).toBe(false)
+    followSignal(free, undefined)()
+    expect(free.signal.aborted).toBe(false)
   })
 })

@@ -22,6 +22,23 @@ export function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): P
   })
 }
 
+/**
+ * Aborts `controller` when `parent` aborts, with the parent's reason (at once when it
+ * already has), and returns the function that lets go of the parent again. What
+ * `AbortSignal.any([parent, controller.signal])` does, with one listener that can be
+ * removed when the work is done instead of a dependant the GC has to untangle.
+ */
+export function followSignal(controller: AbortController, parent: AbortSignal | undefined): () => void {
+  if (parent === undefined) return () => {}
+  if (parent.aborted) {
+    controller.abort(parent.reason)
+    return () => {}
+  }
+  const onAbort = (): void => controller.abort(parent.reason)
+  parent.addEventListener('abort', onAbort, { once: true })
+  return () => parent.removeEventListener('abort', onAbort)
+}
+
 /** A signal with a deadline; see deadlineSignal. */
 export interface Deadline {
   readonly signal: AbortSignal
@@ -43,7 +60,6 @@ export interface Deadline {
 export function deadlineSignal(parent: AbortSignal | undefined, ms: number): Deadline {
   const controller = new AbortController()
   let expired = false
-  const onAbort = (): void => controller.abort(parent?.reason)
   const timer = setTimeout(() => {
     expired = true
     controller.abort(
@@ -51,18 +67,14 @@ export function deadlineSignal(parent: AbortSignal | undefined, ms: number): Dea
     )
   }, ms)
   timer.unref?.()
-  if (parent?.aborted) {
-    clearTimeout(timer)
-    controller.abort(parent.reason)
-  } else {
-    parent?.addEventListener('abort', onAbort, { once: true })
-  }
+  const unfollow = followSignal(controller, parent)
+  if (controller.signal.aborted) clearTimeout(timer)
   return {
     signal: controller.signal,
     timedOut: () => expired,
     dispose() {
       clearTimeout(timer)
-      parent?.removeEventListener('abort', onAbort)
+      unfollow()
     },
   }
 }

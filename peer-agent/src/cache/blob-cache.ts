@@ -20,6 +20,7 @@ import {
   RangeInvalidError,
   SizeInvalidError,
 } from '../../../protocol/src/index.js'
+import { followSignal } from '../../../protocol/src/abort.js'
 import { choosePieceSize } from '../../../protocol/src/piece-map.js'
 import { bitBytes, countBits, getBit, withBit } from './bits.js'
 import {
@@ -865,19 +866,16 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
       const { wait = false } = options
       // Destroying the stream aborts a wait for a missing piece, so an abandoned reader
       // never keeps its pin.
-      // The caller's signal is forwarded by hand rather than through AbortSignal.any: the
+      // The caller's signal is followed rather than combined through AbortSignal.any: the
       // piece server opens a reader per piece it sends.
       const closed = new AbortController()
-      const parent = options.signal
-      const onParentAbort = (): void => closed.abort(parent?.reason)
-      if (parent?.aborted) closed.abort(parent.reason)
-      else parent?.addEventListener('abort', onParentAbort, { once: true })
+      const unfollow = followSignal(closed, options.signal)
       const signal = closed.signal
       touch(entry)
       cache.pin(digest)
       let holdsPin = true
       const release = (): void => {
-        parent?.removeEventListener('abort', onParentAbort)
+        unfollow()
         if (holdsPin) cache.unpin(digest)
         holdsPin = false
       }
