@@ -243,6 +243,11 @@ async function scrapeAgents(nodes: readonly TestbedHost[]): Promise<Record<strin
         add(`deliveredBytes.${source}`, v)
       }
       add('uploadedBytes', sampleSum(text, 'shoal_agent_swarm_uploaded_bytes_total'))
+      for (const [reason, v] of Object.entries(
+        sampleByLabel(text, 'shoal_agent_swarm_wasted_requests_total', 'reason'),
+      )) {
+        add(`wastedRequests.${reason}`, v)
+      }
       add('swarmUnavailable', sampleSum(text, 'shoal_agent_swarm_unavailable_total'))
       add('badPieces', sampleSum(text, 'shoal_agent_swarm_bad_pieces_total'))
       add('p2pConnections.opened', sampleSum(text, 'shoal_agent_p2p_connections_opened_total'))

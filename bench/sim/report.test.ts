@@ -24,6 +24,7 @@ function fake(nodes: number, completionMs: number[]): { config: SimConfig; resul
     events: 10,
     deliveredPieces: 100 * nodes,
     duplicatePieces: 0,
+    wastedBytes: 0,
     busyAnswers: 0,
     declinedAnswers: 0,
     wallMs: 5,

@@ -40,6 +40,8 @@ export interface SimRow {
   originRatio: number
   deliveredPieces: number
   duplicatePieces: number
+  /** Bytes sent for nothing (cancelled or duplicate sends) over the bytes delivered. */
+  wasteRatio: number
   busyAnswers: number
   events: number
   wallSeconds: number
@@ -90,6 +92,7 @@ export function summarizeSim(
     originRatio: result.originBytes / config.imageBytes,
     deliveredPieces: result.deliveredPieces,
     duplicatePieces: result.duplicatePieces,
+    wasteRatio: result.wastedBytes / (result.imageBytes * config.nodes),
     busyAnswers: result.busyAnswers,
     events: result.events,
     wallSeconds: result.wallMs / 1000,
@@ -115,6 +118,7 @@ export function formatSimRows(rows: readonly SimRow[]): string {
       r.ratioToBound,
       r.originBytes / 2 ** 20,
       r.originRatio,
+      r.wasteRatio,
       r.wallSeconds,
     ])
     if (r.reference !== undefined) {
@@ -139,6 +143,7 @@ export function formatSimRows(rows: readonly SimRow[]): string {
       { header: 'max/bound' },
       { header: 'origin MiB' },
       { header: 'origin/image' },
+      { header: 'waste' },
       { header: 'wall s' },
     ],
     cells,

@@ -174,6 +174,12 @@ export interface SimResult {
   events: number
   deliveredPieces: number
   duplicatePieces: number
+  /**
+   * Bytes sent for nothing: duplicates that arrived in full, and what cancelled
+   * duplicates had sent before the cancel (all bytes sent, less one copy of each
+   * delivered piece).
+   */
+  wastedBytes: number
   busyAnswers: number
   /** Piece requests the origin declined under its first-copy rule. */
   declinedAnswers: number
@@ -377,6 +383,7 @@ export function simulate(config: SimConfig): SimResult {
   let events = 0
   let delivered = 0
   let duplicates = 0
+  let usefulBytes = 0
   let busyAnswers = 0
   let now = 0
 
@@ -661,6 +668,7 @@ export function simulate(config: SimConfig): SimResult {
       return
     }
     delivered++
+    usefulBytes += pieceBytes(dl.layer, index)
     if (req.link.peer === ORIGIN) dl.fromOrigin[index] = 1
     config.onPiece?.(dl.node, dl.layer, index, req.link.peer, now)
     dl.have[index] = 1
@@ -824,6 +832,7 @@ export function simulate(config: SimConfig): SimResult {
     events,
     deliveredPieces: delivered,
     duplicatePieces: duplicates,
+    wastedBytes: net.sent.reduce((a, b) => a + b, 0) - usefulBytes,
     busyAnswers,
     declinedAnswers,
     wallMs: performance.now() - wallStart,

@@ -24,6 +24,8 @@ export interface SwarmMetrics {
   dhtFallbacks: Counter
   /** Piece bytes served to other peers. */
   uploadedBytes: Counter
+  /** Piece requests whose upload was spent for nothing, by reason (WasteReason). */
+  wastedRequests: Counter<'reason'>
   /** libp2p connections opened, by direction (inbound, outbound). */
   connectionsOpened: Counter<'direction'>
   /** libp2p connections closed, by direction; against opened, this shows churn. */
@@ -68,6 +70,11 @@ export function createSwarmMetrics(registry: Registry, activeUploads: () => numb
       'Peer lookups answered by the DHT because the tracker was unreachable.',
     ),
     uploadedBytes: counter('shoal_agent_swarm_uploaded_bytes_total', 'Piece bytes served to other peers.'),
+    wastedRequests: counter(
+      'shoal_agent_swarm_wasted_requests_total',
+      'Piece requests whose upload was spent for nothing, by reason (duplicate, superseded, slow, timeout).',
+      ['reason'],
+    ),
     connectionsOpened: counter(
       'shoal_agent_p2p_connections_opened_total',
       'libp2p connections opened, by direction.',

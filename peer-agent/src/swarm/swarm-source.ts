@@ -197,6 +197,10 @@ export function createSwarmBlobSource(
         metrics.pieces.inc({ source })
         metrics.pieceBytes.inc({ source }, bytes)
       },
+      onWaste(peer, index, reason) {
+        log?.trace({ digest, index, peer: peer.id, reason }, 'piece request wasted')
+        metrics.wastedRequests.inc({ reason })
+      },
       onBadPiece(peer, index) {
         metrics.badPieces.inc()
         let set = bans.get(digest)

@@ -21,4 +21,5 @@ export {
   type DownloadResult,
   downloadBlob,
   type SwarmPeer,
+  type WasteReason,
 } from './scheduler.js'

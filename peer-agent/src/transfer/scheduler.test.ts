@@ -211,8 +211,11 @@ describe('downloadBlob', () => {
    * A peer that never sends beside one that sends a piece every 20 ms (two at a time):
    * the download must finish from the quick one and drop the other.
    */
-  async function withSilentPeer(options: Partial<Parameters<typeof downloadBlob>[1]>) {
+  async function withSilentPeer(
+    options: Partial<Parameters<typeof downloadBlob>[1]>,
+  ): Promise<Array<{ peer: string; reason: string }>> {
     const { bytes, map } = blob(60)
+    const wasted: Array<{ peer: string; reason: string }> = []
     const swarm = fakeSwarm(bytes, map)
     const silent = swarm.peer('silent', map.pieces.keys(), 'slow')
     const quick = swarm.peer('quick', map.pieces.keys())
@@ -220,20 +223,63 @@ describe('downloadBlob', () => {
     const c = await cache()
     const result = await downloadBlob(
       { cache: c, client: swarm.client },
-      { map, findPeers: async () => [silent, quick], maxPeerFailures: 2, ...options },
+      {
+        map,
+        findPeers: async () => [silent, quick],
+        maxPeerFailures: 2,
+        onWaste: (peer, _index, reason) => wasted.push({ peer: peer.id, reason }),
+        ...options,
+      },
     )
     expect(c.has(map.digest)).toBe(true)
     expect(result.droppedPeers).toEqual(['silent'])
     expect(result.bytesByPeer.get('quick')).toBe(map.size)
+    return wasted
   }
 
   it('abandons and drops a peer far slower than the rest', async () => {
-    await withSilentPeer({ slowPieceMinMs: 50, seed: 7 })
+    const wasted = await withSilentPeer({ slowPieceMinMs: 50, seed: 7 })
+    // Each abandoned request counts as wasted upload of the silent peer, as too slow.
+    expect(wasted.filter((w) => w.peer === 'silent' && w.reason === 'slow').length).toBeGreaterThanOrEqual(2)
+    expect(wasted.filter((w) => w.reason === 'timeout')).toEqual([])
   })
 
   it('counts a request past its deadline as a failure of the peer', async () => {
     // Never cut as slow: only the 150 ms deadline ends the silent peer's requests.
-    await withSilentPeer({ slowPieceMinMs: 600_000, pieceTimeoutMs: 150, seed: 8 })
+    const wasted = await withSilentPeer({ slowPieceMinMs: 600_000, pieceTimeoutMs: 150, seed: 8 })
+    expect(wasted.filter((w) => w.peer === 'silent' && w.reason === 'timeout').length).toBeGreaterThanOrEqual(
+      2,
+    )
+    expect(wasted.filter((w) => w.reason === 'slow')).toEqual([])
+  })
+
+  it('reports the endgame duplicates it cancels or receives twice as wasted upload', async () => {
+    const { bytes, map } = blob(3)
+    const swarm = fakeSwarm(bytes, map)
+    const lagging = swarm.peer('lagging', map.pieces.keys())
+    lagging.delayMs = 300
+    const quick = swarm.peer('quick', map.pieces.keys())
+    quick.delayMs = 20
+    const wasted: Array<{ peer: string; index: number; reason: string }> = []
+    const c = await cache()
+    const result = await downloadBlob(
+      { cache: c, client: swarm.client },
+      {
+        map,
+        findPeers: async () => [lagging, quick],
+        seed: 3,
+        onWaste: (peer, index, reason) => wasted.push({ peer: peer.id, index, reason }),
+      },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    // Three pieces are all endgame: both peers are asked for the same pieces, and every
+    // request that did not bring a stored piece is reported, none as slow or timed out.
+    const stored = [...result.bytesByPeer.values()].reduce((a, b) => a + b, 0)
+    expect(stored).toBe(map.size)
+    const requests = lagging.requests.length + quick.requests.length
+    expect(requests).toBeGreaterThan(3)
+    expect(wasted.length).toBe(requests - 3)
+    for (const w of wasted) expect(['duplicate', 'superseded']).toContain(w.reason)
   })
 
   it('fetches the streaming window first, in order', async () => {

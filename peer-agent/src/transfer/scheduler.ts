@@ -172,7 +172,17 @@ export interface DownloadInit {
   onVerified?: (peer: SwarmPeer, index: number) => void
   /** Called after each piece is stored. */
   onPiece?: (peer: SwarmPeer, index: number, bytes: number) => void
+  /**
+   * Called when a request's upload was spent for nothing: the piece arrived from another
+   * peer first ('duplicate': it came in full anyway; 'superseded': it was cancelled), or
+   * the request was abandoned as too slow or timed out. The peer's uplink carried what
+   * it sent of it, so a swarm that wastes much of its upload is asking too much at once.
+   */
+  onWaste?: (peer: SwarmPeer, index: number, reason: WasteReason) => void
 }
+
+/** Why a piece request's upload was wasted (DownloadOptions.onWaste). */
+export type WasteReason = 'duplicate' | 'superseded' | 'slow' | 'timeout'
 
 interface PendingRequest {
   state: PeerState
@@ -181,6 +191,8 @@ interface PendingRequest {
   startedAt: number
   /** Aborted by its own deadline (a failure of the peer), not by the download. */
   timedOut: boolean
+  /** Reported to onWaste already (a cancelled request may still bring its piece). */
+  wasted: boolean
 }
 
 interface PeerState {
@@ -417,13 +429,27 @@ export async function downloadBlob(
     }
   }
 
+  function wasted(r: PendingRequest, reason: WasteReason): void {
+    if (r.wasted) return
+    r.wasted = true
+    init.onWaste?.(r.state.peer, r.index, reason)
+  }
+
   async function request(state: PeerState, index: number): Promise<void> {
     const controller = new AbortController()
-    const pending: PendingRequest = { state, controller, index, startedAt: Date.now(), timedOut: false }
+    const pending: PendingRequest = {
+      state,
+      controller,
+      index,
+      startedAt: Date.now(),
+      timedOut: false,
+      wasted: false,
+    }
     // One controller and one timer per request; the download's end aborts every pending
     // controller (see onEnd), so no combined signal is built per request.
     const deadline = setTimeout(() => {
       pending.timedOut = true
+      wasted(pending, 'timeout')
       controller.abort(new DOMException(`piece request timed out after ${pieceTimeoutMs} ms`, 'TimeoutError'))
     }, pieceTimeoutMs)
     const set = requests.get(index) ?? new Set<PendingRequest>()
@@ -451,7 +477,10 @@ export async function downloadBlob(
         msPerByte.push((Date.now() - pending.startedAt) / bytes.byteLength)
         if (msPerByte.length > 32) msPerByte.shift()
       }
-      if (have.get(index)) return
+      if (have.get(index)) {
+        wasted(pending, 'duplicate')
+        return
+      }
       init.onVerified?.(state.peer, index)
       await cache.writePiece(digest, index, bytes, { signal })
       if (!have.get(index)) {
@@ -462,7 +491,9 @@ export async function downloadBlob(
       }
       // Endgame duplicates of this piece are no longer needed.
       for (const other of requests.get(index) ?? []) {
-        if (other !== pending) other.controller.abort(new Error('piece arrived'))
+        if (other === pending) continue
+        wasted(other, 'superseded')
+        other.controller.abort(new Error('piece arrived'))
       }
     } catch (err) {
       if (signal.aborted || (controller.signal.aborted && !pending.timedOut)) return
@@ -516,6 +547,7 @@ export async function downloadBlob(
           { peer: r.state.peer.id, digest, index: r.index, elapsed },
           'abandoned a slow piece request',
         )
+        wasted(r, 'slow')
         r.controller.abort(new Error('too slow'))
         if (r.state.failures >= maxPeerFailures) drop(r.state, 'too slow', true)
       }
