@@ -106,8 +106,9 @@ describe('pickPiece', () => {
     expect(isEndgame(base)).toBe(false)
     expect(pickPiece(base)).toBeUndefined()
 
-    // Everything missing is requested and at most a quarter is missing: endgame, least
-    // duplicated piece first.
+    // Everything missing is requested, but more than endgameThreshold pieces are
+    // missing: not endgame, so nothing is fetched twice (a second copy of a quarter of
+    // the blob costs the uplinks more than the stragglers it saves).
     const allAsked = zeros()
     for (const [i, n] of [
       [18, 2],
@@ -118,27 +119,25 @@ describe('pickPiece', () => {
       [23, 1],
     ] as const)
       allAsked[i] = n
-    expect(isEndgame({ ...base, inFlight: allAsked })).toBe(true)
-    expect(pickPiece({ ...base, inFlight: allAsked })).toEqual({ index: 19, reason: 'endgame' })
-    expect(pickPiece({ ...base, inFlight: allAsked, requestedFromPeer: pieceSetOf([19]) })).toBeUndefined()
-    expect(
-      pickPiece({ ...base, inFlight: allAsked, maxDuplicates: 3, requestedFromPeer: pieceSetOf([19]) }),
-    ).toEqual({
+    expect(isEndgame(base)).toBe(false)
+    expect(pickPiece({ ...base, inFlight: allAsked })).toBeUndefined()
+
+    // Four missing, all requested: endgame, least duplicated piece first, at most
+    // maxDuplicates requests per piece.
+    const last4 = input({
+      pieceCount,
+      have: pieceSetOf(Array.from({ length: 20 }, (_, i) => i)),
+      inFlight: [...zeros().slice(0, 20), 2, 1, 2, 2],
+      peerHas: pieceSetOf([20, 21, 22, 23]),
+      endgameThreshold: 4,
+    })
+    expect(isEndgame(last4)).toBe(true)
+    expect(pickPiece(last4)).toEqual({ index: 21, reason: 'endgame' })
+    expect(pickPiece({ ...last4, requestedFromPeer: pieceSetOf([21]) })).toBeUndefined()
+    expect(pickPiece({ ...last4, maxDuplicates: 3, requestedFromPeer: pieceSetOf([21]) })).toEqual({
       index: expect.any(Number),
       reason: 'endgame',
     })
-
-    // Everything requested but more than a quarter missing (more request slots than
-    // pieces, a small blob): not endgame, so nothing is fetched twice.
-    const early = input({
-      pieceCount: 8,
-      have: pieceSetOf([0, 1]),
-      inFlight: [0, 0, 1, 1, 1, 1, 1, 1],
-      peerHas: pieceSetOf([2, 3, 4, 5, 6, 7]),
-      endgameThreshold: 4,
-    })
-    expect(isEndgame(early)).toBe(false)
-    expect(pickPiece(early)).toBeUndefined()
 
     // Few pieces missing: endgame even though some are unrequested elsewhere.
     const few = input({
