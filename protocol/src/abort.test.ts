@@ -50,6 +50,21 @@ describe('deadlineSignal', () => {
     expect(deadlineSignal(undefined, 10_000).signal.aborted).toBe(false)
   })
 
+  it('counts its time again from each refresh', async () => {
+    const d = deadlineSignal(undefined, 80)
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 40))
+      d.refresh()
+    }
+    // 160 ms after it was made, twice its time, it still runs: each refresh restarted it.
+    expect(d.signal.aborted).toBe(false)
+    await new Promise((r) => setTimeout(r, 150))
+    expect(d.timedOut()).toBe(true)
+    d.refresh()
+    expect(d.signal.aborted).toBe(true)
+    d.dispose()
+  })
+
   it('after dispose, neither the timer nor the parent aborts it', async () => {
     const parent = new AbortController()
     const d = deadlineSignal(parent.signal, 20)

@@ -44,6 +44,8 @@ export interface Deadline {
   readonly signal: AbortSignal
   /** True when the deadline, not the parent, aborted the signal. */
   timedOut(): boolean
+  /** Restarts the clock: the deadline is `ms` from now (no effect once it has passed). */
+  refresh(): void
   /** Stops the timer and lets go of the parent; call it when the work is done. */
   dispose(): void
 }
@@ -72,6 +74,9 @@ export function deadlineSignal(parent: AbortSignal | undefined, ms: number): Dea
   return {
     signal: controller.signal,
     timedOut: () => expired,
+    refresh() {
+      if (!expired && !controller.signal.aborted) timer.refresh()
+    },
     dispose() {
       clearTimeout(timer)
       unfollow()

@@ -282,6 +282,41 @@ describe('downloadBlob', () => {
     for (const w of wasted) expect(['duplicate', 'superseded']).toContain(w.reason)
   })
 
+  it('waits for a piece that keeps coming past the deadline, and gives up on one that stops', async () => {
+    const { bytes, map } = blob(2)
+    for (const trickles of [true, false]) {
+      const swarm = fakeSwarm(bytes, map)
+      // Each piece takes 400 ms, over twice the 150 ms deadline.
+      const slow = swarm.peer('slow', map.pieces.keys())
+      slow.delayMs = 400
+      if (trickles) slow.progressEveryMs = 50
+      const wasted: string[] = []
+      const c = await cache()
+      const run = downloadBlob(
+        { cache: c, client: swarm.client },
+        {
+          map,
+          findPeers: async () => [slow],
+          pieceTimeoutMs: 150,
+          slowPieceMinMs: 600_000,
+          maxPeerFailures: 100,
+          stallTimeoutMs: 1_500,
+          onWaste: (_peer, _index, reason) => wasted.push(reason),
+        },
+      )
+      if (trickles) {
+        await run
+        expect(c.has(map.digest)).toBe(true)
+        expect(wasted).toEqual([])
+      } else {
+        // Every request is cut at 150 ms, before its piece could come: nothing arrives.
+        await expect(run).rejects.toMatchObject({ name: 'SwarmUnavailableError' })
+        expect(wasted.length).toBeGreaterThan(0)
+        expect(new Set(wasted)).toEqual(new Set(['timeout']))
+      }
+    }
+  })
+
   it('fetches the streaming window first, in order', async () => {
     const { bytes, map } = blob(10)
     const swarm = fakeSwarm(bytes, map)

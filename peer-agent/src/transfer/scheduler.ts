@@ -116,7 +116,14 @@ export interface DownloadInit {
   windowSize?: number
   /** Endgame threshold in missing pieces. @default 4 */
   endgameThreshold?: number
-  /** Deadline of one piece request. @default 30000 */
+  /**
+   * A piece request is given up when no byte of it arrived for this long (counted from
+   * the request until its first byte, then from the last byte). Through a crowded link
+   * a piece may take longer than this and still be worth its wait: cancelling it throws
+   * away what the sender's uplink already spent on it; too slow a peer is cut by
+   * `slowFactor` instead.
+   * @default 30000
+   */
   pieceTimeoutMs?: number
   /**
    * A request running this many times longer than the swarm's median piece time (per
@@ -450,7 +457,7 @@ export async function downloadBlob(
     const deadline = setTimeout(() => {
       pending.timedOut = true
       wasted(pending, 'timeout')
-      controller.abort(new DOMException(`piece request timed out after ${pieceTimeoutMs} ms`, 'TimeoutError'))
+      controller.abort(new DOMException(`no byte of the piece came for ${pieceTimeoutMs} ms`, 'TimeoutError'))
     }, pieceTimeoutMs)
     const set = requests.get(index) ?? new Set<PendingRequest>()
     requests.set(index, set)
@@ -462,6 +469,8 @@ export async function downloadBlob(
       const bytes = await client.fetchPiece(state.peer.target, digest, index, {
         expectedLength: pieceRange(map, index).length,
         signal: controller.signal,
+        // The deadline counts from the last byte that arrived, not from the request.
+        onProgress: () => deadline.refresh(),
       })
       if (!pieceMatches(map, index, bytes)) {
         if (!result.bannedPeers.includes(state.peer.id)) {

@@ -28,6 +28,16 @@ describe('MessageReader.readInto', () => {
     }
   })
 
+  it('says when bytes came in, once per arrival, until the target is full', async () => {
+    let calls = 0
+    const reader = createMessageReader(chunked(all, 1000))
+    const header = expectMessage((await reader.read())!, 'piece-header')
+    await reader.readInto(new Uint8Array(header.length), { onProgress: () => calls++ })
+    // 5000 piece bytes over 1000-byte chunks after the header: one call per chunk read.
+    expect(calls).toBeGreaterThanOrEqual(5)
+    expect(calls).toBeLessThanOrEqual(6)
+  })
+
   it('throws DecodeError when the stream ends first, RangeError for an oversized target', async () => {
     const reader = createMessageReader(chunked(piece.subarray(0, 100), 30))
     await expect(reader.readInto(new Uint8Array(101))).rejects.toMatchObject({ name: 'DecodeError' })

@@ -21,9 +21,10 @@ export interface MessageReader {
   /**
    * Exactly `target.byteLength` raw bytes (at most MAX_PIECE_SIZE), copied into `target`
    * as they arrive, so no chunk is held longer than it takes to copy it. Throws
-   * DecodeError when the stream ends first.
+   * DecodeError when the stream ends first. `onProgress` is called after each run of
+   * chunks copied.
    */
-  readInto(target: Uint8Array, options?: { signal?: AbortSignal }): Promise<void>
+  readInto(target: Uint8Array, options?: { signal?: AbortSignal; onProgress?: () => void }): Promise<void>
   /** Bytes taken from the stream so far. */
   received(): number
 }
@@ -121,6 +122,7 @@ export function createMessageReader(
           }
           buffer.consume(take)
         }
+        if (take > 0) options.onProgress?.()
         if (at === n) return
         if (!(await pull(options.signal)))
           throw new DecodeError(`stream ended: ${n - at} of ${n} bytes missing`)

@@ -39,11 +39,20 @@ export type PieceResult =
   | { index: number; bytes: Uint8Array }
   | { index: number; status: Exclude<PieceStatus, 'ok'>; bytes?: undefined }
 
+/** Options of one piece request. */
+export interface PieceFetchOptions {
+  signal?: AbortSignal
+  /** Called as piece bytes arrive (a chunk at a time), so a caller can tell slow from stuck. */
+  onProgress?: () => void
+}
+
 /** Options for createPieceClient. */
 export interface PieceClientInit {
   /**
    * Deadline for one request (dial, negotiation and every piece of it), on top of the
-   * caller's signal.
+   * caller's signal. Each chunk of piece bytes that arrives restarts it: a piece that
+   * keeps coming, however slowly, through a crowded link is not thrown away with what
+   * it already sent; a peer that stops sending is.
    * @default 30000
    */
   timeoutMs?: number
@@ -87,7 +96,7 @@ export interface PieceClient {
     peer: PeerTarget,
     digest: Digest,
     index: number,
-    options?: { signal?: AbortSignal; expectedLength?: number },
+    options?: PieceFetchOptions & { expectedLength?: number },
   ): Promise<Uint8Array>
   /**
    * Fetches up to MAX_PIECES_PER_REQUEST pieces over one stream, yielding each as it
@@ -98,7 +107,7 @@ export interface PieceClient {
     peer: PeerTarget,
     digest: Digest,
     wants: PieceWant[],
-    options?: { signal?: AbortSignal },
+    options?: PieceFetchOptions,
   ): AsyncGenerator<PieceResult>
   /**
    * Asks which pieces of `digest` the peer holds: its bitfield, or undefined when it
@@ -240,10 +249,15 @@ export function createPieceClient(
     protocol: string,
     request: Uint8Array,
     callerSignal: AbortSignal | undefined,
-    use: (reader: MessageReader, signal: AbortSignal) => AsyncGenerator<T>,
+    onProgress: (() => void) | undefined,
+    use: (reader: MessageReader, signal: AbortSignal, progress: () => void) => AsyncGenerator<T>,
   ): AsyncGenerator<T> {
     const deadline = deadlineSignal(callerSignal, timeoutMs)
     const signal = deadline.signal
+    const progress = (): void => {
+      deadline.refresh()
+      onProgress?.()
+    }
     try {
       const who = peerKey(peer)
       const key = `${who}\0${protocol}`
@@ -277,7 +291,7 @@ export function createPieceClient(
         const receivedBefore = channel.reader.received()
         try {
           await sendWithBackpressure(stream, request, signal)
-          for await (const item of use(channel.reader, signal)) {
+          for await (const item of use(channel.reader, signal, progress)) {
             yielded = true
             yield item
           }
@@ -315,31 +329,38 @@ export function createPieceClient(
         throw new RangeError(`a piece request holds 1..${MAX_PIECES_PER_REQUEST} pieces`)
       }
       const request = encodeMessage({ type: 'piece-request', digest, indexes: wants.map((w) => w.index) })
-      return exchange(peer, PIECES_PROTOCOL, request, options.signal, async function* (reader, signal) {
-        for (const want of wants) {
-          const msg = await reader.read({ signal })
-          if (msg === undefined) throw new DecodeError('stream ended before the piece header')
-          const refused = refusal(msg)
-          if (refused) throw refused
-          const header = expectMessage(msg, 'piece-header')
-          if (header.index !== want.index) {
-            throw new DecodeError(`peer sent piece ${header.index}, expected ${want.index}`)
+      return exchange(
+        peer,
+        PIECES_PROTOCOL,
+        request,
+        options.signal,
+        options.onProgress,
+        async function* (reader, signal, progress) {
+          for (const want of wants) {
+            const msg = await reader.read({ signal })
+            if (msg === undefined) throw new DecodeError('stream ended before the piece header')
+            const refused = refusal(msg)
+            if (refused) throw refused
+            const header = expectMessage(msg, 'piece-header')
+            if (header.index !== want.index) {
+              throw new DecodeError(`peer sent piece ${header.index}, expected ${want.index}`)
+            }
+            if (header.status !== 'ok') {
+              yield { index: want.index, status: header.status }
+              continue
+            }
+            if (want.length !== undefined && header.length !== want.length) {
+              throw new DecodeError(
+                `peer sent ${header.length} bytes for piece ${want.index}, expected ${want.length}`,
+              )
+            }
+            // Copied into place as the bytes arrive: one copy, no list of chunks held per piece.
+            const bytes = Buffer.allocUnsafe(header.length)
+            await reader.readInto(bytes, { signal, onProgress: progress })
+            yield { index: want.index, bytes }
           }
-          if (header.status !== 'ok') {
-            yield { index: want.index, status: header.status }
-            continue
-          }
-          if (want.length !== undefined && header.length !== want.length) {
-            throw new DecodeError(
-              `peer sent ${header.length} bytes for piece ${want.index}, expected ${want.length}`,
-            )
-          }
-          // Copied into place as the bytes arrive: one copy, no list of chunks held per piece.
-          const bytes = Buffer.allocUnsafe(header.length)
-          await reader.readInto(bytes, { signal })
-          yield { index: want.index, bytes }
-        }
-      })
+        },
+      )
     },
 
     async fetchHave(peer, digest, options = {}) {
@@ -349,6 +370,7 @@ export function createPieceClient(
         HAVE_PROTOCOL,
         request,
         options.signal,
+        undefined,
         async function* (reader, signal) {
           const msg = await reader.read({ signal })
           if (msg === undefined) throw new DecodeError('stream ended before the have reply')
@@ -370,6 +392,7 @@ export function createPieceClient(
         PIECE_MAP_PROTOCOL,
         request,
         options.signal,
+        undefined,
         async function* (reader, signal) {
           const msg = await reader.read({ signal })
           if (msg === undefined) throw new DecodeError('stream ended before the piece map reply')

@@ -30,6 +30,8 @@ export interface FakePeer extends SwarmPeer {
   requests: number[]
   /** Extra time each piece takes. */
   delayMs?: number
+  /** While delayMs runs, tell the caller every this many ms that bytes came (onProgress). */
+  progressEveryMs?: number
   /** Pieces it holds (and says so) but answers not-held, as the seed's first-copy rule does. */
   declines?: Set<number>
   /** While true, every piece request is answered busy (all upload slots taken). */
@@ -66,11 +68,35 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap) {
   async function fetch(
     target: unknown,
     index: number,
-    options: { signal?: AbortSignal },
+    options: { signal?: AbortSignal; onProgress?: () => void },
   ): Promise<Uint8Array> {
     const p = byTarget.get(target)!
     p.requests.push(index)
-    await new Promise((resolve) => (p.delayMs ? setTimeout(resolve, p.delayMs) : setImmediate(resolve)))
+    const ticker =
+      p.progressEveryMs === undefined
+        ? undefined
+        : setInterval(() => options.onProgress?.(), p.progressEveryMs)
+    try {
+      // As a real exchange, the wait ends with the signal's reason when it aborts.
+      await new Promise<void>((resolve, reject) => {
+        const signal = options.signal
+        if (!p.delayMs) {
+          setImmediate(resolve)
+          return
+        }
+        const onAbort = (): void => {
+          clearTimeout(timer)
+          reject(signal?.reason)
+        }
+        const timer = setTimeout(() => {
+          signal?.removeEventListener('abort', onAbort)
+          resolve()
+        }, p.delayMs)
+        signal?.addEventListener('abort', onAbort, { once: true })
+      })
+    } finally {
+      clearInterval(ticker)
+    }
     if (p.behaviour === 'slow') {
       await new Promise((resolve, reject) => {
         const timer = setTimeout(resolve, 60_000)
