@@ -62,6 +62,8 @@ const STATUS_UNKNOWN_SESSION = 1
 const STATUS_BUSY = 2
 /** Frame head: u32 length (kind + payload) and the kind byte. */
 const HEAD_BYTES = 5
+/** Frames with payloads up to this are written as one buffer (head and payload joined). */
+const MAX_JOINED_PAYLOAD = 16 * 1024
 /** Largest payload of one frame; larger sends are split. */
 export const MAX_FRAME_PAYLOAD = 1024 * 1024
 const MAX_PROTOCOL_BYTES = 256
@@ -179,17 +181,27 @@ export class LaneStream extends EventTarget implements PieceStream {
     this.writeFrame(KIND_OPEN, Buffer.from(protocol, 'utf8'))
   }
 
-  /** The head, then the payload as it is (TLS seals both; no copy here). */
+  /**
+   * A small frame goes out as one buffer. A large one goes out as two writes, the head
+   * and then the payload as it is: corked, the two would reach TLS as one writev, and
+   * node's TLS joins a writev's buffers into a fresh one before sealing it (a copy and,
+   * at 1 MiB, a newly mapped buffer per frame: 15-30% more CPU on the sending side in
+   * a loopback test). The head then travels in a TLS record of its own.
+   */
   private writeFrame(kind: number, payload: Uint8Array): boolean {
+    const n = payload.byteLength
+    if (n <= MAX_JOINED_PAYLOAD) {
+      const frame = Buffer.allocUnsafe(HEAD_BYTES + n)
+      frame.writeUInt32BE(1 + n, 0)
+      frame[4] = kind
+      frame.set(payload, HEAD_BYTES)
+      return this.socket.write(frame)
+    }
     const head = Buffer.allocUnsafe(HEAD_BYTES)
-    head.writeUInt32BE(1 + payload.byteLength, 0)
+    head.writeUInt32BE(1 + n, 0)
     head[4] = kind
-    if (payload.byteLength === 0) return this.socket.write(head)
-    this.socket.cork()
     this.socket.write(head)
-    const ok = this.socket.write(payload)
-    this.socket.uncork()
-    return ok
+    return this.socket.write(payload)
   }
 
   private receive(chunk: Buffer): void {
