@@ -7,15 +7,16 @@
  * the stream event layers, each with its own buffers and events per socket read; in
  * bench:transfer that costs twice the CPU of the cipher and the hash themselves. A lane
  * socket carries one stream, and its bytes are sealed and opened by OpenSSL in C++
- * (AES-GCM with the CPU's AES and carry-less multiply instructions, into buffers it
- * reuses), not by a cipher object per frame in JS (ADR 0009).
+ * (AES-GCM with the CPU's AES and carry-less multiply instructions), not by a cipher
+ * object and an output buffer per frame in JS (ADR 0009).
  *
  * Trust: a peer asks for a session over LANE_PROTOCOL on its libp2p connection (noise,
  * the node's allow-list or swarm key apply). The server answers with a port, a random
  * session id and a random 32-byte key, bound to the asking peer's id. A lane socket names
  * the session in a plaintext hello, then runs a TLS 1.3 handshake with the session key as
  * its external PSK (identity: the session id in hex; psk_dhe_ke, so with a fresh X25519
- * exchange too) and no certificate: only a holder of the key finishes it. TLS's fresh
+ * exchange too) and no certificate: only a holder of the key finishes it (the client
+ * refuses a server that answers with a certificate instead). TLS's fresh
  * randoms and key shares on both sides make a recorded socket replayed to the server
  * useless: the server's answer differs, and the replayed Finished does not verify. Every
  * record is authenticated (AES-128-GCM or ChaCha20-Poly1305, SHA-256 suites, as PSK
