@@ -2,7 +2,7 @@
  * The piece paths the transfer benchmark compares. `default` is the path the agent and
  * the seed run: the libp2p stack protocol/src/p2p/node.ts builds (its
  * shoalConnectionEncrypters and shoalStreamMuxers) for the lane session, and pieces on
- * the piece lane (lane.ts, ADR 0008). `libp2p-streams` keeps pieces on libp2p streams
+ * the piece lane (lane.ts, ADR 0008, 0009). `libp2p-streams` keeps pieces on libp2p streams
  * of that stack; the other variants are that with one thing changed: the connection
  * encrypter (stock @chainsafe/libp2p-noise, with its default cipher or
  * createNoiseCrypto), shoalNoise's send size, the yamux stream window (set on both
@@ -49,7 +49,7 @@ export const STACK_VARIANTS: StackVariant[] = [
   {
     name: 'default',
     description:
-      "as the agent runs it: pieces on the piece lane (ADR 0008; own TCP socket, 1 MiB sealed frames), keyed over node.ts's libp2p",
+      "as the agent runs it: pieces on the piece lane (ADR 0008, 0009; own TCP socket, TLS 1.3 with a PSK handed out over node.ts's libp2p)",
   },
   {
     name: 'libp2p-streams',

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { connect, createServer, type Server, Socket } from 'node:net'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { afterEach, describe, expect, it } from 'vitest'
 import { digestOf } from '../digest.js'
-import { encodeMessage } from '../messages/index.js'
+import { createMessageReader, decodeMessage, encodeMessage } from '../messages/index.js'
 import { type PieceMap, pieceMatches } from '../piece-map.js'
 import { HAVE_PROTOCOL, LANE_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import { createLaneDialer, type LaneDialerInit, laneHostOf, type LaneStream } from './lane.js'
@@ -71,6 +72,83 @@ async function proxy(
   return { server, port: typeof address === 'object' && address !== null ? address.port : 0, fromClient }
 }
 
+/** Reads exactly `n` bytes from `socket`, or what came before it closed. */
+async function readSome(socket: Socket, n: number): Promise<Buffer> {
+  const parts: Buffer[] = []
+  let got = 0
+  return new Promise((resolve) => {
+    const done = (): void => {
+      socket.off('data', onData)
+      socket.off('close', done)
+      socket.pause()
+      resolve(Buffer.concat(parts))
+    }
+    const onData = (chunk: Buffer): void => {
+      parts.push(chunk)
+      got += chunk.byteLength
+      if (got >= n) done()
+    }
+    socket.on('data', onData)
+    socket.once('close', done)
+    socket.resume()
+  })
+}
+
+/** A lane frame as it goes inside TLS: u32 length | u8 kind | payload. */
+function frame(kind: number, payload: Uint8Array, length = 1 + payload.byteLength): Buffer {
+  const head = Buffer.alloc(5)
+  head.writeUInt32BE(length, 0)
+  head[4] = kind
+  return Buffer.concat([head, payload])
+}
+
+/** Splits what came out of a lane's TLS into frames. */
+function framesOf(bytes: Buffer): Array<{ kind: number; payload: Buffer }> {
+  const frames: Array<{ kind: number; payload: Buffer }> = []
+  for (let at = 0; at < bytes.byteLength; ) {
+    const length = bytes.readUInt32BE(at)
+    frames.push({ kind: bytes[at + 4] as number, payload: bytes.subarray(at + 5, at + 4 + length) })
+    at += 4 + length
+  }
+  return frames
+}
+
+/** What a lane session hands out, asked for over libp2p as the dialer does. */
+interface RawSession {
+  port: number
+  id: Buffer
+  key: Buffer
+}
+
+/**
+ * A TLS lane socket made by hand: the hello, then the handshake with `key`. Resolves
+ * with the socket, or with the handshake's error.
+ */
+async function rawLane(
+  port: number,
+  id: Buffer,
+  key: Buffer,
+  identity = id.toString('hex'),
+): Promise<TLSSocket | Error> {
+  const socket = connect(port, '127.0.0.1')
+  socket.on('error', () => {})
+  await once(socket, 'connect')
+  socket.write(Buffer.concat([Buffer.from('SHL2'), id]))
+  const status = await readSome(socket, 5)
+  expect(status).toEqual(Buffer.from('SHL2\0', 'latin1'))
+  const secure = tlsConnect({
+    socket,
+    pskCallback: () => ({ psk: key, identity }),
+    ciphers: 'TLS_AES_128_GCM_SHA256',
+    minVersion: 'TLSv1.3',
+    checkServerIdentity: () => new Error('no certificate expected'),
+  })
+  return new Promise((resolve) => {
+    secure.once('secureConnect', () => resolve(secure))
+    secure.once('error', (err) => resolve(err))
+  })
+}
+
 async function readAll(stream: LaneStream): Promise<Buffer> {
   const parts: Buffer[] = []
   for await (const chunk of stream) parts.push(Buffer.from(chunk.subarray()))
@@ -132,6 +210,32 @@ describe('piece lane', () => {
       { ...init, connect: (host) => connect(p.port, host) },
     )
     return { dialer, fromClient: p.fromClient }
+  }
+
+  /** Asks `seedNode` for a lane session over libp2p from `leecher`. */
+  async function askSession(leecher: P2PNode, seedNode: P2PNode): Promise<RawSession> {
+    const stream = await leecher.libp2p.dialProtocol(seedNode.getMultiaddrs(), LANE_PROTOCOL)
+    stream.send(Uint8Array.of(1))
+    const reply = Buffer.from((await createMessageReader(stream).readBytes(55)).subarray())
+    await stream.close()
+    expect(reply[0]).toBe(0)
+    return { port: reply.readUInt16BE(1), id: reply.subarray(3, 19), key: reply.subarray(19, 51) }
+  }
+
+  /** Asks for `map`'s bitfield over a hand-made lane socket: the server must answer it. */
+  async function rawHave(session: RawSession, map: PieceMap): Promise<number> {
+    const secure = await rawLane(session.port, session.id, session.key)
+    if (secure instanceof Error) throw secure
+    secure.write(frame(1, Buffer.from(HAVE_PROTOCOL)))
+    secure.write(frame(0, encodeMessage({ type: 'have-request', digest: map.digest })))
+    secure.write(frame(2, new Uint8Array(0)))
+    const parts: Buffer[] = []
+    for await (const chunk of secure) parts.push(chunk as Buffer)
+    // One data frame with the reply, then the end frame.
+    const frames = framesOf(Buffer.concat(parts))
+    expect(frames.map((f) => f.kind)).toEqual([0, 2])
+    const reply = decodeMessage((frames[0] as { payload: Buffer }).payload.subarray(4))
+    return reply.type === 'have-reply' ? (reply.bitfield?.count() ?? -1) : -1
   }
 
   it('finds the lane host in the listen addresses', () => {
@@ -205,15 +309,15 @@ describe('piece lane', () => {
   it('drops a lane socket whose frame was altered in flight, and serves the next one', async () => {
     const { s, leecher, bytes, map } = await seedWithBlob(true, 4)
     const lanePort = s.server.lanePort() as number
-    // Byte 21 is the first byte after the server's hello: the length of its first frame;
-    // byte 30 lies inside that frame's ciphertext.
-    const { dialer } = await throughProxy(leecher, lanePort, { flipServerByteAt: 30 })
+    // Byte 40,000 of what the server sends lies inside the piece (the handshake, the
+    // ticket and the piece header take well under 1 KiB): its TLS record does not open.
+    const { dialer } = await throughProxy(leecher, lanePort, { flipServerByteAt: 40_000 })
     const target = s.node.getMultiaddrs()
-    const stream = await dialer.open('seed', target, HAVE_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
+    const stream = await dialer.open('seed', target, PIECES_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
     expect(stream).toBeDefined()
-    stream!.send(encodeMessage({ type: 'have-request', digest: map.digest }))
-    await expect(readAll(stream!)).rejects.toThrow('lane frame failed authentication')
-    expect(stream!.status).toBe('aborted')
+    stream!.send(encodeMessage({ type: 'piece-request', digest: map.digest, indexes: [2] }))
+    await expect(readAll(stream!)).rejects.toThrow(/lane socket failed: .*(bad record mac|decrypt)/i)
+    expect(stream!.status).toBe('reset')
 
     // An honest path to the same lane still works, with the same session.
     const good = createLaneDialer({ libp2p: leecher.libp2p })
@@ -224,6 +328,76 @@ describe('piece lane', () => {
     expect((await reply).subarray(-PIECE)).toEqual(bytes.subarray(3 * PIECE, 4 * PIECE))
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
     expect(pieceMatches(map, 3, await client.fetchPiece(target, map.digest, 3))).toBe(true)
+  })
+
+  it('falls back to libp2p when the TLS handshake fails', async () => {
+    const { s, leecher, map } = await seedWithBlob(true, 1)
+    const lanePort = s.server.lanePort() as number
+    // Byte 40 of what the client sends lies in its ClientHello's random (after the
+    // 20-byte hello, the record and handshake headers and the version): the PSK
+    // binder over the ClientHello no longer verifies.
+    const { dialer } = await throughProxy(leecher, lanePort, { flipClientByteAt: 40 })
+    const target = s.node.getMultiaddrs()
+    const open = () => dialer.open('seed', target, HAVE_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
+    expect(await open()).toBeUndefined()
+    // Written off for retryAfterMs: not asked again at once.
+    expect(await open()).toBeUndefined()
+    expect(s.server.laneStreamsServed()).toBe(0)
+    // The lane itself keeps serving.
+    const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
+    expect(pieceMatches(map, 0, await client.fetchPiece(target, map.digest, 0))).toBe(true)
+    expect(s.server.laneStreamsServed()).toBe(1)
+  })
+
+  it('fails the handshake of a socket with the right session id and a wrong key or identity, and keeps serving', async () => {
+    const { s, leecher, map } = await seedWithBlob(true, 3)
+    const session = await askSession(leecher, s.node)
+    // The right key works by hand (the helper speaks the lane)...
+    expect(await rawHave(session, map)).toBe(3)
+    expect(s.server.laneStreamsServed()).toBe(1)
+    // ...a wrong one does not get past the handshake.
+    const wrong = await rawLane(session.port, session.id, randomBytes(32))
+    expect(wrong).toBeInstanceOf(Error)
+    expect(String(wrong)).toMatch(/alert/i)
+    // Nor does the right key offered under another identity than the session the hello named.
+    const other = await rawLane(session.port, session.id, session.key, randomBytes(16).toString('hex'))
+    expect(other).toBeInstanceOf(Error)
+    expect(s.server.laneStreamsServed()).toBe(1)
+    expect(await rawHave(session, map)).toBe(3)
+    expect(s.server.laneStreamsServed()).toBe(2)
+  })
+
+  it('ends a socket that sends bytes after its hello before the server answered, and keeps serving', async () => {
+    const { s, leecher, map } = await seedWithBlob(true, 1)
+    const session = await askSession(leecher, s.node)
+    const socket = connect(session.port, '127.0.0.1')
+    socket.on('error', () => {})
+    await once(socket, 'connect')
+    // The hello and the start of a ClientHello in one write: TLS must not start on it.
+    socket.write(
+      Buffer.concat([Buffer.from('SHL2'), session.id, Buffer.from([0x16, 0x03, 0x01, 0x00, 0x10])]),
+    )
+    // No status comes back: the socket is just closed.
+    expect(await readSome(socket, 5)).toEqual(Buffer.alloc(0))
+    expect(socket.destroyed || socket.readableEnded).toBe(true)
+    expect(await rawHave(session, map)).toBe(1)
+  })
+
+  it('ends a socket that sends garbage instead of a TLS handshake after a valid hello, and keeps serving', async () => {
+    const { s, leecher, map } = await seedWithBlob(true, 1)
+    const session = await askSession(leecher, s.node)
+    const socket = connect(session.port, '127.0.0.1')
+    socket.on('error', () => {})
+    await once(socket, 'connect')
+    socket.write(Buffer.concat([Buffer.from('SHL2'), session.id]))
+    expect(await readSome(socket, 5)).toEqual(Buffer.from('SHL2\0', 'latin1'))
+    const closed = once(socket, 'close')
+    socket.write(Buffer.from('GET / HTTP/1.1\r\n\r\n'.repeat(8)))
+    socket.resume()
+    await closed
+    expect(s.server.laneStreamsServed()).toBe(0)
+    expect(await rawHave(session, map)).toBe(1)
+    expect(s.server.laneStreamsServed()).toBe(1)
   })
 
   it('shares one session request between callers, each under its own deadline', async () => {
@@ -323,20 +497,41 @@ describe('piece lane', () => {
     expect(s.server.laneStreamsServed()).toBe(0)
   })
 
-  it('ends a lane socket whose frame length is out of bounds before reading it', async () => {
+  it('resets a lane socket whose frame is out of bounds or out of order, before reading it', async () => {
     const { s, leecher, map } = await seedWithBlob(true, 1)
-    // Byte 36 is the first byte of the client's first frame length: 0x00 -> 0x80 asks
-    // for a 2 GiB frame.
-    const { dialer } = await throughProxy(leecher, s.server.lanePort() as number, { flipClientByteAt: 36 })
-    const stream = await dialer.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
-      signal: AbortSignal.timeout(5_000),
-    })
-    stream!.send(encodeMessage({ type: 'have-request', digest: map.digest }))
-    await expect(readAll(stream!)).rejects.toThrow()
-    expect(s.server.laneStreamsServed()).toBe(0)
+    const session = await askSession(leecher, s.node)
+    const open = frame(1, Buffer.from(HAVE_PROTOCOL))
+    const request = frame(0, encodeMessage({ type: 'have-request', digest: map.digest }))
+    const cases: Array<[Buffer, RegExp]> = [
+      // A 2 GiB data frame, after a valid open: not waited for.
+      [Buffer.concat([open, frame(0, request, 0x8000_0000)]), /lane frame of 2147483648 bytes/],
+      [Buffer.concat([open, frame(0, new Uint8Array(0), 0)]), /lane frame of 0 bytes/],
+      [Buffer.concat([open, frame(9, Buffer.from('x'))]), /unknown lane frame kind 9/],
+      [Buffer.concat([open, frame(2, new Uint8Array(0)), request]), /lane data after end/],
+      [Buffer.concat([open, open]), /unexpected lane open/],
+      [frame(1, Buffer.alloc(300, 0x61)), /lane protocol id too long/],
+      [request, /lane stream used before it was opened/],
+    ]
+    for (const [bad, reason] of cases) {
+      const secure = await rawLane(session.port, session.id, session.key)
+      if (secure instanceof Error) throw secure
+      secure.on('error', () => {})
+      const parts: Buffer[] = []
+      secure.on('data', (chunk: Buffer) => parts.push(chunk))
+      secure.write(bad)
+      await once(secure, 'close')
+      // The server resets the stream, naming the fault, and ends the socket.
+      const frames = framesOf(Buffer.concat(parts))
+      expect(frames.at(-1)?.kind).toBe(3)
+      expect(frames.at(-1)?.payload.toString()).toMatch(reason)
+    }
+    // The opens before a bad frame ran the handler; the rest did not.
+    expect(s.server.laneStreamsServed()).toBe(5)
+    // The same socket made by hand, speaking correctly, is served.
+    expect(await rawHave(session, map)).toBe(1)
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true })
     expect(pieceMatches(map, 0, await client.fetchPiece(s.node.getMultiaddrs(), map.digest, 0))).toBe(true)
-    expect(s.server.laneStreamsServed()).toBe(1)
+    expect(s.server.laneStreamsServed()).toBe(7)
   })
 
   it('refuses a replayed lane socket and garbage, and keeps serving', async () => {
@@ -354,15 +549,29 @@ describe('piece lane', () => {
     expect((await got).byteLength).toBeGreaterThan(PIECE)
     expect(s.server.laneStreamsServed()).toBe(1)
 
-    // Replayed byte for byte: the server's fresh salt gives other keys, the first frame
-    // does not open, and no handler runs.
+    // Replayed byte for byte, in the steps the client took: the hello is answered, but
+    // TLS's fresh server random and key share make the recorded Finished fail, so no
+    // handler runs.
+    const recorded = Buffer.concat(fromClient)
     const replay = connect(lanePort, '127.0.0.1')
     replay.on('error', () => {})
+    await once(replay, 'connect')
+    replay.write(recorded.subarray(0, 20))
+    expect(await readSome(replay, 5)).toEqual(Buffer.from('SHL2\0', 'latin1'))
+    const replayClosed = once(replay, 'close')
+    replay.write(recorded.subarray(20))
+    // The server did answer the replayed ClientHello (its binder holds) before failing.
+    const answered = await readSome(replay, 1)
+    expect(answered[0]).toBe(0x16)
     replay.resume()
-    replay.write(Buffer.concat(fromClient))
-    await once(replay, 'close')
+    await replayClosed
+    // Replayed in one write: ended at the hello (bytes after it before the answer).
+    const flood = connect(lanePort, '127.0.0.1')
+    flood.on('error', () => {})
+    flood.write(recorded)
+    expect(await readSome(flood, 5)).toEqual(Buffer.alloc(0))
     // Garbage and a truncated hello.
-    for (const junk of [Buffer.from('GET / HTTP/1.1\r\n\r\n'.repeat(4)), Buffer.from('SHL1')]) {
+    for (const junk of [Buffer.from('GET / HTTP/1.1\r\n\r\n'.repeat(4)), Buffer.from('SHL2')]) {
       const socket: Socket = connect(lanePort, '127.0.0.1')
       socket.on('error', () => {})
       socket.resume()
