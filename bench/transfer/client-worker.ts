@@ -3,6 +3,11 @@
  * variant a libp2p node with shoal's piece client, fetching every piece of the blob
  * from one or more servers and checking each piece's sha256 as the agent does; and a
  * raw TCP client reading the same bytes from the servers' raw ports.
+ *
+ * Every shoal variant reads its pieces into buffers from one piece buffer pool
+ * (piece-buffers.ts) and gives each back once its sha256 was checked, as the agent's
+ * download scheduler does once a piece is in the cache. The raw TCP paths read the
+ * socket's own chunks, as before.
  */
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
@@ -10,7 +15,12 @@ import { connect, type Socket } from 'node:net'
 import type { Libp2p } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Digest } from '../../protocol/src/index.js'
-import { createPieceClient, type PieceClient, type PieceWant } from '../../protocol/src/p2p/index.js'
+import {
+  createPieceBufferPool,
+  createPieceClient,
+  type PieceClient,
+  type PieceWant,
+} from '../../protocol/src/p2p/index.js'
 import { type StackVariant, startStack } from './stack.js'
 import { serveRequests, type WorkerRequest } from './worker-process.js'
 
@@ -36,6 +46,13 @@ function maxRssBytes(): number {
 }
 
 const nodes = new Map<string, { node: Libp2p; client: PieceClient }>()
+
+/**
+ * Piece buffers for every shoal variant. Pieces in use at once: one per request in
+ * flight (peers x depth); the bound leaves room for up to 8 peers at depth 2.
+ */
+const pieceBuffers = createPieceBufferPool({ maxBuffers: 16 })
+const allocate = (length: number): Uint8Array => pieceBuffers.take(length)
 
 function pieceLength(job: FetchJob, index: number): number {
   return Math.min(job.pieceSize, job.size - index * job.pieceSize)
@@ -88,11 +105,13 @@ async function fetchShoal(
   const started = performance.now()
   const worker = async (peer: (typeof peers)[number]): Promise<void> => {
     for (let wants = queue.shift(); wants !== undefined; wants = queue.shift()) {
-      for await (const piece of client.fetchPieces(peer, job.digest, wants)) {
+      for await (const piece of client.fetchPieces(peer, job.digest, wants, { allocate })) {
         if (piece.bytes === undefined) throw new Error(`piece ${piece.index} refused: ${piece.status}`)
         const hash = createHash('sha256').update(piece.bytes).digest('hex')
         if (hash !== job.pieceHashes[piece.index]) throw new Error(`piece ${piece.index} failed its sha256`)
         bytes += piece.bytes.byteLength
+        // Checked and counted: nothing reads it any more, the next piece may reuse it.
+        pieceBuffers.give(piece.bytes)
       }
     }
   }

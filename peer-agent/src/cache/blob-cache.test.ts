@@ -88,6 +88,39 @@ describe('blob cache', () => {
     )
   })
 
+  it('keeps no reference to a piece once writePiece settled, so the caller can reuse the buffer', async () => {
+    const cache = await makeCache()
+    const f = fixture(6 * PIECE)
+    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    // A reader waiting for the pieces and a listener of piece events, before any write.
+    const streamed = readAll(cache.readRange(f.digest, 0, f.bytes.length, { wait: true }))
+    const events: unknown[] = []
+    cache.events.on('piece', (e) => events.push(e))
+    const scratch = [Buffer.alloc(PIECE), Buffer.alloc(PIECE)]
+    for (const i of [3, 0, 5, 1, 4, 2]) {
+      // The same piece twice at once, from two buffers: the writes fold into one.
+      const [a, b] = scratch as [Buffer, Buffer]
+      f.pieces[i]!.copy(a)
+      f.pieces[i]!.copy(b)
+      const results = await Promise.allSettled([
+        cache.writePiece(f.digest, i, a),
+        cache.writePiece(f.digest, i, b),
+      ])
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled'])
+      // Reused for the next piece at once, as the scheduler's buffer pool does.
+      a.fill(0xee)
+      b.fill(0xdd)
+      // A held piece is a no-op and reads nothing of the buffer.
+      await cache.writePiece(f.digest, i, a)
+    }
+    expect(events).toHaveLength(6)
+    expect(JSON.stringify(events)).not.toContain('data')
+    expect((await streamed).equals(f.bytes)).toBe(true)
+    expect((await readAll(cache.readRange(f.digest, 0, f.bytes.length))).equals(f.bytes)).toBe(true)
+    await cache.complete(f.digest)
+    expect(cache.has(f.digest)).toBe(true)
+  })
+
   it('checks sha512 blobs with sha512', async () => {
     const cache = await makeCache()
     const bytes = randomBytes(PIECE + 5)

@@ -150,6 +150,11 @@ export interface BlobCache {
    * bit, then emits `piece`. A held piece is a no-op. Throws BlobUnknownError when no
    * download is open, RangeInvalidError / SizeInvalidError for a wrong index or length,
    * InsufficientStorageError when the disk is full (the piece is then not held).
+   * `bytes` is written to the data file before the promise settles and is not kept,
+   * handed on or read again afterwards (readers and events read the file), so the
+   * caller may reuse the buffer once it settled, resolved or rejected (the download
+   * scheduler reads the next piece into it). A cache that kept it (a write-behind queue,
+   * a memory tier) would have to copy it.
    */
   writePiece(
     digest: Digest,

@@ -8,9 +8,16 @@
 import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Digest } from '../../../protocol/src/index.js'
+import { createPieceBufferPool } from '../../../protocol/src/p2p/piece-buffers.js'
 import type { PieceMap } from '../../../protocol/src/piece-map.js'
 import type { BlobCache } from '../cache/index.js'
 import { type DownloadComponents, type DownloadInit, type DownloadResult, downloadBlob } from './scheduler.js'
+
+/**
+ * Idle piece buffers the manager keeps for its downloads by default (shared by all of
+ * them, dropped when none runs): a few requests' worth at the usual 4 MiB pieces.
+ */
+export const PIECE_BUFFERS = { maxBuffers: 8, maxBytes: 32 * 1024 * 1024 }
 
 /** Per-download options the manager passes through to downloadBlob. */
 export type DownloadOptions = Omit<DownloadInit, 'map' | 'readPosition'>
@@ -53,6 +60,9 @@ interface Running {
 /** Creates a download manager over the cache and a piece client. */
 export function createDownloadManager(components: DownloadManagerComponents): DownloadManager {
   const { cache } = components
+  const ownBuffers = components.pieceBuffers === undefined ? createPieceBufferPool(PIECE_BUFFERS) : undefined
+  const downloadComponents: DownloadComponents =
+    ownBuffers === undefined ? components : { ...components, pieceBuffers: ownBuffers }
   const running = new Map<Digest, Running>()
   let lifetime = new AbortController()
 
@@ -68,12 +78,18 @@ export function createDownloadManager(components: DownloadManagerComponents): Do
     run.done = (async () => {
       try {
         if (cache.stat(map.digest)?.complete) return undefined
-        return await downloadBlob(components, { ...options, map, readPosition }, { signal: lifetime.signal })
+        return await downloadBlob(
+          downloadComponents,
+          { ...options, map, readPosition },
+          { signal: lifetime.signal },
+        )
       } catch (err) {
         for (const r of run.readers) r.stream?.destroy(err as Error)
         throw err
       } finally {
         running.delete(map.digest)
+        // No download left to reuse them: the idle buffers go back to the heap.
+        if (running.size === 0) ownBuffers?.clear()
       }
     })()
     // Readers and fetch callers observe the outcome; nobody may be listening yet.

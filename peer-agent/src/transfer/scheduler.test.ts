@@ -8,7 +8,7 @@ import { type BlobCache, createBlobCache } from '../cache/index.js'
 import { createP2PNode, createPieceClient, createPieceServer } from '../../../protocol/src/p2p/index.js'
 import { cachePieceSource } from '../p2p-adapter.js'
 import { downloadBlob } from './scheduler.js'
-import { blob, fakeSwarm, PIECE } from './testing/fake-swarm.js'
+import { blob, fakeSwarm, PIECE, poisoningPool } from './testing/fake-swarm.js'
 
 describe('downloadBlob', () => {
   const cleanups: Array<() => Promise<void>> = []
@@ -280,6 +280,44 @@ describe('downloadBlob', () => {
     expect(requests).toBeGreaterThan(3)
     expect(wasted.length).toBe(requests - 3)
     for (const w of wasted) expect(['duplicate', 'superseded']).toContain(w.reason)
+  })
+
+  it('reads pieces into pooled buffers and gives each back only once nothing reads it', async () => {
+    const { bytes, map } = blob(24)
+    const swarm = fakeSwarm(bytes, map)
+    // A liar (bad pieces), and endgame duplicates from a lagging and a quick peer.
+    const liar = swarm.peer('liar', map.pieces.keys(), 'corrupt')
+    const lagging = swarm.peer('lagging', map.pieces.keys())
+    lagging.delayMs = 40
+    const quick = swarm.peer('quick', map.pieces.keys())
+    quick.delayMs = 5
+    const pool = poisoningPool({ maxBuffers: 2 })
+    const c = await cache()
+    await c.open(map.digest, map)
+    // A client streaming the blob as pieces land reads what the cache holds.
+    const streamed = (async () => {
+      const chunks: Buffer[] = []
+      for await (const chunk of c.readRange(map.digest, 0, map.size, { wait: true }))
+        chunks.push(Buffer.from(chunk as Uint8Array))
+      return Buffer.concat(chunks)
+    })()
+    const wasted: string[] = []
+    await downloadBlob(
+      { cache: c, client: swarm.client, pieceBuffers: pool },
+      {
+        map,
+        findPeers: async () => [liar, lagging, quick],
+        seed: 4,
+        onWaste: (_peer, _index, reason) => wasted.push(reason),
+      },
+    )
+    // Every buffer given back was overwritten at once: had the cache or a reader still
+    // used one, the whole-blob digest check or the streamed bytes would show it.
+    expect(c.has(map.digest)).toBe(true)
+    expect((await streamed).equals(bytes)).toBe(true)
+    expect(pool.counts.unexpected).toBe(0)
+    expect(pool.counts.given).toBeGreaterThanOrEqual(map.pieces.length)
+    expect(pool.stats().reused).toBeGreaterThan(0)
   })
 
   it('waits for a piece that keeps coming past the deadline, and gives up on one that stops', async () => {
@@ -597,10 +635,12 @@ describe('downloadBlob over libp2p', () => {
     await seed.cache.putBlob(map.digest, map.size, [bytes] as unknown as AsyncIterable<Uint8Array>, {
       layout: map,
     })
+    const pools = [poisoningPool(), poisoningPool()]
     const results = await Promise.all(
       [one, two].map((me, k) =>
         downloadBlob(
-          { cache: me.cache, client: me.client },
+          // Real piece client, real cache, pooled buffers overwritten when given back.
+          { cache: me.cache, client: me.client, pieceBuffers: pools[k] },
           {
             map,
             findPeers: async () => [seed.peer, k === 0 ? two.peer : one.peer],
@@ -618,5 +658,9 @@ describe('downloadBlob over libp2p', () => {
     )
     expect(fromSeed + fromLeechers).toBe(2 * map.size)
     expect(fromLeechers).toBeGreaterThan(0)
+    for (const pool of pools) {
+      expect(pool.counts.unexpected).toBe(0)
+      expect(pool.counts.given).toBeGreaterThan(0)
+    }
   })
 })

@@ -12,7 +12,7 @@ import { deadlineSignal } from '../../../protocol/src/abort.js'
 import { Bitfield } from '../../../protocol/src/bitfield.js'
 import { type PieceMap, pieceMatches, pieceRange } from '../../../protocol/src/piece-map.js'
 import type { BlobCache } from '../cache/index.js'
-import type { PeerTarget, PieceClient } from '../../../protocol/src/p2p/index.js'
+import type { PeerTarget, PieceBufferPool, PieceClient } from '../../../protocol/src/p2p/index.js'
 import { PieceUnavailableError } from '../../../protocol/src/p2p/index.js'
 import { SwarmUnavailableError } from './errors.js'
 import {
@@ -59,6 +59,13 @@ export interface DownloadResult {
 export interface DownloadComponents {
   cache: Pick<BlobCache, 'open' | 'writePiece' | 'hasPiece' | 'complete' | 'pin' | 'unpin'>
   client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'>
+  /**
+   * Buffers pieces are read into, each given back once nothing can read it any more:
+   * after its sha256 check failed, after it turned out a duplicate, or after
+   * `cache.writePiece` settled (the cache keeps no reference to a piece's bytes past
+   * that; see BlobCache.writePiece). Without it every piece is a new buffer.
+   */
+  pieceBuffers?: Pick<PieceBufferPool, 'take' | 'give'>
   logger?: Logger
 }
 
@@ -243,7 +250,9 @@ export async function downloadBlob(
   init: DownloadInit,
   options: { signal?: AbortSignal } = {},
 ): Promise<DownloadResult> {
-  const { cache, client } = components
+  const { cache, client, pieceBuffers } = components
+  const allocate =
+    pieceBuffers === undefined ? undefined : (length: number): Uint8Array => pieceBuffers.take(length)
   const log = components.logger
   const { map } = init
   const digest = map.digest
@@ -464,13 +473,17 @@ export async function downloadBlob(
     set.add(pending)
     inFlight[index]!++
     state.requested.add(index)
+    // The piece's bytes, given back to the pool in `finally`: every path below either
+    // ends before the write or awaits writePiece to its end, so nothing holds them then.
+    let bytes: Uint8Array | undefined
     try {
       if (signal.aborted) return
-      const bytes = await client.fetchPiece(state.peer.target, digest, index, {
+      bytes = await client.fetchPiece(state.peer.target, digest, index, {
         expectedLength: pieceRange(map, index).length,
         signal: controller.signal,
         // The deadline counts from the last byte that arrived, not from the request.
         onProgress: () => deadline.refresh(),
+        ...(allocate === undefined ? {} : { allocate }),
       })
       if (!pieceMatches(map, index, bytes)) {
         if (!result.bannedPeers.includes(state.peer.id)) {
@@ -531,6 +544,7 @@ export async function downloadBlob(
       log?.debug({ err, peer: state.peer.id, digest, index }, 'piece request failed')
       if (state.failures >= maxPeerFailures) drop(state, `${state.failures} failed requests`, true)
     } finally {
+      if (bytes !== undefined) pieceBuffers?.give(bytes)
       clearTimeout(deadline)
       set.delete(pending)
       if (set.size === 0) requests.delete(index)

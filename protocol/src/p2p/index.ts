@@ -18,6 +18,7 @@ export {
   type PieceClient,
   type PieceClientComponents,
   type PieceClientInit,
+  type PieceFetchOptions,
   type PieceResult,
   type PieceWant,
 } from './piece-client.js'
@@ -30,6 +31,11 @@ export {
   laneHostOf,
 } from './lane.js'
 export { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
+export {
+  createPieceBufferPool,
+  type PieceBufferPool,
+  type PieceBufferPoolInit,
+} from './piece-buffers.js'
 export {
   createPieceServer,
   type PieceSentEvent,

@@ -44,6 +44,16 @@ export interface PieceFetchOptions {
   signal?: AbortSignal
   /** Called as piece bytes arrive (a chunk at a time), so a caller can tell slow from stuck. */
   onProgress?: () => void
+  /**
+   * Supplies the memory each piece is read into, called with the piece's length from
+   * its header (e.g. a PieceBufferPool's take, so the caller can reuse buffers). It must
+   * return exactly `length` bytes that nothing else uses until the caller is done with
+   * the piece; anything else is not used and the client allocates the piece itself.
+   * The piece is yielded in that memory. Memory it supplied for a piece that is never
+   * yielded (the request failed) is not written to after the request settles.
+   * @default a new buffer per piece
+   */
+  allocate?: (length: number) => Uint8Array
 }
 
 /** Options for createPieceClient. */
@@ -179,6 +189,15 @@ function closedUnanswered(err: unknown, channel: Channel, receivedBefore: number
   if (err instanceof DecodeError) return err.message.startsWith('stream ended before')
   const name = err instanceof Error ? err.name : ''
   return name === 'StreamResetError' || name === 'StreamStateError' || name === 'StreamClosedError'
+}
+
+/** The caller's memory for a piece of `length` bytes when it fits, or a new buffer. */
+function pieceTarget(allocate: ((length: number) => Uint8Array) | undefined, length: number): Uint8Array {
+  if (allocate !== undefined) {
+    const supplied = allocate(length)
+    if (supplied instanceof Uint8Array && supplied.byteLength === length) return supplied
+  }
+  return Buffer.allocUnsafe(length)
 }
 
 /** Creates a piece client over a libp2p node. */
@@ -355,7 +374,7 @@ export function createPieceClient(
               )
             }
             // Copied into place as the bytes arrive: one copy, no list of chunks held per piece.
-            const bytes = Buffer.allocUnsafe(header.length)
+            const bytes = pieceTarget(options.allocate, header.length)
             await reader.readInto(bytes, { signal, onProgress: progress })
             yield { index: want.index, bytes }
           }

@@ -15,6 +15,7 @@ import {
 import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
 import { createP2PNode, type P2PNode } from './node.js'
+import { createPieceBufferPool } from './piece-buffers.js'
 import { createPieceClient, type PieceClient } from './piece-client.js'
 import { createPieceServer, type PieceServer, type PieceServerInit } from './piece-server.js'
 
@@ -292,6 +293,47 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
     console.log(`piece transfer: ${(received / 1e6 / seconds).toFixed(0)} MB/s over ${seconds.toFixed(2)} s`)
     expect(received).toBe(map.size)
     expect(allMatch).toBe(true)
+  })
+
+  it('reads pieces into the memory the caller supplies, and allocates when it does not fit', async () => {
+    const [seed, leecher] = [await peer(), await peer()]
+    const { bytes, map } = blob(3 * PIECE + 1000)
+    seed.source.putBlob(map.digest, bytes, PIECE)
+    const addr = seed.node.getMultiaddrs()
+    const pool = createPieceBufferPool({ maxBuffers: 2 })
+    const asked: number[] = []
+    const supplied: Uint8Array[] = []
+    const allocate = (length: number): Uint8Array => {
+      asked.push(length)
+      const buffer = pool.take(length)
+      supplied.push(buffer)
+      return buffer
+    }
+    const wants = [0, 1, 2, 3].map((index) => ({ index }))
+    for await (const r of leecher.client.fetchPieces(addr, map.digest, wants, { allocate })) {
+      expect(r.bytes).toBe(supplied.at(-1))
+      expect(pieceMatches(map, r.index, r.bytes!)).toBe(true)
+      // Given back at once: the next piece of the same length is read into it.
+      pool.give(r.bytes!)
+    }
+    expect(asked).toEqual([PIECE, PIECE, PIECE, 1000])
+    expect(supplied[1]).toBe(supplied[0])
+    expect(supplied[2]).toBe(supplied[0])
+    expect(pool.stats()).toMatchObject({ reused: 2, allocated: 2 })
+    const one = await leecher.client.fetchPiece(addr, map.digest, 1, { allocate })
+    expect(one).toBe(supplied.at(-1))
+    expect(pieceMatches(map, 1, one)).toBe(true)
+
+    // Memory of the wrong size (or not memory at all) is not used: the client allocates.
+    for (const wrong of [
+      () => new Uint8Array(PIECE - 1),
+      () => new Uint8Array(PIECE + 1),
+      () => undefined as unknown as Uint8Array,
+    ]) {
+      const got = await leecher.client.fetchPiece(addr, map.digest, 2, { allocate: wrong })
+      expect(got.byteLength).toBe(PIECE)
+      expect(pieceMatches(map, 2, got)).toBe(true)
+    }
   })
 
   it('reuses an idle stream for the next request and opens a new one when the server closed it', async () => {

@@ -7,7 +7,12 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { Bitfield } from '../../../../protocol/src/bitfield.js'
 import { digestOf } from '../../../../protocol/src/index.js'
 import { type PieceMap, pieceRange } from '../../../../protocol/src/piece-map.js'
-import { type PieceClient, PieceUnavailableError } from '../../../../protocol/src/p2p/index.js'
+import {
+  createPieceBufferPool,
+  type PieceBufferPoolInit,
+  type PieceClient,
+  PieceUnavailableError,
+} from '../../../../protocol/src/p2p/index.js'
 import type { SwarmPeer } from '../scheduler.js'
 
 /** Piece size of test blobs. */
@@ -36,6 +41,38 @@ export interface FakePeer extends SwarmPeer {
   declines?: Set<number>
   /** While true, every piece request is answered busy (all upload slots taken). */
   busy?: boolean
+}
+
+/**
+ * A piece buffer pool that overwrites every buffer given back before keeping it, so a
+ * buffer given back while something still reads it shows up as corrupt bytes. `counts`
+ * tells buffers handed out, given back, and given back unexpectedly (twice, or never
+ * handed out).
+ */
+export function poisoningPool(init: PieceBufferPoolInit = { maxBuffers: 4 }) {
+  const pool = createPieceBufferPool(init)
+  const handed = new Set<Uint8Array>()
+  const counts = { taken: 0, given: 0, unexpected: 0 }
+  return {
+    counts,
+    stats: () => pool.stats(),
+    take(length: number): Uint8Array {
+      const buffer = pool.take(length)
+      handed.add(buffer)
+      counts.taken++
+      return buffer
+    },
+    give(buffer: Uint8Array): void {
+      // Not handed out, or given back twice.
+      if (!handed.delete(buffer)) {
+        counts.unexpected++
+        return
+      }
+      counts.given++
+      buffer.fill(0xa5)
+      pool.give(buffer)
+    },
+  }
 }
 
 /** A piece client answering from memory on behalf of fake peers. */
@@ -68,7 +105,7 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap) {
   async function fetch(
     target: unknown,
     index: number,
-    options: { signal?: AbortSignal; onProgress?: () => void },
+    options: { signal?: AbortSignal; onProgress?: () => void; allocate?: (length: number) => Uint8Array },
   ): Promise<Uint8Array> {
     const p = byTarget.get(target)!
     p.requests.push(index)
@@ -110,7 +147,10 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap) {
     if (p.busy === true) throw new PieceUnavailableError('busy')
     if (!p.holds.has(index) || p.declines?.has(index)) throw new PieceUnavailableError('not-held')
     const { offset, length } = pieceRange(map, index)
-    const piece = Buffer.from(bytes.subarray(offset, offset + length))
+    // Into the caller's memory when it supplies some, as the real client reads it.
+    const supplied = options.allocate?.(length)
+    const piece = supplied?.byteLength === length ? supplied : new Uint8Array(length)
+    piece.set(bytes.subarray(offset, offset + length))
     if (p.behaviour === 'corrupt') piece[0] = piece[0]! ^ 0xff
     return piece
   }
