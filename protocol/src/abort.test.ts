@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { deadlineSignal, followSignal, raceSignal } from './abort.js'
+import { deadlineSignal, followSignal, raceSignal, sleep } from './abort.js'
 
 describe('raceSignal', () => {
   it('resolves and rejects with the promise while the signal stays quiet', async () => {
@@ -94,5 +94,18 @@ describe('followSignal', () => {
     expect(free.signal.aborted).toBe(false)
     followSignal(free, undefined)()
     expect(free.signal.aborted).toBe(false)
+  })
+})
+
+describe('sleep', () => {
+  it("waits its time, or ends with the signal's reason when the signal aborts", async () => {
+    const started = Date.now()
+    await sleep(30)
+    expect(Date.now() - started).toBeGreaterThanOrEqual(25)
+    const controller = new AbortController()
+    const waiting = sleep(10_000, controller.signal)
+    controller.abort(new Error('stop'))
+    await expect(waiting).rejects.toThrow('stop')
+    await expect(sleep(10, AbortSignal.abort(new Error('already')))).rejects.toThrow('already')
   })
 })

@@ -405,86 +405,85 @@ export class LaneStream extends EventTarget implements PieceStream {
 }
 
 /**
+ * Waits on `socket` until `watch` settles the wait, failing with a LaneResetError when
+ * the socket fails or closes first (`what` names the step), or with the signal's reason.
+ * `watch` attaches its listeners and returns what detaches them.
+ */
+function waitOnSocket<T>(
+  socket: Socket,
+  what: string,
+  signal: AbortSignal,
+  watch: (settle: { resolve: (value: T) => void; reject: (err: Error) => void }) => () => void,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason)
+      return
+    }
+    let detach: () => void = () => {}
+    const cleanup = (): void => {
+      detach()
+      socket.off('error', onError)
+      socket.off('close', onClose)
+      signal.removeEventListener('abort', onAbort)
+    }
+    const onError = (err: Error): void => {
+      cleanup()
+      reject(new LaneResetError(`lane ${what} failed: ${err.message}`))
+    }
+    const onClose = (): void => {
+      cleanup()
+      reject(new LaneResetError(`lane socket closed during the ${what}`))
+    }
+    const onAbort = (): void => {
+      cleanup()
+      reject(signal.reason)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+    socket.on('error', onError)
+    socket.on('close', onClose)
+    detach = watch({
+      resolve: (value) => {
+        cleanup()
+        resolve(value)
+      },
+      reject: (err) => {
+        cleanup()
+        reject(err)
+      },
+    })
+  })
+}
+
+/**
  * Reads exactly `n` bytes from a fresh socket (the hello) and pauses it. More bytes in
  * the same reads are a protocol error: the peer must wait for the other side's hello
  * before it starts TLS, and bytes taken off the socket here would be lost to TLS.
  */
 function readHello(socket: Socket, n: number, signal: AbortSignal): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
+  return waitOnSocket<Buffer>(socket, 'hello', signal, ({ resolve, reject }) => {
     const parts: Buffer[] = []
     let got = 0
-    const cleanup = (): void => {
-      socket.off('data', onData)
-      socket.off('error', onError)
-      socket.off('close', onClose)
-      signal.removeEventListener('abort', onAbort)
-    }
     const onData = (chunk: Buffer): void => {
       parts.push(chunk)
       got += chunk.byteLength
       if (got < n) return
-      cleanup()
       socket.pause()
       if (got > n) reject(new DecodeError(`${got - n} bytes after the lane hello`))
       else resolve(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts))
     }
-    const onError = (err: Error): void => {
-      cleanup()
-      reject(new LaneResetError(`lane socket failed: ${err.message}`))
-    }
-    const onClose = (): void => {
-      cleanup()
-      reject(new LaneResetError('lane socket closed during the hello'))
-    }
-    const onAbort = (): void => {
-      cleanup()
-      reject(signal.reason)
-    }
-    if (signal.aborted) {
-      reject(signal.reason)
-      return
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
     socket.on('data', onData)
-    socket.on('error', onError)
-    socket.on('close', onClose)
     socket.resume()
+    return () => socket.off('data', onData)
   })
 }
 
 /** Resolves when `socket`'s TLS handshake is done (`event`); rejects on failure or `signal`. */
 function handshake(socket: TLSSocket, event: 'secure' | 'secureConnect', signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const cleanup = (): void => {
-      socket.off(event, onSecure)
-      socket.off('error', onError)
-      socket.off('close', onClose)
-      signal.removeEventListener('abort', onAbort)
-    }
-    const onSecure = (): void => {
-      cleanup()
-      resolve()
-    }
-    const onError = (err: Error): void => {
-      cleanup()
-      reject(new LaneResetError(`lane TLS handshake failed: ${err.message}`))
-    }
-    const onClose = (): void => {
-      cleanup()
-      reject(new LaneResetError('lane socket closed during the TLS handshake'))
-    }
-    const onAbort = (): void => {
-      cleanup()
-      reject(signal.reason)
-    }
-    if (signal.aborted) {
-      reject(signal.reason)
-      return
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
+  return waitOnSocket<void>(socket, 'TLS handshake', signal, ({ resolve }) => {
+    const onSecure = (): void => resolve()
     socket.once(event, onSecure)
-    socket.on('error', onError)
-    socket.once('close', onClose)
+    return () => socket.off(event, onSecure)
   })
 }
 

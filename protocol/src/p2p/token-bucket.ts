@@ -3,6 +3,7 @@
  * larger than what is left runs the bucket into debt and waits it off, so large writes
  * (1 MiB) pass at the configured rate without splitting them.
  */
+import { sleep } from '../abort.js'
 
 /** Limits a byte rate; shared by every upload of a node. */
 export interface TokenBucket {
@@ -18,24 +19,6 @@ export interface TokenBucketInit {
   burst?: number
   /** Clock in ms, for tests. @default performance.now */
   now?: () => number
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason)
-      return
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      reject(signal?.reason)
-    }
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
 }
 
 /** Creates a token bucket; with no rate it never waits. */

@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import { sleep } from '../../../../protocol/src/abort.js'
 import { Bitfield } from '../../../../protocol/src/bitfield.js'
 import { digestOf } from '../../../../protocol/src/index.js'
 import { type PieceMap, pieceRange } from '../../../../protocol/src/piece-map.js'
@@ -115,22 +116,8 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap) {
         : setInterval(() => options.onProgress?.(), p.progressEveryMs)
     try {
       // As a real exchange, the wait ends with the signal's reason when it aborts.
-      await new Promise<void>((resolve, reject) => {
-        const signal = options.signal
-        if (!p.delayMs) {
-          setImmediate(resolve)
-          return
-        }
-        const onAbort = (): void => {
-          clearTimeout(timer)
-          reject(signal?.reason)
-        }
-        const timer = setTimeout(() => {
-          signal?.removeEventListener('abort', onAbort)
-          resolve()
-        }, p.delayMs)
-        signal?.addEventListener('abort', onAbort, { once: true })
-      })
+      if (p.delayMs) await sleep(p.delayMs, options.signal)
+      else await new Promise((resolve) => setImmediate(resolve))
     } finally {
       clearInterval(ticker)
     }
