@@ -28,6 +28,7 @@ import { createTestbed, type Testbed } from '../../test/testbed/testbed.js'
 import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX, type TestbedHost } from '../../test/testbed/topology.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
 import { type ProcessCounters, readProcessCounters, readThreadCpuSeconds } from '../lib/process-sampler.js'
+import { probeCpuSpeed } from '../lib/machine-quiet.js'
 import { progress } from '../lib/progress.js'
 import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
 import { fluidBound } from './bound.js'
@@ -381,6 +382,7 @@ async function main(): Promise<void> {
         const display = progressDisplay(`${system} N=${n}`)
         const tx0 = await tb.originTxBytes()
         const reg0 = registryBytes ? await registryBytes() : 0
+        const cpuSpeed = probeCpuSpeed()
         const cpu0 = readMachineCpuTimes()
         // With --containerd: fresh containerds (their content store would remember the
         // previous round), pulling through the agent as mirror or straight from the origin.
@@ -425,9 +427,10 @@ async function main(): Promise<void> {
           wallSeconds,
         })
         round.serviceCpuSeconds = own1 - own0
+        round.cpuSpeedMBps = cpuSpeed
         rounds.push(round)
         progress(
-          `${system} N=${n}: last node ${round.maxSeconds?.toFixed(1) ?? '—'} s (${round.ratioToBound?.toFixed(2) ?? '—'}x bound), origin sent ${(round.originEgressBytes / 1e6).toFixed(1)} MB (${round.originEgressRatio.toFixed(2)}x image), CPU ${(round.machineCpu * 100).toFixed(0)}% (registry/agents: ${round.serviceCpuSeconds?.toFixed(0)} CPU-s over ${round.wallSeconds.toFixed(0)} s)`,
+          `${system} N=${n}: last node ${round.maxSeconds?.toFixed(1) ?? '—'} s (${round.ratioToBound?.toFixed(2) ?? '—'}x bound), origin sent ${(round.originEgressBytes / 1e6).toFixed(1)} MB (${round.originEgressRatio.toFixed(2)}x image), CPU ${(round.machineCpu * 100).toFixed(0)}% (registry/agents: ${round.serviceCpuSeconds?.toFixed(0)} CPU-s over ${round.wallSeconds.toFixed(0)} s), one core's sha256 ${cpuSpeed.toFixed(0)} MB/s before the round`,
         )
         for (const error of round.errors.slice(0, 5)) progress(`  failed: ${error}`)
         return round

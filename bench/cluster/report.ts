@@ -34,6 +34,11 @@ export interface RoundResult {
   registryBlobBytesSent: number | null
   /** Busy share of the whole machine during the pulls (0..1, all cores). */
   machineCpu: number
+  /**
+   * One core's sha256 MB/s just before the round (probeCpuSpeed): rounds measured on a
+   * shared host that had slowed down show it here.
+   */
+  cpuSpeedMBps?: number
   wallSeconds: number
   /** CPU seconds the servers used during the round (Distribution; or seed, tracker and agents). */
   serviceCpuSeconds?: number

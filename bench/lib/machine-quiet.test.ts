@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { busyCoresBetween, flushAndWaitForQuiet, parseDirtyMemory } from './machine-quiet.js'
+import { busyCoresBetween, flushAndWaitForQuiet, parseDirtyMemory, probeCpuSpeed } from './machine-quiet.js'
 
 describe('parseDirtyMemory', () => {
   it('reads Dirty and Writeback, not WritebackTmp', () => {
@@ -40,5 +40,16 @@ describe('flushAndWaitForQuiet', () => {
     expect(result.syncSeconds).toBeGreaterThanOrEqual(0)
     expect(result.waitSeconds).toBeGreaterThanOrEqual(0.06)
     expect(result.busyCores).toBeGreaterThanOrEqual(0)
+  })
+})
+
+describe('probeCpuSpeed', () => {
+  it("gives one core's sha256 rate in MB/s, a finite number well above zero", () => {
+    const speed = probeCpuSpeed(4 * 1024 * 1024, 2)
+    expect(Number.isFinite(speed)).toBe(true)
+    // Any core that runs this suite hashes far more than 10 MB/s; a broken timer or a
+    // unit slip (bytes vs MB) lands outside this range.
+    expect(speed).toBeGreaterThan(10)
+    expect(speed).toBeLessThan(100_000)
   })
 })

@@ -5,6 +5,7 @@
  * a row otherwise measure the order of their operations as much as the servers.
  */
 import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { promisify } from 'node:util'
@@ -103,4 +104,22 @@ export async function flushAndWaitForQuiet(init: QuietInit = {}): Promise<QuietR
     busyCores,
     dirtyBytes,
   }
+}
+
+/**
+ * How fast one core of this machine is right now: sha256 MB/s (10^6 bytes) over
+ * `bytes` of data, best of `runs`. On a shared host the same work can take twice as
+ * long from one hour to the next; results measured on a slowed machine, CPU-bound ones
+ * above all, say so next to this figure rather than in a footnote.
+ */
+export function probeCpuSpeed(bytes = 32 * 1024 * 1024, runs = 3): number {
+  const data = Buffer.alloc(bytes, 0x5a)
+  let best = 0
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now()
+    createHash('sha256').update(data).digest()
+    const seconds = (performance.now() - t0) / 1000
+    best = Math.max(best, bytes / 1e6 / Math.max(seconds, 1e-9))
+  }
+  return best
 }
