@@ -112,7 +112,7 @@ export const seedConfigSchema = z.strictObject({
   repeatPieceAfterMs: nonNegativeInt()
     .default(60_000)
     .describe(
-      'first-copy rule: a piece sent to one peer is refused to others while it is on its way and at least this long after (longer when the swarm has been pulling longer, or when the piece came slowly enough that the whole blob would take longer at that pace, up to 10 minutes), so agents pass it on (0: off)',
+      'first-copy rule: a piece sent to one peer is refused to others while it is on its way and at least this long after (as long as the swarm had been pulling, if longer), so agents pass it on (0: off)',
     ),
   bootstrap: z
     .array(multiaddrString)

@@ -11,14 +11,10 @@
  * the send finished; after that it is served again. The hold counts from the end of the
  * send, not its start: on slow or crowded links one piece can take longer than a fixed
  * hold to arrive, and a hold counted from the start let the seed send such pieces a
- * second time (1.4x the image at 5 Mbit per node). The hold is the longest of
- * `repeatAfterMs`; as long as the blob's swarm had been pulling when the send finished;
- * and the time the recipient would need for the whole blob at the pace this piece came
- * to it (piece count x the send's duration), at most `maxHoldMs`. The last follows the
- * nodes' link speed, which the seed cannot know otherwise: a piece sent early in a pull
- * over 2 Mbit links got a 60 s hold, ran out long before the swarm had spread it, and
- * went out again (the simulator at N = 50: 1.6-1.7x the image). A holder that never
- * passes a piece on is still bypassed in the end. A send that
+ * second time (1.4x the image at 5 Mbit per node). The hold is `repeatAfterMs`, or as
+ * long as the blob's swarm had been pulling when the send finished if that is longer: a
+ * swarm that needs two minutes to spread its pieces gets two minutes per piece, while
+ * a holder that never passes a piece on is still bypassed in the end. A send that
  * broke off frees the piece at once, and so does a last recipient that is no longer
  * connected to the seed (stopped, restarted, crashed): the swarm may have lost its only
  * copy. The peer that got it may always ask again (a retry). The rule is in memory and
@@ -33,11 +29,6 @@ export interface FirstCopyInit {
    * (longer while the blob's swarm has been pulling longer); 0 disables the rule.
    */
   repeatAfterMs: number
-  /**
-   * Longest hold that the pace of a send can ask for (see the file comment); the hold is
-   * never shorter than `repeatAfterMs`. @default 600000
-   */
-  maxHoldMs?: number
   /** Blobs tracked at once; the least recently asked are forgotten beyond it. @default 1024 */
   maxBlobs?: number
   /** Called on every refusal (metrics). */
@@ -76,23 +67,18 @@ export interface FirstCopyRule {
 /** The last send of one piece: to whom, and until when it is held (undefined while it runs). */
 interface Sent {
   peer: string | undefined
-  /** When the send was admitted. */
-  startedAt: number
   heldUntil: number | undefined
 }
 
 /** The sends of one blob and when its first piece went out. */
 interface BlobSends {
   since: number
-  /** Pieces of the blob, as the latest admit gave it. */
-  pieceCount: number
   pieces: Map<number, Sent>
 }
 
 /** Creates the rule; with `repeatAfterMs` 0 it admits everything. */
 export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
   const repeatAfterMs = init.repeatAfterMs
-  const maxHoldMs = init.maxHoldMs ?? 600_000
   const maxBlobs = init.maxBlobs ?? 1024
   const now = init.now ?? Date.now
   /** The sends of each blob; Map order is least recently asked first. */
@@ -105,7 +91,7 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
       const t = now()
       let blob = sentAt.get(digest)
       if (blob === undefined) {
-        blob = { since: t, pieceCount, pieces: new Map() }
+        blob = { since: t, pieces: new Map() }
         if (sentAt.size >= maxBlobs) {
           const oldest = sentAt.keys().next().value
           if (oldest !== undefined) sentAt.delete(oldest)
@@ -114,7 +100,6 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
         sentAt.delete(digest)
       }
       sentAt.set(digest, blob)
-      blob.pieceCount = pieceCount
       const { pieces } = blob
       const last = pieces.get(index)
       const other = last !== undefined && (peer === undefined || peer !== last.peer)
@@ -126,7 +111,7 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
         return false
       }
       if (other) init.onRepeated?.(gone ? 'gone' : 'expired')
-      pieces.set(index, { peer, startedAt: t, heldUntil: undefined })
+      pieces.set(index, { peer, heldUntil: undefined })
       return true
     },
 
@@ -135,8 +120,7 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
       const last = blob?.pieces.get(index)
       if (blob === undefined || last === undefined || last.heldUntil !== undefined) return
       const t = now()
-      const pace = Math.min(maxHoldMs, blob.pieceCount * (t - last.startedAt))
-      last.heldUntil = t + Math.max(repeatAfterMs, t - blob.since, pace)
+      last.heldUntil = t + Math.max(repeatAfterMs, t - blob.since)
     },
 
     failed(digest, index) {
