@@ -52,7 +52,7 @@ import {
 } from '../../peer-agent/src/transfer/piece-picker.js'
 import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
 import { PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
-import { createFirstCopyRule } from '../../registry/src/seeder/first-copy.js'
+import { createFirstCopyRule, DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
 import type { Digest } from '../../protocol/src/index.js'
 import { type HandOutCandidate, handOut, wantsOrigin } from '../../tracker/src/hand-out.js'
 import { EventQueue } from './event-queue.js'
@@ -116,7 +116,7 @@ export interface SimConfig {
    * The seed's first-copy rule (registry/src/seeder/first-copy.ts, imported): a piece
    * already sent to another node is declined while some piece of the layer was never
    * sent, while its send runs, and for this many ms after that send ended; 0 switches it
-   * off. @default 60000
+   * off. @default DEFAULT_REPEAT_AFTER_MS (180000)
    */
   repeatPieceAfterMs?: number
   /** How long a node leaves a piece the origin declined before asking it again. @default 2000 */
@@ -301,7 +301,7 @@ export function simulate(config: SimConfig): SimResult {
   const peerLimit = (dl: Download): number => (dl.busyCrowded ? maxPeers + busyExtraPeers : maxPeers)
   const originDefer = config.originDeferMs ?? 2_000
   const firstCopy = createFirstCopyRule({
-    repeatAfterMs: config.repeatPieceAfterMs ?? 60_000,
+    repeatAfterMs: config.repeatPieceAfterMs ?? DEFAULT_REPEAT_AFTER_MS,
     now: () => now,
   })
   const layerDigest = (l: number): Digest => `sha256:${l.toString(16).padStart(64, '0')}` as Digest

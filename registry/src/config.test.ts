@@ -34,7 +34,7 @@ describe('parseRegistryConfig', () => {
         announce: [],
         uploadBytesPerSecond: 0,
         maxConcurrentUploads: 16,
-        repeatPieceAfterMs: 60_000,
+        repeatPieceAfterMs: 180_000,
         bootstrap: [],
         allowPeers: [],
         reprovideIntervalMs: 21_600_000,

@@ -8,6 +8,7 @@
 import { z } from 'zod'
 import { ConfigError, isRepositoryName } from '../../protocol/src/index.js'
 import { parsePreheatRule } from './events/preheat-rules.js'
+import { DEFAULT_REPEAT_AFTER_MS } from './seeder/first-copy.js'
 
 const MINUTE_MS = 60_000
 const HOUR_MS = 60 * MINUTE_MS
@@ -110,7 +111,7 @@ export const seedConfigSchema = z.strictObject({
     .default(16)
     .describe('piece requests the seed serves at once; more are answered busy'),
   repeatPieceAfterMs: nonNegativeInt()
-    .default(60_000)
+    .default(DEFAULT_REPEAT_AFTER_MS)
     .describe(
       'first-copy rule: a piece sent to one peer is refused to others while it is on its way and at least this long after (as long as the swarm had been pulling, if longer), so agents pass it on (0: off)',
     ),

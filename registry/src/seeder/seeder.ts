@@ -34,7 +34,7 @@ import { createSeedMetrics } from './metrics.js'
 import { createPieceMapStore, type PieceMapStore } from './piece-maps.js'
 import { createSeedRoutes } from './routes.js'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { createFirstCopyRule } from './first-copy.js'
+import { createFirstCopyRule, DEFAULT_REPEAT_AFTER_MS } from './first-copy.js'
 import { createStorePieceSource } from './store-piece-source.js'
 
 /** The collaborators of the seed. */
@@ -129,7 +129,7 @@ export async function createSeeder(components: SeederComponents, init: SeederIni
     },
   )
   const firstCopy = createFirstCopyRule({
-    repeatAfterMs: init.repeatPieceAfterMs ?? 60_000,
+    repeatAfterMs: init.repeatPieceAfterMs ?? DEFAULT_REPEAT_AFTER_MS,
     onRefused: () => metrics.piecesDeferred.inc(),
     onRepeated: (reason) => metrics.piecesRepeated.inc({ reason }),
     isConnected: (peer) => {
