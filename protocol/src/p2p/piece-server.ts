@@ -49,7 +49,10 @@ export interface PieceServerInit {
   maxConcurrentUploads?: number
   /** Upload rate limit in bytes per second (node-wide); 0 means unlimited. @default 0 */
   uploadBytesPerSecond?: number
-  /** How long a peer may take to send its next request. @default 10000 */
+  /**
+   * How long a peer may take to send its next request on a stream it keeps open; longer
+   * than the client's idleStreamMs, so the client lets go of a stream first. @default 60000
+   */
   requestTimeoutMs?: number
   /**
    * How long a send may wait for the peer to read (for `drain`) before the stream is
@@ -113,7 +116,7 @@ export function createPieceServer(
   const servesPieceMaps = typeof source.signedPieceMap === 'function'
   const log = components.logger
   const maxUploads = init.maxConcurrentUploads ?? 16
-  const requestTimeoutMs = init.requestTimeoutMs ?? 10_000
+  const requestTimeoutMs = init.requestTimeoutMs ?? 60_000
   const stallTimeoutMs = init.sendStallTimeoutMs ?? 30_000
   const maxInboundStreams = init.maxInboundStreams ?? 64
   const bucket = createTokenBucket({ ratePerSecond: init.uploadBytesPerSecond ?? 0 })
