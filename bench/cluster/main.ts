@@ -25,6 +25,7 @@ import {
   sampleSum,
 } from '../../test/testbed/services.js'
 import { createTestbed, type Testbed } from '../../test/testbed/testbed.js'
+import { DEFAULT_QUEUE_MS } from '../../test/testbed/shaping.js'
 import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX, type TestbedHost } from '../../test/testbed/topology.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
 import { type ProcessCounters, readProcessCounters, readThreadCpuSeconds } from '../lib/process-sampler.js'
@@ -47,6 +48,8 @@ const USAGE = `usage: npm run bench:cluster -- [options]      (as root)
   --registry-arg A      extra argument to \`shoal registry\` (repeatable)
   --containerd          pull with a real \`ctr images pull\` from a containerd per node (fresh for every round)
   --mtu N               MTU of every veth (default ${JUMBO_MTU})
+  --queue-ms N          queue of every shaped link (both ways), in ms of its rate; beyond it packets are
+                        dropped (default: ${DEFAULT_QUEUE_MS} ms on uplinks, 1,000 frames on downlinks)
   --json PATH           JSON result path (default bench/results/cluster-<time>.json; the SVG goes beside it)
   --warm-up-mb N        shoal: before the measured pull, every node pulls another image of N MB through the
                         same agents (as a cluster that has pulled before; default 0: cold agents)
@@ -67,6 +70,7 @@ interface Options {
   agentArgs: string[]
   registryArgs: string[]
   mtu: number
+  queueMs: number | undefined
   jsonPath: string
   keep: boolean
   idleSeconds: number
@@ -89,6 +93,7 @@ function parseOptions(argv: string[]): Options {
       'agent-arg': { type: 'string', multiple: true, default: [] },
       'registry-arg': { type: 'string', multiple: true, default: [] },
       mtu: { type: 'string', default: String(JUMBO_MTU) },
+      'queue-ms': { type: 'string' },
       json: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'idle-s': { type: 'string', default: '0' },
@@ -129,6 +134,7 @@ function parseOptions(argv: string[]): Options {
     agentArgs: values['agent-arg'],
     registryArgs: values['registry-arg'],
     mtu: Math.round(positive('mtu', values.mtu)),
+    queueMs: values['queue-ms'] === undefined ? undefined : positive('queue-ms', values['queue-ms']),
     jsonPath: values.json ?? defaultResultPath('cluster'),
     keep: values.keep,
     idleSeconds,
@@ -321,7 +327,7 @@ async function main(): Promise<void> {
   const rounds: RoundResult[] = []
   try {
     progress(
-      `building the testbed: ${maxNodes} nodes, ${options.nodeMbit} Mbit/s nodes, ${options.originMbit} Mbit/s origin, MTU ${options.mtu}`,
+      `building the testbed: ${maxNodes} nodes, ${options.nodeMbit} Mbit/s nodes, ${options.originMbit} Mbit/s origin, MTU ${options.mtu}${options.queueMs === undefined ? '' : `, ${options.queueMs} ms queues`}`,
     )
     testbed = await createTestbed(
       {
@@ -330,6 +336,7 @@ async function main(): Promise<void> {
         originMbit: options.originMbit,
         workDir,
         mtu: options.mtu,
+        ...(options.queueMs === undefined ? {} : { queueMs: options.queueMs }),
       },
       { signal: controller.signal },
     )
@@ -573,6 +580,7 @@ async function main(): Promise<void> {
         imageBytes: image.totalBytes,
         layers: options.layers,
         mtu: options.mtu,
+        queueMs: options.queueMs ?? null,
         trackerArgs: options.trackerArgs,
         agentArgs: options.agentArgs,
         registryArgs: options.registryArgs,

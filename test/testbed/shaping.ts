@@ -14,8 +14,23 @@ async function tc(netns: string, args: string[]): Promise<void> {
   await runCommand('tc', ['-n', netns, ...args], { timeoutMs: 30_000 })
 }
 
-/** Limits what `host` sends to `mbit` megabits per second (tbf on its eth0). */
-export async function shapeUplink(host: TestbedHost, mbit: number): Promise<void> {
+/** How long a link's queue is by default, in ms of its rate (tbf's `latency`). */
+export const DEFAULT_QUEUE_MS = 50
+
+/** Bytes a queue of `queueMs` at `mbit` holds, on top of the token bucket's burst. */
+export function queueBytes(mbit: number, queueMs: number): number {
+  return Math.round((mbit * 1e6 * queueMs) / 8 / 1000) + BURST_BYTES
+}
+
+/**
+ * Limits what `host` sends to `mbit` megabits per second (tbf on its eth0), with a queue
+ * of `queueMs` of that rate: what does not fit is dropped.
+ */
+export async function shapeUplink(
+  host: TestbedHost,
+  mbit: number,
+  queueMs = DEFAULT_QUEUE_MS,
+): Promise<void> {
   await tc(host.ns.name, [
     'qdisc',
     'replace',
@@ -28,12 +43,22 @@ export async function shapeUplink(host: TestbedHost, mbit: number): Promise<void
     'burst',
     String(BURST_BYTES),
     'latency',
-    '50ms',
+    `${queueMs}ms`,
   ])
 }
 
-/** Limits what `host` receives to `mbit` megabits per second (htb on the switch-side veth). */
-export async function shapeDownlink(topology: Topology, host: TestbedHost, mbit: number): Promise<void> {
+/**
+ * Limits what `host` receives to `mbit` megabits per second (htb on the switch-side
+ * veth). With `queueMs`, the class queues at most that long at its rate (a bfifo of
+ * queueBytes) and drops the rest, as the uplink's tbf does; without it, htb's default
+ * leaf queues 1,000 frames (9 MB of jumbo frames: 14 s at 5 Mbit/s).
+ */
+export async function shapeDownlink(
+  topology: Topology,
+  host: TestbedHost,
+  mbit: number,
+  queueMs?: number,
+): Promise<void> {
   const sw = topology.switchNs.name
   await tc(sw, ['qdisc', 'replace', 'dev', host.id, 'root', 'handle', '1:', 'htb', 'default', '10'])
   await tc(sw, [
@@ -57,6 +82,21 @@ export async function shapeDownlink(topology: Topology, host: TestbedHost, mbit:
     'quantum',
     String(topology.mtu + 100),
   ])
+  if (queueMs !== undefined) {
+    await tc(sw, [
+      'qdisc',
+      'replace',
+      'dev',
+      host.id,
+      'parent',
+      '1:10',
+      'handle',
+      '10:',
+      'bfifo',
+      'limit',
+      String(queueBytes(mbit, queueMs)),
+    ])
+  }
 }
 
 /** Shaping of a whole testbed, in megabits per second. */
@@ -65,14 +105,20 @@ export interface ShapingPlan {
   nodeMbit: number
   /** The origin's upload (seed registry and baseline Distribution share it). */
   originMbit: number
+  /**
+   * Queue of every shaped link, in ms of its rate; with it the downlinks queue as little
+   * as the uplinks (see shapeDownlink). @default DEFAULT_QUEUE_MS on uplinks, 1,000
+   * frames on downlinks
+   */
+  queueMs?: number
 }
 
 /** Applies `plan` to every node (both directions) and to the origin's uplink. */
 export async function applyShaping(topology: Topology, plan: ShapingPlan): Promise<void> {
-  await shapeUplink(topology.origin, plan.originMbit)
+  await shapeUplink(topology.origin, plan.originMbit, plan.queueMs)
   for (const node of topology.nodes) {
-    await shapeUplink(node, plan.nodeMbit)
-    await shapeDownlink(topology, node, plan.nodeMbit)
+    await shapeUplink(node, plan.nodeMbit, plan.queueMs)
+    await shapeDownlink(topology, node, plan.nodeMbit, plan.queueMs)
   }
 }
 

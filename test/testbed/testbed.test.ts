@@ -1,8 +1,9 @@
 /**
  * The cluster testbed itself: a 3-node shaped network comes up with jumbo frames, its
  * hosts reach one another over 198.18.0.0/15, a transfer between two nodes runs at the
- * shaped rate (loosely: a shared two-core machine is noisy), and stopping removes every
- * namespace it made, as does cleanupLeftovers after a run that did not stop.
+ * shaped rate (loosely: a shared two-core machine is noisy), its links queue what
+ * `queueMs` says, and stopping removes every namespace it made, as does
+ * cleanupLeftovers after a run that did not stop.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { listNetns } from '../helpers/netns.js'
@@ -13,12 +14,19 @@ import {
   requireBinaries,
   startProcess,
 } from '../helpers/processes.js'
-import { readLinkCounters } from './shaping.js'
+import { queueBytes, readLinkCounters } from './shaping.js'
 import { createTestbed } from './testbed.js'
 import { cleanupLeftovers, createTopology, newRunPrefix } from './topology.js'
 
 const NODE_MBIT = 20
 const TRANSFER_BYTES = 5_000_000
+const QUEUE_MS = 200
+
+interface QdiscJson {
+  kind: string
+  parent?: string
+  options?: { rate?: number; lat?: number; limit?: number }
+}
 
 describe('cluster testbed', () => {
   const cleanup = createCleanup()
@@ -29,10 +37,32 @@ describe('cluster testbed', () => {
     const workDir = await createTempDir('shoal-testbed-')
     cleanup.add(() => removeTempDir(workDir))
     const prefix = newRunPrefix()
-    const testbed = await createTestbed({ nodes: 3, nodeMbit: NODE_MBIT, originMbit: 40, workDir, prefix })
+    const testbed = await createTestbed({
+      nodes: 3,
+      nodeMbit: NODE_MBIT,
+      originMbit: 40,
+      queueMs: QUEUE_MS,
+      workDir,
+      prefix,
+    })
     cleanup.add(() => testbed.stop())
     const [n1, n2, n3] = testbed.topology.nodes
     expect((await listNetns()).filter((name) => name.startsWith(prefix))).toHaveLength(6)
+
+    // Uplink: tbf at the node's rate, queueing QUEUE_MS; downlink: htb at the same rate
+    // on the switch side, over a bfifo of as many bytes.
+    const up = JSON.parse(
+      (await n1!.ns.exec('tc', ['-j', 'qdisc', 'show', 'dev', 'eth0'])).stdout,
+    ) as QdiscJson[]
+    expect(up[0]).toMatchObject({
+      kind: 'tbf',
+      options: { rate: (NODE_MBIT * 1e6) / 8, lat: QUEUE_MS * 1000 },
+    })
+    const down = JSON.parse(
+      (await testbed.topology.switchNs.exec('tc', ['-j', 'qdisc', 'show', 'dev', n1!.id])).stdout,
+    ) as QdiscJson[]
+    expect(down.map((q) => q.kind)).toEqual(['htb', 'bfifo'])
+    expect(down[1]).toMatchObject({ parent: '1:10', options: { limit: queueBytes(NODE_MBIT, QUEUE_MS) } })
 
     const link = JSON.parse(
       (await n1!.ns.exec('ip', ['-j', 'link', 'show', 'dev', 'eth0'])).stdout,

@@ -88,7 +88,11 @@ export async function createTestbed(
   options: { signal?: AbortSignal } = {},
 ): Promise<Testbed> {
   const topology = await createTopology({ nodes: init.nodes, prefix: init.prefix, mtu: init.mtu }, options)
-  const plan: ShapingPlan = { nodeMbit: init.nodeMbit, originMbit: init.originMbit }
+  const plan: ShapingPlan = {
+    nodeMbit: init.nodeMbit,
+    originMbit: init.originMbit,
+    ...(init.queueMs === undefined ? {} : { queueMs: init.queueMs }),
+  }
   const live = new Set<TestbedService>()
   const track = (service: TestbedService): TestbedService => {
     live.add(service)
