@@ -48,8 +48,9 @@ const USAGE = `usage: npm run bench:cluster -- [options]      (as root)
   --registry-arg A      extra argument to \`shoal registry\` (repeatable)
   --containerd          pull with a real \`ctr images pull\` from a containerd per node (fresh for every round)
   --mtu N               MTU of every veth (default ${JUMBO_MTU})
-  --queue-ms N          queue of every shaped link (both ways), in ms of its rate; beyond it packets are
-                        dropped (default: ${DEFAULT_QUEUE_MS} ms on uplinks, 1,000 frames on downlinks)
+  --queue-ms N          queue of the nodes' and the origin's uplinks, in ms of their rate; beyond it
+                        packets are dropped (default ${DEFAULT_QUEUE_MS})
+  --down-queue-ms N     queue of the nodes' downlinks, in ms of their rate (default: htb's 1,000 frames)
   --json PATH           JSON result path (default bench/results/cluster-<time>.json; the SVG goes beside it)
   --warm-up-mb N        shoal: before the measured pull, every node pulls another image of N MB through the
                         same agents (as a cluster that has pulled before; default 0: cold agents)
@@ -71,6 +72,7 @@ interface Options {
   registryArgs: string[]
   mtu: number
   queueMs: number | undefined
+  downQueueMs: number | undefined
   jsonPath: string
   keep: boolean
   idleSeconds: number
@@ -94,6 +96,7 @@ function parseOptions(argv: string[]): Options {
       'registry-arg': { type: 'string', multiple: true, default: [] },
       mtu: { type: 'string', default: String(JUMBO_MTU) },
       'queue-ms': { type: 'string' },
+      'down-queue-ms': { type: 'string' },
       json: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'idle-s': { type: 'string', default: '0' },
@@ -135,6 +138,8 @@ function parseOptions(argv: string[]): Options {
     registryArgs: values['registry-arg'],
     mtu: Math.round(positive('mtu', values.mtu)),
     queueMs: values['queue-ms'] === undefined ? undefined : positive('queue-ms', values['queue-ms']),
+    downQueueMs:
+      values['down-queue-ms'] === undefined ? undefined : positive('down-queue-ms', values['down-queue-ms']),
     jsonPath: values.json ?? defaultResultPath('cluster'),
     keep: values.keep,
     idleSeconds,
@@ -327,7 +332,7 @@ async function main(): Promise<void> {
   const rounds: RoundResult[] = []
   try {
     progress(
-      `building the testbed: ${maxNodes} nodes, ${options.nodeMbit} Mbit/s nodes, ${options.originMbit} Mbit/s origin, MTU ${options.mtu}${options.queueMs === undefined ? '' : `, ${options.queueMs} ms queues`}`,
+      `building the testbed: ${maxNodes} nodes, ${options.nodeMbit} Mbit/s nodes, ${options.originMbit} Mbit/s origin, MTU ${options.mtu}${options.queueMs === undefined ? '' : `, ${options.queueMs} ms uplink queues`}${options.downQueueMs === undefined ? '' : `, ${options.downQueueMs} ms downlink queues`}`,
     )
     testbed = await createTestbed(
       {
@@ -337,6 +342,7 @@ async function main(): Promise<void> {
         workDir,
         mtu: options.mtu,
         ...(options.queueMs === undefined ? {} : { queueMs: options.queueMs }),
+        ...(options.downQueueMs === undefined ? {} : { downQueueMs: options.downQueueMs }),
       },
       { signal: controller.signal },
     )
@@ -581,6 +587,7 @@ async function main(): Promise<void> {
         layers: options.layers,
         mtu: options.mtu,
         queueMs: options.queueMs ?? null,
+        downQueueMs: options.downQueueMs ?? null,
         trackerArgs: options.trackerArgs,
         agentArgs: options.agentArgs,
         registryArgs: options.registryArgs,

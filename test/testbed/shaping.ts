@@ -105,12 +105,13 @@ export interface ShapingPlan {
   nodeMbit: number
   /** The origin's upload (seed registry and baseline Distribution share it). */
   originMbit: number
-  /**
-   * Queue of every shaped link, in ms of its rate; with it the downlinks queue as little
-   * as the uplinks (see shapeDownlink). @default DEFAULT_QUEUE_MS on uplinks, 1,000
-   * frames on downlinks
-   */
+  /** Queue of the uplinks (the nodes' and the origin's), in ms of their rate. @default DEFAULT_QUEUE_MS */
   queueMs?: number
+  /**
+   * Queue of the nodes' downlinks, in ms of their rate (see shapeDownlink). @default
+   * htb's leaf: 1,000 frames
+   */
+  downQueueMs?: number
 }
 
 /** Applies `plan` to every node (both directions) and to the origin's uplink. */
@@ -118,7 +119,7 @@ export async function applyShaping(topology: Topology, plan: ShapingPlan): Promi
   await shapeUplink(topology.origin, plan.originMbit, plan.queueMs)
   for (const node of topology.nodes) {
     await shapeUplink(node, plan.nodeMbit, plan.queueMs)
-    await shapeDownlink(topology, node, plan.nodeMbit, plan.queueMs)
+    await shapeDownlink(topology, node, plan.nodeMbit, plan.downQueueMs)
   }
 }
 

@@ -42,6 +42,7 @@ describe('cluster testbed', () => {
       nodeMbit: NODE_MBIT,
       originMbit: 40,
       queueMs: QUEUE_MS,
+      downQueueMs: QUEUE_MS,
       workDir,
       prefix,
     })

@@ -92,6 +92,7 @@ export async function createTestbed(
     nodeMbit: init.nodeMbit,
     originMbit: init.originMbit,
     ...(init.queueMs === undefined ? {} : { queueMs: init.queueMs }),
+    ...(init.downQueueMs === undefined ? {} : { downQueueMs: init.downQueueMs }),
   }
   const live = new Set<TestbedService>()
   const track = (service: TestbedService): TestbedService => {
