@@ -166,7 +166,7 @@ export const agentConfigSchema = z.strictObject({
     .positive()
     .default(20 * SECOND_MS)
     .describe(
-      'give a swarm download up (and use the seed or upstream over HTTP) after this long without a new piece while no peer is sending or answering busy; up to three times this long while peers are busy, in milliseconds',
+      'give a swarm download up (and use the seed or upstream over HTTP) after this long without a byte of a piece while no peer is sending or answering busy; up to three times this long while peers are busy, and ten times this long without a whole piece, in milliseconds',
     ),
   swarmHaveRefreshMs: z
     .number()

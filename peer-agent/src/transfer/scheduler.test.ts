@@ -528,6 +528,40 @@ describe('downloadBlob', () => {
     expect(spareMs).toBeGreaterThan(300)
   })
 
+  it('waits past three stall timeouts while piece bytes keep coming, but not forever', async () => {
+    const { bytes, map } = blob(2)
+    for (const endless of [false, true]) {
+      const swarm = fakeSwarm(bytes, map)
+      // Each piece takes 900 ms (endless: a minute) of bytes trickling in every 50 ms,
+      // longer than three 200 ms stall timeouts.
+      const trickler = swarm.peer('trickler', map.pieces.keys())
+      trickler.delayMs = endless ? 60_000 : 900
+      trickler.progressEveryMs = 50
+      const c = await cache()
+      const started = Date.now()
+      const run = downloadBlob(
+        { cache: c, client: swarm.client },
+        {
+          map,
+          findPeers: async () => [trickler],
+          stallTimeoutMs: 200,
+          pieceTimeoutMs: 120_000,
+          slowPieceMinMs: 600_000,
+        },
+      )
+      if (!endless) {
+        await run
+        expect(Date.now() - started).toBeGreaterThan(600)
+        expect(c.has(map.digest)).toBe(true)
+      } else {
+        // No whole piece for ten stall timeouts: given up, bytes or not.
+        await expect(run).rejects.toThrow(/no piece of .* arrived for/)
+        expect(Date.now() - started).toBeGreaterThanOrEqual(2_000)
+        expect(Date.now() - started).toBeLessThan(10_000)
+      }
+    }
+  })
+
   it('gives up with SwarmUnavailableError when nobody can serve', async () => {
     const { bytes, map } = blob(3)
     const swarm = fakeSwarm(bytes, map)
