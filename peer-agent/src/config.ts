@@ -193,11 +193,16 @@ export const agentConfigSchema = z.strictObject({
     .describe(
       'blobs smaller than this (configs, tiny layers) come straight from the seed or upstream: the swarm costs more round trips than their bytes',
     ),
+  // 15 s, not 5: a tracker request rides the node's own links, and with them full of
+  // pieces (a node's downlink queue on the 2 Mbit testbed held seconds of them) a 5 s
+  // deadline declared a healthy tracker down and sent agents to the DHT; N = 25 took
+  // 260.5 s with 7 such fallbacks and 219.3 s with none at 15 s (docs/BENCHMARKS.md,
+  // cluster, tenth round). A tracker that is gone refuses connections at once.
   trackerTimeoutMs: z
     .number()
     .int()
     .positive()
-    .default(5 * SECOND_MS)
+    .default(15 * SECOND_MS)
     .describe('deadline of one tracker request, in milliseconds'),
   dhtTimeoutMs: z
     .number()
