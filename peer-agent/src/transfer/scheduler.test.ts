@@ -7,7 +7,7 @@ import { pieceRange } from '../../../protocol/src/piece-map.js'
 import { type BlobCache, createBlobCache } from '../cache/index.js'
 import { createP2PNode, createPieceClient, createPieceServer } from '../../../protocol/src/p2p/index.js'
 import { cachePieceSource } from '../p2p-adapter.js'
-import { downloadBlob } from './scheduler.js'
+import { type DownloadInit, downloadBlob } from './scheduler.js'
 import { blob, fakeSwarm, PIECE, poisoningPool } from './testing/fake-swarm.js'
 
 describe('downloadBlob', () => {
@@ -323,25 +323,14 @@ describe('downloadBlob', () => {
   it('waits for a piece that keeps coming past the deadline, and gives up on one that stops', async () => {
     const { bytes, map } = blob(2)
     for (const trickles of [true, false]) {
-      const swarm = fakeSwarm(bytes, map)
-      // Each piece takes 400 ms, over twice the 150 ms deadline.
-      const slow = swarm.peer('slow', map.pieces.keys())
-      slow.delayMs = 400
-      if (trickles) slow.progressEveryMs = 50
       const wasted: string[] = []
-      const c = await cache()
-      const run = downloadBlob(
-        { cache: c, client: swarm.client },
-        {
-          map,
-          findPeers: async () => [slow],
-          pieceTimeoutMs: 150,
-          slowPieceMinMs: 600_000,
-          maxPeerFailures: 100,
-          stallTimeoutMs: 1_500,
-          onWaste: (_peer, _index, reason) => wasted.push(reason),
-        },
-      )
+      // Each piece takes 400 ms, over twice the 150 ms deadline.
+      const { c, run } = await slowDownload(bytes, map, 400, trickles ? 50 : undefined, {
+        pieceTimeoutMs: 150,
+        maxPeerFailures: 100,
+        stallTimeoutMs: 1_500,
+        onWaste: (_peer, _index, reason) => wasted.push(reason),
+      })
       if (trickles) {
         await run
         expect(c.has(map.digest)).toBe(true)
@@ -531,24 +520,13 @@ describe('downloadBlob', () => {
   it('waits past three stall timeouts while piece bytes keep coming, but not forever', async () => {
     const { bytes, map } = blob(2)
     for (const endless of [false, true]) {
-      const swarm = fakeSwarm(bytes, map)
+      const started = Date.now()
       // Each piece takes 900 ms (endless: a minute) of bytes trickling in every 50 ms,
       // longer than three 200 ms stall timeouts.
-      const trickler = swarm.peer('trickler', map.pieces.keys())
-      trickler.delayMs = endless ? 60_000 : 900
-      trickler.progressEveryMs = 50
-      const c = await cache()
-      const started = Date.now()
-      const run = downloadBlob(
-        { cache: c, client: swarm.client },
-        {
-          map,
-          findPeers: async () => [trickler],
-          stallTimeoutMs: 200,
-          pieceTimeoutMs: 120_000,
-          slowPieceMinMs: 600_000,
-        },
-      )
+      const { c, run } = await slowDownload(bytes, map, endless ? 60_000 : 900, 50, {
+        stallTimeoutMs: 200,
+        pieceTimeoutMs: 120_000,
+      })
       if (!endless) {
         await run
         expect(Date.now() - started).toBeGreaterThan(600)
@@ -595,6 +573,29 @@ describe('downloadBlob', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(800)
     expect(c.has(map.digest)).toBe(true)
   })
+
+  /**
+   * A download from one peer that holds every piece and takes `delayMs` for each,
+   * reporting bytes every `progressEveryMs` (never when undefined); never cut as slow.
+   */
+  async function slowDownload(
+    bytes: Parameters<typeof fakeSwarm>[0],
+    map: DownloadInit['map'],
+    delayMs: number,
+    progressEveryMs: number | undefined,
+    init: Omit<DownloadInit, 'map' | 'findPeers'>,
+  ) {
+    const swarm = fakeSwarm(bytes, map)
+    const slow = swarm.peer('slow', map.pieces.keys())
+    slow.delayMs = delayMs
+    if (progressEveryMs !== undefined) slow.progressEveryMs = progressEveryMs
+    const c = await cache()
+    const run = downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [slow], slowPieceMinMs: 600_000, ...init },
+    )
+    return { c, run }
+  }
 
   /** A download from one peer that holds every piece and answers busy until told otherwise. */
   async function crowdedDownload(stallTimeoutMs: number) {
