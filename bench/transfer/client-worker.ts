@@ -54,6 +54,9 @@ const nodes = new Map<string, { node: Libp2p; client: PieceClient }>()
 const pieceBuffers = createPieceBufferPool({ maxBuffers: 16 })
 const allocate = (length: number): Uint8Array => pieceBuffers.take(length)
 
+/** Pieces hashed as they arrive (the piece client's `sha256`), or whole once in; an A/B switch. */
+const hashAsArrives = process.env.SHOAL_BENCH_HASH_WHOLE !== '1'
+
 function pieceLength(job: FetchJob, index: number): number {
   return Math.min(job.pieceSize, job.size - index * job.pieceSize)
 }
@@ -105,9 +108,12 @@ async function fetchShoal(
   const started = performance.now()
   const worker = async (peer: (typeof peers)[number]): Promise<void> => {
     for (let wants = queue.shift(); wants !== undefined; wants = queue.shift()) {
-      for await (const piece of client.fetchPieces(peer, job.digest, wants, { allocate })) {
+      for await (const piece of client.fetchPieces(peer, job.digest, wants, {
+        allocate,
+        sha256: hashAsArrives,
+      })) {
         if (piece.bytes === undefined) throw new Error(`piece ${piece.index} refused: ${piece.status}`)
-        const hash = createHash('sha256').update(piece.bytes).digest('hex')
+        const hash = piece.sha256 ?? createHash('sha256').update(piece.bytes).digest('hex')
         if (hash !== job.pieceHashes[piece.index]) throw new Error(`piece ${piece.index} failed its sha256`)
         bytes += piece.bytes.byteLength
         // Checked and counted: nothing reads it any more, the next piece may reuse it.

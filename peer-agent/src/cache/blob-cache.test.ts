@@ -54,6 +54,30 @@ describe('blob cache', () => {
     await rm(root, { recursive: true, force: true })
   })
 
+  it('reads range chunks into the memory the caller supplies, when it fits', async () => {
+    const cache = await makeCache()
+    const f = fixture(3 * PIECE + 100)
+    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    for (let i = 0; i < 4; i++)
+      await cache.writePiece(f.digest, i, f.bytes.subarray(i * PIECE, (i + 1) * PIECE))
+    await cache.complete(f.digest)
+    const supplied: Buffer[] = []
+    const allocate = (length: number): Uint8Array => {
+      // 8 KiB chunks: the last one (100 bytes) gets memory of the wrong length.
+      const buffer = Buffer.alloc(length === 100 ? 99 : length)
+      supplied.push(buffer)
+      return buffer
+    }
+    const chunks: Uint8Array[] = []
+    for await (const chunk of cache.readRange(f.digest, 0, f.bytes.length, { allocate })) chunks.push(chunk)
+    expect(Buffer.concat(chunks)).toEqual(f.bytes)
+    expect(chunks).toHaveLength(7)
+    // Every chunk that fit is the very memory supplied; the misfit was allocated by the reader.
+    for (let i = 0; i < 6; i++) expect(chunks[i]).toBe(supplied[i])
+    expect(chunks[6]).not.toBe(supplied[6])
+    expect(chunks[6]?.byteLength).toBe(100)
+  })
+
   it('stores pieces, serves ranges and completes after the digest check', async () => {
     const cache = await makeCache()
     const f = fixture(5 * PIECE + 100)

@@ -120,6 +120,15 @@ export interface ReadRangeOptions {
    * byte's piece, so a downloader can steer its streaming window by the reader.
    */
   onPosition?: (position: number) => void
+  /**
+   * Supplies the memory each chunk is read into (called with the chunk's length), so a
+   * caller that knows when it is done with a chunk can reuse it (the piece server's send
+   * buffers); a Buffer is yielded as the very object returned (the stream turns another
+   * Uint8Array into a Buffer over the same memory). Memory of another length is not
+   * used: the reader allocates that chunk itself.
+   * @default a new buffer per chunk
+   */
+  allocate?: (length: number) => Uint8Array
 }
 
 /** The blob cache. */
@@ -915,7 +924,11 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
             }
             while (position < until) {
               const len = Math.min(chunkBytes, until - position)
-              const buf = Buffer.allocUnsafe(len)
+              const supplied = options.allocate?.(len)
+              const buf =
+                supplied instanceof Uint8Array && supplied.byteLength === len
+                  ? supplied
+                  : Buffer.allocUnsafe(len)
               let filled = 0
               while (filled < len) {
                 const { bytesRead } = await fh.read(buf, filled, len - filled, position + filled)

@@ -38,6 +38,28 @@ describe('MessageReader.readInto', () => {
     expect(calls).toBeLessThanOrEqual(6)
   })
 
+  it('hands each run of copied bytes to onCopied, in order, covering the target once', async () => {
+    for (const size of [1, 7, 1000, all.length]) {
+      const reader = createMessageReader(chunked(all, size))
+      const header = expectMessage((await reader.read())!, 'piece-header')
+      const target = new Uint8Array(header.length)
+      const parts: Uint8Array[] = []
+      let progressed = 0
+      await reader.readInto(target, {
+        onCopied: (part) => {
+          // Already in place when it is handed out, and before onProgress.
+          expect(part.buffer).toBe(target.buffer)
+          expect(progressed).toBe(parts.length)
+          parts.push(Uint8Array.from(part))
+        },
+        onProgress: () => progressed++,
+      })
+      expect(parts.every((p) => p.byteLength > 0)).toBe(true)
+      expect(Buffer.concat(parts).equals(Buffer.from(piece))).toBe(true)
+      expect(progressed).toBe(parts.length)
+    }
+  })
+
   it('throws DecodeError when the stream ends first, RangeError for an oversized target', async () => {
     const reader = createMessageReader(chunked(piece.subarray(0, 100), 30))
     await expect(reader.readInto(new Uint8Array(101))).rejects.toMatchObject({ name: 'DecodeError' })

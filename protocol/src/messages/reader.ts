@@ -21,10 +21,15 @@ export interface MessageReader {
   /**
    * Exactly `target.byteLength` raw bytes (at most MAX_PIECE_SIZE), copied into `target`
    * as they arrive, so no chunk is held longer than it takes to copy it. Throws
-   * DecodeError when the stream ends first. `onProgress` is called after each run of
-   * chunks copied.
+   * DecodeError when the stream ends first. After each run of chunks copied, `onCopied`
+   * is called with the part of `target` just filled (in order, together covering all of
+   * it: e.g. to hash a piece while it arrives, on bytes still in the CPU's cache), then
+   * `onProgress`.
    */
-  readInto(target: Uint8Array, options?: { signal?: AbortSignal; onProgress?: () => void }): Promise<void>
+  readInto(
+    target: Uint8Array,
+    options?: { signal?: AbortSignal; onProgress?: () => void; onCopied?: (part: Uint8Array) => void },
+  ): Promise<void>
   /** Bytes taken from the stream so far. */
   received(): number
 }
@@ -116,13 +121,15 @@ export function createMessageReader(
         // Copy out whole buffered chunks, then drop them, before waiting for more.
         const take = Math.min(n - at, buffer.byteLength)
         if (take > 0) {
+          const from = at
           for (const chunk of buffer.sublist(0, take)) {
             target.set(chunk, at)
             at += chunk.byteLength
           }
           buffer.consume(take)
+          options.onCopied?.(target.subarray(from, at))
+          options.onProgress?.()
         }
-        if (take > 0) options.onProgress?.()
         if (at === n) return
         if (!(await pull(options.signal)))
           throw new DecodeError(`stream ended: ${n - at} of ${n} bytes missing`)

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { once } from 'node:events'
 import { connect, createServer, type Server, Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -7,7 +6,8 @@ import { digestOf } from '../digest.js'
 import { createMessageReader, decodeMessage, encodeMessage } from '../messages/index.js'
 import { type PieceMap, pieceMatches } from '../piece-map.js'
 import { HAVE_PROTOCOL, LANE_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
-import { createLaneDialer, type LaneDialerInit, laneHostOf, type LaneStream } from './lane.js'
+import { EventEmitter, once } from 'node:events'
+import { createLaneDialer, type LaneDialerInit, laneHostOf, LaneStream } from './lane.js'
 import { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
 import { createP2PNode, type P2PNode } from './node.js'
 import { createPieceClient } from './piece-client.js'
@@ -154,6 +154,58 @@ async function readAll(stream: LaneStream): Promise<Buffer> {
   for await (const chunk of stream) parts.push(Buffer.from(chunk.subarray()))
   return Buffer.concat(parts)
 }
+
+/** Stands in for a lane's TLS socket: what LaneStream calls, recording writes. */
+class FakeSocket extends EventEmitter {
+  written: Buffer[] = []
+  destroyed = false
+  writable = true
+  writableNeedDrain = false
+  write(data: Uint8Array): boolean {
+    this.written.push(Buffer.from(data))
+    return true
+  }
+  end(): void {}
+  destroy(): void {
+    this.destroyed = true
+  }
+  pause(): void {}
+  resume(): void {}
+}
+
+describe('LaneStream', () => {
+  it('hands its reader all the records one poll of the socket decrypted, not one record at a time', async () => {
+    const socket = new FakeSocket()
+    const stream = new LaneStream(socket as unknown as Socket)
+    const payload = randomBytes(64 * 1024)
+    const iterator = stream[Symbol.asyncIterator]()
+    // The reader waits for data, as a piece read does between socket reads.
+    const first = iterator.next()
+    // Node's TLS emits a socket read's plaintext one 16 KiB record per callback, each
+    // followed by a microtask checkpoint: modelled by one macrotask per record.
+    const frames = frame(0, payload)
+    const records: Buffer[] = []
+    for (let at = 0; at < frames.byteLength; at += 16 * 1024)
+      records.push(frames.subarray(at, at + 16 * 1024))
+    for (const record of records) setImmediate(() => socket.emit('data', record))
+    const got = await first
+    // Everything that came in that turn of the loop, in one go (one wake of the reader).
+    expect(got.done).toBe(false)
+    expect(Buffer.from((got.value as Uint8Array).subarray()).equals(payload)).toBe(true)
+    // What arrives later is still read, and the end frame ends the iteration.
+    const later = randomBytes(1000)
+    const rest = (async () => {
+      const parts: Buffer[] = []
+      for (let r = await iterator.next(); r.done !== true; r = await iterator.next()) {
+        parts.push(Buffer.from(r.value.subarray()))
+      }
+      return Buffer.concat(parts)
+    })()
+    socket.emit('data', frame(0, later))
+    setImmediate(() => socket.emit('data', frame(2, new Uint8Array(0))))
+    expect((await rest).equals(later)).toBe(true)
+  })
+})
 
 describe('piece lane', () => {
   const cleanups: Array<() => Promise<void> | void> = []

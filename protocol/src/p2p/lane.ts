@@ -140,6 +140,7 @@ export class LaneStream extends EventTarget implements PieceStream {
   private queue: Uint8Array[] = []
   private queued = 0
   private waiter: (() => void) | undefined
+  private wakeScheduled = false
   private failure: Error | undefined
   private paused = false
   private readonly onOpenFrame: ((protocol: string) => void) | undefined
@@ -174,6 +175,15 @@ export class LaneStream extends EventTarget implements PieceStream {
       ok = this.writeFrame(KIND_DATA, bytes.subarray(at, Math.min(bytes.byteLength, at + MAX_FRAME_PAYLOAD)))
     }
     return ok
+  }
+
+  /**
+   * True when everything sent so far has left the stream's hands: the socket holds no
+   * queued write, so TLS has sealed every byte and the kernel took the records. Memory
+   * passed to send() before is then no longer read and may be reused.
+   */
+  flushed(): boolean {
+    return this.socket.writableLength === 0
   }
 
   /** Client side: names the protocol (the first frame). */
@@ -218,8 +228,25 @@ export class LaneStream extends EventTarget implements PieceStream {
         this.paused = true
         this.socket.pause()
       }
-      this.wake()
+      this.wakeSoon()
     }
+  }
+
+  /**
+   * Wakes the reader once the socket's pending reads are handled rather than at once.
+   * Node's TLS hands decrypted data over 16 KiB at a time (a record), each in a callback
+   * of its own after which promises run: waking the reader at once made it take every
+   * record alone (a generator step, a reader pull and a copy per 16 KiB). Deferred to
+   * the loop's check phase, it takes everything that one poll of the socket decrypted
+   * (up to hundreds of KiB on a busy socket) in one go.
+   */
+  private wakeSoon(): void {
+    if (this.waiter === undefined || this.wakeScheduled) return
+    this.wakeScheduled = true
+    setImmediate(() => {
+      this.wakeScheduled = false
+      this.wake()
+    })
   }
 
   /** Reads frames straight from `chunk`; data payloads are queued as subarrays of it. */

@@ -86,13 +86,20 @@ export function createMemoryPieceSource(init: { chunkBytes?: number } = {}): Mem
       return blobs.get(digest)?.bits.encode()
     },
 
-    async *readRange(digest, start, end) {
+    async *readRange(digest, start, end, options = {}) {
       const held = blobs.get(digest)
       if (held === undefined) throw new Error(`blob not held: ${digest}`)
       open++
       try {
         for (let off = start; off < end; off += chunkBytes) {
-          yield held.bytes.slice(off, Math.min(end, off + chunkBytes))
+          const part = held.bytes.subarray(off, Math.min(end, off + chunkBytes))
+          const supplied = options.allocate?.(part.byteLength)
+          if (supplied instanceof Uint8Array && supplied.byteLength === part.byteLength) {
+            supplied.set(part)
+            yield supplied
+          } else {
+            yield part.slice()
+          }
         }
       } finally {
         open--

@@ -28,7 +28,14 @@ import {
 } from '../messages/index.js'
 import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import type { PieceSource } from './piece-source.js'
-import { createLaneServer, type LaneHandlers, type LaneServer, type LaneServerInit } from './lane.js'
+import {
+  createLaneServer,
+  type LaneHandlers,
+  type LaneServer,
+  type LaneServerInit,
+  LaneStream,
+} from './lane.js'
+import { createPieceBufferPool } from './piece-buffers.js'
 import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 import { createTokenBucket } from './token-bucket.js'
 
@@ -126,6 +133,16 @@ export function createPieceServer(
   let running = false
   let lifetime = new AbortController()
   let lane: LaneServer | undefined
+  /**
+   * The memory piece bytes are read into before they go out on a lane stream, reused:
+   * a fresh 1 MiB buffer per chunk is external memory V8 counts towards its next full
+   * collection, and the serving process then ran a mark-compact every 30-50 ms
+   * (docs/BENCHMARKS.md, piece transfer, sessions 9 and 11). A chunk is given back once
+   * the lane stream says its socket took everything (TLS sealed it); chunks sent on
+   * libp2p streams (whose muxer may still hold them) are never given back.
+   */
+  const sendBuffers = createPieceBufferPool({ maxBuffers: 8 })
+  const takeSendBuffer = (length: number): Uint8Array => sendBuffers.take(length)
 
   function sendError(stream: PieceStream, code: WireErrorCode, message: string): void {
     try {
@@ -196,7 +213,15 @@ export function createPieceServer(
     const end = Math.min(stat.size, start + stat.pieceSize)
     // Opening the range may pin the blob (the agent's cache), so it cannot be evicted
     // while it is sent; return() below releases it whatever happens.
-    const body = source.readRange(digest, start, end, { signal: lifetime.signal })[Symbol.asyncIterator]()
+    const reuse = stream instanceof LaneStream
+    const body = source
+      .readRange(
+        digest,
+        start,
+        end,
+        reuse ? { signal: lifetime.signal, allocate: takeSendBuffer } : { signal: lifetime.signal },
+      )
+      [Symbol.asyncIterator]()
     let n = 0
     init.onPieceStarting?.({ peer, digest, index })
     try {
@@ -207,6 +232,8 @@ export function createPieceServer(
         await send(stream, chunk)
         n += chunk.byteLength
         sent += chunk.byteLength
+        // Only a buffer the pool handed out is taken back; a source's own is ignored.
+        if (reuse && stream.flushed()) sendBuffers.give(chunk)
       }
       if (n !== end - start) throw new Error(`source ended after ${n} of ${end - start} piece bytes`)
     } finally {

@@ -41,12 +41,16 @@ export interface PieceSource {
    * calls this before it sends the piece header (a source may pin the blob then), and
    * always ends the iteration through the iterator's `return()` (a node Readable is
    * destroyed by it), including when it never reads a chunk.
+   *
+   * `allocate`, when given, supplies the memory a chunk of `length` bytes is read into
+   * (the piece server's reused send buffers); the source yields the chunk in it, as the
+   * very object it returned (no view of it), or ignores the option and allocates its own.
    */
   readRange(
     digest: Digest,
     start: number,
     end: number,
-    options?: { signal?: AbortSignal },
+    options?: { signal?: AbortSignal; allocate?: (length: number) => Uint8Array },
   ): AsyncIterable<Uint8Array>
   /**
    * The signed piece map of `digest`, handed out on PIECE_MAP_PROTOCOL; a source without

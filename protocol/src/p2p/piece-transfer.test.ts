@@ -173,6 +173,95 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
     expect(pieceMatches(map, 1, fine)).toBe(true)
   })
 
+  it('hashes pieces as they arrive when asked, and a corrupted piece gets a digest that does not match', async () => {
+    const [bad, good, leecher] = [await peer(), await peer(), await peer()]
+    const pieceSize = 1024 * 1024
+    const { bytes, map } = blob(3 * pieceSize + 1000, pieceSize)
+    good.source.putBlob(map.digest, bytes, pieceSize)
+    // One byte off in the middle of piece 1, the rest of the blob intact.
+    const altered = Buffer.from(bytes)
+    altered[pieceSize + 500_000] = (altered[pieceSize + 500_000] as number) ^ 0x01
+    bad.source.putBlob(map.digest, altered, pieceSize)
+    const wants = [0, 1, 2, 3].map((index) => ({ index }))
+    const fine = []
+    for await (const r of leecher.client.fetchPieces(good.node.getMultiaddrs(), map.digest, wants, {
+      sha256: true,
+    })) {
+      fine.push(r)
+    }
+    expect(fine.map((r) => r.sha256)).toEqual(map.pieces)
+    for (const r of fine) expect(pieceMatches(map, r.index, r.bytes!)).toBe(true)
+    const corrupt = []
+    for await (const r of leecher.client.fetchPieces(bad.node.getMultiaddrs(), map.digest, wants, {
+      sha256: true,
+    })) {
+      corrupt.push(r)
+    }
+    expect(corrupt.map((r) => r.sha256 === map.pieces[r.index])).toEqual([true, false, true, true])
+    // The digest is that of the bytes received, not of the piece map's entry.
+    expect(corrupt[1]?.sha256).toBe(digestOf(altered.subarray(pieceSize, 2 * pieceSize)).slice(7))
+    // Without the option, no digest comes with the piece.
+    for await (const r of leecher.client.fetchPieces(good.node.getMultiaddrs(), map.digest, [{ index: 0 }])) {
+      expect(r.sha256).toBeUndefined()
+    }
+  })
+
+  it('reads lane uploads into reused send buffers and keeps every piece intact', async () => {
+    // Given piece maps (none), the server reads the source object itself, patched below.
+    const [seed, leecher] = [await peer({}, { pieceMaps: [] }), await peer()]
+    const pieceSize = 4 * 1024 * 1024
+    const { bytes, map } = blob(8 * pieceSize, pieceSize)
+    seed.source.putBlob(map.digest, bytes, pieceSize)
+    // Count the memory the server supplies to the source, and what of it is reused.
+    const supplied: Uint8Array[] = []
+    const readRange = seed.source.readRange.bind(seed.source)
+    seed.source.readRange = (digest, start, end, options = {}) => {
+      const { allocate } = options
+      return readRange(
+        digest,
+        start,
+        end,
+        allocate === undefined
+          ? options
+          : {
+              ...options,
+              allocate: (length) => {
+                const buffer = allocate(length)
+                supplied.push(buffer)
+                return buffer
+              },
+            },
+      )
+    }
+    const addr = seed.node.getMultiaddrs()
+    // Two requests at once, so two uploads draw on the pool together.
+    const halves = [
+      [0, 1, 2, 3],
+      [4, 5, 6, 7],
+    ]
+    const results = await Promise.all(
+      halves.map(async (indexes) => {
+        const got = []
+        for await (const r of leecher.client.fetchPieces(
+          addr,
+          map.digest,
+          indexes.map((index) => ({ index })),
+        ))
+          got.push(r)
+        return got
+      }),
+    )
+    for (const r of results.flat()) expect(pieceMatches(map, r.index, r.bytes!)).toBe(true)
+    if (transport === 'lane') {
+      // 128 chunks of 256 KiB (the memory source's reads) in far fewer buffers.
+      expect(supplied).toHaveLength(128)
+      expect(new Set(supplied).size).toBeLessThanOrEqual(8)
+    } else {
+      // A muxer may still hold what was sent: libp2p streams get no reused memory.
+      expect(supplied).toHaveLength(0)
+    }
+  })
+
   it('answers garbage with an error or a closed stream and keeps serving', async () => {
     const [seed, attacker] = [await peer(), await peer()]
     const { bytes, map } = blob(PIECE + 10)
