@@ -213,6 +213,14 @@ interface Link {
    * not called (a shortcut with the same outcome, for speed).
    */
   useful: number
+  /**
+   * Peer links: pieces the peer is known to hold that we lack and nobody is fetching.
+   * While it is 0 and the download is not in endgame, pickPiece has nothing to give for
+   * this link (it only picks such pieces outside endgame) and is not called.
+   */
+  free: number
+  /** What the peer has shown (undefined for the origin). */
+  shown: Uint8Array | undefined
 }
 
 interface Download {
@@ -226,6 +234,8 @@ interface Download {
   /** Half of its peers answered busy once: it may use busyExtraPeers more. */
   busyCrowded: boolean
   held: number
+  /** Pieces neither held nor in flight: the origin link's upper bound of what pickPiece may give. */
+  unclaimed: number
   inFlight: Int32Array
   avail: Int32Array
   links: Link[]
@@ -352,6 +362,7 @@ export function simulate(config: SimConfig): SimResult {
         fromOrigin: new Uint8Array(pc),
         uploads: new Uint16Array(pc),
         held: 0,
+        unclaimed: pc,
         inFlight: new Int32Array(pc),
         avail: new Int32Array(pc),
         links: [],
@@ -454,19 +465,25 @@ export function simulate(config: SimConfig): SimResult {
     const origin = peer === ORIGIN
     let peerHas = ALL
     let useful = 0
+    let free = 0
+    let shown: Uint8Array | undefined
     if (!origin) {
-      const shown = downloads[dl.layer]![peer]!.shown
-      peerHas = { has: (i) => shown[i] === 1 }
+      const peerShown = downloads[dl.layer]![peer]!.shown
+      shown = peerShown
+      peerHas = { has: (i) => peerShown[i] === 1 }
       for (let i = 0; i < dl.pc; i++) {
-        if (shown[i] !== 1) continue
+        if (peerShown[i] !== 1) continue
         dl.avail[i]!++
-        if (dl.have[i] !== 1) useful++
+        if (dl.have[i] !== 1) {
+          useful++
+          if (dl.inFlight[i] === 0) free++
+        }
       }
     } else {
       for (let i = 0; i < dl.pc; i++) dl.avail[i]!++
       useful = dl.pc - dl.held
     }
-    const link: Link = { peer, origin, requested: new Set(), peerHas, busyUntil: 0, useful }
+    const link: Link = { peer, origin, requested: new Set(), peerHas, busyUntil: 0, useful, free, shown }
     if (!origin) watchers[dl.layer]![peer]!.push({ dl, link })
     if (origin) {
       // As the scheduler does: never ask the origin for a piece it declined a moment ago.
@@ -546,6 +563,8 @@ export function simulate(config: SimConfig): SimResult {
 
   function scheduleLink(dl: Download, link: Link): void {
     if (dl.complete || link.busyUntil > now || link.useful <= link.requested.size) return
+    // Outside endgame pickPiece only picks pieces nobody is fetching: none, nothing to call it for.
+    if ((link.origin ? dl.unclaimed : link.free) === 0 && dl.pc - dl.held > endgameThreshold) return
     let room = aheadRoom(dl)
     const slotsFor = requestSlots({
       origin: link.origin,
@@ -582,7 +601,7 @@ export function simulate(config: SimConfig): SimResult {
   function request(dl: Download, link: Link, index: number): void {
     const req: Req = { dl, link, index, flow: undefined, cancelled: false }
     link.requested.add(index)
-    dl.inFlight[index]!++
+    if (dl.inFlight[index]!++ === 0) claim(dl, index, -1)
     let list = dl.pending.get(index)
     if (list === undefined) {
       list = []
@@ -592,10 +611,16 @@ export function simulate(config: SimConfig): SimResult {
     queue.push(now + lat, EV_REQ_ARRIVE, req)
   }
 
+  /** A piece not held became free (delta 1) or stopped being free (-1): per-link counts follow. */
+  function claim(dl: Download, index: number, delta: number): void {
+    dl.unclaimed += delta
+    for (const link of dl.links) if (link.shown !== undefined && link.shown[index] === 1) link.free += delta
+  }
+
   function release(req: Req): void {
     const { dl, link, index } = req
     link.requested.delete(index)
-    dl.inFlight[index]!--
+    if (--dl.inFlight[index]! === 0 && dl.have[index] === 0) claim(dl, index, 1)
     const list = dl.pending.get(index)
     if (list !== undefined) {
       const k = list.indexOf(req)
@@ -673,6 +698,7 @@ export function simulate(config: SimConfig): SimResult {
     config.onPiece?.(dl.node, dl.layer, index, req.link.peer, now)
     dl.have[index] = 1
     dl.held++
+    if (dl.inFlight[index] === 0) claim(dl, index, -1)
     for (const link of dl.links) if (link.peerHas.has(index)) link.useful--
     while (dl.readPos < dl.pc && dl.have[dl.readPos] === 1) dl.readPos++
     // Endgame duplicates of this piece are no longer needed.
@@ -712,6 +738,7 @@ export function simulate(config: SimConfig): SimResult {
       wdl.avail[index]!++
       if (wdl.have[index] === 1) continue
       link.useful++
+      if (wdl.inFlight[index] === 0) link.free++
       scheduleLink(wdl, link)
     }
   }
@@ -761,9 +788,8 @@ export function simulate(config: SimConfig): SimResult {
   }
   let nextSample = timelineMs > 0 ? 0 : Number.POSITIVE_INFINITY
   let nextProgress = 0
-  for (;;) {
-    const ev = queue.pop()
-    if (ev === undefined) break
+  while (queue.next()) {
+    const ev = queue
     while (ev.t >= nextSample) {
       sample(nextSample)
       nextSample += timelineMs
