@@ -21,6 +21,7 @@ import {
   SizeInvalidError,
 } from '../../../protocol/src/index.js'
 import { followSignal } from '../../../protocol/src/abort.js'
+import { suppliedOrNew } from '../../../protocol/src/p2p/piece-buffers.js'
 import { choosePieceSize } from '../../../protocol/src/piece-map.js'
 import { bitBytes, countBits, getBit, withBit } from './bits.js'
 import {
@@ -924,11 +925,7 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
             }
             while (position < until) {
               const len = Math.min(chunkBytes, until - position)
-              const supplied = options.allocate?.(len)
-              const buf =
-                supplied instanceof Uint8Array && supplied.byteLength === len
-                  ? supplied
-                  : Buffer.allocUnsafe(len)
+              const buf = suppliedOrNew(options.allocate, len)
               let filled = 0
               while (filled < len) {
                 const { bytesRead } = await fh.read(buf, filled, len - filled, position + filled)

@@ -5,6 +5,7 @@
 import { Bitfield } from '../bitfield.js'
 import type { Digest } from '../digest.js'
 import { pieceCountFor, type SignedPieceMap } from '../piece-map.js'
+import { suppliedOrNew } from './piece-buffers.js'
 import type { PieceSource, PieceSourceStat } from './piece-source.js'
 
 /** A PieceSource whose contents the caller sets. */
@@ -93,13 +94,9 @@ export function createMemoryPieceSource(init: { chunkBytes?: number } = {}): Mem
       try {
         for (let off = start; off < end; off += chunkBytes) {
           const part = held.bytes.subarray(off, Math.min(end, off + chunkBytes))
-          const supplied = options.allocate?.(part.byteLength)
-          if (supplied instanceof Uint8Array && supplied.byteLength === part.byteLength) {
-            supplied.set(part)
-            yield supplied
-          } else {
-            yield part.slice()
-          }
+          const chunk = suppliedOrNew(options.allocate, part.byteLength)
+          chunk.set(part)
+          yield chunk
         }
       } finally {
         open--

@@ -36,6 +36,22 @@ export interface PieceBufferPool {
   stats(): { idle: number; idleBytes: number; reused: number; allocated: number }
 }
 
+/**
+ * The memory for `length` bytes: what `allocate` (PieceFetchOptions.allocate, a
+ * PieceSource's readRange option) supplies when it is a Uint8Array of exactly that
+ * length, otherwise a new buffer.
+ */
+export function suppliedOrNew(
+  allocate: ((length: number) => Uint8Array) | undefined,
+  length: number,
+): Uint8Array {
+  if (allocate !== undefined) {
+    const supplied = allocate(length)
+    if (supplied instanceof Uint8Array && supplied.byteLength === length) return supplied
+  }
+  return Buffer.allocUnsafe(length)
+}
+
 /** Creates a bounded pool of piece buffers. */
 export function createPieceBufferPool(init: PieceBufferPoolInit): PieceBufferPool {
   const maxBuffers = init.maxBuffers

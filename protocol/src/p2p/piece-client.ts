@@ -24,6 +24,7 @@ import type { SignedPieceMap } from '../piece-map.js'
 import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import { PeerRefusedError, PieceUnavailableError } from './errors.js'
 import { createLaneDialer, type LaneDialer, LaneStream } from './lane.js'
+import { suppliedOrNew } from './piece-buffers.js'
 import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 
 /** Where to reach a peer: its id (addresses from the peer store) or addresses. */
@@ -208,15 +209,6 @@ function closedUnanswered(err: unknown, channel: Channel, receivedBefore: number
   return name === 'StreamResetError' || name === 'StreamStateError' || name === 'StreamClosedError'
 }
 
-/** The caller's memory for a piece of `length` bytes when it fits, or a new buffer. */
-function pieceTarget(allocate: ((length: number) => Uint8Array) | undefined, length: number): Uint8Array {
-  if (allocate !== undefined) {
-    const supplied = allocate(length)
-    if (supplied instanceof Uint8Array && supplied.byteLength === length) return supplied
-  }
-  return Buffer.allocUnsafe(length)
-}
-
 /** Creates a piece client over a libp2p node. */
 export function createPieceClient(
   components: PieceClientComponents,
@@ -391,18 +383,16 @@ export function createPieceClient(
               )
             }
             // Copied into place as the bytes arrive: one copy, no list of chunks held per piece.
-            const bytes = pieceTarget(options.allocate, header.length)
-            if (options.sha256 === true) {
-              const hash = createHash('sha256')
-              const onCopied = (part: Uint8Array): void => {
-                hash.update(part)
-              }
-              await reader.readInto(bytes, { signal, onProgress: progress, onCopied })
-              yield { index: want.index, bytes, sha256: hash.digest('hex') }
-            } else {
-              await reader.readInto(bytes, { signal, onProgress: progress })
-              yield { index: want.index, bytes }
-            }
+            const bytes = suppliedOrNew(options.allocate, header.length)
+            const hash = options.sha256 === true ? createHash('sha256') : undefined
+            await reader.readInto(bytes, {
+              signal,
+              onProgress: progress,
+              ...(hash === undefined ? {} : { onCopied: (part: Uint8Array) => void hash.update(part) }),
+            })
+            yield hash === undefined
+              ? { index: want.index, bytes }
+              : { index: want.index, bytes, sha256: hash.digest('hex') }
           }
         },
       )
