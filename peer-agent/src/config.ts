@@ -174,7 +174,7 @@ export const agentConfigSchema = z.strictObject({
     .positive()
     .default(SECOND_MS)
     .describe(
-      'how often a download asks each peer that is still downloading which pieces it holds, in milliseconds',
+      'how often a download asks a peer that is still downloading which pieces it holds, for peers whose pieces cannot be watched (an agent without have watches; the others push what they gain), in milliseconds',
     ),
   swarmMaxPeers: z
     .number()

@@ -5,23 +5,53 @@
  */
 import type { Digest } from '../../protocol/src/digest.js'
 import type { SignedPieceMap } from '../../protocol/src/piece-map.js'
-import type { PieceSource } from '../../protocol/src/p2p/index.js'
+import type { PieceSource, PieceWatcher } from '../../protocol/src/p2p/index.js'
 import type { BlobCache } from './cache/index.js'
 
 /**
  * The PieceSource the agent's piece server reads: `cache`, and when `pieceMaps` is given
  * the signed piece maps it returns (served on PIECE_MAP_PROTOCOL; receivers verify them
- * against the seed's peer id).
+ * against the seed's peer id). Have watchers are told of the cache's stored pieces
+ * through one listener per cache event, not one per watcher.
  */
 export function cachePieceSource(
-  cache: Pick<BlobCache, 'stat' | 'hasPiece' | 'bitfield' | 'readRange'>,
+  cache: Pick<BlobCache, 'stat' | 'hasPiece' | 'bitfield' | 'readRange' | 'events'>,
   pieceMaps?: { get(digest: Digest): SignedPieceMap | undefined | Promise<SignedPieceMap | undefined> },
 ): PieceSource {
+  const watchers = new Map<Digest, Set<PieceWatcher>>()
+  const onPiece = (e: { digest: Digest; index: number }): void => {
+    for (const w of watchers.get(e.digest) ?? []) w.piece(e.index)
+  }
+  const onGone = (e: { digest: Digest }): void => {
+    for (const w of watchers.get(e.digest) ?? []) w.gone()
+  }
+  function listen(on: boolean): void {
+    if (on) {
+      cache.events.on('piece', onPiece)
+      cache.events.on('evicted', onGone)
+      cache.events.on('discarded', onGone)
+    } else {
+      cache.events.off('piece', onPiece)
+      cache.events.off('evicted', onGone)
+      cache.events.off('discarded', onGone)
+    }
+  }
   const source: PieceSource = {
     stat: (digest) => cache.stat(digest),
     hasPiece: (digest, index) => cache.hasPiece(digest, index),
     bitfield: (digest) => cache.bitfield(digest),
     readRange: (digest, start, end, options) => cache.readRange(digest, start, end, options),
+    watch(digest, watcher) {
+      if (watchers.size === 0) listen(true)
+      const set = watchers.get(digest) ?? new Set()
+      watchers.set(digest, set)
+      set.add(watcher)
+      return () => {
+        if (!set.delete(watcher) || set.size > 0) return
+        watchers.delete(digest)
+        if (watchers.size === 0) listen(false)
+      }
+    },
   }
   if (pieceMaps) source.signedPieceMap = (digest) => pieceMaps.get(digest)
   return source

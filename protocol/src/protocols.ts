@@ -7,6 +7,13 @@
 export const PIECES_PROTOCOL = '/shoal/pieces/1.0.0'
 /** What a peer holds of a blob: a HaveRequest answered by a HaveReply with a bitfield. */
 export const HAVE_PROTOCOL = '/shoal/have/1.0.0'
+/**
+ * What a peer holds of a blob, kept up to date: a HaveRequest answered by a HaveReply,
+ * then a HaveUpdate whenever the peer gains pieces, until it holds them all (it then
+ * ends the stream) or the watcher closes it. Pushed instead of polled: a swarm asking
+ * every peer every second what it holds spent a tenth of its agents' CPU on it.
+ */
+export const HAVE_WATCH_PROTOCOL = '/shoal/have-watch/1.0.0'
 /** The signed piece map of a blob: a PieceMapRequest answered by a PieceMapReply. */
 export const PIECE_MAP_PROTOCOL = '/shoal/piece-map/1.0.0'
 /**
@@ -18,4 +25,10 @@ export const LANE_PROTOCOL = '/shoal/lane/2.0.0'
 export const KAD_PROTOCOL = '/shoal/kad/1.0.0'
 
 /** Every shoal stream protocol (not the DHT). */
-export const SHOAL_PROTOCOLS = [PIECES_PROTOCOL, HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, LANE_PROTOCOL] as const
+export const SHOAL_PROTOCOLS = [
+  PIECES_PROTOCOL,
+  HAVE_PROTOCOL,
+  HAVE_WATCH_PROTOCOL,
+  PIECE_MAP_PROTOCOL,
+  LANE_PROTOCOL,
+] as const

@@ -18,7 +18,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { digestOf } from '../../protocol/src/index.js'
 import { decodeMessage, encodeMessage, type Message } from '../../protocol/src/messages/index.js'
 import { createP2PNode, type P2PNode } from '../../protocol/src/p2p/index.js'
-import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../../protocol/src/protocols.js'
+import {
+  HAVE_PROTOCOL,
+  HAVE_WATCH_PROTOCOL,
+  PIECE_MAP_PROTOCOL,
+  PIECES_PROTOCOL,
+} from '../../protocol/src/protocols.js'
 import { buildTestImage, getBlob, getManifest, pushImage, type TestImage } from '../helpers/images.js'
 import { createCleanup, createTempDir, removeTempDir, requireBinaries } from '../helpers/processes.js'
 import { type ShoalService, startShoalRegistry, startShoalService } from '../helpers/shoal.js'
@@ -227,7 +232,7 @@ describe('garbage on every libp2p protocol and HTTP endpoint', () => {
       },
     ]
     for (const target of [seedAddr, agentAddr]) {
-      for (const protocol of [PIECES_PROTOCOL, HAVE_PROTOCOL, PIECE_MAP_PROTOCOL]) {
+      for (const protocol of [PIECES_PROTOCOL, HAVE_PROTOCOL, HAVE_WATCH_PROTOCOL, PIECE_MAP_PROTOCOL]) {
         for (const { name, chunks } of malformed) {
           const what = `${name} on ${protocol} to ${target === seedAddr ? 'the seed' : 'the agent'}`
           if (protocol === PIECES_PROTOCOL && name === 'trailing bytes') continue
@@ -244,7 +249,7 @@ describe('garbage on every libp2p protocol and HTTP endpoint', () => {
           await exchange(target, protocol, [
             protocol === PIECES_PROTOCOL
               ? frame([1, ...missing, 0, 1, 0, 0, 0, 0])
-              : frame([protocol === HAVE_PROTOCOL ? 2 : 6, ...missing]),
+              : frame([protocol === PIECE_MAP_PROTOCOL ? 6 : 2, ...missing]),
           ]),
         )
         expect(answer.length, `missing blob on ${protocol}`).toBeGreaterThan(0)

@@ -70,6 +70,13 @@ describe('swarm: ten agents, one blob', () => {
       expect(
         await metricValue(agent.metrics, 'shoal_agent_p2p_streams_opened_total', { transport: 'libp2p' }),
       ).toBe(0)
+      // What the other agents gained was pushed to it over have watches.
+      expect(
+        await metricValue(agent.metrics, 'shoal_agent_swarm_have_watches_total', { outcome: 'followed' }),
+      ).toBeGreaterThan(0)
+      expect(
+        await metricValue(agent.metrics, 'shoal_agent_swarm_have_watches_total', { outcome: 'fell-back' }),
+      ).toBe(0)
     }
     expect(fromPeers + fromSeed).toBe(AGENTS * SIZE)
     expect(fromPeers).toBeGreaterThan(fromSeed)

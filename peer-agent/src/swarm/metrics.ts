@@ -26,6 +26,7 @@ export interface SwarmMetrics {
   uploadedBytes: Counter
   /** Piece requests whose upload was spent for nothing, by reason (WasteReason). */
   wastedRequests: Counter<'reason'>
+  haveWatches: Counter<'outcome'>
   /** libp2p connections opened, by direction (inbound, outbound). */
   connectionsOpened: Counter<'direction'>
   /** libp2p connections closed, by direction; against opened, this shows churn. */
@@ -74,6 +75,11 @@ export function createSwarmMetrics(registry: Registry, activeUploads: () => numb
       'shoal_agent_swarm_wasted_requests_total',
       'Piece requests whose upload was spent for nothing, by reason (duplicate, superseded, slow, timeout).',
       ['reason'],
+    ),
+    haveWatches: counter(
+      'shoal_agent_swarm_have_watches_total',
+      'Have watches of other agents ended, by outcome (followed: to the peer holding every piece or the download ending; fell-back: failed or ended early, the peer was asked instead).',
+      ['outcome'],
     ),
     connectionsOpened: counter(
       'shoal_agent_p2p_connections_opened_total',

@@ -38,7 +38,7 @@ import type { PieceMapStore } from './piece-maps.js'
 /** Collaborators of the swarm source. */
 export interface SwarmBlobSourceComponents {
   cache: BlobCache
-  client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'>
+  client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> & Partial<Pick<PieceClient, 'watchHave'>>
   maps: Pick<PieceMapStore, 'get' | 'seedPeerId'>
   router: ContentRouter & { originAllowed?(digest: Digest): boolean }
   /** This agent's peer id (never returned as a peer). */
@@ -110,17 +110,20 @@ export function createSwarmBlobSource(
   const firstCopyUploads = new Map<Digest, Uint8Array>()
   let stopping = false
 
-  const gatedClient: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> = {
-    fetchHave: (target, digest, options) => components.client.fetchHave(target, digest, options),
-    fetchPiece(target, digest, index, options) {
-      const who = targets.get(target as object)
-      // The tracker rations the origin: without a slot the seed is treated as busy.
-      if (who?.seed && router.originAllowed?.(digest) === false) {
-        return Promise.reject(new PieceUnavailableError('busy'))
-      }
-      return components.client.fetchPiece(target, digest, index, options)
-    },
-  }
+  const watchHave = components.client.watchHave?.bind(components.client)
+  const gatedClient: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> & Partial<Pick<PieceClient, 'watchHave'>> =
+    {
+      fetchHave: (target, digest, options) => components.client.fetchHave(target, digest, options),
+      ...(watchHave === undefined ? {} : { watchHave }),
+      fetchPiece(target, digest, index, options) {
+        const who = targets.get(target as object)
+        // The tracker rations the origin: without a slot the seed is treated as busy.
+        if (who?.seed && router.originAllowed?.(digest) === false) {
+          return Promise.reject(new PieceUnavailableError('busy'))
+        }
+        return components.client.fetchPiece(target, digest, index, options)
+      },
+    }
 
   const downloads: DownloadManager = createDownloadManager({
     cache,
@@ -196,6 +199,9 @@ export function createSwarmBlobSource(
         log?.trace({ digest, index, peer: peer.id, source }, 'piece stored')
         metrics.pieces.inc({ source })
         metrics.pieceBytes.inc({ source }, bytes)
+      },
+      onHaveWatch(outcome) {
+        metrics.haveWatches.inc({ outcome })
       },
       onWaste(peer, index, reason) {
         log?.trace({ digest, index, peer: peer.id, reason }, 'piece request wasted')

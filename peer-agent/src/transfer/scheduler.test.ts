@@ -420,6 +420,89 @@ describe('downloadBlob', () => {
     expect(c.has(map.digest)).toBe(true)
   })
 
+  it('follows what a downloading peer gains over a have watch, without asking it again', async () => {
+    const { bytes, map } = blob(4)
+    const swarm = fakeSwarm(bytes, map, { watch: true })
+    const growing = swarm.peer('growing', [0])
+    const complete = swarm.peer('complete', [0, 1, 2, 3])
+    const c = await cache()
+    const done = downloadBlob(
+      { cache: c, client: swarm.client },
+      {
+        map,
+        // A have query would come a minute late: only the watch can tell of pieces 1-3.
+        findPeers: async () => [growing, { ...complete, has: Bitfield.full(4) }],
+        haveRefreshMs: 60_000,
+        seed: 5,
+      },
+    )
+    complete.busy = true
+    const deadline = Date.now() + 5_000
+    while (!c.hasPiece(map.digest, 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    for (const i of [1, 2, 3]) growing.holds.add(i)
+    await done
+    expect(c.has(map.digest)).toBe(true)
+    expect(growing.requests.sort()).toEqual([0, 1, 2, 3])
+    expect(swarm.haveQueries).toBe(0)
+    // Watched: the growing peer; not the one handed out complete.
+    expect(swarm.watches).toBe(1)
+    expect(swarm.openWatches).toBe(0)
+  })
+
+  it('asks a peer that cannot be watched what it holds instead', async () => {
+    const { bytes, map } = blob(4)
+    const swarm = fakeSwarm(bytes, map, { watch: true })
+    const old = swarm.peer('old', [0])
+    old.watch = 'unsupported'
+    const c = await cache()
+    const done = downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [old], haveRefreshMs: 50, seed: 6 },
+    )
+    const deadline = Date.now() + 5_000
+    while (!c.hasPiece(map.digest, 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    for (const i of [1, 2, 3]) old.holds.add(i)
+    const result = await done
+    expect(c.has(map.digest)).toBe(true)
+    expect(result.droppedPeers).toEqual([])
+    expect(swarm.watches).toBe(1)
+    expect(swarm.haveQueries).toBeGreaterThan(0)
+  })
+
+  it('watches a peer again that held nothing yet when first watched', async () => {
+    const { bytes, map } = blob(4)
+    const swarm = fakeSwarm(bytes, map, { watch: true })
+    const late = swarm.peer('late', [])
+    const c = await cache()
+    const done = downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [late], haveRefreshMs: 50, seed: 9 },
+    )
+    while (swarm.watches === 0) await new Promise((r) => setTimeout(r, 10))
+    for (const i of [0, 1, 2, 3]) late.holds.add(i)
+    await done
+    expect(c.has(map.digest)).toBe(true)
+    expect(swarm.watches).toBeGreaterThanOrEqual(2)
+    expect(swarm.haveQueries).toBe(0)
+  })
+
+  it('drops a peer whose watch answers the bitfield of another layout', async () => {
+    const { bytes, map } = blob(6)
+    const swarm = fakeSwarm(bytes, map, { watch: true })
+    const odd = swarm.peer('odd', map.pieces.keys())
+    odd.watch = 'wrong-length'
+    const honest = swarm.peer('honest', map.pieces.keys())
+    const c = await cache()
+    const result = await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [odd, honest], seed: 7 },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    expect(result.droppedPeers).toContain('odd')
+    expect(odd.requests).toEqual([])
+    expect(swarm.openWatches).toBe(0)
+  })
+
   /**
    * A download that holds 25 of 40 pieces, with ten peers that hold 20 each (pieces
    * 20..39) and answer one request at a time after 20 ms: it is ahead of its peers.
@@ -636,66 +719,71 @@ describe('downloadBlob over libp2p', () => {
     for (const c of cleanups.splice(0).reverse()) await c()
   })
 
-  it('lets two leechers share pieces while both are still downloading', async () => {
-    const { bytes, map } = blob(48)
-    const nodes = []
-    for (let n = 0; n < 3; n++) {
-      const root = await mkdtemp(join(tmpdir(), 'shoal-sched-p2p-'))
-      const cache = createBlobCache({}, { root, quotaBytes: 1 << 30, durable: false })
-      await cache.start()
-      const node = await createP2PNode({})
-      await node.start()
-      // The seed is slow, so the leechers have reason to ask each other.
-      const server = createPieceServer(
-        { libp2p: node.libp2p, source: cachePieceSource(cache) },
-        n === 0 ? { uploadBytesPerSecond: 256 * 1024 } : {},
-      )
-      await server.start()
-      const client = createPieceClient({ libp2p: node.libp2p })
-      cleanups.push(async () => {
-        await server.stop()
-        await node.stop()
-        await cache.stop()
-        await rm(root, { recursive: true, force: true })
+  // With have queries every 100 ms, and with only the have watches (a query would come
+  // ten minutes late).
+  it.each([100, 600_000])(
+    'lets two leechers share pieces while both are still downloading (have queries every %i ms)',
+    async (haveRefreshMs) => {
+      const { bytes, map } = blob(48)
+      const nodes = []
+      for (let n = 0; n < 3; n++) {
+        const root = await mkdtemp(join(tmpdir(), 'shoal-sched-p2p-'))
+        const cache = createBlobCache({}, { root, quotaBytes: 1 << 30, durable: false })
+        await cache.start()
+        const node = await createP2PNode({})
+        await node.start()
+        // The seed is slow, so the leechers have reason to ask each other.
+        const server = createPieceServer(
+          { libp2p: node.libp2p, source: cachePieceSource(cache) },
+          n === 0 ? { uploadBytesPerSecond: 256 * 1024 } : {},
+        )
+        await server.start()
+        const client = createPieceClient({ libp2p: node.libp2p })
+        cleanups.push(async () => {
+          await server.stop()
+          await node.stop()
+          await cache.stop()
+          await rm(root, { recursive: true, force: true })
+        })
+        nodes.push({
+          cache,
+          node,
+          server,
+          client,
+          peer: { id: node.peerId.toString(), target: node.getMultiaddrs() },
+        })
+      }
+      const [seed, one, two] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]]
+      await seed.cache.putBlob(map.digest, map.size, [bytes] as unknown as AsyncIterable<Uint8Array>, {
+        layout: map,
       })
-      nodes.push({
-        cache,
-        node,
-        server,
-        client,
-        peer: { id: node.peerId.toString(), target: node.getMultiaddrs() },
-      })
-    }
-    const [seed, one, two] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]]
-    await seed.cache.putBlob(map.digest, map.size, [bytes] as unknown as AsyncIterable<Uint8Array>, {
-      layout: map,
-    })
-    const pools = [poisoningPool(), poisoningPool()]
-    const results = await Promise.all(
-      [one, two].map((me, k) =>
-        downloadBlob(
-          // Real piece client, real cache, pooled buffers overwritten when given back.
-          { cache: me.cache, client: me.client, pieceBuffers: pools[k] },
-          {
-            map,
-            findPeers: async () => [seed.peer, k === 0 ? two.peer : one.peer],
-            haveRefreshMs: 100,
-            seed: 10 + k,
-          },
+      const pools = [poisoningPool(), poisoningPool()]
+      const results = await Promise.all(
+        [one, two].map((me, k) =>
+          downloadBlob(
+            // Real piece client, real cache, pooled buffers overwritten when given back.
+            { cache: me.cache, client: me.client, pieceBuffers: pools[k] },
+            {
+              map,
+              findPeers: async () => [seed.peer, k === 0 ? two.peer : one.peer],
+              haveRefreshMs,
+              seed: 10 + k,
+            },
+          ),
         ),
-      ),
-    )
-    expect(one.cache.has(map.digest) && two.cache.has(map.digest)).toBe(true)
-    const fromSeed = results.reduce((sum, r) => sum + (r.bytesByPeer.get(seed.peer.id) ?? 0), 0)
-    const fromLeechers = results.reduce(
-      (sum, r, k) => sum + (r.bytesByPeer.get((k === 0 ? two : one).peer.id) ?? 0),
-      0,
-    )
-    expect(fromSeed + fromLeechers).toBe(2 * map.size)
-    expect(fromLeechers).toBeGreaterThan(0)
-    for (const pool of pools) {
-      expect(pool.counts.unexpected).toBe(0)
-      expect(pool.counts.given).toBeGreaterThan(0)
-    }
-  })
+      )
+      expect(one.cache.has(map.digest) && two.cache.has(map.digest)).toBe(true)
+      const fromSeed = results.reduce((sum, r) => sum + (r.bytesByPeer.get(seed.peer.id) ?? 0), 0)
+      const fromLeechers = results.reduce(
+        (sum, r, k) => sum + (r.bytesByPeer.get((k === 0 ? two : one).peer.id) ?? 0),
+        0,
+      )
+      expect(fromSeed + fromLeechers).toBe(2 * map.size)
+      expect(fromLeechers).toBeGreaterThan(0)
+      for (const pool of pools) {
+        expect(pool.counts.unexpected).toBe(0)
+        expect(pool.counts.given).toBeGreaterThan(0)
+      }
+    },
+  )
 })

@@ -1,5 +1,6 @@
 /**
- * Downloads one blob from the swarm into the cache: asks peers what they hold, keeps a
+ * Downloads one blob from the swarm into the cache: watches what peers hold (or asks
+ * them again and again, when they cannot be watched), keeps a
  * few piece requests in flight per peer (choice by the piece picker: streaming window,
  * rarest first, endgame), checks every piece's sha256 against the piece map before it
  * is stored, bans a peer that sends a bad piece, drops peers that keep failing, and
@@ -39,7 +40,10 @@ export interface SwarmPeer {
    * peer can give, with `originRequests` slots and no endgame duplicates, to spare it.
    */
   origin?: boolean
-  /** What the peer holds, when known (a tracker hand-out); asked over HAVE_PROTOCOL otherwise. */
+  /**
+   * What the peer holds, when known (a tracker hand-out); watched over
+   * HAVE_WATCH_PROTOCOL (or asked over HAVE_PROTOCOL) otherwise.
+   */
   has?: Bitfield
 }
 
@@ -58,7 +62,13 @@ export interface DownloadResult {
 /** The collaborators of a download. */
 export interface DownloadComponents {
   cache: Pick<BlobCache, 'open' | 'writePiece' | 'hasPiece' | 'complete' | 'pin' | 'unpin'>
-  client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'>
+  /**
+   * `watchHave`, when given, keeps each agent's bitfield up to date as it gains pieces
+   * (one stream per peer for the whole download) instead of `fetchHave` asked every
+   * `haveRefreshMs`; a peer whose watch fails or ends early (an older agent, a lost
+   * blob) is asked with `fetchHave` from then on.
+   */
+  client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> & Partial<Pick<PieceClient, 'watchHave'>>
   /**
    * Buffers pieces are read into, each given back once nothing can read it any more:
    * after its sha256 check failed, after it turned out a duplicate, or after
@@ -147,7 +157,8 @@ export interface DownloadInit {
   /** How long to leave a peer alone after it answered busy. @default 1000 */
   busyBackoffMs?: number
   /**
-   * How often to re-ask a peer with an incomplete bitfield what it holds. A peer known to
+   * How often to re-ask a peer with an incomplete bitfield what it holds, when it cannot
+   * be watched (DownloadComponents.client.watchHave). A peer known to
    * hold at least HAVE_REFRESH_SPARE pieces not yet held or asked of it is re-asked only
    * every HAVE_REFRESH_SLOW_FACTOR times this: there is work to ask it for already, and
    * have exchanges are a tenth of an agent's CPU during a pull (docs/BENCHMARKS.md).
@@ -195,6 +206,12 @@ export interface DownloadInit {
    * it sent of it, so a swarm that wastes much of its upload is asking too much at once.
    */
   onWaste?: (peer: SwarmPeer, index: number, reason: WasteReason) => void
+  /**
+   * Called when a have watch ends: 'followed' when it ran until the peer held every
+   * piece or the download or the peer was done with it, 'fell-back' when it failed or
+   * the peer ended it early and the peer is asked with have queries instead.
+   */
+  onHaveWatch?: (outcome: 'followed' | 'fell-back') => void
 }
 
 /** Why a piece request's upload was wasted (DownloadOptions.onWaste). */
@@ -219,7 +236,12 @@ interface PeerState {
   dropped: boolean
   busyUntil: number
   lastHaveAt: number
+  /** A have query, or a watch's first reply, is awaited. */
   refreshing: boolean
+  /** Ends the peer's have watch; set while one runs. */
+  watch: AbortController | undefined
+  /** Its watch failed or ended early: it is asked with fetchHave instead. */
+  unwatchable: boolean
   addedAt: number
   /** When a peer dropped for recoverable failures may be taken back; 0 when never. */
   retryAt: number
@@ -343,6 +365,7 @@ export async function downloadBlob(
   function drop(state: PeerState, why: string, recoverable = false): void {
     if (state.dropped) return
     state.dropped = true
+    state.watch?.abort(new Error('peer dropped'))
     state.retryAt = recoverable ? Date.now() + Math.min(peerRetryMs * 2 ** state.drops, MAX_PEER_RETRY_MS) : 0
     if (recoverable) state.drops++
     result.droppedPeers.push(state.peer.id)
@@ -411,6 +434,72 @@ export async function downloadBlob(
     }
   }
 
+  /**
+   * Follows what `state`'s peer holds over a have watch until the peer holds every
+   * piece, the watch fails, or the peer is dropped or the download ends; from a watch
+   * that failed or ended early on, the peer is asked with fetchHave (refreshHave).
+   */
+  async function watch(state: PeerState): Promise<void> {
+    const watchHave = client.watchHave
+    if (watchHave === undefined) return
+    const controller = new AbortController()
+    state.watch = controller
+    state.refreshing = true
+    let answered = false
+    try {
+      const events = watchHave(state.peer.target, digest, {
+        signal: AbortSignal.any([signal, controller.signal]),
+      })
+      for await (const event of events) {
+        if (state.dropped) break
+        if ('bitfield' in event) {
+          const bits = event.bitfield
+          if (bits !== undefined && bits.length !== count) {
+            drop(state, `bitfield of ${bits.length} pieces for a map of ${count}`)
+            break
+          }
+          setHas(state, bits)
+        } else if (state.has !== undefined) {
+          for (const index of event.gained) {
+            if (state.has.get(index)) continue
+            state.has.set(index)
+            availability[index]!++
+          }
+        }
+        if (!answered) {
+          answered = true
+          state.refreshing = false
+        }
+        state.lastHaveAt = Date.now()
+        notify()
+      }
+      // Ended by the peer with part of the blob: it cannot follow it (a source that
+      // cannot be watched, or it lost the blob). One that holds none of it yet (a peer
+      // that announced itself before it began) is watched again later.
+      if (!state.dropped && state.has !== undefined && !state.has.isComplete()) state.unwatchable = true
+    } catch (err) {
+      if (!signal.aborted && !controller.signal.aborted) {
+        state.unwatchable = true
+        log?.debug({ err, peer: state.peer.id, digest }, 'have watch failed: asking the peer instead')
+      }
+    } finally {
+      init.onHaveWatch?.(state.unwatchable ? 'fell-back' : 'followed')
+      if (state.watch === controller) state.watch = undefined
+      state.refreshing = false
+      // A watch that never answered counts as a have query that did not: the next one
+      // waits haveRefreshMs.
+      if (!answered) state.lastHaveAt = Date.now()
+      notify()
+    }
+  }
+
+  /** Learns what `state`'s peer holds: a have watch where it can, a have query otherwise. */
+  function askHave(state: PeerState): void {
+    if (state.watch !== undefined || state.refreshing) return
+    if (client.watchHave !== undefined && !state.unwatchable && !state.peer.origin) void watch(state)
+    else void refreshHave(state)
+  }
+
   async function searchPeers(): Promise<void> {
     searching = true
     lastSearch = Date.now()
@@ -435,6 +524,8 @@ export async function downloadBlob(
           busyUntil: 0,
           lastHaveAt: 0,
           refreshing: false,
+          watch: undefined,
+          unwatchable: false,
           addedAt: Date.now(),
           retryAt: 0,
           drops: 0,
@@ -444,8 +535,10 @@ export async function downloadBlob(
           // What the tracker said the peer holds saves a round trip; it is refreshed later.
           setHas(state, peer.has.clone())
           state.lastHaveAt = Date.now()
+          // Kept up to date from here on by a watch (its first reply replaces this).
+          if (!state.has?.isComplete()) askHave(state)
         } else {
-          void refreshHave(state)
+          askHave(state)
         }
       }
     } catch (err) {
@@ -538,6 +631,8 @@ export async function downloadBlob(
           state.busyUntil = Date.now() + busyBackoffMs
           lastBusy = Date.now()
         } else if (err.status === 'not-found') {
+          // The peer lost the blob: a watch of it is over, what it holds is asked anew.
+          state.watch?.abort(new Error('peer lost the blob'))
           setHas(state, undefined)
         } else if (state.peer.origin) {
           // The origin holds everything; not-held means another agent got this piece
@@ -611,6 +706,7 @@ export async function downloadBlob(
       state.retryAt = 0
       state.failures = 0
       state.lastHaveAt = 0
+      state.unwatchable = false
       state.addedAt = now
       log?.debug({ peer: state.peer.id, digest, drops: state.drops }, 'took a dropped peer back')
     }
@@ -660,7 +756,8 @@ export async function downloadBlob(
       if (state.dropped || state.busyUntil > now) continue
       if (state.peer.origin && othersPending) continue
       if (state.has === undefined) {
-        if (!state.refreshing && now - state.lastHaveAt >= haveRefreshMs) void refreshHave(state)
+        if (!state.refreshing && state.watch === undefined && now - state.lastHaveAt >= haveRefreshMs)
+          askHave(state)
         continue
       }
       const peerHas = state.has
@@ -697,7 +794,13 @@ export async function downloadBlob(
       // also while we are fetching from it, or the pieces it gained stay unknown here
       // (fewer requests in flight, and the origin asked for what the swarm has); less
       // often while what it is known to hold still leaves work to ask it for.
-      if (!state.refreshing && !state.has.isComplete() && haveRefreshDue(state, now)) void refreshHave(state)
+      if (
+        !state.refreshing &&
+        state.watch === undefined &&
+        !state.has.isComplete() &&
+        haveRefreshDue(state, now)
+      )
+        askHave(state)
     }
     for (const index of sought) if (have.get(index) || agentHolds(index)) sought.delete(index)
     const interval = live === 0 ? Math.min(1_000, peerSearchIntervalMs) : peerSearchIntervalMs

@@ -3,7 +3,14 @@ import { Bitfield } from '../bitfield.js'
 import { digestOf } from '../digest.js'
 import { signPieceMap } from '../piece-map.js'
 import { chunked, peerKeyFixture, pieceMapFixture, pseudoRandomBytes } from '../testing/fixtures.js'
-import { decodeMessage, encodeMessage, expectMessage, MAX_PIECES_PER_REQUEST, type Message } from './codec.js'
+import {
+  decodeMessage,
+  encodeMessage,
+  expectMessage,
+  MAX_HAVE_UPDATE_INDEXES,
+  MAX_PIECES_PER_REQUEST,
+  type Message,
+} from './codec.js'
 import { createMessageReader } from './reader.js'
 
 const digest = digestOf('blob')
@@ -32,6 +39,7 @@ describe('message codec', () => {
       { type: 'piece-map-request', digest },
       { type: 'piece-map-reply', status: 'ok', signed },
       { type: 'piece-map-reply', status: 'not-found' },
+      { type: 'have-update', indexes: [0, 9, 65535] },
     ]
     for (const m of messages) {
       const frame = encodeMessage(m)
@@ -52,6 +60,10 @@ describe('message codec', () => {
     expect(() => encodeMessage({ type: 'piece-header', index: 0, length: 64 << 20, status: 'ok' })).toThrow(
       RangeError,
     )
+    expect(() => encodeMessage({ type: 'have-update', indexes: [] })).toThrow(RangeError)
+    const tooMany = Array.from({ length: MAX_HAVE_UPDATE_INDEXES + 1 }, (_, i) => i)
+    expect(() => encodeMessage({ type: 'have-update', indexes: tooMany })).toThrow(RangeError)
+    expect(() => encodeMessage({ type: 'have-update', indexes: [65536] })).toThrow(RangeError)
     const long = encodeMessage({ type: 'error', code: 'internal', message: 'é'.repeat(5000) })
     expect(long.length).toBeLessThanOrEqual(4 + 5 + 1024)
   })
@@ -76,6 +88,12 @@ describe('message codec', () => {
       // trailing bytes
       Uint8Array.of(2, 1, ...new Uint8Array(32), 0),
       Uint8Array.of(7, 0, 1, 2, 3),
+      // have-update with count 0, with more indexes than allowed, short of its indexes,
+      // with an index past the largest piece count
+      Uint8Array.of(8, 0, 0),
+      Uint8Array.of(8, 0x10, 0x01, ...new Uint8Array(4 * 4097)),
+      Uint8Array.of(8, 0, 2, 0, 0, 0, 1),
+      Uint8Array.of(8, 0, 1, 0, 1, 0, 0),
     ]
     for (const c of cases)
       expect(() => decodeMessage(c), `${c}`).toThrow(expect.objectContaining({ name: 'DecodeError' }))

@@ -14,6 +14,8 @@
  * type 5 error              u16 code | u16 message length (<= MAX_ERROR_MESSAGE_BYTES) | utf-8 message
  * type 6 piece-map-request  digest
  * type 7 piece-map-reply    u8 status (0 ok, 1 not-found) | signed piece map (binary form, when ok)
+ * type 8 have-update        u16 count (1..MAX_HAVE_UPDATE_INDEXES) | u32 index * count: pieces
+ *                           the sender gained since its last have-reply or have-update
  *
  * digest = u8 algorithm (1 sha256, 2 sha512) | 32 or 64 digest bytes
  * ```
@@ -37,6 +39,8 @@ import {
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 /** Most piece indexes one piece-request may ask for. */
 export const MAX_PIECES_PER_REQUEST = 64
+/** Most piece indexes one have-update carries (a sender splits longer lists). */
+export const MAX_HAVE_UPDATE_INDEXES = 4096
 /** Longest error message text, in bytes. */
 export const MAX_ERROR_MESSAGE_BYTES = 1024
 /** Size of the length prefix of a frame. */
@@ -63,6 +67,14 @@ export interface HaveReply {
   type: 'have-reply'
   status: 'ok' | 'not-found'
   bitfield?: Bitfield
+}
+/**
+ * Pieces the sender gained since what it last said it holds (HAVE_WATCH_PROTOCOL): a
+ * watcher adds them to the bitfield of the have-reply that opened the watch.
+ */
+export interface HaveUpdate {
+  type: 'have-update'
+  indexes: number[]
 }
 /** Precedes one piece's raw bytes (`length` bytes follow when status is ok). */
 export interface PieceHeader {
@@ -98,6 +110,7 @@ export type Message =
   | ErrorReply
   | PieceMapRequest
   | PieceMapReply
+  | HaveUpdate
 
 const TYPE_CODES = {
   'piece-request': 1,
@@ -107,6 +120,7 @@ const TYPE_CODES = {
   error: 5,
   'piece-map-request': 6,
   'piece-map-reply': 7,
+  'have-update': 8,
 } as const satisfies Record<Message['type'], number>
 
 const PIECE_STATUSES: PieceStatus[] = ['ok', 'not-held', 'busy', 'not-found']
@@ -254,6 +268,16 @@ export function encodeMessage(msg: Message): Uint8Array {
       w.u16(ERROR_CODES.indexOf(msg.code)).u16(text.byteLength).bytes(text)
       break
     }
+    case 'have-update':
+      if (msg.indexes.length < 1 || msg.indexes.length > MAX_HAVE_UPDATE_INDEXES) {
+        throw new RangeError(`a have-update holds 1..${MAX_HAVE_UPDATE_INDEXES} indexes`)
+      }
+      w.u16(msg.indexes.length)
+      for (const i of msg.indexes) {
+        checkIndex(i)
+        w.u32(i)
+      }
+      break
     case 'piece-map-reply':
       if (msg.status === 'ok') {
         if (msg.signed === undefined) throw new RangeError('piece-map-reply ok needs a signed map')
@@ -336,6 +360,19 @@ export function decodeMessage(body: Uint8Array): Message {
         status === 'ok'
           ? { type: 'piece-map-reply', status, signed: decodeSignedPieceMap(r.rest()) }
           : { type: 'piece-map-reply', status }
+      break
+    }
+    case 8: {
+      const count = r.u16()
+      if (count < 1 || count > MAX_HAVE_UPDATE_INDEXES)
+        throw new DecodeError(`have-update with ${count} indexes`)
+      const indexes: number[] = []
+      for (let i = 0; i < count; i++) {
+        const index = r.u32()
+        if (index >= MAX_PIECE_COUNT) throw new DecodeError(`piece index ${index} out of range`)
+        indexes.push(index)
+      }
+      msg = { type: 'have-update', indexes }
       break
     }
     default:

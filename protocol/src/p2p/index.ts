@@ -14,6 +14,7 @@ export {
 } from './node.js'
 export {
   createPieceClient,
+  type HaveWatchEvent,
   type PeerTarget,
   type PieceClient,
   type PieceClientComponents,
@@ -43,6 +44,6 @@ export {
   type PieceServerComponents,
   type PieceServerInit,
 } from './piece-server.js'
-export type { MaybePromise, PieceSource, PieceSourceStat } from './piece-source.js'
+export type { MaybePromise, PieceSource, PieceSourceStat, PieceWatcher } from './piece-source.js'
 export { type PieceStream, sendWithBackpressure, waitDrain } from './stream-io.js'
 export { createTokenBucket, type TokenBucket, type TokenBucketInit } from './token-bucket.js'

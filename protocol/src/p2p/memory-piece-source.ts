@@ -6,7 +6,7 @@ import { Bitfield } from '../bitfield.js'
 import type { Digest } from '../digest.js'
 import { pieceCountFor, type SignedPieceMap } from '../piece-map.js'
 import { suppliedOrNew } from './piece-buffers.js'
-import type { PieceSource, PieceSourceStat } from './piece-source.js'
+import type { PieceSource, PieceSourceStat, PieceWatcher } from './piece-source.js'
 
 /** A PieceSource whose contents the caller sets. */
 export interface MemoryPieceSource extends PieceSource {
@@ -19,6 +19,10 @@ export interface MemoryPieceSource extends PieceSource {
     index: number,
     bytes: Uint8Array,
   ): void
+  /** Forgets `digest` (watchers are told it is gone). */
+  deleteBlob(digest: Digest): void
+  /** Watchers of `digest` now (to check that the server always lets go of them). */
+  watchers(digest: Digest): number
   /** Sets the signed piece map handed out for its blob. */
   putPieceMap(signed: SignedPieceMap): void
   /** Piece reads begun and not yet ended (to check that the server always ends them). */
@@ -36,7 +40,12 @@ export function createMemoryPieceSource(init: { chunkBytes?: number } = {}): Mem
   const chunkBytes = init.chunkBytes ?? 256 * 1024
   const blobs = new Map<Digest, Held>()
   const maps = new Map<Digest, SignedPieceMap>()
+  const watching = new Map<Digest, Set<PieceWatcher>>()
   let open = 0
+
+  function stored(digest: Digest, index: number): void {
+    for (const w of watching.get(digest) ?? []) w.piece(index)
+  }
 
   function layout(digest: Digest, size: number, pieceSize: number): Held {
     let held = blobs.get(digest)
@@ -58,12 +67,33 @@ export function createMemoryPieceSource(init: { chunkBytes?: number } = {}): Mem
       const held = layout(digest, bytes.byteLength, pieceSize)
       held.bytes.set(bytes)
       for (let i = 0; i < held.stat.pieceCount; i++) held.bits.set(i)
+      for (let i = 0; i < held.stat.pieceCount; i++) stored(digest, i)
     },
 
     putPiece(digest, { size, pieceSize }, index, bytes) {
       const held = layout(digest, size, pieceSize)
       held.bytes.set(bytes, index * pieceSize)
       held.bits.set(index)
+      stored(digest, index)
+    },
+
+    deleteBlob(digest) {
+      blobs.delete(digest)
+      for (const w of watching.get(digest) ?? []) w.gone()
+    },
+
+    watchers(digest) {
+      return watching.get(digest)?.size ?? 0
+    },
+
+    watch(digest, watcher) {
+      const set = watching.get(digest) ?? new Set()
+      watching.set(digest, set)
+      set.add(watcher)
+      return () => {
+        set.delete(watcher)
+        if (set.size === 0) watching.delete(digest)
+      }
     },
 
     putPieceMap(signed) {

@@ -21,7 +21,7 @@ import {
   type PieceStatus,
 } from '../messages/index.js'
 import type { SignedPieceMap } from '../piece-map.js'
-import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
+import { HAVE_PROTOCOL, HAVE_WATCH_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import { PeerRefusedError, PieceUnavailableError } from './errors.js'
 import { createLaneDialer, type LaneDialer, LaneStream } from './lane.js'
 import { suppliedOrNew } from './piece-buffers.js'
@@ -71,6 +71,12 @@ export interface PieceFetchOptions {
   sha256?: boolean
 }
 
+/**
+ * What a have watch (PieceClient.watchHave) yields: first what the peer holds (undefined
+ * when it holds nothing of the blob, and the watch ends), then the pieces it gained.
+ */
+export type HaveWatchEvent = { bitfield: Bitfield | undefined } | { gained: number[] }
+
 /** Options for createPieceClient. */
 export interface PieceClientInit {
   /**
@@ -102,7 +108,10 @@ export interface PieceClientInit {
    * @default false
    */
   lane?: boolean
-  /** Told of every stream opened (not of kept ones reused), by transport. */
+  /**
+   * Told of every stream opened for an exchange (not of kept ones reused; not of have
+   * watches, which always run on libp2p streams), by transport.
+   */
   onStreamOpened?: (transport: 'lane' | 'libp2p') => void
   logger?: Logger
 }
@@ -146,6 +155,21 @@ export interface PieceClient {
     digest: Digest,
     options?: { signal?: AbortSignal },
   ): Promise<Bitfield | undefined>
+  /**
+   * Watches which pieces of `digest` the peer holds (HAVE_WATCH_PROTOCOL, on a libp2p
+   * stream): yields its bitfield, then the pieces it gains as it stores them, and ends
+   * when the peer holds every piece, holds nothing (a bitfield of undefined), or ends
+   * the watch itself (it stopped, or lost the blob). Ending the iteration closes the
+   * watch. The first reply must come within the client's timeout; after it, only the
+   * signal ends the wait. Throws like fetchHave, a DecodeError for a gained index
+   * outside the bitfield, and libp2p's error when the peer does not speak the protocol
+   * (an older agent: ask it with fetchHave instead).
+   */
+  watchHave(
+    peer: PeerTarget,
+    digest: Digest,
+    options?: { signal?: AbortSignal },
+  ): AsyncGenerator<HaveWatchEvent>
   /**
    * Asks the peer for the signed piece map of `digest`, or undefined when it has none.
    * The map is NOT verified here: pass it to verifyPieceMap with the seed's peer id.
@@ -418,6 +442,67 @@ export function createPieceClient(
       for await (const r of replies) reply = r
       if (reply === undefined) throw new DecodeError('no reply to the have request')
       return reply.status === 'ok' ? reply.bitfield : undefined
+    },
+
+    async *watchHave(peer, digest, options = {}) {
+      // The deadline covers the stream's set-up and the first reply; it is then
+      // disposed, and the watch lasts as long as the caller's signal lets it.
+      const deadline = deadlineSignal(options.signal, timeoutMs)
+      let stream: PieceStream | undefined
+      let deadlineDisposed = false
+      const onAbort = (): void => {
+        const reason = options.signal?.reason
+        stream?.abort(reason instanceof Error ? reason : new Error('have watch aborted'))
+      }
+      options.signal?.addEventListener('abort', onAbort, { once: true })
+      // A watch the caller ended (its iteration returned) or the peer ended closes
+      // cleanly; one that failed or was aborted is reset.
+      let failed = false
+      try {
+        stream = await libp2p.dialProtocol(peer, HAVE_WATCH_PROTOCOL, { signal: deadline.signal })
+        const opened = stream
+        open.add(opened)
+        opened.addEventListener('close', () => open.delete(opened), { once: true })
+        const reader = createMessageReader(stream)
+        await sendWithBackpressure(stream, encodeMessage({ type: 'have-request', digest }), deadline.signal)
+        const first = await reader.read({ signal: deadline.signal })
+        if (first === undefined) throw new DecodeError('stream ended before the have reply')
+        const refused = refusal(first)
+        if (refused) throw refused
+        const reply = expectMessage(first, 'have-reply')
+        deadline.dispose()
+        deadlineDisposed = true
+        const bits = reply.status === 'ok' ? reply.bitfield : undefined
+        yield { bitfield: bits }
+        if (bits === undefined) return
+        const signal = options.signal ?? new AbortController().signal
+        for (;;) {
+          const msg = await reader.read({ signal })
+          if (msg === undefined) break
+          const failed = refusal(msg)
+          if (failed) throw failed
+          const update = expectMessage(msg, 'have-update')
+          for (const index of update.indexes) {
+            if (index >= bits.length) {
+              throw new DecodeError(`peer gained piece ${index} of a blob of ${bits.length} pieces`)
+            }
+          }
+          yield { gained: update.indexes }
+        }
+      } catch (err) {
+        failed = true
+        if (options.signal?.aborted) throw options.signal.reason
+        if (deadline.signal.aborted && !deadlineDisposed) throw deadline.signal.reason
+        throw err
+      } finally {
+        options.signal?.removeEventListener('abort', onAbort)
+        if (!deadlineDisposed) deadline.dispose()
+        if (stream !== undefined && stream.status === 'open') {
+          const s = stream
+          if (failed) s.abort(new Error('have watch failed'))
+          else s.close().catch(() => s.abort(new Error('close failed')))
+        }
+      }
     },
 
     async fetchPieceMap(peer, digest, options = {}) {

@@ -7,6 +7,11 @@
  *   by a piece-header and, when its status is ok, the piece's raw bytes. Pieces not
  *   held are refused (not-held / not-found); beyond the upload cap the answer is busy.
  * - HAVE_PROTOCOL: a have-request is answered with the bitfield of held pieces.
+ * - HAVE_WATCH_PROTOCOL: a have-request is answered with the bitfield, then with a
+ *   have-update of the pieces gained since (at most one per `haveUpdateIntervalMs`)
+ *   until all are held, when the server ends the stream. A source without `watch`
+ *   answers with the bitfield only. libp2p streams only: a watch lasts a whole
+ *   download and its messages are small, so it would hold a lane socket for little.
  * - PIECE_MAP_PROTOCOL (when the source has signedPieceMap): the signed piece map of a blob.
  *
  * Bytes go out in 1 MiB writes, waiting for `drain` when the muxer is full, through a
@@ -22,11 +27,12 @@ import type { Digest } from '../digest.js'
 import {
   createMessageReader,
   encodeMessage,
+  MAX_HAVE_UPDATE_INDEXES,
   type MessageReader,
   type PieceStatus,
   type WireErrorCode,
 } from '../messages/index.js'
-import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
+import { HAVE_PROTOCOL, HAVE_WATCH_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
 import type { PieceSource } from './piece-source.js'
 import {
   createLaneServer,
@@ -67,6 +73,13 @@ export interface PieceServerInit {
    * @default 30000
    */
   sendStallTimeoutMs?: number
+  /**
+   * Shortest time between two have-updates to one watcher: pieces stored in between go
+   * out together. A fast download stores hundreds of pieces a second, and a message per
+   * piece to each of a few dozen watchers would cost more than the polling it replaces.
+   * @default 100
+   */
+  haveUpdateIntervalMs?: number
   /** Inbound streams per connection and protocol. @default 64 */
   maxInboundStreams?: number
   /** Called after each piece is sent. */
@@ -126,6 +139,7 @@ export function createPieceServer(
   const requestTimeoutMs = init.requestTimeoutMs ?? 60_000
   const stallTimeoutMs = init.sendStallTimeoutMs ?? 30_000
   const maxInboundStreams = init.maxInboundStreams ?? 64
+  const haveUpdateIntervalMs = init.haveUpdateIntervalMs ?? 100
   const bucket = createTokenBucket({ ratePerSecond: init.uploadBytesPerSecond ?? 0 })
   const streams = new Set<PieceStream>()
   let active = 0
@@ -294,6 +308,89 @@ export function createPieceServer(
     }
   }
 
+  async function serveHaveWatch(stream: PieceStream): Promise<void> {
+    const reader = createMessageReader(stream)
+    const msg = await nextRequest(reader)
+    if (msg === undefined) return
+    if (msg.type !== 'have-request') throw new DecodeError(`expected have-request, got ${msg.type}`)
+    const { digest } = msg
+    // Watching starts before the bitfield is read, so no piece stored in between is
+    // missed; one already in the bitfield is not sent again.
+    let gained: number[] = []
+    let gone = false
+    let ended = false
+    let wake: (() => void) | undefined
+    const unwatch = source.watch?.(digest, {
+      piece(index) {
+        gained.push(index)
+        wake?.()
+      },
+      gone() {
+        gone = true
+        wake?.()
+      },
+    })
+    try {
+      const stat = await source.stat(digest)
+      const bits = await source.bitfield(digest)
+      if (stat === undefined || bits === undefined || stat.pieceCount === 0) {
+        await send(stream, encodeMessage({ type: 'have-reply', status: 'not-found' }))
+        return
+      }
+      const held = Bitfield.decode(bits, stat.pieceCount)
+      await send(stream, encodeMessage({ type: 'have-reply', status: 'ok', bitfield: held }))
+      if (unwatch === undefined) return
+      // The watcher ends the watch by closing its side; a message from it is an error.
+      const watcherDone = reader
+        .read({ signal: lifetime.signal })
+        .then((extra) => {
+          if (extra !== undefined) throw new DecodeError(`unexpected ${extra.type} on a have watch`)
+        })
+        .finally(() => {
+          ended = true
+          wake?.()
+        })
+      watcherDone.catch(() => {})
+      while (!held.isComplete() && !ended && !gone) {
+        const fresh: number[] = []
+        for (const index of gained) {
+          if (index < held.length && !held.get(index)) {
+            held.set(index)
+            fresh.push(index)
+          }
+        }
+        gained = []
+        if (fresh.length === 0) {
+          await new Promise<void>((resolve) => {
+            wake = resolve
+          })
+          wake = undefined
+          continue
+        }
+        for (let at = 0; at < fresh.length; at += MAX_HAVE_UPDATE_INDEXES) {
+          const indexes = fresh.slice(at, at + MAX_HAVE_UPDATE_INDEXES)
+          await send(stream, encodeMessage({ type: 'have-update', indexes }))
+        }
+        // Pieces stored within the next interval go out together.
+        if (haveUpdateIntervalMs > 0 && !held.isComplete()) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, haveUpdateIntervalMs)
+            wake = () => {
+              if (ended || gone) {
+                clearTimeout(timer)
+                resolve()
+              }
+            }
+          })
+          wake = undefined
+        }
+      }
+      if (ended) await watcherDone
+    } finally {
+      unwatch?.()
+    }
+  }
+
   async function servePieceMap(stream: PieceStream): Promise<void> {
     const reader = createMessageReader(stream)
     for (;;) {
@@ -341,6 +438,10 @@ export function createPieceServer(
         maxInboundStreams,
         runOnLimitedConnection: false,
       })
+      await libp2p.handle(HAVE_WATCH_PROTOCOL, handler(serveHaveWatch), {
+        maxInboundStreams,
+        runOnLimitedConnection: false,
+      })
       if (servesPieceMaps) {
         await libp2p.handle(PIECE_MAP_PROTOCOL, handler(servePieceMap), {
           maxInboundStreams,
@@ -366,6 +467,7 @@ export function createPieceServer(
       running = false
       await libp2p.unhandle(PIECES_PROTOCOL)
       await libp2p.unhandle(HAVE_PROTOCOL)
+      await libp2p.unhandle(HAVE_WATCH_PROTOCOL)
       if (servesPieceMaps) await libp2p.unhandle(PIECE_MAP_PROTOCOL)
       await lane?.stop()
       lane = undefined

@@ -20,6 +20,12 @@ export interface PieceSourceStat {
   pieceCount: number
 }
 
+/** Told of a blob's pieces as they are stored (PieceSource.watch). */
+export interface PieceWatcher {
+  piece(index: number): void
+  gone(): void
+}
+
 /** Holds blobs, completely or piece by piece, and reads their bytes. */
 export interface PieceSource {
   /** The layout of `digest`, or undefined when none of it is held. */
@@ -52,6 +58,14 @@ export interface PieceSource {
     end: number,
     options?: { signal?: AbortSignal; allocate?: (length: number) => Uint8Array },
   ): AsyncIterable<Uint8Array>
+  /**
+   * Tells `listener` of every piece of `digest` stored from now on (`piece`), and when
+   * what is held of it is gone (`gone`: evicted or thrown away), until the returned
+   * function is called. The piece server keeps HAVE_WATCH_PROTOCOL watchers up to date
+   * with it; a source without it (one whose blobs are complete, like the seed's) answers
+   * watchers with its bitfield once.
+   */
+  watch?(digest: Digest, listener: PieceWatcher): () => void
   /**
    * The signed piece map of `digest`, handed out on PIECE_MAP_PROTOCOL; a source without
    * this method does not serve that protocol.

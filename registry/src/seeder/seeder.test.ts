@@ -21,7 +21,12 @@ import {
   verifyPieceMap,
   MIN_PIECE_SIZE,
 } from '../../../protocol/src/piece-map.js'
-import { HAVE_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../../../protocol/src/protocols.js'
+import {
+  HAVE_PROTOCOL,
+  HAVE_WATCH_PROTOCOL,
+  PIECE_MAP_PROTOCOL,
+  PIECES_PROTOCOL,
+} from '../../../protocol/src/protocols.js'
 import { createTrackerClient } from '../../../protocol/src/tracker-client/index.js'
 // In-process tracker for the announce test (tests may compose services; code may not).
 import { parseTrackerConfig } from '../../../tracker/src/config.js'
@@ -175,7 +180,7 @@ describe('the registry as seed', () => {
     const to = addrs.map((a) => multiaddr(a))
 
     // Garbage on every protocol first: answered with an error or a reset, never a crash.
-    for (const protocol of [PIECES_PROTOCOL, HAVE_PROTOCOL, PIECE_MAP_PROTOCOL]) {
+    for (const protocol of [PIECES_PROTOCOL, HAVE_PROTOCOL, HAVE_WATCH_PROTOCOL, PIECE_MAP_PROTOCOL]) {
       for (const junk of [randomBytes(3000), Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3])]) {
         const stream = await leecher.libp2p.dialProtocol(to, protocol, { signal: AbortSignal.timeout(5_000) })
         stream.send(junk)
@@ -196,6 +201,13 @@ describe('the registry as seed', () => {
     expect(map.pieces).toHaveLength(Math.ceil(data.length / MIN_PIECE_SIZE))
     expect((await client.fetchHave(to, digest))?.isComplete()).toBe(true)
     expect(await client.fetchHave(to, digestOf('unknown'))).toBeUndefined()
+    // A watch of a blob the seed holds whole is answered once, complete, and ends.
+    const watched = []
+    for await (const event of client.watchHave(to, digest)) watched.push(event)
+    expect(watched).toHaveLength(1)
+    expect(watched[0] !== undefined && 'bitfield' in watched[0] && watched[0].bitfield?.isComplete()).toBe(
+      true,
+    )
     const parts: Buffer[] = []
     for await (const piece of client.fetchPieces(
       to,

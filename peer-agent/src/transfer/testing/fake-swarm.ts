@@ -42,6 +42,11 @@ export interface FakePeer extends SwarmPeer {
   declines?: Set<number>
   /** While true, every piece request is answered busy (all upload slots taken). */
   busy?: boolean
+  /**
+   * How its have watch goes (fakeSwarm with `watch`): 'unsupported' fails it at once, as
+   * an agent without the protocol does; 'wrong-length' answers a bitfield one piece short.
+   */
+  watch?: 'unsupported' | 'wrong-length'
 }
 
 /**
@@ -76,15 +81,49 @@ export function poisoningPool(init: PieceBufferPoolInit = { maxBuffers: 4 }) {
   }
 }
 
-/** A piece client answering from memory on behalf of fake peers. */
-export function fakeSwarm(bytes: Buffer, map: PieceMap) {
+/**
+ * A piece client answering from memory on behalf of fake peers. With `watch`, it also
+ * has `watchHave`, which notices pieces added to a peer's `holds` within 10 ms (and
+ * answers a peer that holds nothing with no bitfield).
+ */
+export function fakeSwarm(bytes: Buffer, map: PieceMap, options: { watch?: boolean } = {}) {
   const byTarget = new Map<unknown, FakePeer>()
   const peer = (id: string, holds: Iterable<number>, behaviour: FakePeer['behaviour'] = 'ok'): FakePeer => {
     const p: FakePeer = { id, target: [] as Multiaddr[], holds: new Set(holds), behaviour, requests: [] }
     byTarget.set(p.target, p)
     return p
   }
-  const client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> = {
+  const count = map.pieces.length
+  async function* watchHave(target: unknown, _digest: unknown, opts: { signal?: AbortSignal } = {}) {
+    swarm.watches++
+    swarm.openWatches++
+    try {
+      const p = byTarget.get(target)!
+      if (p.behaviour === 'fail' || p.watch === 'unsupported') throw new Error('protocol selection failed')
+      // Holding nothing, it has not begun the blob: not found, as a real agent answers.
+      if (p.holds.size === 0) {
+        yield { bitfield: undefined }
+        return
+      }
+      const bits = new Bitfield(p.watch === 'wrong-length' ? count - 1 : count)
+      const told = new Set<number>()
+      for (const i of p.holds) {
+        if (i < bits.length) bits.set(i)
+        told.add(i)
+      }
+      yield { bitfield: bits }
+      while (told.size < count) {
+        await sleep(10, opts.signal)
+        const gained = [...p.holds].filter((i) => !told.has(i))
+        for (const i of gained) told.add(i)
+        if (gained.length > 0) yield { gained }
+      }
+    } finally {
+      swarm.openWatches--
+    }
+  }
+  const client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> & Partial<Pick<PieceClient, 'watchHave'>> = {
+    ...(options.watch === true ? { watchHave: watchHave as PieceClient['watchHave'] } : {}),
     async fetchHave(target) {
       swarm.haveQueries++
       const p = byTarget.get(target)!
@@ -141,7 +180,10 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap) {
     if (p.behaviour === 'corrupt') piece[0] = piece[0]! ^ 0xff
     return piece
   }
-  /** `inFlight`: piece requests being answered now; `maxInFlight`: the most at once so far. */
-  const swarm = { peer, client, haveQueries: 0, inFlight: 0, maxInFlight: 0 }
+  /**
+   * `inFlight`: piece requests being answered now; `maxInFlight`: the most at once so
+   * far; `watches`: have watches begun; `openWatches`: of those, the ones not yet ended.
+   */
+  const swarm = { peer, client, haveQueries: 0, inFlight: 0, maxInFlight: 0, watches: 0, openWatches: 0 }
   return swarm
 }
