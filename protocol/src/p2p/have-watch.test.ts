@@ -21,6 +21,8 @@ interface Peer {
   source: MemoryPieceSource
   server: PieceServer
   client: PieceClient
+  /** The transport of every stream its client opened. */
+  opened: string[]
 }
 
 /** Reads a watch in the background: what it yielded so far, and how it ended. */
@@ -41,7 +43,7 @@ async function until(what: () => boolean, ms = 5_000): Promise<void> {
   }
 }
 
-describe('have watch', () => {
+describe.each(['libp2p', 'lane'] as const)('have watch over %s', (transport) => {
   const cleanups: Array<() => Promise<void>> = []
 
   async function peer(
@@ -51,15 +53,22 @@ describe('have watch', () => {
     const source = createMemoryPieceSource()
     const node = await createP2PNode({})
     await node.start()
-    const server = createPieceServer({ libp2p: node.libp2p, source: wrap(source) }, init)
+    const server = createPieceServer(
+      { libp2p: node.libp2p, source: wrap(source) },
+      transport === 'lane' ? { lane: { host: '127.0.0.1' }, ...init } : init,
+    )
     await server.start()
-    const client = createPieceClient({ libp2p: node.libp2p }, { timeoutMs: 5_000 })
+    const opened: string[] = []
+    const client = createPieceClient(
+      { libp2p: node.libp2p },
+      { timeoutMs: 5_000, lane: transport === 'lane', onStreamOpened: (t) => opened.push(t) },
+    )
     cleanups.push(async () => {
       client.close()
       await server.stop()
       await node.stop()
     })
-    return { node, source, server, client }
+    return { node, source, server, client, opened }
   }
 
   afterEach(async () => {
@@ -82,6 +91,8 @@ describe('have watch', () => {
     expect(watch.seen.slice(1).flatMap((e) => ('gained' in e ? e.gained : []))).toEqual(order)
     // The server let go of the source once the watch ended.
     await until(() => holder.source.watchers(digest) === 0)
+    // On the lane when both ends serve one, not a silent fall-back to libp2p.
+    expect(watcher.opened).toEqual([transport])
   })
 
   it('puts the pieces stored within one interval into one update', async () => {
@@ -175,7 +186,9 @@ describe('have watch', () => {
       },
       { force: true },
     )
-    const watch = follow(watcher.client.watchHave(liar.node.getMultiaddrs(), digest))
+    // The liar's handler is on libp2p; its lane serves the honest server's.
+    const client = createPieceClient({ libp2p: watcher.node.libp2p }, { timeoutMs: 5_000 })
+    const watch = follow(client.watchHave(liar.node.getMultiaddrs(), digest))
     await expect(watch.done).rejects.toMatchObject({ name: 'DecodeError' })
     expect(watch.seen).toHaveLength(1)
   })

@@ -74,6 +74,8 @@ const KIND_DATA = 0
 const KIND_OPEN = 1
 const KIND_END = 2
 const KIND_RESET = 3
+/** Idle time after which the kernel probes a lane socket's peer (TCP keepalive). */
+const KEEPALIVE_MS = 60_000
 /** Unread plaintext above which a lane stops reading its socket. */
 const READ_HIGH_WATER = 8 * 1024 * 1024
 const SESSION_REQUEST_VERSION = 1
@@ -684,19 +686,24 @@ export function createLaneServer(
   return {
     async start() {
       if (server !== undefined) return
-      const srv = createServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
-        if (sockets.size >= maxSockets) {
-          socket.destroy()
-          return
-        }
-        sockets.add(socket)
-        socket.on('close', () => sockets.delete(socket))
-        socket.on('error', () => {})
-        accept(socket).catch((err: unknown) => {
-          log?.debug({ err }, 'lane hello or handshake failed')
-          socket.destroy()
-        })
-      })
+      // TCP keepalive: a have watch holds its socket idle for minutes, and a peer that
+      // vanished without closing it must not hold it (and its watch) for good.
+      const srv = createServer(
+        { pauseOnConnect: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_MS },
+        (socket) => {
+          if (sockets.size >= maxSockets) {
+            socket.destroy()
+            return
+          }
+          sockets.add(socket)
+          socket.on('close', () => sockets.delete(socket))
+          socket.on('error', () => {})
+          accept(socket).catch((err: unknown) => {
+            log?.debug({ err }, 'lane hello or handshake failed')
+            socket.destroy()
+          })
+        },
+      )
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject)
         srv.listen({ host: init.host, port: init.port ?? 0 }, () => {
@@ -802,7 +809,9 @@ export function createLaneDialer(
   const connectTimeoutMs = init.connectTimeoutMs ?? 3_000
   const sessionTimeoutMs = init.sessionTimeoutMs ?? 10_000
   const connectSocket =
-    init.connect ?? ((host: string, port: number) => netConnect({ host, port, noDelay: true }))
+    init.connect ??
+    ((host: string, port: number) =>
+      netConnect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_MS }))
   const sessions = new Map<string, ClientSession>()
   const pending = new Map<string, Promise<ClientSession | undefined>>()
   const noLaneUntil = new Map<string, number>()

@@ -10,8 +10,7 @@
  * - HAVE_WATCH_PROTOCOL: a have-request is answered with the bitfield, then with a
  *   have-update of the pieces gained since (at most one per `haveUpdateIntervalMs`)
  *   until all are held, when the server ends the stream. A source without `watch`
- *   answers with the bitfield only. libp2p streams only: a watch lasts a whole
- *   download and its messages are small, so it would hold a lane socket for little.
+ *   answers with the bitfield only.
  * - PIECE_MAP_PROTOCOL (when the source has signedPieceMap): the signed piece map of a blob.
  *
  * Bytes go out in 1 MiB writes, waiting for `drain` when the muxer is full, through a
@@ -452,6 +451,7 @@ export function createPieceServer(
         const handlers: LaneHandlers = new Map([
           [PIECES_PROTOCOL, handler(servePieces)],
           [HAVE_PROTOCOL, handler(serveHave)],
+          [HAVE_WATCH_PROTOCOL, handler(serveHaveWatch)],
           ...(servesPieceMaps ? ([[PIECE_MAP_PROTOCOL, handler(servePieceMap)]] as const) : []),
         ])
         lane = createLaneServer(
