@@ -517,10 +517,11 @@ describe('piece lane', () => {
     })
     expect(stream).toBeDefined()
     stream!.abort(new Error('done'))
-    // A socket whose connect never completes (a port that drops packets): libp2p instead.
+    // A socket whose connect never completes (a port that drops packets): libp2p instead,
+    // after connectTimeoutMs, and the lane is given up after connectGiveUpMs.
     const blackhole = createLaneDialer(
       { libp2p: leecher.libp2p },
-      { connectTimeoutMs: 200, connect: () => new Socket() },
+      { connectTimeoutMs: 200, connectGiveUpMs: 600, connect: () => new Socket() },
     )
     const started = Date.now()
     expect(
@@ -529,12 +530,56 @@ describe('piece lane', () => {
       }),
     ).toBeUndefined()
     expect(Date.now() - started).toBeLessThan(2_000)
-    // And it is not asked again at once.
+    expect(blackhole.blocked('seed')).toBe(false)
+    await new Promise((resolve) => setTimeout(resolve, 800))
+    expect(blackhole.blocked('seed')).toBe(true)
+    // And it is not tried again for a while: the next request goes over libp2p at once.
+    const again = Date.now()
     expect(
       await blackhole.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
         signal: AbortSignal.timeout(5_000),
       }),
     ).toBeUndefined()
+    expect(Date.now() - again).toBeLessThan(100)
+  })
+
+  it('keeps a lane that connected after its request went over libp2p, for the next request', async () => {
+    const { s, leecher, map } = await seedWithBlob(true, 1)
+    const port = s.server.lanePort() as number
+    // The SYN waits behind a full queue: the connect completes 600 ms late.
+    let connects = 0
+    const dialer = createLaneDialer(
+      { libp2p: leecher.libp2p },
+      {
+        connectTimeoutMs: 200,
+        connect: (host) => {
+          connects++
+          const socket = new Socket()
+          setTimeout(() => socket.connect(port, host), 600)
+          return socket
+        },
+      },
+    )
+    expect(
+      await dialer.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
+        signal: AbortSignal.timeout(5_000),
+      }),
+    ).toBeUndefined()
+    expect(dialer.blocked('seed')).toBe(false)
+    await new Promise((resolve) => setTimeout(resolve, 1_000))
+    // The late lane is taken at once, without a new connect, and works.
+    const started = Date.now()
+    const stream = await dialer.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
+      signal: AbortSignal.timeout(5_000),
+    })
+    expect(Date.now() - started).toBeLessThan(150)
+    expect(connects).toBe(1)
+    expect(stream).toBeInstanceOf(LaneStream)
+    stream!.send(encodeMessage({ type: 'have-request', digest: map.digest }))
+    const reply = await createMessageReader(stream!).read({ signal: AbortSignal.timeout(5_000) })
+    expect(reply).toMatchObject({ type: 'have-reply', status: 'ok' })
+    stream!.abort(new Error('done'))
+    dialer.close()
   })
 
   it('resets a stream that names a protocol the lane does not serve', async () => {

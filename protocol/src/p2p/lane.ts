@@ -769,11 +769,21 @@ export interface LaneDialerInit {
   /** After a peer showed it has no lane (or its lane failed), ask it again after this. @default 60000 */
   retryAfterMs?: number
   /**
-   * The TCP connect to a lane must finish within this, or the peer is used over libp2p
-   * (a firewall that drops the lane port). The hello after it runs under the request's
-   * deadline. @default 3000
+   * How long a request waits for the TCP connect to a lane before it goes over libp2p.
+   * The connect goes on (see connectGiveUpMs): on a link whose queues are full the SYN
+   * waits behind them for seconds (the 2 Mbit testbed saw 51 lanes called unreachable
+   * this way in one N = 10 pull, and their pieces went over libp2p for a minute at the
+   * cost of noise and yamux in JS). A lane that connects late is kept for the next
+   * request. The hello after the connect runs under the request's deadline.
+   * @default 3000
    */
   connectTimeoutMs?: number
+  /**
+   * A lane whose TCP connect has not finished after this long (a firewall that drops
+   * the lane port), or that failed, is not tried again for `retryAfterMs`: the peer is
+   * used over libp2p. @default 30000
+   */
+  connectGiveUpMs?: number
   /**
    * Deadline of asking a peer for a lane session over libp2p. Every request waiting for
    * that session shares the one exchange and waits under its own signal. @default 10000
@@ -797,7 +807,16 @@ export interface LaneDialer {
     protocol: string,
     options: { signal: AbortSignal },
   ): Promise<LaneStream | undefined>
+  /** True while `key`'s lane is known not to work (requests to it go over libp2p). */
+  blocked(key: string): boolean
+  /** Closes the lane sockets it keeps for later requests. */
+  close(): void
 }
+
+/** Lane sockets that connected after their request had gone over libp2p, kept per peer. */
+const MAX_SPARE_LANES = 4
+/** How long such a socket is kept for a request. */
+const SPARE_LANE_MS = 45_000
 
 /** Creates a lane dialer over a libp2p node (for sessions and the peer's address). */
 export function createLaneDialer(
@@ -807,6 +826,7 @@ export function createLaneDialer(
   const { libp2p } = components
   const retryAfterMs = init.retryAfterMs ?? 60_000
   const connectTimeoutMs = init.connectTimeoutMs ?? 3_000
+  const connectGiveUpMs = init.connectGiveUpMs ?? 30_000
   const sessionTimeoutMs = init.sessionTimeoutMs ?? 10_000
   const connectSocket =
     init.connect ??
@@ -815,7 +835,45 @@ export function createLaneDialer(
   const sessions = new Map<string, ClientSession>()
   const pending = new Map<string, Promise<ClientSession | undefined>>()
   const noLaneUntil = new Map<string, number>()
+  /** Lanes that connected after their request stopped waiting, for the next requests. */
+  const spares = new Map<string, Array<{ lane: LaneStream; timer: ReturnType<typeof setTimeout> }>>()
   const clientContext = laneSecureContext(false)
+
+  function dropSpare(name: string, lane: LaneStream): void {
+    const list = spares.get(name) ?? []
+    const at = list.findIndex((spare) => spare.lane === lane)
+    if (at < 0) return
+    clearTimeout(list[at]?.timer)
+    list.splice(at, 1)
+    if (list.length === 0) spares.delete(name)
+  }
+
+  function keepSpare(name: string, lane: LaneStream): void {
+    const list = spares.get(name) ?? []
+    if (list.length >= MAX_SPARE_LANES) {
+      lane.abort(new Error('spare lane not needed'))
+      return
+    }
+    const timer = setTimeout(() => {
+      dropSpare(name, lane)
+      lane.abort(new Error('spare lane unused'))
+    }, SPARE_LANE_MS)
+    timer.unref?.()
+    list.push({ lane, timer })
+    spares.set(name, list)
+    lane.addEventListener('close', () => dropSpare(name, lane), { once: true })
+  }
+
+  function takeSpare(name: string): LaneStream | undefined {
+    const list = spares.get(name)
+    while (list !== undefined && list.length > 0) {
+      const { lane, timer } = list.pop() as { lane: LaneStream; timer: ReturnType<typeof setTimeout> }
+      clearTimeout(timer)
+      if (list.length === 0) spares.delete(name)
+      if (lane.status === 'open') return lane
+    }
+    return undefined
+  }
 
   async function requestSession(
     peer: PeerId | Multiaddr | Multiaddr[],
@@ -894,10 +952,11 @@ export function createLaneDialer(
   async function connectLane(
     s: ClientSession,
     signal: AbortSignal,
+    onConnected: () => void,
   ): Promise<LaneStream | 'unknown-session' | 'busy'> {
     const socket = connectSocket(s.host, s.port)
     socket.on('error', () => {})
-    const connectSignal = AbortSignal.any([signal, AbortSignal.timeout(connectTimeoutMs)])
+    const connectSignal = AbortSignal.any([signal, AbortSignal.timeout(connectGiveUpMs)])
     let secure: TLSSocket | undefined
     try {
       await new Promise<void>((resolve, reject) => {
@@ -905,6 +964,7 @@ export function createLaneDialer(
         connectSignal.addEventListener('abort', onAbort, { once: true })
         socket.once('connect', () => {
           connectSignal.removeEventListener('abort', onAbort)
+          onConnected()
           resolve()
         })
         socket.once('error', (err) => {
@@ -946,15 +1006,23 @@ export function createLaneDialer(
   return {
     async open(name, peer, protocol, { signal }) {
       if ((noLaneUntil.get(name) ?? 0) > Date.now()) return undefined
+      const spare = takeSpare(name)
+      if (spare !== undefined) {
+        spare.open(protocol)
+        return spare
+      }
       for (let attempt = 0; attempt < 2; attempt++) {
         const s = await session(name, peer, signal)
         if (s === undefined) return undefined
-        let lane: LaneStream | 'unknown-session' | 'busy'
-        try {
-          lane = await connectLane(s, signal)
-        } catch (err) {
-          signal.throwIfAborted()
-          // The peer answers on libp2p but its lane does not: use libp2p for a while.
+        // The connect runs under a deadline of its own (connectGiveUpMs, then the lane is
+        // given up); the request waits for it connectTimeoutMs, then goes over libp2p and
+        // leaves the lane, should it connect, to the next request.
+        let connected = false
+        let waiting = true
+        const connecting = connectLane(s, AbortSignal.timeout(connectGiveUpMs + sessionTimeoutMs), () => {
+          connected = true
+        })
+        const failed = (err: unknown): undefined => {
           noLaneUntil.set(name, Date.now() + retryAfterMs)
           sessions.delete(name)
           init.logger?.debug(
@@ -963,6 +1031,46 @@ export function createLaneDialer(
           )
           return undefined
         }
+        // What a connect the request stopped waiting for comes to.
+        connecting.then(
+          (lane) => {
+            if (waiting) return
+            if (lane instanceof LaneStream) keepSpare(name, lane)
+            else if (lane === 'unknown-session') sessions.delete(name)
+          },
+          (err: unknown) => {
+            if (!waiting) failed(err)
+          },
+        )
+        let timer: ReturnType<typeof setTimeout> | undefined
+        let lane: LaneStream | 'unknown-session' | 'busy' | 'slow'
+        try {
+          lane = await raceSignal(
+            Promise.race([
+              connecting,
+              // Resolves only while the TCP connect is still pending.
+              new Promise<'slow'>((resolve) => {
+                timer = setTimeout(() => {
+                  if (!connected) resolve('slow')
+                }, connectTimeoutMs)
+              }),
+            ]),
+            signal,
+          )
+        } catch (err) {
+          waiting = false
+          signal.throwIfAborted()
+          // The peer answers on libp2p but its lane does not: use libp2p for a while.
+          return failed(err)
+        } finally {
+          clearTimeout(timer)
+        }
+        if (lane === 'slow') {
+          waiting = false
+          init.logger?.debug({ peer: name }, 'piece lane slow to connect: this request goes over libp2p')
+          return undefined
+        }
+        waiting = false
         // This request goes over libp2p; the lane is used again when sockets free up.
         if (lane === 'busy') return undefined
         if (lane === 'unknown-session') {
@@ -973,6 +1081,19 @@ export function createLaneDialer(
         return lane
       }
       return undefined
+    },
+
+    blocked(name) {
+      return (noLaneUntil.get(name) ?? 0) > Date.now()
+    },
+
+    close() {
+      const all = [...spares.values()].flat()
+      spares.clear()
+      for (const spare of all) {
+        clearTimeout(spare.timer)
+        spare.lane.abort(new Error('lane dialer closed'))
+      }
     },
   }
 }

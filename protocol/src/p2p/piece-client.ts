@@ -270,10 +270,26 @@ export function createPieceClient(
     }
   }
 
+  /**
+   * Whether a libp2p stream is kept for the next request: not when it stood in for a
+   * lane that is not known to fail (a lane slow to connect, or busy), or the requests
+   * after it would go over libp2p too, at noise's and yamux's cost in CPU.
+   */
+  function keepsLibp2p(channel: Channel): boolean {
+    if (lane === undefined || channel.stream instanceof LaneStream) return true
+    const [who = '', protocol] = channel.key.split('\0')
+    return protocol === PIECE_MAP_PROTOCOL || lane.blocked(who)
+  }
+
   /** Keeps a stream whose exchange ended cleanly for the next request, or closes it. */
   function release(channel: Channel): void {
     const list = idle.get(channel.key) ?? []
-    if (idleStreamMs <= 0 || list.length >= maxIdleStreams || !usable(channel.stream)) {
+    if (
+      idleStreamMs <= 0 ||
+      list.length >= maxIdleStreams ||
+      !usable(channel.stream) ||
+      !keepsLibp2p(channel)
+    ) {
       channel.stream.close().catch(() => channel.stream.abort(new Error('close failed')))
       return
     }
@@ -534,6 +550,7 @@ export function createPieceClient(
     },
 
     close() {
+      lane?.close()
       for (const list of idle.values()) for (const channel of list) clearTimeout(channel.idleTimer)
       idle.clear()
       for (const stream of open) stream.abort(new Error('piece client closed'))
