@@ -8,6 +8,10 @@
  * (piece-buffers.ts) and gives each back once its sha256 was checked, as the agent's
  * download scheduler does once a piece is in the cache. The raw TCP paths read the
  * socket's own chunks, as before.
+ *
+ * Since session 12 the pool's buffers are in shared memory and the piece client's
+ * hasher hashes each piece on a worker thread as its bytes arrive, as the agent does;
+ * `SHOAL_BENCH_HASH_WORKER=0` hashes on the main thread instead (an A/B switch).
  */
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
@@ -18,6 +22,7 @@ import type { Digest } from '../../protocol/src/index.js'
 import {
   createPieceBufferPool,
   createPieceClient,
+  createPieceHasher,
   type PieceClient,
   type PieceWant,
 } from '../../protocol/src/p2p/index.js'
@@ -51,8 +56,16 @@ const nodes = new Map<string, { node: Libp2p; client: PieceClient }>()
  * Piece buffers for every shoal variant. Pieces in use at once: one per request in
  * flight (peers x depth); the bound leaves room for up to 8 peers at depth 2.
  */
-const pieceBuffers = createPieceBufferPool({ maxBuffers: 16 })
+/** Pieces hashed on the piece client's hasher's worker thread, or on the main thread; an A/B switch. */
+const hashOnWorker = process.env.SHOAL_BENCH_HASH_WORKER !== '0'
+
+const pieceBuffers = createPieceBufferPool({
+  maxBuffers: 16,
+  shared: hashOnWorker,
+  maxSharedBytes: 128 * 1024 * 1024,
+})
 const allocate = (length: number): Uint8Array => pieceBuffers.take(length)
+const hasher = hashOnWorker ? createPieceHasher() : undefined
 
 /** Pieces hashed as they arrive (the piece client's `sha256`), or whole once in; an A/B switch. */
 const hashAsArrives = process.env.SHOAL_BENCH_HASH_WHOLE !== '1'
@@ -68,7 +81,11 @@ async function startNodes(variants: StackVariant[]): Promise<void> {
       node,
       client: createPieceClient(
         { libp2p: node },
-        { timeoutMs: 300_000, lane: variant.libp2pStreams !== true },
+        {
+          timeoutMs: 300_000,
+          lane: variant.libp2pStreams !== true,
+          ...(hasher === undefined ? {} : { hasher }),
+        },
       ),
     })
   }
@@ -205,5 +222,6 @@ serveRequests(
   },
   async () => {
     for (const { node } of nodes.values()) await node.stop()
+    await hasher?.close()
   },
 )

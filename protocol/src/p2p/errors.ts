@@ -24,3 +24,19 @@ export class PeerRefusedError extends ShoalError {
     this.code = code
   }
 }
+
+/**
+ * The piece the peer sent does not have the sha256 the caller expected (fetchPiece's
+ * `expectedSha256`): the peer lied or its copy is corrupt. `bytes` is the memory the
+ * piece was read into, so a caller that supplied it (`allocate`) can take it back.
+ */
+export class PieceHashMismatchError extends ShoalError {
+  readonly index: number
+  readonly bytes: Uint8Array
+  constructor(index: number, bytes: Uint8Array, detail?: unknown) {
+    super(`piece ${index} does not match its sha256`, detail)
+    this.name = 'PieceHashMismatchError'
+    this.index = index
+    this.bytes = bytes
+  }
+}

@@ -2,7 +2,7 @@
  * shoal's libp2p layer, shared by the peer agent and the seed registry: the node
  * factory, both ends of the piece protocols, and the PieceSource the server reads from.
  */
-export { PeerRefusedError, PieceUnavailableError } from './errors.js'
+export { PeerRefusedError, PieceHashMismatchError, PieceUnavailableError } from './errors.js'
 export {
   createP2PNode,
   DEFAULT_ALLOW_NETWORKS,
@@ -14,6 +14,7 @@ export {
 } from './node.js'
 export {
   createPieceClient,
+  type FetchPieceOptions,
   type HaveWatchEvent,
   type PeerTarget,
   type PieceClient,
@@ -37,6 +38,13 @@ export {
   type PieceBufferPool,
   type PieceBufferPoolInit,
 } from './piece-buffers.js'
+export {
+  createPieceHasher,
+  inlinePieceHash,
+  type PieceHash,
+  type PieceHasher,
+  type PieceHasherInit,
+} from './piece-hasher.js'
 export {
   createPieceServer,
   type PieceSentEvent,

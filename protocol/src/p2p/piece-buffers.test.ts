@@ -97,4 +97,29 @@ describe('piece buffer pool', () => {
     expect(() => createPieceBufferPool({ maxBuffers: -1 })).toThrow(RangeError)
     expect(() => createPieceBufferPool({ maxBuffers: 1, maxBytes: Number.NaN })).toThrow(RangeError)
   })
+
+  it('hands out shared memory up to maxSharedBytes, ordinary buffers beyond it', () => {
+    const pool = createPieceBufferPool({ maxBuffers: 4, shared: true, maxSharedBytes: 3000 })
+    const a = pool.take(1000)
+    const b = pool.take(1000)
+    const c = pool.take(1000)
+    for (const x of [a, b, c]) expect(x.buffer).toBeInstanceOf(SharedArrayBuffer)
+    expect(pool.stats().sharedBytes).toBe(3000)
+    // Over the bound: ordinary memory, which V8 counts.
+    const d = pool.take(1000)
+    expect(d.buffer).not.toBeInstanceOf(SharedArrayBuffer)
+    expect(pool.stats().sharedBytes).toBe(3000)
+    // Reused shared buffers are not counted twice.
+    pool.give(a)
+    expect(pool.take(1000)).toBe(a)
+    expect(pool.stats().sharedBytes).toBe(3000)
+    pool.give(d)
+    expect(pool.take(1000)).toBe(d)
+  })
+
+  it('hands out ordinary memory without shared', () => {
+    const pool = createPieceBufferPool({ maxBuffers: 4 })
+    expect(pool.take(1000).buffer).not.toBeInstanceOf(SharedArrayBuffer)
+    expect(pool.stats().sharedBytes).toBe(0)
+  })
 })

@@ -8,6 +8,12 @@
  * when nothing reads or writes it any more. A buffer given back while still referenced
  * is handed to the next piece and overwritten, which corrupts whatever still holds it.
  * What it does check: it takes back only buffers it handed out, each once.
+ *
+ * With `shared`, new buffers lie in SharedArrayBuffers, so a worker thread can read them
+ * (piece-hasher.ts). V8 does not count that memory towards its next collection, so a
+ * shared buffer nobody gives back is freed only when something else makes V8 collect;
+ * the pool therefore bounds the shared memory it has created and that is not yet
+ * collected (`maxSharedBytes`), and beyond it hands out ordinary buffers, which V8 counts.
  */
 
 /** Options for createPieceBufferPool. */
@@ -16,6 +22,14 @@ export interface PieceBufferPoolInit {
   maxBuffers: number
   /** Bytes of idle buffers kept at most. @default unbounded (maxBuffers bounds it) */
   maxBytes?: number
+  /** New buffers in shared memory (SharedArrayBuffer), for a hashing worker. @default false */
+  shared?: boolean
+  /**
+   * With `shared`: shared bytes the pool keeps alive at most, handed out, idle, or
+   * dropped and not yet collected; take() beyond it returns an ordinary buffer.
+   * @default 64 MiB
+   */
+  maxSharedBytes?: number
 }
 
 /** Buffers for piece bytes, reused by length. */
@@ -33,7 +47,14 @@ export interface PieceBufferPool {
   /** Drops every idle buffer (handed-out ones can still be given back). */
   clear(): void
   /** Idle buffers and their bytes, and how many take() calls reused one. */
-  stats(): { idle: number; idleBytes: number; reused: number; allocated: number }
+  stats(): {
+    idle: number
+    idleBytes: number
+    reused: number
+    allocated: number
+    /** Shared bytes created and not yet collected (0 without `shared`). */
+    sharedBytes: number
+  }
 }
 
 /**
@@ -59,6 +80,16 @@ export function createPieceBufferPool(init: PieceBufferPoolInit): PieceBufferPoo
   if (!Number.isInteger(maxBuffers) || maxBuffers < 0)
     throw new RangeError(`invalid maxBuffers ${maxBuffers}`)
   if (!(maxBytes >= 0)) throw new RangeError(`invalid maxBytes ${maxBytes}`)
+  const shared = init.shared === true && typeof SharedArrayBuffer !== 'undefined'
+  const maxSharedBytes = init.maxSharedBytes ?? 64 * 1024 * 1024
+  if (!(maxSharedBytes >= 0)) throw new RangeError(`invalid maxSharedBytes ${maxSharedBytes}`)
+  /** Shared bytes created whose buffers V8 has not collected yet. */
+  let sharedBytes = 0
+  const collected = shared
+    ? new FinalizationRegistry<number>((length) => {
+        sharedBytes -= length
+      })
+    : undefined
   /** Idle buffers, oldest first. */
   const idle: Uint8Array[] = []
   let idleBytes = 0
@@ -80,8 +111,15 @@ export function createPieceBufferPool(init: PieceBufferPoolInit): PieceBufferPoo
         reused++
         return buffer
       }
-      // Not from Node's shared slab: a pooled buffer owns all of its memory.
-      const buffer = Buffer.allocUnsafeSlow(length)
+      let buffer: Uint8Array
+      if (collected !== undefined && length > 0 && sharedBytes + length <= maxSharedBytes) {
+        buffer = Buffer.from(new SharedArrayBuffer(length))
+        sharedBytes += length
+        collected.register(buffer, length)
+      } else {
+        // Not from Node's shared slab: a pooled buffer owns all of its memory.
+        buffer = Buffer.allocUnsafeSlow(length)
+      }
       if (length > 0) out.add(buffer)
       allocated++
       return buffer
@@ -106,7 +144,7 @@ export function createPieceBufferPool(init: PieceBufferPoolInit): PieceBufferPoo
     },
 
     stats() {
-      return { idle: idle.length, idleBytes, reused, allocated }
+      return { idle: idle.length, idleBytes, reused, allocated, sharedBytes }
     },
   }
 }

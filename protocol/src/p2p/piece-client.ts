@@ -1,9 +1,9 @@
 /**
  * Fetches pieces and bitfields from other peers over the shoal piece protocols. It
  * checks the framing and each piece's length; the caller checks each piece's sha256
- * against the piece map before storing or forwarding it.
+ * against the piece map before storing or forwarding it, or has the client check it
+ * as the bytes arrive (fetchPiece's `expectedSha256`, fetchPieces' `sha256`).
  */
-import { createHash } from 'node:crypto'
 import { isPeerId, type Libp2p, type PeerId } from '@libp2p/interface'
 import { isMultiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from 'pino'
@@ -22,9 +22,10 @@ import {
 } from '../messages/index.js'
 import type { SignedPieceMap } from '../piece-map.js'
 import { HAVE_PROTOCOL, HAVE_WATCH_PROTOCOL, PIECE_MAP_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
-import { PeerRefusedError, PieceUnavailableError } from './errors.js'
+import { PeerRefusedError, PieceHashMismatchError, PieceUnavailableError } from './errors.js'
 import { createLaneDialer, type LaneDialer, LaneStream } from './lane.js'
 import { suppliedOrNew } from './piece-buffers.js'
+import { inlinePieceHash, type PieceHash, type PieceHasher } from './piece-hasher.js'
 import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 
 /** Where to reach a peer: its id (addresses from the peer store) or addresses. */
@@ -65,7 +66,9 @@ export interface PieceFetchOptions {
    * hashing the whole piece once it is in: the same work, but spread over the piece's
    * arrival instead of one pass of several milliseconds per piece that keeps the event
    * loop (and so the socket) from being read, and on bytes still in the CPU's cache.
-   * fetchPieces only.
+   * With the client's `hasher`, a piece in shared memory is hashed on its worker thread
+   * (the piece is yielded once that hash is done). fetchPieces only; fetchPiece checks
+   * the hash itself with `expectedSha256`.
    * @default false
    */
   sha256?: boolean
@@ -76,6 +79,18 @@ export interface PieceFetchOptions {
  * when it holds nothing of the blob, and the watch ends), then the pieces it gained.
  */
 export type HaveWatchEvent = { bitfield: Bitfield | undefined } | { gained: number[] }
+
+/** Options of fetchPiece. */
+export type FetchPieceOptions = Omit<PieceFetchOptions, 'sha256'> & {
+  /** The piece's length (from the piece map), enforced before any byte is read. */
+  expectedLength?: number
+  /**
+   * The piece's sha256 (lowercase hex, from the piece map): the piece is hashed as its
+   * bytes arrive (see PieceFetchOptions.sha256) and fetchPiece throws
+   * PieceHashMismatchError when it differs, so the caller need not hash it again.
+   */
+  expectedSha256?: string
+}
 
 /** Options for createPieceClient. */
 export interface PieceClientInit {
@@ -108,6 +123,13 @@ export interface PieceClientInit {
    * @default false
    */
   lane?: boolean
+  /**
+   * Hashes the pieces of requests that ask for their sha256 (`sha256`, `expectedSha256`):
+   * on its worker thread when a piece is in shared memory (a PieceBufferPool created
+   * with `shared`, as `allocate`), on the calling thread otherwise. The caller owns it
+   * (close it when done). @default every piece hashed on the calling thread
+   */
+  hasher?: PieceHasher
   /** Told of every stream opened (not of kept ones reused), by transport. */
   onStreamOpened?: (transport: 'lane' | 'libp2p') => void
   logger?: Logger
@@ -124,13 +146,14 @@ export interface PieceClient {
   /**
    * Fetches one piece. Throws PieceUnavailableError when the peer does not send it,
    * PeerRefusedError for an error reply, DecodeError for a malformed reply or a length
-   * other than `expectedLength`, and the signal's reason on abort or timeout.
+   * other than `expectedLength`, PieceHashMismatchError for a sha256 other than
+   * `expectedSha256`, and the signal's reason on abort or timeout.
    */
   fetchPiece(
     peer: PeerTarget,
     digest: Digest,
     index: number,
-    options?: Omit<PieceFetchOptions, 'sha256'> & { expectedLength?: number },
+    options?: FetchPieceOptions,
   ): Promise<Uint8Array>
   /**
    * Fetches up to MAX_PIECES_PER_REQUEST pieces over one stream, yielding each as it
@@ -382,10 +405,15 @@ export function createPieceClient(
       const want: PieceWant = { index }
       if (options.expectedLength !== undefined) want.length = options.expectedLength
       // Read the generator to its end so the stream closes cleanly rather than resets.
+      const { expectedSha256, ...rest } = options
+      const fetchOptions: PieceFetchOptions = expectedSha256 === undefined ? rest : { ...rest, sha256: true }
       let result: PieceResult | undefined
-      for await (const r of client.fetchPieces(peer, digest, [want], options)) result = r
+      for await (const r of client.fetchPieces(peer, digest, [want], fetchOptions)) result = r
       if (result === undefined) throw new DecodeError('no reply to the piece request')
       if (result.bytes === undefined) throw new PieceUnavailableError(result.status, { digest, index })
+      if (expectedSha256 !== undefined && result.sha256 !== expectedSha256) {
+        throw new PieceHashMismatchError(index, result.bytes, { digest, index })
+      }
       return result.bytes
     },
 
@@ -421,15 +449,26 @@ export function createPieceClient(
             }
             // Copied into place as the bytes arrive: one copy, no list of chunks held per piece.
             const bytes = suppliedOrNew(options.allocate, header.length)
-            const hash = options.sha256 === true ? createHash('sha256') : undefined
-            await reader.readInto(bytes, {
-              signal,
-              onProgress: progress,
-              ...(hash === undefined ? {} : { onCopied: (part: Uint8Array) => void hash.update(part) }),
-            })
-            yield hash === undefined
-              ? { index: want.index, bytes }
-              : { index: want.index, bytes, sha256: hash.digest('hex') }
+            if (options.sha256 !== true) {
+              await reader.readInto(bytes, { signal, onProgress: progress })
+              yield { index: want.index, bytes }
+              continue
+            }
+            const hash: PieceHash = init.hasher?.begin(bytes) ?? inlinePieceHash(bytes)
+            let sha256: string
+            try {
+              await reader.readInto(bytes, {
+                signal,
+                onProgress: progress,
+                onCopied: (part: Uint8Array) =>
+                  hash.update(part.byteOffset - bytes.byteOffset + part.byteLength),
+              })
+              sha256 = await hash.digest()
+            } catch (err) {
+              hash.abort()
+              throw err
+            }
+            yield { index: want.index, bytes, sha256 }
           }
         },
       )

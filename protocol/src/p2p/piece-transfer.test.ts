@@ -13,10 +13,12 @@ import {
   verifyPieceMap,
 } from '../piece-map.js'
 import { HAVE_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
+import type { PieceHashMismatchError } from './errors.js'
 import { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
 import { createP2PNode, type P2PNode } from './node.js'
 import { createPieceBufferPool } from './piece-buffers.js'
 import { createPieceClient, type PieceClient } from './piece-client.js'
+import { createPieceHasher } from './piece-hasher.js'
 import { createPieceServer, type PieceServer, type PieceServerInit } from './piece-server.js'
 
 const PIECE = 64 * 1024
@@ -171,6 +173,49 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
       expectedLength: PIECE,
     })
     expect(pieceMatches(map, 1, fine)).toBe(true)
+  })
+
+  it('checks a piece against expectedSha256 on the hasher worker, and a lying peer gets PieceHashMismatchError', async () => {
+    const [bad, good, leecher] = [await peer(), await peer(), await peer()]
+    const pieceSize = 1024 * 1024
+    const { bytes, map } = blob(3 * pieceSize, pieceSize)
+    good.source.putBlob(map.digest, bytes, pieceSize)
+    const altered = Buffer.from(bytes)
+    altered[pieceSize + 700_000] = (altered[pieceSize + 700_000] as number) ^ 0x01
+    bad.source.putBlob(map.digest, altered, pieceSize)
+    const hasher = createPieceHasher({ minWorkerBytes: 1, runBytes: 64 * 1024 })
+    const client = createPieceClient({ libp2p: leecher.node.libp2p }, { lane: transport === 'lane', hasher })
+    cleanups.push(async () => {
+      client.close()
+      await hasher.close()
+    })
+    const pool = createPieceBufferPool({ maxBuffers: 2, shared: true })
+    const allocate = (length: number): Uint8Array => pool.take(length)
+    const expect1 = { expectedLength: pieceSize, expectedSha256: map.pieces[1]!, allocate }
+    const fine = await client.fetchPiece(good.node.getMultiaddrs(), map.digest, 1, expect1)
+    expect(fine.buffer).toBeInstanceOf(SharedArrayBuffer)
+    expect(pieceMatches(map, 1, fine)).toBe(true)
+    const lie = client.fetchPiece(bad.node.getMultiaddrs(), map.digest, 1, expect1)
+    await expect(lie).rejects.toMatchObject({ name: 'PieceHashMismatchError', index: 1 })
+    // The error hands back the memory the piece was read into.
+    const err = (await lie.catch((e: unknown) => e)) as PieceHashMismatchError
+    expect(err.bytes.buffer).toBeInstanceOf(SharedArrayBuffer)
+    expect(Buffer.from(err.bytes).equals(altered.subarray(pieceSize, 2 * pieceSize))).toBe(true)
+    // Pieces the liar did not alter pass; the same check on the calling thread without a hasher.
+    expect(
+      pieceMatches(
+        map,
+        0,
+        await client.fetchPiece(bad.node.getMultiaddrs(), map.digest, 0, {
+          expectedSha256: map.pieces[0]!,
+          allocate,
+        }),
+      ),
+    ).toBe(true)
+    await expect(
+      leecher.client.fetchPiece(bad.node.getMultiaddrs(), map.digest, 1, { expectedSha256: map.pieces[1]! }),
+    ).rejects.toMatchObject({ name: 'PieceHashMismatchError' })
+    expect(hasher.stats()).toMatchObject({ worker: 3, inline: 0, pending: 0 })
   })
 
   it('hashes pieces as they arrive when asked, and a corrupted piece gets a digest that does not match', async () => {
