@@ -14,6 +14,7 @@ import type { Digest } from '../../../protocol/src/index.js'
 import {
   createP2PNode,
   createPieceClient,
+  createPieceHasher,
   createPieceServer,
   laneHostOf,
   type P2PNode,
@@ -73,10 +74,14 @@ export async function createAgentSwarm(
   )
   const peerId = node.peerId.toString()
   const laneHost = config.p2pLane ? laneHostOf(config.p2pListen) : undefined
+  // Pieces the downloads read into shared buffers (download-manager.ts) are hashed on
+  // its worker thread as they arrive; its worker starts with the first such piece.
+  const hasher = createPieceHasher()
   const client = createPieceClient(
     { libp2p: node.libp2p },
     {
       lane: config.p2pLane,
+      hasher,
       onStreamOpened: (transport) => metrics.streamsOpened.inc({ transport }),
       logger,
     },
@@ -294,6 +299,7 @@ export async function createAgentSwarm(
         await source.stop()
         await combined.stop?.()
         client.close()
+        await hasher.close()
         await pieceServer.stop()
         await node.stop()
         node.libp2p.removeEventListener('connection:open', onConnectionOpen)

@@ -15,9 +15,17 @@ import { type DownloadComponents, type DownloadInit, type DownloadResult, downlo
 
 /**
  * Idle piece buffers the manager keeps for its downloads by default (shared by all of
- * them, dropped when none runs): a few requests' worth at the usual 4 MiB pieces.
+ * them, dropped when none runs): a few requests' worth at the usual 4 MiB pieces. They
+ * lie in shared memory, so a piece client with a hasher (piece-hasher.ts) hashes them on
+ * its worker thread; at most 64 MiB of it (every request in flight at 4 MiB pieces, and
+ * the idle ones), ordinary buffers beyond that.
  */
-export const PIECE_BUFFERS = { maxBuffers: 8, maxBytes: 32 * 1024 * 1024 }
+export const PIECE_BUFFERS = {
+  maxBuffers: 8,
+  maxBytes: 32 * 1024 * 1024,
+  shared: true,
+  maxSharedBytes: 64 * 1024 * 1024,
+}
 
 /** Per-download options the manager passes through to downloadBlob. */
 export type DownloadOptions = Omit<DownloadInit, 'map' | 'readPosition'>

@@ -5,9 +5,15 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { Bitfield } from '../../../protocol/src/bitfield.js'
 import { pieceRange } from '../../../protocol/src/piece-map.js'
 import { type BlobCache, createBlobCache } from '../cache/index.js'
-import { createP2PNode, createPieceClient, createPieceServer } from '../../../protocol/src/p2p/index.js'
+import {
+  createMemoryPieceSource,
+  createP2PNode,
+  createPieceClient,
+  createPieceHasher,
+  createPieceServer,
+} from '../../../protocol/src/p2p/index.js'
 import { cachePieceSource } from '../p2p-adapter.js'
-import { type DownloadInit, downloadBlob } from './scheduler.js'
+import { type DownloadInit, downloadBlob, type SwarmPeer } from './scheduler.js'
 import { blob, fakeSwarm, PIECE, poisoningPool } from './testing/fake-swarm.js'
 
 describe('downloadBlob', () => {
@@ -62,6 +68,18 @@ describe('downloadBlob', () => {
     expect(result.bytesByPeer.get('liar')).toBeUndefined()
     expect(c.has(map.digest)).toBe(true)
     expect(liar.requests.length).toBeLessThanOrEqual(2)
+  })
+
+  it('leaves the sha256 check of every piece to the client, which hashes as the bytes arrive', async () => {
+    const { bytes, map } = blob(8)
+    const swarm = fakeSwarm(bytes, map)
+    const honest = swarm.peer('honest', map.pieces.keys())
+    const c = await cache()
+    await downloadBlob({ cache: c, client: swarm.client }, { map, findPeers: async () => [honest], seed: 3 })
+    expect(c.has(map.digest)).toBe(true)
+    // Every request carried the piece's sha256 from the map, so the client checked it.
+    expect(honest.requests.length).toBe(map.pieces.length)
+    expect(swarm.checked).toBe(map.pieces.length)
   })
 
   it('drops a failing peer and resumes without refetching held pieces', async () => {
@@ -717,6 +735,63 @@ describe('downloadBlob over libp2p', () => {
 
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c()
+  })
+
+  it('bans a lying peer whose pieces the client hashed on its worker thread, and still finishes', async () => {
+    const { bytes, map } = blob(16)
+    const root = await mkdtemp(join(tmpdir(), 'shoal-sched-p2p-'))
+    const cache = createBlobCache({}, { root, quotaBytes: 1 << 30, durable: false })
+    await cache.start()
+    const hasher = createPieceHasher({ minWorkerBytes: 1 })
+    const servers: SwarmPeer[] = []
+    for (const lying of [true, false]) {
+      const source = createMemoryPieceSource()
+      const held = Buffer.from(bytes)
+      // The liar holds every piece with its first byte flipped.
+      if (lying) for (let off = 0; off < held.length; off += PIECE) held[off] = held[off]! ^ 0xff
+      source.putBlob(map.digest, held, PIECE)
+      const node = await createP2PNode({})
+      await node.start()
+      const server = createPieceServer({
+        libp2p: node.libp2p,
+        source: { ...source, signedPieceMap: undefined },
+      })
+      await server.start()
+      cleanups.push(async () => {
+        await server.stop()
+        await node.stop()
+      })
+      servers.push({ id: lying ? 'liar' : 'honest', target: node.getMultiaddrs() })
+    }
+    const node = await createP2PNode({})
+    await node.start()
+    const client = createPieceClient({ libp2p: node.libp2p }, { hasher })
+    cleanups.push(async () => {
+      client.close()
+      await node.stop()
+      await hasher.close()
+      await cache.stop()
+      await rm(root, { recursive: true, force: true })
+    })
+    // Shared buffers, so the hasher's worker reads the pieces where they land.
+    const pool = poisoningPool({ maxBuffers: 4, shared: true })
+    const reported: string[] = []
+    const result = await downloadBlob(
+      { cache, client, pieceBuffers: pool },
+      { map, findPeers: async () => servers, onBadPiece: (p) => reported.push(p.id), seed: 4 },
+    )
+    expect(result.bannedPeers).toEqual(['liar'])
+    expect(reported).toEqual(['liar'])
+    expect(result.droppedPeers).toContain('liar')
+    expect(result.bytesByPeer.get('liar')).toBeUndefined()
+    expect(result.bytesByPeer.get('honest')).toBe(map.size)
+    expect(cache.has(map.digest)).toBe(true)
+    // Every piece that came, the liar's included, was hashed on the worker.
+    expect(hasher.stats().worker).toBeGreaterThanOrEqual(map.pieces.length + 1)
+    expect(hasher.stats().inline).toBe(0)
+    // The liar's piece went back to the pool too, once.
+    expect(pool.counts.unexpected).toBe(0)
+    expect(pool.counts.given).toBe(pool.counts.taken)
   })
 
   // With have queries every 100 ms, and with only the have watches (a query would come

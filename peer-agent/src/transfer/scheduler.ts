@@ -11,10 +11,10 @@
 import type { Logger } from 'pino'
 import { deadlineSignal } from '../../../protocol/src/abort.js'
 import { Bitfield } from '../../../protocol/src/bitfield.js'
-import { type PieceMap, pieceMatches, pieceRange } from '../../../protocol/src/piece-map.js'
+import { type PieceMap, pieceRange } from '../../../protocol/src/piece-map.js'
 import type { BlobCache } from '../cache/index.js'
 import type { PeerTarget, PieceBufferPool, PieceClient } from '../../../protocol/src/p2p/index.js'
-import { PieceUnavailableError } from '../../../protocol/src/p2p/index.js'
+import { PieceHashMismatchError, PieceUnavailableError } from '../../../protocol/src/p2p/index.js'
 import { SwarmUnavailableError } from './errors.js'
 import {
   AHEAD_MAX_IN_FLIGHT,
@@ -66,7 +66,9 @@ export interface DownloadComponents {
    * `watchHave`, when given, keeps each agent's bitfield up to date as it gains pieces
    * (one stream per peer for the whole download) instead of `fetchHave` asked every
    * `haveRefreshMs`; a peer whose watch fails or ends early (an older agent, a lost
-   * blob) is asked with `fetchHave` from then on.
+   * blob) is asked with `fetchHave` from then on. `fetchPiece` checks each piece against
+   * the sha256 the download passes (`expectedSha256`, PieceHashMismatchError when it
+   * differs): the download does not hash pieces again.
    */
   client: Pick<PieceClient, 'fetchPiece' | 'fetchHave'> & Partial<Pick<PieceClient, 'watchHave'>>
   /**
@@ -582,17 +584,26 @@ export async function downloadBlob(
     let bytes: Uint8Array | undefined
     try {
       if (signal.aborted) return
-      bytes = await client.fetchPiece(state.peer.target, digest, index, {
-        expectedLength: pieceRange(map, index).length,
-        signal: controller.signal,
-        // The deadline counts from the last byte that arrived, not from the request.
-        onProgress: () => {
-          deadline.refresh()
-          lastByte = Date.now()
-        },
-        ...(allocate === undefined ? {} : { allocate }),
-      })
-      if (!pieceMatches(map, index, bytes)) {
+      const fetched = await client
+        .fetchPiece(state.peer.target, digest, index, {
+          expectedLength: pieceRange(map, index).length,
+          // Checked by the client as the bytes arrive (on its hasher's worker thread when
+          // it has one); a piece that does not match comes back as PieceHashMismatchError.
+          expectedSha256: map.pieces[index] ?? '',
+          signal: controller.signal,
+          // The deadline counts from the last byte that arrived, not from the request.
+          onProgress: () => {
+            deadline.refresh()
+            lastByte = Date.now()
+          },
+          ...(allocate === undefined ? {} : { allocate }),
+        })
+        .catch((err: unknown) => {
+          if (err instanceof PieceHashMismatchError) return err
+          throw err
+        })
+      bytes = fetched instanceof PieceHashMismatchError ? fetched.bytes : fetched
+      if (fetched instanceof PieceHashMismatchError) {
         if (!result.bannedPeers.includes(state.peer.id)) {
           log?.warn({ peer: state.peer.id, digest, index }, 'peer sent a bad piece: banned')
           result.bannedPeers.push(state.peer.id)

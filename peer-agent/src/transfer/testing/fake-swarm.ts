@@ -2,7 +2,7 @@
  * Test doubles for the transfer layer: blobs with their piece maps, and a piece client
  * that answers from memory on behalf of fake peers (honest, corrupt, failing or slow).
  */
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { sleep } from '../../../../protocol/src/abort.js'
 import { Bitfield } from '../../../../protocol/src/bitfield.js'
@@ -10,8 +10,10 @@ import { digestOf } from '../../../../protocol/src/index.js'
 import { type PieceMap, pieceRange } from '../../../../protocol/src/piece-map.js'
 import {
   createPieceBufferPool,
+  type FetchPieceOptions,
   type PieceBufferPoolInit,
   type PieceClient,
+  PieceHashMismatchError,
   PieceUnavailableError,
 } from '../../../../protocol/src/p2p/index.js'
 import type { SwarmPeer } from '../scheduler.js'
@@ -84,7 +86,8 @@ export function poisoningPool(init: PieceBufferPoolInit = { maxBuffers: 4 }) {
 /**
  * A piece client answering from memory on behalf of fake peers. With `watch`, it also
  * has `watchHave`, which notices pieces added to a peer's `holds` within 10 ms (and
- * answers a peer that holds nothing with no bitfield).
+ * answers a peer that holds nothing with no bitfield). As the real client, it checks a
+ * piece against `expectedSha256` when asked (PieceHashMismatchError).
  */
 export function fakeSwarm(bytes: Buffer, map: PieceMap, options: { watch?: boolean } = {}) {
   const byTarget = new Map<unknown, FakePeer>()
@@ -142,11 +145,7 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap, options: { watch?: boole
       }
     },
   }
-  async function fetch(
-    target: unknown,
-    index: number,
-    options: { signal?: AbortSignal; onProgress?: () => void; allocate?: (length: number) => Uint8Array },
-  ): Promise<Uint8Array> {
+  async function fetch(target: unknown, index: number, options: FetchPieceOptions): Promise<Uint8Array> {
     const p = byTarget.get(target)!
     p.requests.push(index)
     const ticker =
@@ -178,12 +177,27 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap, options: { watch?: boole
     const piece = supplied?.byteLength === length ? supplied : new Uint8Array(length)
     piece.set(bytes.subarray(offset, offset + length))
     if (p.behaviour === 'corrupt') piece[0] = piece[0]! ^ 0xff
+    if (options.expectedSha256 !== undefined) {
+      swarm.checked++
+      if (createHash('sha256').update(piece).digest('hex') !== options.expectedSha256)
+        throw new PieceHashMismatchError(index, piece)
+    }
     return piece
   }
   /**
    * `inFlight`: piece requests being answered now; `maxInFlight`: the most at once so
-   * far; `watches`: have watches begun; `openWatches`: of those, the ones not yet ended.
+   * far; `watches`: have watches begun; `openWatches`: of those, the ones not yet ended;
+   * `checked`: pieces it was asked to check against their sha256.
    */
-  const swarm = { peer, client, haveQueries: 0, inFlight: 0, maxInFlight: 0, watches: 0, openWatches: 0 }
+  const swarm = {
+    peer,
+    client,
+    haveQueries: 0,
+    inFlight: 0,
+    maxInFlight: 0,
+    watches: 0,
+    openWatches: 0,
+    checked: 0,
+  }
   return swarm
 }
