@@ -199,31 +199,33 @@ const EV_START = 8
 const EV_FIND = 9
 const EV_TRACKER = 10
 
+/**
+ * One peer (or the origin) a download asks for pieces. What changes on every request,
+ * answer and have (how long it is left alone, what it can give, what is asked of it)
+ * sits in the simulation's dense per-link arrays at `slot`, not here: the scheduler
+ * looks at every link of a download after each busy answer, and reading a few
+ * neighbouring numbers is much cheaper than visiting an object per link.
+ */
 interface Link {
   peer: number
   origin: boolean
+  /** The download this link belongs to. */
+  dl: Download
+  /** Index of the link's state in the per-link arrays (linkBusyUntil, linkUseful, ...). */
+  slot: number
+  /** The link's bit in the download's per-piece masks (shownBy, askedOf): word and bit. */
+  word: number
+  bit: number
   /** Origin links: until when each piece is not asked of it (it declined it). */
   deferredUntil?: Float64Array
-  requested: Set<number>
+  /** Pieces asked of this peer and not answered yet (the download's askedOf mask). */
+  requested: PieceSet
   peerHas: PieceSet
-  busyUntil: number
-  /**
-   * Pieces the peer is known to hold that we lack. When it does not exceed the
-   * requests already made to this peer, pickPiece has nothing to give for it and is
-   * not called (a shortcut with the same outcome, for speed).
-   */
-  useful: number
-  /**
-   * Peer links: pieces the peer is known to hold that we lack and nobody is fetching.
-   * While it is 0 and the download is not in endgame, pickPiece has nothing to give for
-   * this link (it only picks such pieces outside endgame) and is not called.
-   */
-  free: number
-  /** What the peer has shown (undefined for the origin). */
-  shown: Uint8Array | undefined
 }
 
 interface Download {
+  /** layer * nodes + node */
+  id: number
   node: number
   layer: number
   pc: number
@@ -238,12 +240,24 @@ interface Download {
   unclaimed: number
   inFlight: Int32Array
   avail: Int32Array
+  /** Peer links in the order they were added, then the origin's (always last). */
   links: Link[]
+  /** Peer links (the origin's not counted) and the origin's link, if any. */
+  peerLinks: number
+  originLink: Link | undefined
+  /** Where this download's links start in the per-link arrays. */
+  slotBase: number
+  /**
+   * Per piece, a bit per peer link whose peer has shown the piece (`words` 32-bit words
+   * per piece), and a bit per link the piece is asked of now.
+   */
+  shownBy: Int32Array
+  askedOf: Int32Array
   linked: Set<number>
   readPos: number
   complete: boolean
-  /** Requests per piece, for cancelling endgame duplicates. */
-  pending: Map<number, Req[]>
+  /** Requests per piece in the order made (a list through Req.next), for cancelling endgame duplicates. */
+  pending: Array<Req | undefined>
   haveSet: PieceSet
   /** Pieces this node got from the origin, and uploads of each started (firstCopyPriority). */
   fromOrigin: Uint8Array
@@ -265,6 +279,8 @@ interface Req {
   index: number
   flow: Flow | undefined
   cancelled: boolean
+  /** The next request for the same piece of the same download. */
+  next: Req | undefined
 }
 
 interface Answer {
@@ -272,8 +288,6 @@ interface Answer {
   peers: number[]
   allowOrigin: boolean
 }
-
-const ALL: PieceSet = { has: () => true }
 
 /** Bytes per millisecond of `mbit` megabit per second. */
 export function mbitToBytesPerMs(mbit: number): number {
@@ -343,15 +357,62 @@ export function simulate(config: SimConfig): SimResult {
   const downloads: Download[][] = []
   const members: number[][] = []
   const memberSet: Uint8Array[] = []
-  /** Per layer and node: the links of the downloads that use that node as a peer. */
-  const watchers: Array<Array<Array<{ dl: Download; link: Link }>>> = []
+  /**
+   * Per layer and node: the links of the downloads that use that node as a peer, by their
+   * slot in the per-link arrays (the download is slot / linksPer, the link slot % linksPer).
+   */
+  const watchers: number[][][] = []
   const slots: Set<number>[] = []
+  // Per-link state, `linksPer` slots per download: its peers in the order they were added
+  // (never more than peerLimit can reach), and the origin in the last slot.
+  const peerSlots = maxPeers + Math.max(0, busyExtraPeers)
+  const linksPer = peerSlots + 1
+  const words = Math.ceil(linksPer / 32)
+  const linkCount = N * L * linksPer
+  /** Until when the peer is left alone after a busy answer. */
+  const linkBusyUntil = new Float64Array(linkCount)
+  /**
+   * Pieces the peer is known to hold that we lack. When it does not exceed the requests
+   * already made to this peer (linkAsked), pickPiece has nothing to give for it and is
+   * not called (a shortcut with the same outcome, for speed).
+   */
+  const linkUseful = new Int32Array(linkCount)
+  /** Requests in flight to the peer. */
+  const linkAsked = new Int32Array(linkCount)
+  /**
+   * Peer links: pieces the peer is known to hold that we lack and nobody is fetching.
+   * While it is 0 and the download is not in endgame, pickPiece has nothing to give for
+   * this link (it only picks such pieces outside endgame) and is not called. (The
+   * origin link's count is the download's `unclaimed`.)
+   */
+  const linkFree = new Int32Array(linkCount)
+  // Per-piece state of every download, `pieceBase` on in each array (the download's own
+  // arrays are views of these): one have-message touches the same piece of some twenty
+  // downloads, and finding it in a few flat arrays beats following each download's object.
+  let totalPieces = 0
+  for (let l = 0; l < L; l++) totalPieces += N * pieceCounts[l]!
+  const haveAll = new Uint8Array(totalPieces)
+  const inFlightAll = new Int32Array(totalPieces)
+  const availAll = new Int32Array(totalPieces)
+  const shownByAll = new Int32Array(totalPieces * words)
+  const askedOfAll = new Int32Array(totalPieces * words)
+  /** Per download (layer * N + node): 1 once complete. */
+  const completeAll = new Uint8Array(N * L)
+  /** Per download: pieces it still lacks. */
+  const missingAll = new Int32Array(N * L)
+  /** Per download: where its pieces start in the per-piece arrays. */
+  const pieceBaseOf = new Int32Array(N * L)
+  const byId: Download[] = []
+  let pieceBase = 0
   for (let l = 0; l < L; l++) {
     const pc = pieceCounts[l]!
     const row: Download[] = []
     for (let n = 0; n < N; n++) {
-      const have = new Uint8Array(pc)
+      const have = haveAll.subarray(pieceBase, pieceBase + pc)
+      pieceBaseOf[l * N + n] = pieceBase
+      missingAll[l * N + n] = pc
       row.push({
+        id: l * N + n,
         node: n,
         layer: l,
         pc,
@@ -363,13 +424,18 @@ export function simulate(config: SimConfig): SimResult {
         uploads: new Uint16Array(pc),
         held: 0,
         unclaimed: pc,
-        inFlight: new Int32Array(pc),
-        avail: new Int32Array(pc),
+        inFlight: inFlightAll.subarray(pieceBase, pieceBase + pc),
+        avail: availAll.subarray(pieceBase, pieceBase + pc),
         links: [],
+        peerLinks: 0,
+        originLink: undefined,
+        slotBase: (l * N + n) * linksPer,
+        shownBy: shownByAll.subarray(pieceBase * words, (pieceBase + pc) * words),
+        askedOf: askedOfAll.subarray(pieceBase * words, (pieceBase + pc) * words),
         linked: new Set(),
         readPos: 0,
         complete: false,
-        pending: new Map(),
+        pending: new Array<Req | undefined>(pc).fill(undefined),
         haveSet: { has: (i) => have[i] === 1 },
         candidate: { peerId: String(n), idx: n, complete: false, uploadLoad: 0, piecesHeld: 0 },
         announceVersion: 0,
@@ -379,6 +445,8 @@ export function simulate(config: SimConfig): SimResult {
         awaitingAnswer: true,
         findScheduled: false,
       })
+      byId.push(row[n]!)
+      pieceBase += pc
     }
     downloads.push(row)
     members.push([])
@@ -463,17 +531,24 @@ export function simulate(config: SimConfig): SimResult {
     if (dl.linked.has(peer)) return
     dl.linked.add(peer)
     const origin = peer === ORIGIN
-    let peerHas = ALL
+    const k = origin ? peerSlots : dl.peerLinks
+    if (k > peerSlots) throw new Error(`download of node ${dl.node} has more than ${peerSlots} peers`)
+    const slot = dl.slotBase + k
+    const word = k >>> 5
+    const bit = 1 << (k & 31)
+    const asked = dl.askedOf
+    const requested: PieceSet = { has: (i) => (asked[i * words + word]! & bit) !== 0 }
+    let peerHas: PieceSet
+    let deferred: Float64Array | undefined
     let useful = 0
     let free = 0
-    let shown: Uint8Array | undefined
     if (!origin) {
       const peerShown = downloads[dl.layer]![peer]!.shown
-      shown = peerShown
       peerHas = { has: (i) => peerShown[i] === 1 }
       for (let i = 0; i < dl.pc; i++) {
         if (peerShown[i] !== 1) continue
         dl.avail[i]!++
+        dl.shownBy[i * words + word]! |= bit
         if (dl.have[i] !== 1) {
           useful++
           if (dl.inFlight[i] === 0) free++
@@ -482,14 +557,20 @@ export function simulate(config: SimConfig): SimResult {
     } else {
       for (let i = 0; i < dl.pc; i++) dl.avail[i]!++
       useful = dl.pc - dl.held
-    }
-    const link: Link = { peer, origin, requested: new Set(), peerHas, busyUntil: 0, useful, free, shown }
-    if (!origin) watchers[dl.layer]![peer]!.push({ dl, link })
-    if (origin) {
       // As the scheduler does: never ask the origin for a piece it declined a moment ago.
-      const deferred = new Float64Array(dl.pc)
+      const until = new Float64Array(dl.pc)
+      deferred = until
+      peerHas = { has: (i) => until[i]! <= now }
+    }
+    linkUseful[slot] = useful
+    linkFree[slot] = free
+    const link: Link = { peer, origin, dl, slot, word, bit, requested, peerHas }
+    if (origin) {
       link.deferredUntil = deferred
-      link.peerHas = { has: (i) => deferred[i]! <= now }
+      dl.originLink = link
+    } else {
+      watchers[dl.layer]![peer]!.push(slot)
+      dl.peerLinks++
     }
     // The origin is kept last: it is asked only for what the others cannot give.
     const last = dl.links[dl.links.length - 1]
@@ -553,7 +634,7 @@ export function simulate(config: SimConfig): SimResult {
     let peers = 0
     let inFlight = 0
     for (const l of dl.links) {
-      inFlight += l.requested.size
+      inFlight += linkAsked[l.slot]!
       if (l.origin) continue
       peersHeld += downloads[dl.layer]![l.peer]!.shownCount
       peers++
@@ -562,9 +643,10 @@ export function simulate(config: SimConfig): SimResult {
   }
 
   function scheduleLink(dl: Download, link: Link): void {
-    if (dl.complete || link.busyUntil > now || link.useful <= link.requested.size) return
+    const slot = link.slot
+    if (dl.complete || linkBusyUntil[slot]! > now || linkUseful[slot]! <= linkAsked[slot]!) return
     // Outside endgame pickPiece only picks pieces nobody is fetching: none, nothing to call it for.
-    if ((link.origin ? dl.unclaimed : link.free) === 0 && dl.pc - dl.held > endgameThreshold) return
+    if ((link.origin ? dl.unclaimed : linkFree[slot]) === 0 && dl.pc - dl.held > endgameThreshold) return
     let room = aheadRoom(dl)
     const slotsFor = requestSlots({
       origin: link.origin,
@@ -573,7 +655,7 @@ export function simulate(config: SimConfig): SimResult {
       originRequests,
       minInFlight,
     })
-    while (link.requested.size < slotsFor && room > 0) {
+    while (linkAsked[slot]! < slotsFor && room > 0) {
       const next = pickPiece({
         pieceCount: dl.pc,
         have: dl.haveSet,
@@ -585,7 +667,8 @@ export function simulate(config: SimConfig): SimResult {
         readPosition: streaming && !link.origin && dl.readPos < dl.pc ? dl.readPos : undefined,
         windowSize,
         endgameThreshold,
-        ...(link.origin ? { maxDuplicates: 1 } : {}),
+        // undefined: pickPiece's default.
+        maxDuplicates: link.origin ? 1 : undefined,
         rng,
       })
       if (next === undefined) return
@@ -594,39 +677,74 @@ export function simulate(config: SimConfig): SimResult {
     }
   }
 
+  /**
+   * scheduleLink for every link of the download, in order, the origin last. A link that
+   * is left alone after a busy answer, or whose peer holds nothing beyond what is asked
+   * of it already, is passed over here from the per-link arrays alone (scheduleLink
+   * would return at once for it; nothing a link's requests change makes another link of
+   * the download able to take one).
+   */
   function scheduleAll(dl: Download): void {
-    for (const link of dl.links) scheduleLink(dl, link)
+    if (dl.complete) return
+    const links = dl.links
+    const base = dl.slotBase
+    const peers = dl.peerLinks
+    for (let k = 0; k < peers; k++) {
+      const slot = base + k
+      if (linkBusyUntil[slot]! > now || linkUseful[slot]! <= linkAsked[slot]!) continue
+      scheduleLink(dl, links[k]!)
+    }
+    const o = dl.originLink
+    if (o !== undefined) scheduleLink(dl, o)
   }
 
   function request(dl: Download, link: Link, index: number): void {
-    const req: Req = { dl, link, index, flow: undefined, cancelled: false }
-    link.requested.add(index)
+    const req: Req = { dl, link, index, flow: undefined, cancelled: false, next: undefined }
+    linkAsked[link.slot]!++
+    dl.askedOf[index * words + link.word]! |= link.bit
     if (dl.inFlight[index]!++ === 0) claim(dl, index, -1)
-    let list = dl.pending.get(index)
-    if (list === undefined) {
-      list = []
-      dl.pending.set(index, list)
+    const first = dl.pending[index]
+    if (first === undefined) dl.pending[index] = req
+    else {
+      let last = first
+      while (last.next !== undefined) last = last.next
+      last.next = req
     }
-    list.push(req)
     queue.push(now + lat, EV_REQ_ARRIVE, req)
   }
 
-  /** A piece not held became free (delta 1) or stopped being free (-1): per-link counts follow. */
+  /**
+   * A piece not held became free (delta 1) or stopped being free (-1): the counts of the
+   * peer links whose peer has shown it follow.
+   */
   function claim(dl: Download, index: number, delta: number): void {
     dl.unclaimed += delta
-    for (const link of dl.links) if (link.shown !== undefined && link.shown[index] === 1) link.free += delta
+    const shownBy = dl.shownBy
+    const at = index * words
+    for (let w = 0; w < words; w++) {
+      let mask = shownBy[at + w]!
+      const base = dl.slotBase + (w << 5)
+      while (mask !== 0) {
+        const low = mask & -mask
+        linkFree[base + 31 - Math.clz32(low)]! += delta
+        mask ^= low
+      }
+    }
   }
 
   function release(req: Req): void {
     const { dl, link, index } = req
-    link.requested.delete(index)
+    linkAsked[link.slot]!--
+    dl.askedOf[index * words + link.word]! &= ~link.bit
     if (--dl.inFlight[index]! === 0 && dl.have[index] === 0) claim(dl, index, 1)
-    const list = dl.pending.get(index)
-    if (list !== undefined) {
-      const k = list.indexOf(req)
-      if (k >= 0) list.splice(k, 1)
-      if (list.length === 0) dl.pending.delete(index)
+    const first = dl.pending[index]
+    if (first === req) dl.pending[index] = req.next
+    else {
+      let before = first
+      while (before !== undefined && before.next !== req) before = before.next
+      if (before !== undefined) before.next = req.next
     }
+    req.next = undefined
   }
 
   function onRequestArrive(req: Req): void {
@@ -644,7 +762,8 @@ export function simulate(config: SimConfig): SimResult {
       // Busy: the answer travels back, then the peer is left alone for a while.
       busyAnswers++
       release(req)
-      req.link.busyUntil = now + lat + busyBackoff
+      const until = now + lat + busyBackoff
+      linkBusyUntil[req.link.slot] = until
       const dl = req.dl
       if (busyExtraPeers > 0 && !dl.busyCrowded) {
         let live = 0
@@ -652,14 +771,14 @@ export function simulate(config: SimConfig): SimResult {
         for (const l of dl.links) {
           if (l.origin) continue
           live++
-          if (l.busyUntil > now) busy++
+          if (linkBusyUntil[l.slot]! > now) busy++
         }
         if (crowdedByBusy(live, busy, maxPeers)) {
           dl.busyCrowded = true
           scheduleFind(dl)
         }
       }
-      queue.push(req.link.busyUntil, EV_WAKE, dl)
+      queue.push(until, EV_WAKE, dl)
       // Another peer may take the piece meanwhile.
       scheduleAll(dl)
       return
@@ -698,19 +817,29 @@ export function simulate(config: SimConfig): SimResult {
     config.onPiece?.(dl.node, dl.layer, index, req.link.peer, now)
     dl.have[index] = 1
     dl.held++
+    missingAll[dl.id]!--
     if (dl.inFlight[index] === 0) claim(dl, index, -1)
-    for (const link of dl.links) if (link.peerHas.has(index)) link.useful--
+    // Every link whose peer has it can give one piece less.
+    const at = index * words
+    for (let w = 0; w < words; w++) {
+      let mask = dl.shownBy[at + w]!
+      const base = dl.slotBase + (w << 5)
+      while (mask !== 0) {
+        const low = mask & -mask
+        linkUseful[base + 31 - Math.clz32(low)]!--
+        mask ^= low
+      }
+    }
+    const o = dl.originLink
+    if (o?.peerHas.has(index)) linkUseful[o.slot]!--
     while (dl.readPos < dl.pc && dl.have[dl.readPos] === 1) dl.readPos++
     // Endgame duplicates of this piece are no longer needed.
-    const others = dl.pending.get(index)
-    if (others !== undefined) {
-      for (const o of [...others]) {
-        o.cancelled = true
-        if (o.flow !== undefined) net.remove(o.flow, now)
-        // A send from the seed broken off frees the piece there.
-        if (o.flow !== undefined && o.link.peer === ORIGIN) firstCopy.failed(layerDigest(dl.layer), index)
-        release(o)
-      }
+    for (let o = dl.pending[index]; o !== undefined; o = dl.pending[index]) {
+      o.cancelled = true
+      if (o.flow !== undefined) net.remove(o.flow, now)
+      // A send from the seed broken off frees the piece there.
+      if (o.flow !== undefined && o.link.peer === ORIGIN) firstCopy.failed(layerDigest(dl.layer), index)
+      release(o)
     }
     queue.push(now + haveDelay, EV_HAVE, dl, index)
     if (!dl.announcedHolding) {
@@ -719,6 +848,7 @@ export function simulate(config: SimConfig): SimResult {
     }
     if (dl.held === dl.pc) {
       dl.complete = true
+      completeAll[dl.id] = 1
       announce(dl, 0)
       const n = dl.node
       if (--layersLeft[n]! === 0) {
@@ -733,13 +863,23 @@ export function simulate(config: SimConfig): SimResult {
   function onHave(dl: Download, index: number): void {
     dl.shown[index] = 1
     dl.shownCount++
-    for (const { dl: wdl, link } of watchers[dl.layer]![dl.node]!) {
-      if (wdl.complete) continue
-      wdl.avail[index]!++
-      if (wdl.have[index] === 1) continue
-      link.useful++
-      if (wdl.inFlight[index] === 0) link.free++
-      scheduleLink(wdl, link)
+    const list = watchers[dl.layer]![dl.node]!
+    for (let j = 0; j < list.length; j++) {
+      const slot = list[j]!
+      const id = (slot / linksPer) | 0
+      if (completeAll[id] === 1) continue
+      const p = pieceBaseOf[id]! + index
+      availAll[p]!++
+      const k = slot - id * linksPer
+      shownByAll[p * words + (k >>> 5)]! |= 1 << (k & 31)
+      if (haveAll[p] === 1) continue
+      linkUseful[slot]!++
+      if (inFlightAll[p] === 0) linkFree[slot]!++
+      // Passed over when scheduleLink would return at once (see scheduleAll).
+      if (linkBusyUntil[slot]! > now || linkUseful[slot]! <= linkAsked[slot]!) continue
+      if (linkFree[slot] === 0 && missingAll[id]! > endgameThreshold) continue
+      const wdl = byId[id]!
+      scheduleLink(wdl, wdl.links[k]!)
     }
   }
 
@@ -768,8 +908,8 @@ export function simulate(config: SimConfig): SimResult {
         const dl = downloads[l]![n]!
         if (dl.complete) continue
         for (const link of dl.links) {
-          if (link.useful <= link.requested.size) continue
-          if (link.busyUntil > t) waiting++
+          if (linkUseful[link.slot]! <= linkAsked[link.slot]!) continue
+          if (linkBusyUntil[link.slot]! > t) waiting++
           else useful++
         }
       }
