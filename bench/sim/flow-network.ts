@@ -45,6 +45,9 @@ export class FlowNetwork {
   readonly in: Flow[][]
   /** Bytes sent per endpoint (completed and cut-short flows). */
   readonly sent: Float64Array
+  /** Flows out of and into each endpoint (out[e].length, in[e].length), read without visiting the lists. */
+  private readonly outCount: Int32Array
+  private readonly inCount: Int32Array
   private readonly sharing: Sharing
   /** max-min: every flow in progress, and scratch space for the filling. */
   private readonly flows: Flow[] = []
@@ -64,6 +67,8 @@ export class FlowNetwork {
     this.out = Array.from({ length: up.length }, () => [])
     this.in = Array.from({ length: up.length }, () => [])
     this.sent = new Float64Array(up.length)
+    this.outCount = new Int32Array(up.length)
+    this.inCount = new Int32Array(up.length)
     this.sharing = sharing
     // Links 0..n-1 are uplinks, n..2n-1 downlinks.
     this.capacity = new Float64Array(2 * up.length)
@@ -87,6 +92,8 @@ export class FlowNetwork {
     }
     this.out[src]!.push(flow)
     this.in[dst]!.push(flow)
+    this.outCount[src]!++
+    this.inCount[dst]!++
     if (this.sharing === 'max-min') {
       this.flows.push(flow)
       this.fill(now)
@@ -116,6 +123,8 @@ export class FlowNetwork {
     }
     flow.upIdx = -1
     flow.downIdx = -1
+    this.outCount[flow.src]!--
+    this.inCount[flow.dst]!--
     flow.version++
     if (this.sharing === 'max-min') {
       const k = this.flows.indexOf(flow)
@@ -152,10 +161,7 @@ export class FlowNetwork {
   private rerate(flow: Flow, now: number): void {
     this.setRate(
       flow,
-      Math.min(
-        this.up[flow.src]! / this.out[flow.src]!.length,
-        this.down[flow.dst]! / this.in[flow.dst]!.length,
-      ),
+      Math.min(this.up[flow.src]! / this.outCount[flow.src]!, this.down[flow.dst]! / this.inCount[flow.dst]!),
       now,
     )
   }

@@ -398,6 +398,15 @@ export function simulate(config: SimConfig): SimResult {
   const askedOfAll = new Int32Array(totalPieces * words)
   /** Per download (layer * N + node): 1 once complete. */
   const completeAll = new Uint8Array(N * L)
+  /** Per download: its links (dl.links.length). */
+  const linksOf = new Int32Array(N * L)
+  /**
+   * requestSlots of a peer link by the download's number of links, worked out once: a
+   * link with that many requests in flight gets no more (scheduleLink would stop there).
+   */
+  const peerRequestSlots = Float64Array.from({ length: linksPer + 1 }, (_, sources) =>
+    requestSlots({ origin: false, sources, requestsPerPeer, originRequests, minInFlight }),
+  )
   /** Per download: pieces it still lacks. */
   const missingAll = new Int32Array(N * L)
   /** Per download: where its pieces start in the per-piece arrays. */
@@ -576,6 +585,7 @@ export function simulate(config: SimConfig): SimResult {
     const last = dl.links[dl.links.length - 1]
     if (!origin && last?.origin) dl.links.splice(dl.links.length - 1, 0, link)
     else dl.links.push(link)
+    linksOf[dl.id] = dl.links.length
   }
 
   /** The scheduler's searchPeers: adds peers of the cached answer up to maxPeers. */
@@ -689,9 +699,12 @@ export function simulate(config: SimConfig): SimResult {
     const links = dl.links
     const base = dl.slotBase
     const peers = dl.peerLinks
+    const most = peerRequestSlots[links.length]!
     for (let k = 0; k < peers; k++) {
       const slot = base + k
-      if (linkBusyUntil[slot]! > now || linkUseful[slot]! <= linkAsked[slot]!) continue
+      const asked = linkAsked[slot]!
+      if (asked >= most || linkBusyUntil[slot]! > now || linkUseful[slot]! <= asked) continue
+      if (linkFree[slot] === 0 && dl.pc - dl.held > endgameThreshold) continue
       scheduleLink(dl, links[k]!)
     }
     const o = dl.originLink
@@ -876,7 +889,13 @@ export function simulate(config: SimConfig): SimResult {
       linkUseful[slot]!++
       if (inFlightAll[p] === 0) linkFree[slot]!++
       // Passed over when scheduleLink would return at once (see scheduleAll).
-      if (linkBusyUntil[slot]! > now || linkUseful[slot]! <= linkAsked[slot]!) continue
+      const asked = linkAsked[slot]!
+      if (
+        asked >= peerRequestSlots[linksOf[id]!]! ||
+        linkBusyUntil[slot]! > now ||
+        linkUseful[slot]! <= asked
+      )
+        continue
       if (linkFree[slot] === 0 && missingAll[id]! > endgameThreshold) continue
       const wdl = byId[id]!
       scheduleLink(wdl, wdl.links[k]!)
