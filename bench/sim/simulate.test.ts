@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { fluidBound } from '../cluster/bound.js'
 import { EventQueue } from './event-queue.js'
@@ -212,4 +213,83 @@ describe('simulate', () => {
     expect(extra).toBeGreaterThan(2)
     expect(extra).toBeLessThanOrEqual(2 + 8)
   })
+})
+
+describe('simulate, pinned runs', () => {
+  // Each run's outcome as the simulator of session 11 (before the link state moved into
+  // dense arrays and per-piece masks) computed it. A change made for speed must leave
+  // these exactly as they are; a change of policy (piece-picker.ts, hand-out.ts, the
+  // rules restated in simulate.ts) changes them on purpose, and then they are pinned again.
+  const cases: Array<{ name: string; over: Partial<SimConfig>; expected: Record<string, number | string> }> =
+    [
+      {
+        name: 'defaults, two layers',
+        over: { nodes: 30, imageBytes: 32 * MiB, layers: 2, nodeUpMbit: 100, latencyMs: 1, seed: 4 },
+        expected: {
+          events: 36263,
+          busy: 1186,
+          declined: 360,
+          origin: 33554432,
+          last: 4811.743486833472,
+          deliveries: '8b0739fb5cf07725',
+        },
+      },
+      {
+        // 49 links per download: the per-piece masks take two 32-bit words.
+        name: 'more than 32 peers per download, 4 uploads per agent',
+        over: { nodes: 60, nodeUpMbit: 100, latencyMs: 1, seed: 2, maxPeers: 40, maxConcurrentUploads: 4 },
+        expected: {
+          events: 29055,
+          busy: 3265,
+          declined: 236,
+          origin: 16777216,
+          last: 2951.7184,
+          deliveries: '49a9f6b7e2785158',
+        },
+      },
+      {
+        name: 'streaming, ahead cap, start jitter',
+        over: {
+          nodes: 40,
+          imageBytes: 24 * MiB,
+          layers: 2,
+          nodeUpMbit: 50,
+          latencyMs: 2,
+          seed: 3,
+          streaming: true,
+          aheadMaxInFlight: 4,
+          startJitterMs: 500,
+          haveDelayMs: 300,
+        },
+        expected: {
+          events: 42626,
+          busy: 2872,
+          declined: 954,
+          origin: 25165824,
+          last: 10000.213517539476,
+          deliveries: 'd5e73e5ea23766d2',
+        },
+      },
+    ]
+  for (const { name, over, expected } of cases) {
+    it(`gives the pinned outcome: ${name}`, () => {
+      const hash = createHash('sha256')
+      const r = simulate(
+        config({
+          ...over,
+          // Who sent which piece to whom, and when, in the order stored.
+          onPiece: (node, layer, index, from, simMs) =>
+            hash.update(`${node},${layer},${index},${from},${simMs};`),
+        }),
+      )
+      expect({
+        events: r.events,
+        busy: r.busyAnswers,
+        declined: r.declinedAnswers,
+        origin: r.originBytes,
+        last: r.lastDoneMs,
+        deliveries: hash.digest('hex').slice(0, 16),
+      }).toEqual(expected)
+    })
+  }
 })
