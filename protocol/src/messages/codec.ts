@@ -148,6 +148,16 @@ class Writer {
     this.size += b.byteLength
     return this
   }
+  /** u16 count (1..`max`) and that many u32 piece indexes; `what` names the message in errors. */
+  indexes(list: readonly number[], max: number, what: string): this {
+    if (list.length < 1 || list.length > max) throw new RangeError(`${what} holds 1..${max} indexes`)
+    this.u16(list.length)
+    for (const i of list) {
+      checkIndex(i)
+      this.u32(i)
+    }
+    return this
+  }
   digest(d: Digest): this {
     const { algorithm, hex } = parseDigest(d)
     return this.u8(algorithm === 'sha256' ? 1 : 2).bytes(Buffer.from(hex, 'hex'))
@@ -200,6 +210,18 @@ class Reader {
   rest(): Uint8Array {
     return this.bytes(this.buf.byteLength - this.o)
   }
+  /** What Writer.indexes wrote; `what` names the message in errors. */
+  indexes(max: number, what: string): number[] {
+    const count = this.u16()
+    if (count < 1 || count > max) throw new DecodeError(`${what} with ${count} indexes`)
+    const indexes: number[] = []
+    for (let i = 0; i < count; i++) {
+      const index = this.u32()
+      if (index >= MAX_PIECE_COUNT) throw new DecodeError(`piece index ${index} out of range`)
+      indexes.push(index)
+    }
+    return indexes
+  }
   digest(): Digest {
     const code = this.u8()
     if (code === 1) return `sha256:${Buffer.from(this.bytes(32)).toString('hex')}` as Digest
@@ -224,14 +246,7 @@ export function encodeMessage(msg: Message): Uint8Array {
   const w = new Writer().u8(TYPE_CODES[msg.type])
   switch (msg.type) {
     case 'piece-request':
-      if (msg.indexes.length < 1 || msg.indexes.length > MAX_PIECES_PER_REQUEST) {
-        throw new RangeError(`a piece request holds 1..${MAX_PIECES_PER_REQUEST} indexes`)
-      }
-      w.digest(msg.digest).u16(msg.indexes.length)
-      for (const i of msg.indexes) {
-        checkIndex(i)
-        w.u32(i)
-      }
+      w.digest(msg.digest).indexes(msg.indexes, MAX_PIECES_PER_REQUEST, 'a piece request')
       break
     case 'have-request':
     case 'piece-map-request':
@@ -269,14 +284,7 @@ export function encodeMessage(msg: Message): Uint8Array {
       break
     }
     case 'have-update':
-      if (msg.indexes.length < 1 || msg.indexes.length > MAX_HAVE_UPDATE_INDEXES) {
-        throw new RangeError(`a have-update holds 1..${MAX_HAVE_UPDATE_INDEXES} indexes`)
-      }
-      w.u16(msg.indexes.length)
-      for (const i of msg.indexes) {
-        checkIndex(i)
-        w.u32(i)
-      }
+      w.indexes(msg.indexes, MAX_HAVE_UPDATE_INDEXES, 'a have-update')
       break
     case 'piece-map-reply':
       if (msg.status === 'ok') {
@@ -303,16 +311,7 @@ export function decodeMessage(body: Uint8Array): Message {
   switch (type) {
     case 1: {
       const digest = r.digest()
-      const count = r.u16()
-      if (count < 1 || count > MAX_PIECES_PER_REQUEST)
-        throw new DecodeError(`piece request with ${count} indexes`)
-      const indexes: number[] = []
-      for (let i = 0; i < count; i++) {
-        const index = r.u32()
-        if (index >= MAX_PIECE_COUNT) throw new DecodeError(`piece index ${index} out of range`)
-        indexes.push(index)
-      }
-      msg = { type: 'piece-request', digest, indexes }
+      msg = { type: 'piece-request', digest, indexes: r.indexes(MAX_PIECES_PER_REQUEST, 'piece request') }
       break
     }
     case 2:
@@ -362,19 +361,9 @@ export function decodeMessage(body: Uint8Array): Message {
           : { type: 'piece-map-reply', status }
       break
     }
-    case 8: {
-      const count = r.u16()
-      if (count < 1 || count > MAX_HAVE_UPDATE_INDEXES)
-        throw new DecodeError(`have-update with ${count} indexes`)
-      const indexes: number[] = []
-      for (let i = 0; i < count; i++) {
-        const index = r.u32()
-        if (index >= MAX_PIECE_COUNT) throw new DecodeError(`piece index ${index} out of range`)
-        indexes.push(index)
-      }
-      msg = { type: 'have-update', indexes }
+    case 8:
+      msg = { type: 'have-update', indexes: r.indexes(MAX_HAVE_UPDATE_INDEXES, 'have-update') }
       break
-    }
     default:
       throw new DecodeError(`unknown message type ${type}`)
   }
