@@ -287,23 +287,30 @@ export function createPieceServer(
     }
   }
 
+  /** What the source holds of `digest`, or undefined when it holds none of it. */
+  async function heldPieces(digest: Digest): Promise<Bitfield | undefined> {
+    const stat = await source.stat(digest)
+    const bits = await source.bitfield(digest)
+    return stat === undefined || bits === undefined || stat.pieceCount === 0
+      ? undefined
+      : Bitfield.decode(bits, stat.pieceCount)
+  }
+
+  function haveReply(held: Bitfield | undefined): Uint8Array {
+    return encodeMessage(
+      held === undefined
+        ? { type: 'have-reply', status: 'not-found' }
+        : { type: 'have-reply', status: 'ok', bitfield: held },
+    )
+  }
+
   async function serveHave(stream: PieceStream): Promise<void> {
     const reader = createMessageReader(stream)
     for (;;) {
       const msg = await nextRequest(reader)
       if (msg === undefined) return
       if (msg.type !== 'have-request') throw new DecodeError(`expected have-request, got ${msg.type}`)
-      const stat = await source.stat(msg.digest)
-      const bits = await source.bitfield(msg.digest)
-      const reply =
-        stat === undefined || bits === undefined || stat.pieceCount === 0
-          ? encodeMessage({ type: 'have-reply', status: 'not-found' })
-          : encodeMessage({
-              type: 'have-reply',
-              status: 'ok',
-              bitfield: Bitfield.decode(bits, stat.pieceCount),
-            })
-      await send(stream, reply)
+      await send(stream, haveReply(await heldPieces(msg.digest)))
     }
   }
 
@@ -330,15 +337,9 @@ export function createPieceServer(
       },
     })
     try {
-      const stat = await source.stat(digest)
-      const bits = await source.bitfield(digest)
-      if (stat === undefined || bits === undefined || stat.pieceCount === 0) {
-        await send(stream, encodeMessage({ type: 'have-reply', status: 'not-found' }))
-        return
-      }
-      const held = Bitfield.decode(bits, stat.pieceCount)
-      await send(stream, encodeMessage({ type: 'have-reply', status: 'ok', bitfield: held }))
-      if (unwatch === undefined) return
+      const held = await heldPieces(digest)
+      await send(stream, haveReply(held))
+      if (held === undefined || unwatch === undefined) return
       // The watcher ends the watch by closing its side; a message from it is an error.
       const watcherDone = reader
         .read({ signal: lifetime.signal })
