@@ -5,7 +5,7 @@
  */
 import type { Digest } from '../../protocol/src/digest.js'
 import type { SignedPieceMap } from '../../protocol/src/piece-map.js'
-import type { PieceSource, PieceWatcher } from '../../protocol/src/p2p/index.js'
+import { createPieceWatchers, type PieceSource } from '../../protocol/src/p2p/index.js'
 import type { BlobCache } from './cache/index.js'
 
 /**
@@ -18,15 +18,11 @@ export function cachePieceSource(
   cache: Pick<BlobCache, 'stat' | 'hasPiece' | 'bitfield' | 'readRange' | 'events'>,
   pieceMaps?: { get(digest: Digest): SignedPieceMap | undefined | Promise<SignedPieceMap | undefined> },
 ): PieceSource {
-  const watchers = new Map<Digest, Set<PieceWatcher>>()
-  const onPiece = (e: { digest: Digest; index: number }): void => {
-    for (const w of watchers.get(e.digest) ?? []) w.piece(e.index)
-  }
-  const onGone = (e: { digest: Digest }): void => {
-    for (const w of watchers.get(e.digest) ?? []) w.gone()
-  }
-  function listen(on: boolean): void {
-    if (on) {
+  const onPiece = (e: { digest: Digest; index: number }): void => watchers.piece(e.digest, e.index)
+  const onGone = (e: { digest: Digest }): void => watchers.gone(e.digest)
+  // The cache's events are listened to only while someone watches.
+  const watchers = createPieceWatchers((watched) => {
+    if (watched) {
       cache.events.on('piece', onPiece)
       cache.events.on('evicted', onGone)
       cache.events.on('discarded', onGone)
@@ -35,23 +31,13 @@ export function cachePieceSource(
       cache.events.off('evicted', onGone)
       cache.events.off('discarded', onGone)
     }
-  }
+  })
   const source: PieceSource = {
     stat: (digest) => cache.stat(digest),
     hasPiece: (digest, index) => cache.hasPiece(digest, index),
     bitfield: (digest) => cache.bitfield(digest),
     readRange: (digest, start, end, options) => cache.readRange(digest, start, end, options),
-    watch(digest, watcher) {
-      if (watchers.size === 0) listen(true)
-      const set = watchers.get(digest) ?? new Set()
-      watchers.set(digest, set)
-      set.add(watcher)
-      return () => {
-        if (!set.delete(watcher) || set.size > 0) return
-        watchers.delete(digest)
-        if (watchers.size === 0) listen(false)
-      }
-    },
+    watch: (digest, watcher) => watchers.watch(digest, watcher),
   }
   if (pieceMaps) source.signedPieceMap = (digest) => pieceMaps.get(digest)
   return source

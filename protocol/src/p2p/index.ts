@@ -52,6 +52,13 @@ export {
   type PieceServerComponents,
   type PieceServerInit,
 } from './piece-server.js'
-export type { MaybePromise, PieceSource, PieceSourceStat, PieceWatcher } from './piece-source.js'
+export {
+  createPieceWatchers,
+  type MaybePromise,
+  type PieceSource,
+  type PieceSourceStat,
+  type PieceWatcher,
+  type PieceWatchers,
+} from './piece-source.js'
 export { type PieceStream, sendWithBackpressure, waitDrain } from './stream-io.js'
 export { createTokenBucket, type TokenBucket, type TokenBucketInit } from './token-bucket.js'

@@ -6,7 +6,7 @@ import { Bitfield } from '../bitfield.js'
 import type { Digest } from '../digest.js'
 import { pieceCountFor, type SignedPieceMap } from '../piece-map.js'
 import { suppliedOrNew } from './piece-buffers.js'
-import type { PieceSource, PieceSourceStat, PieceWatcher } from './piece-source.js'
+import { createPieceWatchers, type PieceSource, type PieceSourceStat } from './piece-source.js'
 
 /** A PieceSource whose contents the caller sets. */
 export interface MemoryPieceSource extends PieceSource {
@@ -40,12 +40,8 @@ export function createMemoryPieceSource(init: { chunkBytes?: number } = {}): Mem
   const chunkBytes = init.chunkBytes ?? 256 * 1024
   const blobs = new Map<Digest, Held>()
   const maps = new Map<Digest, SignedPieceMap>()
-  const watching = new Map<Digest, Set<PieceWatcher>>()
+  const watching = createPieceWatchers()
   let open = 0
-
-  function stored(digest: Digest, index: number): void {
-    for (const w of watching.get(digest) ?? []) w.piece(index)
-  }
 
   function layout(digest: Digest, size: number, pieceSize: number): Held {
     let held = blobs.get(digest)
@@ -67,33 +63,27 @@ export function createMemoryPieceSource(init: { chunkBytes?: number } = {}): Mem
       const held = layout(digest, bytes.byteLength, pieceSize)
       held.bytes.set(bytes)
       for (let i = 0; i < held.stat.pieceCount; i++) held.bits.set(i)
-      for (let i = 0; i < held.stat.pieceCount; i++) stored(digest, i)
+      for (let i = 0; i < held.stat.pieceCount; i++) watching.piece(digest, i)
     },
 
     putPiece(digest, { size, pieceSize }, index, bytes) {
       const held = layout(digest, size, pieceSize)
       held.bytes.set(bytes, index * pieceSize)
       held.bits.set(index)
-      stored(digest, index)
+      watching.piece(digest, index)
     },
 
     deleteBlob(digest) {
       blobs.delete(digest)
-      for (const w of watching.get(digest) ?? []) w.gone()
+      watching.gone(digest)
     },
 
     watchers(digest) {
-      return watching.get(digest)?.size ?? 0
+      return watching.count(digest)
     },
 
     watch(digest, watcher) {
-      const set = watching.get(digest) ?? new Set()
-      watching.set(digest, set)
-      set.add(watcher)
-      return () => {
-        set.delete(watcher)
-        if (set.size === 0) watching.delete(digest)
-      }
+      return watching.watch(digest, watcher)
     },
 
     putPieceMap(signed) {

@@ -72,3 +72,46 @@ export interface PieceSource {
    */
   signedPieceMap?(digest: Digest): MaybePromise<SignedPieceMap | undefined>
 }
+
+/** Who watches which blob (PieceSource.watch), for a source to tell of stored pieces. */
+export interface PieceWatchers {
+  /** Adds `watcher` of `digest`; the returned function removes it. */
+  watch(digest: Digest, watcher: PieceWatcher): () => void
+  /** Tells the watchers of `digest` that piece `index` was stored. */
+  piece(digest: Digest, index: number): void
+  /** Tells the watchers of `digest` that what was held of it is gone. */
+  gone(digest: Digest): void
+  /** Watchers of `digest` now. */
+  count(digest: Digest): number
+}
+
+/**
+ * The watchers of a source's blobs. `onWatched(true)` is called when the first watcher
+ * of any blob comes, `onWatched(false)` when the last one leaves (a source can listen to
+ * its own events only while someone watches).
+ */
+export function createPieceWatchers(onWatched?: (watched: boolean) => void): PieceWatchers {
+  const byDigest = new Map<Digest, Set<PieceWatcher>>()
+  return {
+    watch(digest, watcher) {
+      if (byDigest.size === 0) onWatched?.(true)
+      const set = byDigest.get(digest) ?? new Set()
+      byDigest.set(digest, set)
+      set.add(watcher)
+      return () => {
+        if (!set.delete(watcher) || set.size > 0) return
+        byDigest.delete(digest)
+        if (byDigest.size === 0) onWatched?.(false)
+      }
+    },
+    piece(digest, index) {
+      for (const w of byDigest.get(digest) ?? []) w.piece(index)
+    },
+    gone(digest) {
+      for (const w of byDigest.get(digest) ?? []) w.gone()
+    },
+    count(digest) {
+      return byDigest.get(digest)?.size ?? 0
+    },
+  }
+}
