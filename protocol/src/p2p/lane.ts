@@ -74,8 +74,12 @@ const KIND_DATA = 0
 const KIND_OPEN = 1
 const KIND_END = 2
 const KIND_RESET = 3
-/** Idle time after which the kernel probes a lane socket's peer (TCP keepalive). */
-const KEEPALIVE_MS = 60_000
+/**
+ * TCP keepalive on lane sockets, both ends: the kernel probes a peer idle for a minute.
+ * A have watch holds its socket idle for minutes, and a peer that vanished without
+ * closing it must not hold it (and its watch) for good.
+ */
+const KEEPALIVE = { keepAlive: true, keepAliveInitialDelay: 60_000 } as const
 /** Unread plaintext above which a lane stops reading its socket. */
 const READ_HIGH_WATER = 8 * 1024 * 1024
 const SESSION_REQUEST_VERSION = 1
@@ -686,24 +690,19 @@ export function createLaneServer(
   return {
     async start() {
       if (server !== undefined) return
-      // TCP keepalive: a have watch holds its socket idle for minutes, and a peer that
-      // vanished without closing it must not hold it (and its watch) for good.
-      const srv = createServer(
-        { pauseOnConnect: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_MS },
-        (socket) => {
-          if (sockets.size >= maxSockets) {
-            socket.destroy()
-            return
-          }
-          sockets.add(socket)
-          socket.on('close', () => sockets.delete(socket))
-          socket.on('error', () => {})
-          accept(socket).catch((err: unknown) => {
-            log?.debug({ err }, 'lane hello or handshake failed')
-            socket.destroy()
-          })
-        },
-      )
+      const srv = createServer({ pauseOnConnect: true, noDelay: true, ...KEEPALIVE }, (socket) => {
+        if (sockets.size >= maxSockets) {
+          socket.destroy()
+          return
+        }
+        sockets.add(socket)
+        socket.on('close', () => sockets.delete(socket))
+        socket.on('error', () => {})
+        accept(socket).catch((err: unknown) => {
+          log?.debug({ err }, 'lane hello or handshake failed')
+          socket.destroy()
+        })
+      })
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject)
         srv.listen({ host: init.host, port: init.port ?? 0 }, () => {
@@ -829,9 +828,7 @@ export function createLaneDialer(
   const connectGiveUpMs = init.connectGiveUpMs ?? 30_000
   const sessionTimeoutMs = init.sessionTimeoutMs ?? 10_000
   const connectSocket =
-    init.connect ??
-    ((host: string, port: number) =>
-      netConnect({ host, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_MS }))
+    init.connect ?? ((host: string, port: number) => netConnect({ host, port, noDelay: true, ...KEEPALIVE }))
   const sessions = new Map<string, ClientSession>()
   const pending = new Map<string, Promise<ClientSession | undefined>>()
   const noLaneUntil = new Map<string, number>()
@@ -1003,9 +1000,15 @@ export function createLaneDialer(
     }
   }
 
+  function blocked(name: string): boolean {
+    return (noLaneUntil.get(name) ?? 0) > Date.now()
+  }
+
   return {
+    blocked,
+
     async open(name, peer, protocol, { signal }) {
-      if ((noLaneUntil.get(name) ?? 0) > Date.now()) return undefined
+      if (blocked(name)) return undefined
       const spare = takeSpare(name)
       if (spare !== undefined) {
         spare.open(protocol)
@@ -1081,10 +1084,6 @@ export function createLaneDialer(
         return lane
       }
       return undefined
-    },
-
-    blocked(name) {
-      return (noLaneUntil.get(name) ?? 0) > Date.now()
     },
 
     close() {

@@ -294,6 +294,29 @@ export function createPieceClient(
   }
 
   /**
+   * Opens a stream for `protocol` to `peer` (`who`, its pool key): on its lane when the
+   * client uses lanes and the peer serves one (piece maps always on libp2p), on libp2p
+   * otherwise. Tracked for close() until it closes.
+   */
+  async function openStream(
+    who: string,
+    peer: PeerTarget,
+    protocol: string,
+    signal: AbortSignal,
+  ): Promise<PieceStream> {
+    let stream: PieceStream | undefined =
+      lane !== undefined && protocol !== PIECE_MAP_PROTOCOL
+        ? await lane.open(who, peer, protocol, { signal })
+        : undefined
+    stream ??= await libp2p.dialProtocol(peer, protocol, { signal })
+    init.onStreamOpened?.(stream instanceof LaneStream ? 'lane' : 'libp2p')
+    const opened = stream
+    open.add(opened)
+    opened.addEventListener('close', () => open.delete(opened), { once: true })
+    return opened
+  }
+
+  /**
    * Whether a libp2p stream is kept for the next request: not when it stood in for a
    * lane that is not known to fail (a lane slow to connect, or busy), or the requests
    * after it would go over libp2p too, at noise's and yamux's cost in CPU.
@@ -359,15 +382,7 @@ export function createPieceClient(
         // Only a kept stream is retried, so a request goes out twice at most.
         const reused = channel !== undefined
         if (channel === undefined) {
-          let stream: PieceStream | undefined =
-            lane !== undefined && protocol !== PIECE_MAP_PROTOCOL
-              ? await lane.open(who, peer, protocol, { signal })
-              : undefined
-          if (stream === undefined) stream = await libp2p.dialProtocol(peer, protocol, { signal })
-          init.onStreamOpened?.(stream instanceof LaneStream ? 'lane' : 'libp2p')
-          const opened = stream
-          open.add(opened)
-          opened.addEventListener('close', () => open.delete(opened), { once: true })
+          const stream = await openStream(who, peer, protocol, signal)
           channel = { key, stream, reader: createMessageReader(stream), idleTimer: undefined }
         }
         const { stream } = channel
@@ -514,13 +529,7 @@ export function createPieceClient(
         // On the lane when the peer serves one: an update there is one TLS record, on a
         // libp2p stream a yamux frame sealed by noise in JS and a window update back
         // (about a millisecond of CPU per update on the 2-core testbed host).
-        if (lane !== undefined)
-          stream = await lane.open(peerKey(peer), peer, HAVE_WATCH_PROTOCOL, { signal: deadline.signal })
-        stream ??= await libp2p.dialProtocol(peer, HAVE_WATCH_PROTOCOL, { signal: deadline.signal })
-        init.onStreamOpened?.(stream instanceof LaneStream ? 'lane' : 'libp2p')
-        const opened = stream
-        open.add(opened)
-        opened.addEventListener('close', () => open.delete(opened), { once: true })
+        stream = await openStream(peerKey(peer), peer, HAVE_WATCH_PROTOCOL, deadline.signal)
         const reader = createMessageReader(stream)
         await sendWithBackpressure(stream, encodeMessage({ type: 'have-request', digest }), deadline.signal)
         const first = await reader.read({ signal: deadline.signal })
@@ -537,8 +546,8 @@ export function createPieceClient(
         for (;;) {
           const msg = await reader.read({ signal })
           if (msg === undefined) break
-          const failed = refusal(msg)
-          if (failed) throw failed
+          const refused = refusal(msg)
+          if (refused) throw refused
           const update = expectMessage(msg, 'have-update')
           for (const index of update.indexes) {
             if (index >= bits.length) {
