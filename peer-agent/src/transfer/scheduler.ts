@@ -495,7 +495,10 @@ export async function downloadBlob(
     }
   }
 
-  /** Learns what `state`'s peer holds: a have watch where it can, a have query otherwise. */
+  /**
+   * Learns what `state`'s peer holds: a have watch where it can, a have query otherwise;
+   * nothing while a watch runs or a query (or a watch's first reply) is awaited.
+   */
   function askHave(state: PeerState): void {
     if (state.watch !== undefined || state.refreshing) return
     if (client.watchHave !== undefined && !state.unwatchable && !state.peer.origin) void watch(state)
@@ -767,8 +770,7 @@ export async function downloadBlob(
       if (state.dropped || state.busyUntil > now) continue
       if (state.peer.origin && othersPending) continue
       if (state.has === undefined) {
-        if (!state.refreshing && state.watch === undefined && now - state.lastHaveAt >= haveRefreshMs)
-          askHave(state)
+        if (now - state.lastHaveAt >= haveRefreshMs) askHave(state)
         continue
       }
       const peerHas = state.has
@@ -805,9 +807,10 @@ export async function downloadBlob(
       // also while we are fetching from it, or the pieces it gained stay unknown here
       // (fewer requests in flight, and the origin asked for what the swarm has); less
       // often while what it is known to hold still leaves work to ask it for.
+      // (A watched peer is skipped before haveRefreshDue's walk over the pieces.)
       if (
-        !state.refreshing &&
         state.watch === undefined &&
+        !state.refreshing &&
         !state.has.isComplete() &&
         haveRefreshDue(state, now)
       )
