@@ -271,6 +271,45 @@ describe('downloadBlob', () => {
     expect(wasted.filter((w) => w.reason === 'slow')).toEqual([])
   })
 
+  it('asks one more peer for an endgame piece whose requests went silent, without waiting for their deadline', async () => {
+    const { bytes, map } = blob(1)
+    for (const endgameStallMs of [100, 0]) {
+      const swarm = fakeSwarm(bytes, map)
+      // Both silent peers come first, so the one piece's two endgame requests go to them.
+      const silent = [swarm.peer('silent-1', [0], 'slow'), swarm.peer('silent-2', [0], 'slow')]
+      const quick = swarm.peer('quick', [0])
+      const wasted: Array<{ peer: string; reason: string }> = []
+      const c = await cache()
+      const started = Date.now()
+      const result = await downloadBlob(
+        { cache: c, client: swarm.client },
+        {
+          map,
+          findPeers: async () => [...silent, quick],
+          endgameStallMs,
+          pieceTimeoutMs: 1_500,
+          maxPeerFailures: 10,
+          seed: 5,
+          onWaste: (peer, _index, reason) => wasted.push({ peer: peer.id, reason }),
+        },
+      )
+      const took = Date.now() - started
+      expect(c.has(map.digest)).toBe(true)
+      expect(result.bytesByPeer.get('quick')).toBe(map.size)
+      if (endgameStallMs > 0) {
+        // Asked of the third peer once the two went silent for 100 ms; they are cancelled.
+        expect(silent.map((p) => p.requests)).toEqual([[0], [0]])
+        expect(took).toBeLessThan(1_200)
+        expect(wasted.map((w) => w.reason)).toEqual(['superseded', 'superseded'])
+      } else {
+        // Switched off: the silent peers hold the piece's two requests until their
+        // deadline, and are asked again first after it.
+        expect(took).toBeGreaterThanOrEqual(1_500)
+        expect(wasted.map((w) => w.reason)).toContain('timeout')
+      }
+    }
+  })
+
   it('reports the endgame duplicates it cancels or receives twice as wasted upload', async () => {
     const { bytes, map } = blob(3)
     const swarm = fakeSwarm(bytes, map)

@@ -22,6 +22,7 @@ import {
   createRng,
   crowdedByBusy,
   isAheadOfPeers,
+  isEndgame,
   pickPiece,
   requestSlots,
 } from './piece-picker.js'
@@ -145,6 +146,17 @@ export interface DownloadInit {
    */
   pieceTimeoutMs?: number
   /**
+   * In endgame, a request that has brought no byte for this long (since it was sent, or
+   * since its last byte) stops counting against its piece's limit of duplicates, so the
+   * piece is asked of one more peer that holds it; the silent request keeps its place
+   * and may still come first. Through a sender's crowded uplink a TCP connection can go
+   * silent for tens of seconds (retransmission back-off), and the last piece of a layer
+   * then waited for the whole `pieceTimeoutMs` (docs/BENCHMARKS.md, cluster, twelfth
+   * round). At most ENDGAME_MAX_REQUESTS requests per piece. 0 switches it off.
+   * @default 5000
+   */
+  endgameStallMs?: number
+  /**
    * A request running this many times longer than the swarm's median piece time (per
    * byte) is abandoned and counted as a failure, so slow peers end up dropped. In a
    * swarm whose uplinks are all busy a piece simply takes its share of time, and an
@@ -224,6 +236,8 @@ interface PendingRequest {
   controller: AbortController
   index: number
   startedAt: number
+  /** When its last byte came; startedAt until the first. */
+  lastByteAt: number
   /** Aborted by its own deadline (a failure of the peer), not by the download. */
   timedOut: boolean
   /** Reported to onWaste already (a cancelled request may still bring its piece). */
@@ -255,6 +269,8 @@ interface PeerState {
 const MAX_PEER_RETRY_MS = 60_000
 
 const TICK_MS = 200
+/** Requests one endgame piece may have at once, silent ones included (see endgameStallMs). */
+const ENDGAME_MAX_REQUESTS = 4
 /** Pieces a peer must still offer for its have refresh to slow down (see haveRefreshMs). */
 const HAVE_REFRESH_SPARE = 4
 /** How much slower such a peer's have refresh is. */
@@ -298,6 +314,7 @@ export async function downloadBlob(
   const busyExtraPeers = init.busyExtraPeers ?? BUSY_EXTRA_PEERS
   const originDeferMs = init.originDeferMs ?? 2_000
   const pieceTimeoutMs = init.pieceTimeoutMs ?? 30_000
+  const endgameStallMs = init.endgameStallMs ?? 5_000
   const maxPeerFailures = init.maxPeerFailures ?? 3
   const slowFactor = init.slowFactor ?? 8
   const slowPieceMinMs = init.slowPieceMinMs ?? 5_000
@@ -562,11 +579,13 @@ export async function downloadBlob(
 
   async function request(state: PeerState, index: number): Promise<void> {
     const controller = new AbortController()
+    const now = Date.now()
     const pending: PendingRequest = {
       state,
       controller,
       index,
-      startedAt: Date.now(),
+      startedAt: now,
+      lastByteAt: now,
       timedOut: false,
       wasted: false,
     }
@@ -598,6 +617,7 @@ export async function downloadBlob(
           onProgress: () => {
             deadline.refresh()
             lastByte = Date.now()
+            pending.lastByteAt = lastByte
           },
           ...(allocate === undefined ? {} : { allocate }),
         })
@@ -726,10 +746,33 @@ export async function downloadBlob(
     }
   }
 
+  /**
+   * Requests per piece as endgame's duplicate limit counts them: in endgame, those that
+   * went silent for endgameStallMs are left out (see there), up to ENDGAME_MAX_REQUESTS
+   * per piece. `inFlight` itself when nothing is left out; otherwise a copy, which the
+   * caller keeps up to date with the requests it adds.
+   */
+  function countedInFlight(now: number): Int32Array {
+    if (endgameStallMs <= 0 || requests.size === 0) return inFlight
+    if (!isEndgame({ pieceCount: count, have: haveSet, endgameThreshold: init.endgameThreshold }))
+      return inFlight
+    let counted: Int32Array | undefined
+    for (const [index, set] of requests) {
+      if (set.size >= ENDGAME_MAX_REQUESTS) continue
+      let silent = 0
+      for (const r of set) if (now - r.lastByteAt >= endgameStallMs && !r.controller.signal.aborted) silent++
+      if (silent === 0) continue
+      counted ??= Int32Array.from(inFlight)
+      counted[index] = set.size - silent
+    }
+    return counted ?? inFlight
+  }
+
   function schedule(): void {
     const now = Date.now()
     readmit(now)
     cutSlowRequests(now)
+    const counted = countedInFlight(now)
     const readPosition = init.readPosition?.()
     // Other agents first: the origin only gets what they cannot give.
     const ordered = [...peers.values()].sort(
@@ -788,7 +831,7 @@ export async function downloadBlob(
           peerHas: state.peer.origin
             ? { has: (i) => peerHas.get(i) && !agentHolds(i) && originDeferredUntil[i]! <= now }
             : { has: (i) => peerHas.get(i) },
-          inFlight,
+          inFlight: counted,
           requestedFromPeer: state.requested,
           availability,
           // The origin is asked rarest first, not in reading order: agents that start
@@ -801,6 +844,14 @@ export async function downloadBlob(
         })
         if (next === undefined) break
         inFlightTotal++
+        if (counted !== inFlight) {
+          if (counted[next.index]! < inFlight[next.index]!)
+            log?.debug(
+              { peer: state.peer.id, digest, index: next.index },
+              'asked one more peer for an endgame piece whose requests went silent',
+            )
+          counted[next.index]!++
+        }
         void request(state, next.index)
       }
       // A peer still downloading gains pieces all the time: ask again what it holds,
