@@ -147,12 +147,15 @@ export interface DownloadInit {
   pieceTimeoutMs?: number
   /**
    * In endgame, a request that has brought no byte for this long (since it was sent, or
-   * since its last byte) stops counting against its piece's limit of duplicates, so the
-   * piece is asked of one more peer that holds it; the silent request keeps its place
-   * and may still come first. Through a sender's crowded uplink a TCP connection can go
-   * silent for tens of seconds (retransmission back-off), and the last piece of a layer
-   * then waited for the whole `pieceTimeoutMs` (docs/BENCHMARKS.md, cluster, twelfth
-   * round). At most ENDGAME_MAX_REQUESTS requests per piece. 0 switches it off.
+   * since its last byte), and for at least the swarm's median time for a whole piece of
+   * its size, stops counting against its piece's limit of duplicates, so the piece is
+   * asked of one more peer that holds it; the silent request keeps its place and may
+   * still come first. Through a sender's crowded uplink a TCP connection can go silent
+   * for tens of seconds (retransmission back-off), and the last piece of a layer then
+   * waited for the whole `pieceTimeoutMs` (docs/BENCHMARKS.md, cluster, twelfth round).
+   * A request queued behind others at its sender is silent too, for up to about a piece
+   * time: hence the median. At most ENDGAME_MAX_REQUESTS requests per piece. 0 switches
+   * it off.
    * @default 5000
    */
   endgameStallMs?: number
@@ -697,10 +700,15 @@ export async function downloadBlob(
     }
   }
 
+  /** The median of the recent piece times in ms per byte; undefined before three pieces. */
+  function medianMsPerByte(): number | undefined {
+    if (msPerByte.length < 3) return undefined
+    return [...msPerByte].sort((a, b) => a - b)[msPerByte.length >> 1]
+  }
+
   /** Abandons requests far slower than the swarm's median when another peer has the piece. */
-  function cutSlowRequests(now: number): void {
-    if (msPerByte.length < 3) return
-    const median = [...msPerByte].sort((a, b) => a - b)[msPerByte.length >> 1]!
+  function cutSlowRequests(now: number, median: number | undefined): void {
+    if (median === undefined) return
     for (const set of requests.values()) {
       for (const r of set) {
         const elapsed = now - r.startedAt
@@ -748,19 +756,20 @@ export async function downloadBlob(
 
   /**
    * Requests per piece as endgame's duplicate limit counts them: in endgame, those that
-   * went silent for endgameStallMs are left out (see there), up to ENDGAME_MAX_REQUESTS
+   * went silent (endgameStallMs, and the median piece time) are left out (see there), up to ENDGAME_MAX_REQUESTS
    * per piece. `inFlight` itself when nothing is left out; otherwise a copy, which the
    * caller keeps up to date with the requests it adds.
    */
-  function countedInFlight(now: number): Int32Array {
+  function countedInFlight(now: number, median: number | undefined): Int32Array {
     if (endgameStallMs <= 0 || requests.size === 0) return inFlight
     if (!isEndgame({ pieceCount: count, have: haveSet, endgameThreshold: init.endgameThreshold }))
       return inFlight
     let counted: Int32Array | undefined
     for (const [index, set] of requests) {
       if (set.size >= ENDGAME_MAX_REQUESTS) continue
+      const limit = Math.max(endgameStallMs, (median ?? 0) * pieceRange(map, index).length)
       let silent = 0
-      for (const r of set) if (now - r.lastByteAt >= endgameStallMs && !r.controller.signal.aborted) silent++
+      for (const r of set) if (now - r.lastByteAt >= limit && !r.controller.signal.aborted) silent++
       if (silent === 0) continue
       counted ??= Int32Array.from(inFlight)
       counted[index] = set.size - silent
@@ -771,8 +780,9 @@ export async function downloadBlob(
   function schedule(): void {
     const now = Date.now()
     readmit(now)
-    cutSlowRequests(now)
-    const counted = countedInFlight(now)
+    const median = medianMsPerByte()
+    cutSlowRequests(now, median)
+    const counted = countedInFlight(now, median)
     const readPosition = init.readPosition?.()
     // Other agents first: the origin only gets what they cannot give.
     const ordered = [...peers.values()].sort(
