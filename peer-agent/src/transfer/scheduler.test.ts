@@ -125,6 +125,27 @@ describe('downloadBlob', () => {
     expect(c.has(map.digest)).toBe(true)
   })
 
+  it('waits past the stall timeout for a dropped peer it will take back', async () => {
+    const { bytes, map } = blob(4)
+    const swarm = fakeSwarm(bytes, map)
+    // Dropped after three failed have queries (about 400 ms: the scheduler's tick), as a
+    // peer on a starved node; back to health at 700 ms, and taken back at about 1 s, past
+    // the 500 ms stall timeout but within three.
+    const flaky = swarm.peer('flaky', map.pieces.keys(), 'fail')
+    setTimeout(() => {
+      flaky.behaviour = 'ok'
+    }, 700)
+    const c = await cache()
+    const started = Date.now()
+    const result = await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [flaky], peerRetryMs: 600, haveRefreshMs: 20, stallTimeoutMs: 500 },
+    )
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900)
+    expect(result.droppedPeers).toEqual(['flaky'])
+    expect(c.has(map.digest)).toBe(true)
+  })
+
   it('never takes back a peer that sent a bad piece', async () => {
     const { bytes, map } = blob(3)
     const swarm = fakeSwarm(bytes, map)

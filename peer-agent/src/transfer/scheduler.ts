@@ -186,8 +186,9 @@ export interface DownloadInit {
   peerSearchIntervalMs?: number
   /**
    * Throw SwarmUnavailableError after this long without a byte of a piece while no peer
-   * shows it could send one: no request, peer search or have query in flight and no peer
-   * answering busy (it holds pieces we lack but its upload slots are full). A swarm that
+   * shows it could send one: no request, peer search or have query in flight, no peer
+   * answering busy (it holds pieces we lack but its upload slots are full) and none
+   * dropped for failures it may recover from and waiting to be taken back. A swarm that
    * is merely crowded, as when a whole cluster starts at once, is waited for, up to three
    * times this long. Bytes that keep coming keep the download going (on a slow downlink
    * shared by a few dozen piece streams each piece can take minutes), but not without a
@@ -730,12 +731,17 @@ export async function downloadBlob(
 
   /**
    * Whether something may still bring a piece: a request, a peer search or a have query
-   * in flight (on a starved node each can take many seconds), or a peer that said busy.
-   * Asked only once the download has gone stallTimeoutMs without a byte of a piece.
+   * in flight (on a starved node each can take many seconds), a peer that said busy, or
+   * a peer dropped for failures it may recover from that will be taken back (on a
+   * starved node every peer's requests can time out at once: giving up then sends the
+   * client to the origin). Asked only once the download has gone stallTimeoutMs without
+   * a byte of a piece; three times that ends it whatever this says.
    */
   function crowded(now: number): boolean {
     if (requests.size > 0 || searching || now - lastBusy <= stallTimeoutMs) return true
-    for (const p of peers.values()) if (p.refreshing && !p.dropped) return true
+    for (const p of peers.values()) {
+      if (p.dropped ? p.retryAt > 0 : p.refreshing) return true
+    }
     return false
   }
 
