@@ -4,12 +4,14 @@
  * are never removed from the middle; a superseded event is left in the heap and skipped
  * when popped (its owner keeps a version number), which keeps every operation O(log n).
  *
- * Laid out for speed at millions of events: a 4-ary heap whose keys (time, sequence
- * number) sit in typed arrays next to each other, so a sift compares neighbouring
- * numbers instead of chasing an object per entry; what an event carries (kind, ref,
- * version) stays in a slot of its own, found through the heap entry, and slots are
- * reused. `next` pops without allocating; `pop` returns an object (for tests and small
- * uses).
+ * Laid out for speed at millions of events: a 4-ary heap in one typed array, each entry
+ * two numbers side by side: the time, and the sequence number and payload slot packed
+ * into one (sequence number x 2^23 + slot, exact in a double). The four children of an
+ * entry fill one 64-byte cache line, so a sift reads one line per level and moves an
+ * entry with its slot. What an event carries (kind, ref, version) stays in its slot,
+ * and slots are reused. `next` pops without allocating; `pop` returns an object (for
+ * tests and small uses). Sequence numbers are renumbered, in order, before they outgrow
+ * the packing.
  */
 
 /** One scheduled event. */
@@ -18,14 +20,31 @@ export interface SimEvent {
   t: number
   /** Insertion order, the tie-break. */
   seq: number
+  /** 0 to 15. */
   kind: number
   /** What the event is about (a flow, a request, a download). */
   ref: unknown
-  /** For lazily cancelled events: the owner's version when the event was scheduled. */
+  /**
+   * For lazily cancelled events: the owner's version when the event was scheduled (a
+   * whole number from 0 to 2^48).
+   */
   version: number
 }
 
 const ARITY = 4
+/** Bits of the packed key that hold the payload slot: at most 2^23 events pending. */
+const SLOT_BITS = 23
+const SLOTS = 2 ** SLOT_BITS
+/** Sequence numbers below this fit beside a slot in a double's 53 bits. */
+const SEQ_LIMIT = 2 ** (53 - SLOT_BITS)
+/** Event kinds are 0 .. KINDS - 1; versions are whole numbers up to MAX_VERSION. */
+const KINDS = 16
+const MAX_VERSION = 2 ** 48
+/**
+ * Entry i sits at h[2 * (i + OFFSET)] (time) and the number after it (packed key): with
+ * the offset, the children of entry i (4i + 1 .. 4i + 4) start at a multiple of 64 bytes.
+ */
+const OFFSET = 3
 
 /** A heap of events ordered by time, then insertion order. */
 export class EventQueue {
@@ -38,17 +57,20 @@ export class EventQueue {
 
   private n = 0
   private nextSeq = 0
-  /** Heap entries: key (time, sequence number) and the slot of the payload. */
-  private hT = new Float64Array(1024)
-  private hSeq = new Float64Array(1024)
-  private hSlot = new Int32Array(1024)
-  /** Payload slots, and the free ones as a stack. */
-  private sKind = new Int32Array(1024)
-  private sVersion = new Float64Array(1024)
+  /** Heap entries: time, then sequence number x SLOTS + payload slot. */
+  private h = new Float64Array(2 * (1024 + OFFSET))
+  /**
+   * Payload slots (kind and version in one number, version x KINDS + kind, so that a pop
+   * loads one number for both), and the free ones as a stack.
+   */
+  private sKindVersion = new Float64Array(1024)
   private sRef: unknown[] = []
   private free = new Int32Array(1024)
   private freeCount = 0
   private slotCount = 0
+
+  /** @param seqLimit renumber sequence numbers on reaching this (tests make it small). */
+  constructor(private readonly seqLimit = SEQ_LIMIT) {}
 
   /** Number of events held, superseded ones included. */
   get size(): number {
@@ -57,35 +79,41 @@ export class EventQueue {
 
   /** Schedules an event. */
   push(t: number, kind: number, ref: unknown, version = 0): void {
+    if (
+      (kind & (KINDS - 1)) !== kind ||
+      !(version >= 0 && version <= MAX_VERSION && Math.floor(version) === version)
+    )
+      throw new Error(`event queue: kind ${kind} or version ${version} out of range`)
     let slot: number
     if (this.freeCount > 0) {
       slot = this.free[--this.freeCount]!
     } else {
       slot = this.slotCount++
-      if (slot >= this.sKind.length) this.growSlots()
+      if (slot >= SLOTS) throw new Error(`event queue: more than ${SLOTS} events pending`)
+      if (slot >= this.sKindVersion.length) this.growSlots()
       this.sRef.push(undefined)
     }
-    this.sKind[slot] = kind
-    this.sVersion[slot] = version
+    this.sKindVersion[slot] = version * KINDS + kind
     this.sRef[slot] = ref
-    if (this.n >= this.hT.length) this.growHeap()
-    const hT = this.hT
-    const hSeq = this.hSeq
-    const hSlot = this.hSlot
-    const seq = this.nextSeq++
+    if (2 * (this.n + OFFSET + 1) > this.h.length) this.growHeap()
+    if (this.nextSeq >= this.seqLimit) this.renumber()
+    const h = this.h
+    const key = this.nextSeq++ * SLOTS + slot
     let i = this.n++
     while (i > 0) {
       const parent = ((i - 1) / ARITY) | 0
-      const pt = hT[parent]!
-      if (pt < t || (pt === t && hSeq[parent]! < seq)) break
-      hT[i] = pt
-      hSeq[i] = hSeq[parent]!
-      hSlot[i] = hSlot[parent]!
+      const p = 2 * (parent + OFFSET)
+      const pt = h[p]!
+      const pk = h[p + 1]!
+      if (pt < t || (pt === t && pk < key)) break
+      const q = 2 * (i + OFFSET)
+      h[q] = pt
+      h[q + 1] = pk
       i = parent
     }
-    hT[i] = t
-    hSeq[i] = seq
-    hSlot[i] = slot
+    const q = 2 * (i + OFFSET)
+    h[q] = t
+    h[q + 1] = key
   }
 
   /**
@@ -95,14 +123,15 @@ export class EventQueue {
   next(): boolean {
     const n = this.n
     if (n === 0) return false
-    const hT = this.hT
-    const hSeq = this.hSeq
-    const hSlot = this.hSlot
-    const slot = hSlot[0]!
-    this.t = hT[0]!
-    this.seq = hSeq[0]!
-    this.kind = this.sKind[slot]!
-    this.version = this.sVersion[slot]!
+    const h = this.h
+    const rootKey = h[2 * OFFSET + 1]!
+    const slot = rootKey % SLOTS
+    this.t = h[2 * OFFSET]!
+    this.seq = (rootKey - slot) / SLOTS
+    const kindVersion = this.sKindVersion[slot]!
+    const kind = kindVersion % KINDS
+    this.kind = kind
+    this.version = (kindVersion - kind) / KINDS
     this.ref = this.sRef[slot]
     this.sRef[slot] = undefined
     this.free[this.freeCount++] = slot
@@ -110,34 +139,37 @@ export class EventQueue {
     this.n = last
     if (last > 0) {
       // Sift the last entry down from the root.
-      const t = hT[last]!
-      const seq = hSeq[last]!
-      const s = hSlot[last]!
+      const lp = 2 * (last + OFFSET)
+      const t = h[lp]!
+      const key = h[lp + 1]!
       let i = 0
       for (;;) {
         const first = ARITY * i + 1
         if (first >= last) break
         let c = first
-        let ct = hT[first]!
-        let cs = hSeq[first]!
+        let cp = 2 * (first + OFFSET)
+        let ct = h[cp]!
+        let ck = h[cp + 1]!
         const end = Math.min(first + ARITY, last)
         for (let k = first + 1; k < end; k++) {
-          const kt = hT[k]!
-          if (kt < ct || (kt === ct && hSeq[k]! < cs)) {
+          const kp = 2 * (k + OFFSET)
+          const kt = h[kp]!
+          if (kt < ct || (kt === ct && h[kp + 1]! < ck)) {
             c = k
+            cp = kp
             ct = kt
-            cs = hSeq[k]!
+            ck = h[kp + 1]!
           }
         }
-        if (t < ct || (t === ct && seq < cs)) break
-        hT[i] = ct
-        hSeq[i] = cs
-        hSlot[i] = hSlot[c]!
+        if (t < ct || (t === ct && key < ck)) break
+        const ip = 2 * (i + OFFSET)
+        h[ip] = ct
+        h[ip + 1] = ck
         i = c
       }
-      hT[i] = t
-      hSeq[i] = seq
-      hSlot[i] = s
+      const ip = 2 * (i + OFFSET)
+      h[ip] = t
+      h[ip + 1] = key
     }
     return true
   }
@@ -148,17 +180,29 @@ export class EventQueue {
     return { t: this.t, seq: this.seq, kind: this.kind, ref: this.ref, version: this.version }
   }
 
+  /**
+   * Gives the events held sequence numbers 0, 1, ... in their order: the heap's order
+   * stays as it is (only the sequence numbers' order counts), and there is room again.
+   */
+  private renumber(): void {
+    const h = this.h
+    const n = this.n
+    const at = Array.from({ length: n }, (_, i) => 2 * (i + OFFSET) + 1)
+    at.sort((a, b) => h[a]! - h[b]!)
+    for (let r = 0; r < n; r++) {
+      const k = at[r]!
+      h[k] = r * SLOTS + (h[k]! % SLOTS)
+    }
+    this.nextSeq = n
+  }
+
   private growHeap(): void {
-    const size = this.hT.length * 2
-    this.hT = grow(this.hT, new Float64Array(size))
-    this.hSeq = grow(this.hSeq, new Float64Array(size))
-    this.hSlot = grow(this.hSlot, new Int32Array(size))
+    this.h = grow(this.h, new Float64Array(2 * this.h.length))
   }
 
   private growSlots(): void {
-    const size = this.sKind.length * 2
-    this.sKind = grow(this.sKind, new Int32Array(size))
-    this.sVersion = grow(this.sVersion, new Float64Array(size))
+    const size = this.sKindVersion.length * 2
+    this.sKindVersion = grow(this.sKindVersion, new Float64Array(size))
     this.free = grow(this.free, new Int32Array(size))
   }
 }

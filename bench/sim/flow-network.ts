@@ -75,6 +75,11 @@ export class FlowNetwork {
     this.unfixed = new Int32Array(2 * up.length)
   }
 
+  /** Flows out of endpoint `e` (out[e].length). */
+  outFlows(e: number): number {
+    return this.outCount[e]!
+  }
+
   /** Starts a flow of `bytes` from `src` to `dst` at `now`. */
   start(src: number, dst: number, bytes: number, now: number, owner: unknown): Flow {
     const flow: Flow = {
@@ -158,14 +163,6 @@ export class FlowNetwork {
     }
   }
 
-  private rerate(flow: Flow, now: number): void {
-    this.setRate(
-      flow,
-      Math.min(this.up[flow.src]! / this.outCount[flow.src]!, this.down[flow.dst]! / this.inCount[flow.dst]!),
-      now,
-    )
-  }
-
   /**
    * Max-min fair rates by progressive filling: the link whose remaining capacity split
    * over its flows still unfixed is smallest is the bottleneck of those flows; they get
@@ -228,8 +225,20 @@ export class FlowNetwork {
     }
   }
 
+  /**
+   * Re-rates the flows out of `src` and into `dst`: each gets min(up(s) / flowsOut(s),
+   * down(r) / flowsIn(r)), the share at `src` (or `dst`) worked out once for all of them.
+   */
   private refresh(src: number, dst: number, now: number): void {
-    for (const f of this.out[src]!) this.rerate(f, now)
-    for (const f of this.in[dst]!) if (f.src !== src) this.rerate(f, now)
+    const up = this.up
+    const down = this.down
+    const outCount = this.outCount
+    const inCount = this.inCount
+    const upShare = up[src]! / outCount[src]!
+    for (const f of this.out[src]!) this.setRate(f, Math.min(upShare, down[f.dst]! / inCount[f.dst]!), now)
+    const downShare = down[dst]! / inCount[dst]!
+    for (const f of this.in[dst]!) {
+      if (f.src !== src) this.setRate(f, Math.min(up[f.src]! / outCount[f.src]!, downShare), now)
+    }
   }
 }

@@ -136,6 +136,14 @@ export interface SimConfig {
    * (0: no timeline). @default 0
    */
   timelineMs?: number
+  /**
+   * Outside endgame and streaming, hand pickPiece only the pieces it may pick (those the
+   * peer holds that nobody is fetching), in index order, instead of every piece: it
+   * skips the others without drawing a random number, so it picks the same piece with
+   * the same draws, in a fraction of the time. false gives pickPiece the whole download,
+   * so that a test can check that the two agree. @default true
+   */
+  narrowPicks?: boolean
   /** Called for every piece a node stores: who sent it (nodes = the origin), when. */
   onPiece?: (node: number, layer: number, index: number, from: number, simMs: number) => void
   /** Called now and then with nodes done and the simulated time. */
@@ -188,6 +196,29 @@ export interface SimResult {
   timeline?: TimelinePoint[]
 }
 
+const NO_PIECES: PieceSet = { has: () => false }
+const ALL_PIECES: PieceSet = { has: () => true }
+const NO_COUNTS = new Int32Array(0)
+
+/** Numbers per link in the simulation's linkState, and where each sits. */
+const LINK_STATE = 4
+const BUSY_UNTIL = 0
+const USEFUL = 1
+const ASKED = 2
+const FREE = 3
+
+/** Numbers per download in the simulation's dlState, and where each sits. */
+const DL_STATE = 2
+const DL_LINKS = 0
+const DL_MISSING = 1
+
+/** Where each number of a piece's record sits in the simulation's pieceState. */
+const P_HAVE = 0
+const P_IN_FLIGHT = 1
+const P_AVAIL = 2
+/** The first word of the mask of peer links whose peer has shown the piece. */
+const P_SHOWN_BY = 3
+
 const EV_FLOW_DONE = 1
 const EV_ANNOUNCE = 2
 const EV_ANSWER = 3
@@ -211,9 +242,9 @@ interface Link {
   origin: boolean
   /** The download this link belongs to. */
   dl: Download
-  /** Index of the link's state in the per-link arrays (linkBusyUntil, linkUseful, ...). */
+  /** Index of the link's state in the per-link arrays (linkState, ...). */
   slot: number
-  /** The link's bit in the download's per-piece masks (shownBy, askedOf): word and bit. */
+  /** The link's bit in the download's per-piece masks (P_SHOWN_BY, askedOf): word and bit. */
   word: number
   bit: number
   /** Origin links: until when each piece is not asked of it (it declined it). */
@@ -229,17 +260,24 @@ interface Download {
   node: number
   layer: number
   pc: number
-  have: Uint8Array
   /** What other peers have been told this node holds, and how many pieces that is. */
   shown: Uint8Array
   shownCount: number
+  /** `shown` as a bit set, 32 pieces per word. */
+  shownBits: Int32Array
+  /** Pieces neither held nor in flight, as a bit set (the origin link's `unclaimed` of them). */
+  freeBits: Int32Array
   /** Half of its peers answered busy once: it may use busyExtraPeers more. */
   busyCrowded: boolean
   held: number
   /** Pieces neither held nor in flight: the origin link's upper bound of what pickPiece may give. */
   unclaimed: number
-  inFlight: Int32Array
-  avail: Int32Array
+  /**
+   * Where the download's piece 0 sits in the simulation's pieceState: piece i's record
+   * (held, requests in flight, availability, and a bit per peer link whose peer has
+   * shown it) is the `pieceStride` numbers from `pieces + i * pieceStride` on.
+   */
+  pieces: number
   /** Peer links in the order they were added, then the origin's (always last). */
   links: Link[]
   /** Peer links (the origin's not counted) and the origin's link, if any. */
@@ -247,11 +285,7 @@ interface Download {
   originLink: Link | undefined
   /** Where this download's links start in the per-link arrays. */
   slotBase: number
-  /**
-   * Per piece, a bit per peer link whose peer has shown the piece (`words` 32-bit words
-   * per piece), and a bit per link the piece is asked of now.
-   */
-  shownBy: Int32Array
+  /** Per piece, a bit per link the piece is asked of now (`words` 32-bit words per piece). */
   askedOf: Int32Array
   linked: Set<number>
   readPos: number
@@ -339,12 +373,16 @@ export function simulate(config: SimConfig): SimResult {
   const firstCopyPriority = config.firstCopyPriority ?? FIRST_COPY_UPLOADS
   const priorityExtra = config.priorityExtraUploads ?? PRIORITY_EXTRA_UPLOADS
   const rng = createRng(config.seed)
+  const narrowPicks = config.narrowPicks ?? true
 
   const sizes = layerSizes(config.imageBytes, L)
   const pieceSizes = sizes.map((s) => config.pieceSize ?? choosePieceSize(s))
   const pieceCounts = sizes.map((s, l) => pieceCountFor(s, pieceSizes[l]!))
   const pieceBytes = (l: number, i: number): number =>
     Math.min(pieceSizes[l]!, sizes[l]! - i * pieceSizes[l]!)
+  /** Scratch for the pieces handed to pickPiece (gatherFree). */
+  const pickIndex = new Int32Array(Math.max(...pieceCounts))
+  const pickAvail = new Int32Array(Math.max(...pieceCounts))
 
   const queue = new EventQueue()
   const up = new Float64Array(N + 1).fill(mbitToBytesPerMs(config.nodeUpMbit))
@@ -369,37 +407,43 @@ export function simulate(config: SimConfig): SimResult {
   const linksPer = peerSlots + 1
   const words = Math.ceil(linksPer / 32)
   const linkCount = N * L * linksPer
-  /** Until when the peer is left alone after a busy answer. */
-  const linkBusyUntil = new Float64Array(linkCount)
   /**
-   * Pieces the peer is known to hold that we lack. When it does not exceed the requests
-   * already made to this peer (linkAsked), pickPiece has nothing to give for it and is
-   * not called (a shortcut with the same outcome, for speed).
+   * The per-link state, four numbers per link side by side (LINK_STATE), so that the one
+   * cache line a have-message or a pass over a download's links loads holds all four:
+   * - BUSY_UNTIL: until when the peer is left alone after a busy answer;
+   * - USEFUL: pieces the peer is known to hold that we lack. When it does not exceed the
+   *   requests already made to this peer (ASKED), pickPiece has nothing to give for it
+   *   and is not called (a shortcut with the same outcome, for speed);
+   * - ASKED: requests in flight to the peer;
+   * - FREE (peer links): pieces the peer is known to hold that we lack and nobody is
+   *   fetching. While it is 0 and the download is not in endgame, pickPiece has nothing
+   *   to give for this link (it only picks such pieces outside endgame) and is not
+   *   called. (The origin link's count is the download's `unclaimed`.)
    */
-  const linkUseful = new Int32Array(linkCount)
-  /** Requests in flight to the peer. */
-  const linkAsked = new Int32Array(linkCount)
-  /**
-   * Peer links: pieces the peer is known to hold that we lack and nobody is fetching.
-   * While it is 0 and the download is not in endgame, pickPiece has nothing to give for
-   * this link (it only picks such pieces outside endgame) and is not called. (The
-   * origin link's count is the download's `unclaimed`.)
-   */
-  const linkFree = new Int32Array(linkCount)
-  // Per-piece state of every download, `pieceBase` on in each array (the download's own
-  // arrays are views of these): one have-message touches the same piece of some twenty
-  // downloads, and finding it in a few flat arrays beats following each download's object.
+  const linkState = new Float64Array(linkCount * LINK_STATE)
+  // Per-piece state of every download, one record of `pieceStride` numbers per piece
+  // (P_HAVE, P_IN_FLIGHT, P_AVAIL, then the P_SHOWN_BY mask's `words` words): one
+  // have-message touches the same piece of some twenty downloads, and finds all it reads
+  // of each in one place, not in one array per field.
   let totalPieces = 0
   for (let l = 0; l < L; l++) totalPieces += N * pieceCounts[l]!
-  const haveAll = new Uint8Array(totalPieces)
-  const inFlightAll = new Int32Array(totalPieces)
-  const availAll = new Int32Array(totalPieces)
-  const shownByAll = new Int32Array(totalPieces * words)
+  const pieceStride = P_SHOWN_BY + words
+  const pieceState = new Int32Array(totalPieces * pieceStride)
+  /** Scratch for pickPiece over the whole download: in-flight counts and availability. */
+  const allInFlight = new Int32Array(Math.max(...pieceCounts))
+  const allAvail = new Int32Array(Math.max(...pieceCounts))
   const askedOfAll = new Int32Array(totalPieces * words)
-  /** Per download (layer * N + node): 1 once complete. */
-  const completeAll = new Uint8Array(N * L)
-  /** Per download: its links (dl.links.length). */
-  const linksOf = new Int32Array(N * L)
+  // Per download, bit sets of its pieces (32 a word): shown to its peers, and free.
+  let totalBitWords = 0
+  for (let l = 0; l < L; l++) totalBitWords += N * Math.ceil(pieceCounts[l]! / 32)
+  const shownBitsAll = new Int32Array(totalBitWords)
+  const freeBitsAll = new Int32Array(totalBitWords)
+  /**
+   * Per download (layer * N + node), side by side as a have-message reads them: at
+   * DL_LINKS its links (dl.links.length), -1 once it is complete; at DL_MISSING the
+   * pieces it still lacks.
+   */
+  const dlState = new Int32Array(N * L * DL_STATE)
   /**
    * requestSlots of a peer link by the download's number of links, worked out once: a
    * link with that many requests in flight gets no more (scheduleLink would stop there).
@@ -407,45 +451,50 @@ export function simulate(config: SimConfig): SimResult {
   const peerRequestSlots = Float64Array.from({ length: linksPer + 1 }, (_, sources) =>
     requestSlots({ origin: false, sources, requestsPerPeer, originRequests, minInFlight }),
   )
-  /** Per download: pieces it still lacks. */
-  const missingAll = new Int32Array(N * L)
-  /** Per download: where its pieces start in the per-piece arrays. */
-  const pieceBaseOf = new Int32Array(N * L)
+  /**
+   * Per layer: where its downloads' pieces start in the per-piece arrays (node n's at
+   * layerPieceBase[l] + n * pieceCounts[l]).
+   */
+  const layerPieceBase = new Float64Array(L)
   const byId: Download[] = []
   let pieceBase = 0
+  let bitBase = 0
   for (let l = 0; l < L; l++) {
     const pc = pieceCounts[l]!
+    const bitWords = Math.ceil(pc / 32)
     const row: Download[] = []
+    layerPieceBase[l] = pieceBase
     for (let n = 0; n < N; n++) {
-      const have = haveAll.subarray(pieceBase, pieceBase + pc)
-      pieceBaseOf[l * N + n] = pieceBase
-      missingAll[l * N + n] = pc
+      const pieces = pieceBase * pieceStride
+      const freeBits = freeBitsAll.subarray(bitBase, bitBase + bitWords)
+      // Every piece is free at first.
+      for (let i = 0; i < pc; i++) freeBits[i >>> 5]! |= 1 << (i & 31)
+      dlState[(l * N + n) * DL_STATE + DL_MISSING] = pc
       row.push({
         id: l * N + n,
         node: n,
         layer: l,
         pc,
-        have,
+        pieces,
         shown: new Uint8Array(pc),
         shownCount: 0,
+        shownBits: shownBitsAll.subarray(bitBase, bitBase + bitWords),
+        freeBits,
         busyCrowded: false,
         fromOrigin: new Uint8Array(pc),
         uploads: new Uint16Array(pc),
         held: 0,
         unclaimed: pc,
-        inFlight: inFlightAll.subarray(pieceBase, pieceBase + pc),
-        avail: availAll.subarray(pieceBase, pieceBase + pc),
         links: [],
         peerLinks: 0,
         originLink: undefined,
         slotBase: (l * N + n) * linksPer,
-        shownBy: shownByAll.subarray(pieceBase * words, (pieceBase + pc) * words),
         askedOf: askedOfAll.subarray(pieceBase * words, (pieceBase + pc) * words),
         linked: new Set(),
         readPos: 0,
         complete: false,
         pending: new Array<Req | undefined>(pc).fill(undefined),
-        haveSet: { has: (i) => have[i] === 1 },
+        haveSet: { has: (i) => pieceState[pieces + i * pieceStride + P_HAVE] === 1 },
         candidate: { peerId: String(n), idx: n, complete: false, uploadLoad: 0, piecesHeld: 0 },
         announceVersion: 0,
         announcedHolding: false,
@@ -456,6 +505,7 @@ export function simulate(config: SimConfig): SimResult {
       })
       byId.push(row[n]!)
       pieceBase += pc
+      bitBase += bitWords
     }
     downloads.push(row)
     members.push([])
@@ -481,6 +531,10 @@ export function simulate(config: SimConfig): SimResult {
     queue.push(startMs[n]!, EV_START, n)
   }
 
+  /** Per node: the announce whose tracker sample last drew it (sampleStamp). */
+  const sampledAt = new Int32Array(N)
+  let sampleStamp = 0
+
   function announce(dl: Download, delay: number): void {
     dl.announceVersion++
     queue.push(now + delay, EV_ANNOUNCE, dl, dl.announceVersion)
@@ -493,7 +547,7 @@ export function simulate(config: SimConfig): SimResult {
     const c = dl.candidate
     c.complete = dl.complete
     c.piecesHeld = dl.held
-    c.uploadLoad = net.out[n]!.length
+    c.uploadLoad = net.outFlows(n)
     if (memberSet[l]![n] === 0) {
       memberSet[l]![n] = 1
       members[l]!.push(n)
@@ -519,14 +573,16 @@ export function simulate(config: SimConfig): SimResult {
       if (sampleSize <= 0 || all.length <= sampleSize) {
         pool = all.map((m) => downloads[l]![m]!.candidate)
       } else {
-        // A uniform sample without replacement (partial Fisher-Yates on a copy of indexes).
+        // A uniform sample without replacement: draw members, skipping those drawn already
+        // (marked with this announce's stamp in a reused array, not a Set per announce).
         pool = []
-        const picked = new Set<number>()
+        const stamp = ++sampleStamp
+        const row = downloads[l]!
         while (pool.length < sampleSize) {
           const m = all[Math.floor(rng() * all.length)]!
-          if (picked.has(m)) continue
-          picked.add(m)
-          pool.push(downloads[l]![m]!.candidate)
+          if (sampledAt[m] === stamp) continue
+          sampledAt[m] = stamp
+          pool.push(row[m]!.candidate)
         }
       }
       const chosen = handOut(pool, { peerId: c.peerId }, { max: maxPerAnswer, random: rng })
@@ -556,23 +612,24 @@ export function simulate(config: SimConfig): SimResult {
       peerHas = { has: (i) => peerShown[i] === 1 }
       for (let i = 0; i < dl.pc; i++) {
         if (peerShown[i] !== 1) continue
-        dl.avail[i]!++
-        dl.shownBy[i * words + word]! |= bit
-        if (dl.have[i] !== 1) {
+        const r = dl.pieces + i * pieceStride
+        pieceState[r + P_AVAIL]!++
+        pieceState[r + P_SHOWN_BY + word]! |= bit
+        if (pieceState[r + P_HAVE] !== 1) {
           useful++
-          if (dl.inFlight[i] === 0) free++
+          if (pieceState[r + P_IN_FLIGHT] === 0) free++
         }
       }
     } else {
-      for (let i = 0; i < dl.pc; i++) dl.avail[i]!++
+      for (let i = 0; i < dl.pc; i++) pieceState[dl.pieces + i * pieceStride + P_AVAIL]!++
       useful = dl.pc - dl.held
       // As the scheduler does: never ask the origin for a piece it declined a moment ago.
       const until = new Float64Array(dl.pc)
       deferred = until
       peerHas = { has: (i) => until[i]! <= now }
     }
-    linkUseful[slot] = useful
-    linkFree[slot] = free
+    linkState[slot * LINK_STATE + USEFUL] = useful
+    linkState[slot * LINK_STATE + FREE] = free
     const link: Link = { peer, origin, dl, slot, word, bit, requested, peerHas }
     if (origin) {
       link.deferredUntil = deferred
@@ -585,7 +642,7 @@ export function simulate(config: SimConfig): SimResult {
     const last = dl.links[dl.links.length - 1]
     if (!origin && last?.origin) dl.links.splice(dl.links.length - 1, 0, link)
     else dl.links.push(link)
-    linksOf[dl.id] = dl.links.length
+    if (!dl.complete) dlState[dl.id * DL_STATE + DL_LINKS] = dl.links.length
   }
 
   /** The scheduler's searchPeers: adds peers of the cached answer up to maxPeers. */
@@ -644,7 +701,7 @@ export function simulate(config: SimConfig): SimResult {
     let peers = 0
     let inFlight = 0
     for (const l of dl.links) {
-      inFlight += linkAsked[l.slot]!
+      inFlight += linkState[l.slot * LINK_STATE + ASKED]!
       if (l.origin) continue
       peersHeld += downloads[dl.layer]![l.peer]!.shownCount
       peers++
@@ -653,10 +710,12 @@ export function simulate(config: SimConfig): SimResult {
   }
 
   function scheduleLink(dl: Download, link: Link): void {
-    const slot = link.slot
-    if (dl.complete || linkBusyUntil[slot]! > now || linkUseful[slot]! <= linkAsked[slot]!) return
+    const at = link.slot * LINK_STATE
+    if (dl.complete || linkState[at + BUSY_UNTIL]! > now || linkState[at + USEFUL]! <= linkState[at + ASKED]!)
+      return
     // Outside endgame pickPiece only picks pieces nobody is fetching: none, nothing to call it for.
-    if ((link.origin ? dl.unclaimed : linkFree[slot]) === 0 && dl.pc - dl.held > endgameThreshold) return
+    if ((link.origin ? dl.unclaimed : linkState[at + FREE]) === 0 && dl.pc - dl.held > endgameThreshold)
+      return
     let room = aheadRoom(dl)
     const slotsFor = requestSlots({
       origin: link.origin,
@@ -665,14 +724,40 @@ export function simulate(config: SimConfig): SimResult {
       originRequests,
       minInFlight,
     })
-    while (linkAsked[slot]! < slotsFor && room > 0) {
+    while (linkState[at + ASKED]! < slotsFor && room > 0) {
+      const reading = streaming && !link.origin && dl.readPos < dl.pc
+      if (narrowPicks && !reading && dl.pc - dl.held > endgameThreshold) {
+        // Only the pieces pickPiece may pick here (see SimConfig.narrowPicks).
+        const k = gatherFree(dl, link)
+        if (k === 0) return
+        const next = pickPiece({
+          pieceCount: k,
+          have: NO_PIECES,
+          peerHas: ALL_PIECES,
+          inFlight: NO_COUNTS,
+          requestedFromPeer: NO_PIECES,
+          availability: pickAvail,
+          windowSize,
+          endgameThreshold,
+          maxDuplicates: link.origin ? 1 : undefined,
+          rng,
+        })
+        if (next === undefined) return
+        room--
+        request(dl, link, pickIndex[next.index]!)
+        continue
+      }
+      for (let i = 0, r = dl.pieces; i < dl.pc; i++, r += pieceStride) {
+        allInFlight[i] = pieceState[r + P_IN_FLIGHT]!
+        allAvail[i] = pieceState[r + P_AVAIL]!
+      }
       const next = pickPiece({
         pieceCount: dl.pc,
         have: dl.haveSet,
         peerHas: link.peerHas,
-        inFlight: dl.inFlight,
+        inFlight: allInFlight,
         requestedFromPeer: link.requested,
-        availability: dl.avail,
+        availability: allAvail,
         // The origin is asked rarest first, never in reading order (as in the scheduler).
         readPosition: streaming && !link.origin && dl.readPos < dl.pc ? dl.readPos : undefined,
         windowSize,
@@ -685,6 +770,45 @@ export function simulate(config: SimConfig): SimResult {
       room--
       request(dl, link, next.index)
     }
+  }
+
+  /**
+   * The pieces pickPiece may pick for `link` outside endgame and the streaming window:
+   * those the peer has shown (for the origin: not declined a moment ago) that are
+   * neither held nor in flight, in index order, into pickIndex, and their availability
+   * into pickAvail. Returns how many.
+   */
+  function gatherFree(dl: Download, link: Link): number {
+    const free = dl.freeBits
+    const avail = dl.pieces + P_AVAIL
+    let k = 0
+    if (link.origin) {
+      const deferred = link.deferredUntil!
+      for (let w = 0; w < free.length; w++) {
+        let mask = free[w]!
+        while (mask !== 0) {
+          const low = mask & -mask
+          mask ^= low
+          const i = (w << 5) + 31 - Math.clz32(low)
+          if (deferred[i]! > now) continue
+          pickIndex[k] = i
+          pickAvail[k++] = pieceState[avail + i * pieceStride]!
+        }
+      }
+      return k
+    }
+    const shown = downloads[dl.layer]![link.peer]!.shownBits
+    for (let w = 0; w < free.length; w++) {
+      let mask = free[w]! & shown[w]!
+      while (mask !== 0) {
+        const low = mask & -mask
+        mask ^= low
+        const i = (w << 5) + 31 - Math.clz32(low)
+        pickIndex[k] = i
+        pickAvail[k++] = pieceState[avail + i * pieceStride]!
+      }
+    }
+    return k
   }
 
   /**
@@ -701,10 +825,10 @@ export function simulate(config: SimConfig): SimResult {
     const peers = dl.peerLinks
     const most = peerRequestSlots[links.length]!
     for (let k = 0; k < peers; k++) {
-      const slot = base + k
-      const asked = linkAsked[slot]!
-      if (asked >= most || linkBusyUntil[slot]! > now || linkUseful[slot]! <= asked) continue
-      if (linkFree[slot] === 0 && dl.pc - dl.held > endgameThreshold) continue
+      const at = (base + k) * LINK_STATE
+      const asked = linkState[at + ASKED]!
+      if (asked >= most || linkState[at + BUSY_UNTIL]! > now || linkState[at + USEFUL]! <= asked) continue
+      if (linkState[at + FREE] === 0 && dl.pc - dl.held > endgameThreshold) continue
       scheduleLink(dl, links[k]!)
     }
     const o = dl.originLink
@@ -713,9 +837,9 @@ export function simulate(config: SimConfig): SimResult {
 
   function request(dl: Download, link: Link, index: number): void {
     const req: Req = { dl, link, index, flow: undefined, cancelled: false, next: undefined }
-    linkAsked[link.slot]!++
+    linkState[link.slot * LINK_STATE + ASKED]!++
     dl.askedOf[index * words + link.word]! |= link.bit
-    if (dl.inFlight[index]!++ === 0) claim(dl, index, -1)
+    if (pieceState[dl.pieces + index * pieceStride + P_IN_FLIGHT]!++ === 0) claim(dl, index, -1)
     const first = dl.pending[index]
     if (first === undefined) dl.pending[index] = req
     else {
@@ -732,14 +856,15 @@ export function simulate(config: SimConfig): SimResult {
    */
   function claim(dl: Download, index: number, delta: number): void {
     dl.unclaimed += delta
-    const shownBy = dl.shownBy
-    const at = index * words
+    if (delta < 0) dl.freeBits[index >>> 5]! &= ~(1 << (index & 31))
+    else dl.freeBits[index >>> 5]! |= 1 << (index & 31)
+    const at = dl.pieces + index * pieceStride + P_SHOWN_BY
     for (let w = 0; w < words; w++) {
-      let mask = shownBy[at + w]!
+      let mask = pieceState[at + w]!
       const base = dl.slotBase + (w << 5)
       while (mask !== 0) {
         const low = mask & -mask
-        linkFree[base + 31 - Math.clz32(low)]! += delta
+        linkState[(base + 31 - Math.clz32(low)) * LINK_STATE + FREE]! += delta
         mask ^= low
       }
     }
@@ -747,9 +872,10 @@ export function simulate(config: SimConfig): SimResult {
 
   function release(req: Req): void {
     const { dl, link, index } = req
-    linkAsked[link.slot]!--
+    linkState[link.slot * LINK_STATE + ASKED]!--
     dl.askedOf[index * words + link.word]! &= ~link.bit
-    if (--dl.inFlight[index]! === 0 && dl.have[index] === 0) claim(dl, index, 1)
+    const r = dl.pieces + index * pieceStride
+    if (--pieceState[r + P_IN_FLIGHT]! === 0 && pieceState[r + P_HAVE] === 0) claim(dl, index, 1)
     const first = dl.pending[index]
     if (first === req) dl.pending[index] = req.next
     else {
@@ -765,18 +891,23 @@ export function simulate(config: SimConfig): SimResult {
     const sender = req.link.peer
     const cap = sender === ORIGIN ? originMaxUploads : maxUploads
     const held = sender === ORIGIN ? undefined : downloads[req.dl.layer]![sender]!
-    const priority =
-      held !== undefined &&
-      firstCopyPriority > 0 &&
-      held.fromOrigin[req.index] === 1 &&
-      held.uploads[req.index]! < firstCopyPriority &&
-      net.out[sender]!.length < cap + priorityExtra
-    if (net.out[sender]!.length >= cap && !priority) {
+    const uploading = net.outFlows(sender)
+    // Only a sender at its cap looks at the first-copy priority.
+    const busy =
+      uploading >= cap &&
+      !(
+        held !== undefined &&
+        firstCopyPriority > 0 &&
+        held.fromOrigin[req.index] === 1 &&
+        held.uploads[req.index]! < firstCopyPriority &&
+        uploading < cap + priorityExtra
+      )
+    if (busy) {
       // Busy: the answer travels back, then the peer is left alone for a while.
       busyAnswers++
       release(req)
       const until = now + lat + busyBackoff
-      linkBusyUntil[req.link.slot] = until
+      linkState[req.link.slot * LINK_STATE + BUSY_UNTIL] = until
       const dl = req.dl
       if (busyExtraPeers > 0 && !dl.busyCrowded) {
         let live = 0
@@ -784,7 +915,7 @@ export function simulate(config: SimConfig): SimResult {
         for (const l of dl.links) {
           if (l.origin) continue
           live++
-          if (linkBusyUntil[l.slot]! > now) busy++
+          if (linkState[l.slot * LINK_STATE + BUSY_UNTIL]! > now) busy++
         }
         if (crowdedByBusy(live, busy, maxPeers)) {
           dl.busyCrowded = true
@@ -819,7 +950,8 @@ export function simulate(config: SimConfig): SimResult {
     release(req)
     // The seed's first-copy hold of a piece starts when its send has ended.
     if (req.link.peer === ORIGIN) firstCopy.delivered(layerDigest(dl.layer), index)
-    if (dl.have[index] === 1) {
+    const r = dl.pieces + index * pieceStride
+    if (pieceState[r + P_HAVE] === 1) {
       duplicates++
       scheduleLink(dl, req.link)
       return
@@ -828,24 +960,23 @@ export function simulate(config: SimConfig): SimResult {
     usefulBytes += pieceBytes(dl.layer, index)
     if (req.link.peer === ORIGIN) dl.fromOrigin[index] = 1
     config.onPiece?.(dl.node, dl.layer, index, req.link.peer, now)
-    dl.have[index] = 1
+    pieceState[r + P_HAVE] = 1
     dl.held++
-    missingAll[dl.id]!--
-    if (dl.inFlight[index] === 0) claim(dl, index, -1)
+    dlState[dl.id * DL_STATE + DL_MISSING]!--
+    if (pieceState[r + P_IN_FLIGHT] === 0) claim(dl, index, -1)
     // Every link whose peer has it can give one piece less.
-    const at = index * words
     for (let w = 0; w < words; w++) {
-      let mask = dl.shownBy[at + w]!
+      let mask = pieceState[r + P_SHOWN_BY + w]!
       const base = dl.slotBase + (w << 5)
       while (mask !== 0) {
         const low = mask & -mask
-        linkUseful[base + 31 - Math.clz32(low)]!--
+        linkState[(base + 31 - Math.clz32(low)) * LINK_STATE + USEFUL]!--
         mask ^= low
       }
     }
     const o = dl.originLink
-    if (o?.peerHas.has(index)) linkUseful[o.slot]!--
-    while (dl.readPos < dl.pc && dl.have[dl.readPos] === 1) dl.readPos++
+    if (o?.peerHas.has(index)) linkState[o.slot * LINK_STATE + USEFUL]!--
+    while (dl.readPos < dl.pc && pieceState[dl.pieces + dl.readPos * pieceStride + P_HAVE] === 1) dl.readPos++
     // Endgame duplicates of this piece are no longer needed.
     for (let o = dl.pending[index]; o !== undefined; o = dl.pending[index]) {
       o.cancelled = true
@@ -861,7 +992,7 @@ export function simulate(config: SimConfig): SimResult {
     }
     if (dl.held === dl.pc) {
       dl.complete = true
-      completeAll[dl.id] = 1
+      dlState[dl.id * DL_STATE + DL_LINKS] = -1
       announce(dl, 0)
       const n = dl.node
       if (--layersLeft[n]! === 0) {
@@ -875,28 +1006,31 @@ export function simulate(config: SimConfig): SimResult {
 
   function onHave(dl: Download, index: number): void {
     dl.shown[index] = 1
+    dl.shownBits[index >>> 5]! |= 1 << (index & 31)
     dl.shownCount++
-    const list = watchers[dl.layer]![dl.node]!
+    const l = dl.layer
+    const list = watchers[l]![dl.node]!
+    // Every watcher is a download of the same layer: its pieces start at a known place.
+    const firstId = l * N
+    const pc = dl.pc
+    const pieceAt = layerPieceBase[l]! + index
     for (let j = 0; j < list.length; j++) {
       const slot = list[j]!
       const id = (slot / linksPer) | 0
-      if (completeAll[id] === 1) continue
-      const p = pieceBaseOf[id]! + index
-      availAll[p]!++
+      const links = dlState[id * DL_STATE + DL_LINKS]!
+      if (links < 0) continue
+      const r = (pieceAt + (id - firstId) * pc) * pieceStride
+      pieceState[r + P_AVAIL]!++
       const k = slot - id * linksPer
-      shownByAll[p * words + (k >>> 5)]! |= 1 << (k & 31)
-      if (haveAll[p] === 1) continue
-      linkUseful[slot]!++
-      if (inFlightAll[p] === 0) linkFree[slot]!++
+      pieceState[r + P_SHOWN_BY + (k >>> 5)]! |= 1 << (k & 31)
+      if (pieceState[r + P_HAVE] === 1) continue
+      const at = slot * LINK_STATE
+      const useful = ++linkState[at + USEFUL]!
+      if (pieceState[r + P_IN_FLIGHT] === 0) linkState[at + FREE]!++
       // Passed over when scheduleLink would return at once (see scheduleAll).
-      const asked = linkAsked[slot]!
-      if (
-        asked >= peerRequestSlots[linksOf[id]!]! ||
-        linkBusyUntil[slot]! > now ||
-        linkUseful[slot]! <= asked
-      )
-        continue
-      if (linkFree[slot] === 0 && missingAll[id]! > endgameThreshold) continue
+      const asked = linkState[at + ASKED]!
+      if (asked >= peerRequestSlots[links]! || linkState[at + BUSY_UNTIL]! > now || useful <= asked) continue
+      if (linkState[at + FREE] === 0 && dlState[id * DL_STATE + DL_MISSING]! > endgameThreshold) continue
       const wdl = byId[id]!
       scheduleLink(wdl, wdl.links[k]!)
     }
@@ -927,8 +1061,9 @@ export function simulate(config: SimConfig): SimResult {
         const dl = downloads[l]![n]!
         if (dl.complete) continue
         for (const link of dl.links) {
-          if (linkUseful[link.slot]! <= linkAsked[link.slot]!) continue
-          if (linkBusyUntil[link.slot]! > t) waiting++
+          const at = link.slot * LINK_STATE
+          if (linkState[at + USEFUL]! <= linkState[at + ASKED]!) continue
+          if (linkState[at + BUSY_UNTIL]! > t) waiting++
           else useful++
         }
       }
