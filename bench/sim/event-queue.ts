@@ -12,6 +12,14 @@
  * and slots are reused. `next` pops without allocating; `pop` returns an object (for
  * tests and small uses). Sequence numbers are renumbered, in order, before they outgrow
  * the packing.
+ *
+ * Lanes: most events are scheduled a fixed delay after the current time (a request
+ * arrives one latency after it was sent, a busy peer is asked again a back-off later).
+ * Pushed with the same lane, such events come in time order, so a lane is a plain FIFO
+ * (a ring buffer), and `next` takes the earliest of the heap's first event and each
+ * lane's first. The order of events is the same as with the heap alone; the heap only
+ * holds what came out of order (flows' completions and the like), and is smaller. An
+ * event pushed to a lane earlier than the lane's last one goes to the heap instead.
  */
 
 /** One scheduled event. */
@@ -46,6 +54,37 @@ const MAX_VERSION = 2 ** 48
  */
 const OFFSET = 3
 
+/** A FIFO of events pushed in time order: a ring buffer of (time, packed key). */
+class Lane {
+  e = new Float64Array(2 * 1024)
+  /** Entries in the ring (a power of two), the first one's index, and how many are held. */
+  size = 1024
+  head = 0
+  count = 0
+  /** Time of the last event pushed. */
+  lastT = Number.NEGATIVE_INFINITY
+
+  add(t: number, key: number): void {
+    if (this.count === this.size) {
+      // Unwrap into a ring twice the size.
+      const e = new Float64Array(4 * this.size)
+      for (let j = 0; j < this.count; j++) {
+        const from = 2 * ((this.head + j) & (this.size - 1))
+        e[2 * j] = this.e[from]!
+        e[2 * j + 1] = this.e[from + 1]!
+      }
+      this.e = e
+      this.head = 0
+      this.size *= 2
+    }
+    const at = 2 * ((this.head + this.count) & (this.size - 1))
+    this.e[at] = t
+    this.e[at + 1] = key
+    this.count++
+    this.lastT = t
+  }
+}
+
 /** A heap of events ordered by time, then insertion order. */
 export class EventQueue {
   /** The event `next` popped last. */
@@ -68,17 +107,24 @@ export class EventQueue {
   private free = new Int32Array(1024)
   private freeCount = 0
   private slotCount = 0
+  private readonly lanes: Lane[] = []
 
   /** @param seqLimit renumber sequence numbers on reaching this (tests make it small). */
   constructor(private readonly seqLimit = SEQ_LIMIT) {}
 
   /** Number of events held, superseded ones included. */
   get size(): number {
-    return this.n
+    let size = this.n
+    for (const lane of this.lanes) size += lane.count
+    return size
   }
 
-  /** Schedules an event. */
-  push(t: number, kind: number, ref: unknown, version = 0): void {
+  /**
+   * Schedules an event. `lane` (0, 1, ...; -1 for none) names a FIFO for events the
+   * caller schedules a fixed delay after the current time (see the file's comment);
+   * the order of events does not depend on it.
+   */
+  push(t: number, kind: number, ref: unknown, version = 0, lane = -1): void {
     if (
       (kind & (KINDS - 1)) !== kind ||
       !(version >= 0 && version <= MAX_VERSION && Math.floor(version) === version)
@@ -97,8 +143,16 @@ export class EventQueue {
     this.sRef[slot] = ref
     if (2 * (this.n + OFFSET + 1) > this.h.length) this.growHeap()
     if (this.nextSeq >= this.seqLimit) this.renumber()
-    const h = this.h
     const key = this.nextSeq++ * SLOTS + slot
+    if (lane >= 0) {
+      while (this.lanes.length <= lane) this.lanes.push(new Lane())
+      const q = this.lanes[lane]!
+      if (t >= q.lastT) {
+        q.add(t, key)
+        return
+      }
+    }
+    const h = this.h
     let i = this.n++
     while (i > 0) {
       const parent = ((i - 1) / ARITY) | 0
@@ -122,12 +176,30 @@ export class EventQueue {
    */
   next(): boolean {
     const n = this.n
-    if (n === 0) return false
     const h = this.h
-    const rootKey = h[2 * OFFSET + 1]!
-    const slot = rootKey % SLOTS
-    this.t = h[2 * OFFSET]!
-    this.seq = (rootKey - slot) / SLOTS
+    // The earliest of the heap's first event and each lane's first.
+    let found = n > 0
+    let from: Lane | undefined
+    let t = found ? h[2 * OFFSET]! : 0
+    let key = found ? h[2 * OFFSET + 1]! : 0
+    const lanes = this.lanes
+    for (let j = 0; j < lanes.length; j++) {
+      const q = lanes[j]!
+      if (q.count === 0) continue
+      const at = 2 * q.head
+      const qt = q.e[at]!
+      const qk = q.e[at + 1]!
+      if (!found || qt < t || (qt === t && qk < key)) {
+        found = true
+        from = q
+        t = qt
+        key = qk
+      }
+    }
+    if (!found) return false
+    const slot = key % SLOTS
+    this.t = t
+    this.seq = (key - slot) / SLOTS
     const kindVersion = this.sKindVersion[slot]!
     const kind = kindVersion % KINDS
     this.kind = kind
@@ -135,13 +207,18 @@ export class EventQueue {
     this.ref = this.sRef[slot]
     this.sRef[slot] = undefined
     this.free[this.freeCount++] = slot
+    if (from !== undefined) {
+      from.head = (from.head + 1) & (from.size - 1)
+      from.count--
+      return true
+    }
     const last = n - 1
     this.n = last
     if (last > 0) {
       // Sift the last entry down from the root.
       const lp = 2 * (last + OFFSET)
-      const t = h[lp]!
-      const key = h[lp + 1]!
+      const lt = h[lp]!
+      const lk = h[lp + 1]!
       let i = 0
       for (;;) {
         const first = ARITY * i + 1
@@ -161,15 +238,15 @@ export class EventQueue {
             ck = h[kp + 1]!
           }
         }
-        if (t < ct || (t === ct && key < ck)) break
+        if (lt < ct || (lt === ct && lk < ck)) break
         const ip = 2 * (i + OFFSET)
         h[ip] = ct
         h[ip + 1] = ck
         i = c
       }
       const ip = 2 * (i + OFFSET)
-      h[ip] = t
-      h[ip + 1] = key
+      h[ip] = lt
+      h[ip + 1] = lk
     }
     return true
   }
@@ -185,15 +262,15 @@ export class EventQueue {
    * stays as it is (only the sequence numbers' order counts), and there is room again.
    */
   private renumber(): void {
-    const h = this.h
-    const n = this.n
-    const at = Array.from({ length: n }, (_, i) => 2 * (i + OFFSET) + 1)
-    at.sort((a, b) => h[a]! - h[b]!)
-    for (let r = 0; r < n; r++) {
-      const k = at[r]!
-      h[k] = r * SLOTS + (h[k]! % SLOTS)
+    // Every packed key held (heap and lanes), where it sits, in the order of the keys.
+    const places: Array<{ e: Float64Array; at: number }> = []
+    for (let i = 0; i < this.n; i++) places.push({ e: this.h, at: 2 * (i + OFFSET) + 1 })
+    for (const q of this.lanes) {
+      for (let j = 0; j < q.count; j++) places.push({ e: q.e, at: 2 * ((q.head + j) & (q.size - 1)) + 1 })
     }
-    this.nextSeq = n
+    places.sort((a, b) => a.e[a.at]! - b.e[b.at]!)
+    for (const [r, { e, at }] of places.entries()) e[at] = r * SLOTS + (e[at]! % SLOTS)
+    this.nextSeq = places.length
   }
 
   private growHeap(): void {

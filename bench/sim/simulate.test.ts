@@ -39,26 +39,58 @@ describe('EventQueue', () => {
     ])
   })
 
-  it('keeps that order when its sequence numbers are renumbered', () => {
-    // A limit of 8 sequence numbers: renumbered every few pushes while events are held.
-    const q = new EventQueue(8)
+  // Pushes and pops mixed, with the current time moving on as events are popped; each
+  // event goes to the heap or to one of three lanes (some of them out of the lane's order).
+  function mixedRun(q: EventQueue): { out: number[]; expected: number[] } {
     const held: Array<{ t: number; id: number }> = []
     const out: number[] = []
     const expected: number[] = []
     let id = 0
-    for (let round = 0; round < 200; round++) {
+    let now = 0
+    for (let round = 0; round < 3000; round++) {
       for (let k = 0; k < 3; k++) {
-        const t = (round * 7 + k * 3) % 11
-        q.push(t, 0, id)
+        const lane = ((round + k) % 5) - 1
+        // Fixed delays per lane, now and then a shorter one; the heap gets any time.
+        const t = lane < 0 ? now + ((round * 7 + k * 3) % 11) : now + lane * 2 - (round % 13 === 0 ? 1 : 0)
+        q.push(t, k, id, round, Math.min(lane, 2))
         held.push({ t, id: id++ })
       }
       for (let k = 0; k < 2; k++) {
         held.sort((a, b) => a.t - b.t || a.id - b.id)
         expected.push(held.shift()!.id)
-        out.push(q.pop()!.ref as number)
+        const e = q.pop()!
+        now = e.t
+        out.push(e.ref as number)
       }
     }
+    while (held.length > 0) {
+      held.sort((a, b) => a.t - b.t || a.id - b.id)
+      expected.push(held.shift()!.id)
+      out.push(q.pop()!.ref as number)
+    }
+    expect(q.pop()).toBeUndefined()
+    return { out, expected }
+  }
+
+  it("keeps that order with lanes, some events pushed out of their lane's order", () => {
+    const { out, expected } = mixedRun(new EventQueue())
     expect(out).toEqual(expected)
+  })
+
+  it('keeps that order when its sequence numbers are renumbered', () => {
+    // A limit of 64 sequence numbers: renumbered again and again while events are held.
+    const { out, expected } = mixedRun(new EventQueue(64))
+    expect(out).toEqual(expected)
+  })
+
+  it('gives back kind and version', () => {
+    const q = new EventQueue()
+    q.push(2, 15, 'a', 2 ** 40, 0)
+    q.push(1, 3, 'b', 7)
+    expect(q.pop()).toMatchObject({ t: 1, kind: 3, ref: 'b', version: 7 })
+    expect(q.pop()).toMatchObject({ t: 2, kind: 15, ref: 'a', version: 2 ** 40 })
+    expect(() => q.push(0, 16, 'c')).toThrow()
+    expect(() => q.push(0, 1, 'c', 1.5)).toThrow()
   })
 })
 

@@ -216,8 +216,29 @@ const DL_MISSING = 1
 const P_HAVE = 0
 const P_IN_FLIGHT = 1
 const P_AVAIL = 2
-/** The first word of the mask of peer links whose peer has shown the piece. */
-const P_SHOWN_BY = 3
+/**
+ * 0 when the node did not get the piece from the origin, else 1 + the uploads of it
+ * started (the first-copy priority looks at those).
+ */
+const P_FIRST_COPY = 3
+/**
+ * The first word of the mask of peer links whose peer has shown the piece; the mask of
+ * links it is asked of follows.
+ */
+const P_SHOWN_BY = 4
+
+/**
+ * The event queue's lanes: one per fixed delay after the current time that events are
+ * scheduled at (event-queue.ts), so that those need no place in the heap.
+ */
+const LANE_LATENCY = 0
+const LANE_HAVE = 1
+const LANE_BUSY = 2
+const LANE_DEFER = 3
+const LANE_NOW = 4
+const LANE_INTERVAL = 5
+const LANE_FIND_NONE = 6
+const LANE_FIND = 7
 
 const EV_FLOW_DONE = 1
 const EV_ANNOUNCE = 2
@@ -244,12 +265,12 @@ interface Link {
   dl: Download
   /** Index of the link's state in the per-link arrays (linkState, ...). */
   slot: number
-  /** The link's bit in the download's per-piece masks (P_SHOWN_BY, askedOf): word and bit. */
+  /** The link's bit in the download's per-piece masks (shown by, asked of): word and bit. */
   word: number
   bit: number
   /** Origin links: until when each piece is not asked of it (it declined it). */
   deferredUntil?: Float64Array
-  /** Pieces asked of this peer and not answered yet (the download's askedOf mask). */
+  /** Pieces asked of this peer and not answered yet (the pieces' asked-of masks). */
   requested: PieceSet
   peerHas: PieceSet
 }
@@ -263,10 +284,13 @@ interface Download {
   /** What other peers have been told this node holds, and how many pieces that is. */
   shown: Uint8Array
   shownCount: number
-  /** `shown` as a bit set, 32 pieces per word. */
-  shownBits: Int32Array
-  /** Pieces neither held nor in flight, as a bit set (the origin link's `unclaimed` of them). */
-  freeBits: Int32Array
+  /**
+   * Where the download's bit sets (32 pieces a word, `bitWords` words) start in the
+   * simulation's shownBits (`shown` as bits) and freeBits (pieces neither held nor in
+   * flight: the origin link's `unclaimed` of them).
+   */
+  bits: number
+  bitWords: number
   /** Half of its peers answered busy once: it may use busyExtraPeers more. */
   busyCrowded: boolean
   held: number
@@ -285,17 +309,12 @@ interface Download {
   originLink: Link | undefined
   /** Where this download's links start in the per-link arrays. */
   slotBase: number
-  /** Per piece, a bit per link the piece is asked of now (`words` 32-bit words per piece). */
-  askedOf: Int32Array
   linked: Set<number>
   readPos: number
   complete: boolean
   /** Requests per piece in the order made (a list through Req.next), for cancelling endgame duplicates. */
   pending: Array<Req | undefined>
   haveSet: PieceSet
-  /** Pieces this node got from the origin, and uploads of each started (firstCopyPriority). */
-  fromOrigin: Uint8Array
-  uploads: Uint16Array
   candidate: HandOutCandidate & { idx: number }
   announceVersion: number
   announcedHolding: boolean
@@ -422,22 +441,24 @@ export function simulate(config: SimConfig): SimResult {
    */
   const linkState = new Float64Array(linkCount * LINK_STATE)
   // Per-piece state of every download, one record of `pieceStride` numbers per piece
-  // (P_HAVE, P_IN_FLIGHT, P_AVAIL, then the P_SHOWN_BY mask's `words` words): one
-  // have-message touches the same piece of some twenty downloads, and finds all it reads
-  // of each in one place, not in one array per field.
+  // (P_HAVE, P_IN_FLIGHT, P_AVAIL, P_FIRST_COPY, then the shown-by and the asked-of
+  // masks, `words` words each): one have-message touches the same piece of some twenty
+  // downloads, and finds all it reads of each in one place, not in one array per field.
   let totalPieces = 0
   for (let l = 0; l < L; l++) totalPieces += N * pieceCounts[l]!
-  const pieceStride = P_SHOWN_BY + words
+  const pieceStride = P_SHOWN_BY + 2 * words
+  const pAskedOf = P_SHOWN_BY + words
   const pieceState = new Int32Array(totalPieces * pieceStride)
   /** Scratch for pickPiece over the whole download: in-flight counts and availability. */
   const allInFlight = new Int32Array(Math.max(...pieceCounts))
   const allAvail = new Int32Array(Math.max(...pieceCounts))
-  const askedOfAll = new Int32Array(totalPieces * words)
   // Per download, bit sets of its pieces (32 a word): shown to its peers, and free.
   let totalBitWords = 0
   for (let l = 0; l < L; l++) totalBitWords += N * Math.ceil(pieceCounts[l]! / 32)
-  const shownBitsAll = new Int32Array(totalBitWords)
-  const freeBitsAll = new Int32Array(totalBitWords)
+  const shownBits = new Int32Array(totalBitWords)
+  const freeBits = new Int32Array(totalBitWords)
+  /** Per layer: where its downloads' bit sets start (node n's at layerBitBase[l] + n * words of the layer). */
+  const layerBitBase = new Float64Array(L)
   /**
    * Per download (layer * N + node), side by side as a have-message reads them: at
    * DL_LINKS its links (dl.links.length), -1 once it is complete; at DL_MISSING the
@@ -445,11 +466,14 @@ export function simulate(config: SimConfig): SimResult {
    */
   const dlState = new Int32Array(N * L * DL_STATE)
   /**
-   * requestSlots of a peer link by the download's number of links, worked out once: a
-   * link with that many requests in flight gets no more (scheduleLink would stop there).
+   * requestSlots of a peer link, and of the origin's, by the download's number of links,
+   * worked out once: a link with that many requests in flight gets no more.
    */
   const peerRequestSlots = Float64Array.from({ length: linksPer + 1 }, (_, sources) =>
     requestSlots({ origin: false, sources, requestsPerPeer, originRequests, minInFlight }),
+  )
+  const originRequestSlots = Float64Array.from({ length: linksPer + 1 }, (_, sources) =>
+    requestSlots({ origin: true, sources, requestsPerPeer, originRequests, minInFlight }),
   )
   /**
    * Per layer: where its downloads' pieces start in the per-piece arrays (node n's at
@@ -464,11 +488,11 @@ export function simulate(config: SimConfig): SimResult {
     const bitWords = Math.ceil(pc / 32)
     const row: Download[] = []
     layerPieceBase[l] = pieceBase
+    layerBitBase[l] = bitBase
     for (let n = 0; n < N; n++) {
       const pieces = pieceBase * pieceStride
-      const freeBits = freeBitsAll.subarray(bitBase, bitBase + bitWords)
       // Every piece is free at first.
-      for (let i = 0; i < pc; i++) freeBits[i >>> 5]! |= 1 << (i & 31)
+      for (let i = 0; i < pc; i++) freeBits[bitBase + (i >>> 5)]! |= 1 << (i & 31)
       dlState[(l * N + n) * DL_STATE + DL_MISSING] = pc
       row.push({
         id: l * N + n,
@@ -478,18 +502,15 @@ export function simulate(config: SimConfig): SimResult {
         pieces,
         shown: new Uint8Array(pc),
         shownCount: 0,
-        shownBits: shownBitsAll.subarray(bitBase, bitBase + bitWords),
-        freeBits,
+        bits: bitBase,
+        bitWords,
         busyCrowded: false,
-        fromOrigin: new Uint8Array(pc),
-        uploads: new Uint16Array(pc),
         held: 0,
         unclaimed: pc,
         links: [],
         peerLinks: 0,
         originLink: undefined,
         slotBase: (l * N + n) * linksPer,
-        askedOf: askedOfAll.subarray(pieceBase * words, (pieceBase + pc) * words),
         linked: new Set(),
         readPos: 0,
         complete: false,
@@ -537,7 +558,8 @@ export function simulate(config: SimConfig): SimResult {
 
   function announce(dl: Download, delay: number): void {
     dl.announceVersion++
-    queue.push(now + delay, EV_ANNOUNCE, dl, dl.announceVersion)
+    const lane = delay === 0 ? LANE_NOW : delay === announceInterval ? LANE_INTERVAL : -1
+    queue.push(now + delay, EV_ANNOUNCE, dl, dl.announceVersion, lane)
   }
 
   /** The tracker's side of an announce, at the tracker. */
@@ -589,7 +611,7 @@ export function simulate(config: SimConfig): SimResult {
       peers = chosen.map((p) => (p as HandOutCandidate & { idx: number }).idx)
     }
     const answer: Answer = { dl, peers, allowOrigin }
-    queue.push(now + lat, EV_ANSWER, answer)
+    queue.push(now + lat, EV_ANSWER, answer, 0, LANE_LATENCY)
   }
 
   function addLink(dl: Download, peer: number): void {
@@ -601,8 +623,8 @@ export function simulate(config: SimConfig): SimResult {
     const slot = dl.slotBase + k
     const word = k >>> 5
     const bit = 1 << (k & 31)
-    const asked = dl.askedOf
-    const requested: PieceSet = { has: (i) => (asked[i * words + word]! & bit) !== 0 }
+    const asked = dl.pieces + pAskedOf + word
+    const requested: PieceSet = { has: (i) => (pieceState[asked + i * pieceStride]! & bit) !== 0 }
     let peerHas: PieceSet
     let deferred: Float64Array | undefined
     let useful = 0
@@ -663,7 +685,8 @@ export function simulate(config: SimConfig): SimResult {
   function scheduleFind(dl: Download): void {
     if (dl.findScheduled || dl.complete || dl.links.length >= peerLimit(dl)) return
     dl.findScheduled = true
-    queue.push(now + (dl.links.length === 0 ? 1_000 : peerSearchInterval), EV_FIND, dl)
+    if (dl.links.length === 0) queue.push(now + 1_000, EV_FIND, dl, 0, LANE_FIND_NONE)
+    else queue.push(now + peerSearchInterval, EV_FIND, dl, 0, LANE_FIND)
   }
 
   function onFind(dl: Download): void {
@@ -717,13 +740,7 @@ export function simulate(config: SimConfig): SimResult {
     if ((link.origin ? dl.unclaimed : linkState[at + FREE]) === 0 && dl.pc - dl.held > endgameThreshold)
       return
     let room = aheadRoom(dl)
-    const slotsFor = requestSlots({
-      origin: link.origin,
-      sources: dl.links.length,
-      requestsPerPeer,
-      originRequests,
-      minInFlight,
-    })
+    const slotsFor = (link.origin ? originRequestSlots : peerRequestSlots)[dl.links.length]!
     while (linkState[at + ASKED]! < slotsFor && room > 0) {
       const reading = streaming && !link.origin && dl.readPos < dl.pc
       if (narrowPicks && !reading && dl.pc - dl.held > endgameThreshold) {
@@ -779,13 +796,14 @@ export function simulate(config: SimConfig): SimResult {
    * into pickAvail. Returns how many.
    */
   function gatherFree(dl: Download, link: Link): number {
-    const free = dl.freeBits
+    const free = dl.bits
+    const bitWords = dl.bitWords
     const avail = dl.pieces + P_AVAIL
     let k = 0
     if (link.origin) {
       const deferred = link.deferredUntil!
-      for (let w = 0; w < free.length; w++) {
-        let mask = free[w]!
+      for (let w = 0; w < bitWords; w++) {
+        let mask = freeBits[free + w]!
         while (mask !== 0) {
           const low = mask & -mask
           mask ^= low
@@ -797,9 +815,10 @@ export function simulate(config: SimConfig): SimResult {
       }
       return k
     }
-    const shown = downloads[dl.layer]![link.peer]!.shownBits
-    for (let w = 0; w < free.length; w++) {
-      let mask = free[w]! & shown[w]!
+    // The peer's download of the same layer: its bits are found without visiting it.
+    const shown = layerBitBase[dl.layer]! + link.peer * bitWords
+    for (let w = 0; w < bitWords; w++) {
+      let mask = freeBits[free + w]! & shownBits[shown + w]!
       while (mask !== 0) {
         const low = mask & -mask
         mask ^= low
@@ -838,8 +857,9 @@ export function simulate(config: SimConfig): SimResult {
   function request(dl: Download, link: Link, index: number): void {
     const req: Req = { dl, link, index, flow: undefined, cancelled: false, next: undefined }
     linkState[link.slot * LINK_STATE + ASKED]!++
-    dl.askedOf[index * words + link.word]! |= link.bit
-    if (pieceState[dl.pieces + index * pieceStride + P_IN_FLIGHT]!++ === 0) claim(dl, index, -1)
+    const r = dl.pieces + index * pieceStride
+    pieceState[r + pAskedOf + link.word]! |= link.bit
+    if (pieceState[r + P_IN_FLIGHT]!++ === 0) claim(dl, index, -1)
     const first = dl.pending[index]
     if (first === undefined) dl.pending[index] = req
     else {
@@ -847,7 +867,7 @@ export function simulate(config: SimConfig): SimResult {
       while (last.next !== undefined) last = last.next
       last.next = req
     }
-    queue.push(now + lat, EV_REQ_ARRIVE, req)
+    queue.push(now + lat, EV_REQ_ARRIVE, req, 0, LANE_LATENCY)
   }
 
   /**
@@ -856,8 +876,8 @@ export function simulate(config: SimConfig): SimResult {
    */
   function claim(dl: Download, index: number, delta: number): void {
     dl.unclaimed += delta
-    if (delta < 0) dl.freeBits[index >>> 5]! &= ~(1 << (index & 31))
-    else dl.freeBits[index >>> 5]! |= 1 << (index & 31)
+    if (delta < 0) freeBits[dl.bits + (index >>> 5)]! &= ~(1 << (index & 31))
+    else freeBits[dl.bits + (index >>> 5)]! |= 1 << (index & 31)
     const at = dl.pieces + index * pieceStride + P_SHOWN_BY
     for (let w = 0; w < words; w++) {
       let mask = pieceState[at + w]!
@@ -873,8 +893,8 @@ export function simulate(config: SimConfig): SimResult {
   function release(req: Req): void {
     const { dl, link, index } = req
     linkState[link.slot * LINK_STATE + ASKED]!--
-    dl.askedOf[index * words + link.word]! &= ~link.bit
     const r = dl.pieces + index * pieceStride
+    pieceState[r + pAskedOf + link.word]! &= ~link.bit
     if (--pieceState[r + P_IN_FLIGHT]! === 0 && pieceState[r + P_HAVE] === 0) claim(dl, index, 1)
     const first = dl.pending[index]
     if (first === req) dl.pending[index] = req.next
@@ -890,25 +910,28 @@ export function simulate(config: SimConfig): SimResult {
     if (req.cancelled) return
     const sender = req.link.peer
     const cap = sender === ORIGIN ? originMaxUploads : maxUploads
-    const held = sender === ORIGIN ? undefined : downloads[req.dl.layer]![sender]!
+    // The sender's record of the piece (a node's; -1 for the origin).
+    const dl = req.dl
+    const held =
+      sender === ORIGIN ? -1 : (layerPieceBase[dl.layer]! + sender * dl.pc + req.index) * pieceStride
     const uploading = net.outFlows(sender)
-    // Only a sender at its cap looks at the first-copy priority.
-    const busy =
+    // Only a sender at its cap looks at the first-copy priority: a piece it got from the
+    // origin and has started fewer than firstCopyPriority uploads of.
+    const atCap =
       uploading >= cap &&
       !(
-        held !== undefined &&
+        held >= 0 &&
         firstCopyPriority > 0 &&
-        held.fromOrigin[req.index] === 1 &&
-        held.uploads[req.index]! < firstCopyPriority &&
+        pieceState[held + P_FIRST_COPY]! >= 1 &&
+        pieceState[held + P_FIRST_COPY]! - 1 < firstCopyPriority &&
         uploading < cap + priorityExtra
       )
-    if (busy) {
+    if (atCap) {
       // Busy: the answer travels back, then the peer is left alone for a while.
       busyAnswers++
       release(req)
       const until = now + lat + busyBackoff
       linkState[req.link.slot * LINK_STATE + BUSY_UNTIL] = until
-      const dl = req.dl
       if (busyExtraPeers > 0 && !dl.busyCrowded) {
         let live = 0
         let busy = 0
@@ -922,7 +945,7 @@ export function simulate(config: SimConfig): SimResult {
           scheduleFind(dl)
         }
       }
-      queue.push(until, EV_WAKE, dl)
+      queue.push(until, EV_WAKE, dl, 0, LANE_BUSY)
       // Another peer may take the piece meanwhile.
       scheduleAll(dl)
       return
@@ -936,11 +959,11 @@ export function simulate(config: SimConfig): SimResult {
       release(req)
       const deferred = req.link.deferredUntil
       if (deferred !== undefined) deferred[req.index] = now + lat + originDefer
-      queue.push(now + lat + originDefer, EV_WAKE, req.dl)
-      queue.push(now + lat, EV_WAKE, req.dl)
+      queue.push(now + lat + originDefer, EV_WAKE, req.dl, 0, LANE_DEFER)
+      queue.push(now + lat, EV_WAKE, req.dl, 0, LANE_LATENCY)
       return
     }
-    if (held !== undefined) held.uploads[req.index]!++
+    if (held >= 0 && pieceState[held + P_FIRST_COPY]! >= 1) pieceState[held + P_FIRST_COPY]!++
     req.flow = net.start(sender, req.dl.node, pieceBytes(req.dl.layer, req.index), now, req)
   }
 
@@ -958,7 +981,7 @@ export function simulate(config: SimConfig): SimResult {
     }
     delivered++
     usefulBytes += pieceBytes(dl.layer, index)
-    if (req.link.peer === ORIGIN) dl.fromOrigin[index] = 1
+    if (req.link.peer === ORIGIN) pieceState[r + P_FIRST_COPY] = 1
     config.onPiece?.(dl.node, dl.layer, index, req.link.peer, now)
     pieceState[r + P_HAVE] = 1
     dl.held++
@@ -985,7 +1008,7 @@ export function simulate(config: SimConfig): SimResult {
       if (o.flow !== undefined && o.link.peer === ORIGIN) firstCopy.failed(layerDigest(dl.layer), index)
       release(o)
     }
-    queue.push(now + haveDelay, EV_HAVE, dl, index)
+    queue.push(now + haveDelay, EV_HAVE, dl, index, LANE_HAVE)
     if (!dl.announcedHolding) {
       dl.announcedHolding = true
       announce(dl, 0)
@@ -1006,7 +1029,7 @@ export function simulate(config: SimConfig): SimResult {
 
   function onHave(dl: Download, index: number): void {
     dl.shown[index] = 1
-    dl.shownBits[index >>> 5]! |= 1 << (index & 31)
+    shownBits[dl.bits + (index >>> 5)]! |= 1 << (index & 31)
     dl.shownCount++
     const l = dl.layer
     const list = watchers[l]![dl.node]!
@@ -1095,7 +1118,7 @@ export function simulate(config: SimConfig): SimResult {
         const flow = ev.ref as Flow
         if (!net.due(flow, ev.version, now)) break
         net.remove(flow, now)
-        queue.push(now + lat, EV_DELIVER, flow.owner)
+        queue.push(now + lat, EV_DELIVER, flow.owner, 0, LANE_LATENCY)
         break
       }
       case EV_REQ_ARRIVE:
@@ -1111,7 +1134,7 @@ export function simulate(config: SimConfig): SimResult {
         const dl = ev.ref as Download
         if (ev.version !== dl.announceVersion) break
         // The announce travels to the tracker; the tracker acts on arrival.
-        queue.push(now + lat, EV_TRACKER, dl)
+        queue.push(now + lat, EV_TRACKER, dl, 0, LANE_LATENCY)
         break
       }
       case EV_TRACKER:
