@@ -18,23 +18,35 @@
  */
 import type { EventQueue } from './event-queue.js'
 
-/** One transfer in progress. */
+/**
+ * One transfer in progress. Its changing numbers (bytes left, rate, when it was last
+ * advanced, when its completion event fires) sit in the network's per-flow array at
+ * `id` (FlowNetwork.rateOf reads the rate): a re-rating then reads one record per flow
+ * instead of an object and the boxes of its number fields.
+ */
 export interface Flow {
+  /** The flow's record in the network; reused once the flow is removed. */
+  id: number
   src: number
   dst: number
   bytes: number
-  remaining: number
-  rate: number
-  lastT: number
   version: number
-  /** When its pending completion event fires. */
-  dueAt: number
   /** Index in the sender's outgoing list, -1 once removed. */
   upIdx: number
   downIdx: number
   /** Anything the owner wants back on completion. */
   owner: unknown
 }
+
+/** Numbers per flow in FlowNetwork's per-flow array, and where each sits. */
+const FLOW_STRIDE = 8
+const F_SRC = 0
+const F_DST = 1
+const F_REMAINING = 2
+const F_RATE = 3
+const F_LAST_T = 4
+/** When its pending completion event fires. */
+const F_DUE_AT = 5
 
 /** How flows share the links they cross (see the file's comment). */
 export type Sharing = 'proportional' | 'max-min'
@@ -54,6 +66,13 @@ export class FlowNetwork {
   private readonly capacity: Float64Array
   private readonly unfixed: Int32Array
   private readonly fixed = new Set<Flow>()
+  /** Per flow id: its numbers (FLOW_STRIDE apart), the flow, and the ids free for reuse. */
+  private fd = new Float64Array(FLOW_STRIDE * 1024)
+  private readonly byId: Flow[] = []
+  private readonly freeIds: number[] = []
+  /** The ids of out[e] and in[e], in the same order. */
+  private readonly outIds: number[][]
+  private readonly inIds: number[][]
 
   constructor(
     private readonly queue: EventQueue,
@@ -66,6 +85,8 @@ export class FlowNetwork {
   ) {
     this.out = Array.from({ length: up.length }, () => [])
     this.in = Array.from({ length: up.length }, () => [])
+    this.outIds = Array.from({ length: up.length }, () => [])
+    this.inIds = Array.from({ length: up.length }, () => [])
     this.sent = new Float64Array(up.length)
     this.outCount = new Int32Array(up.length)
     this.inCount = new Int32Array(up.length)
@@ -80,23 +101,46 @@ export class FlowNetwork {
     return this.outCount[e]!
   }
 
+  /** The rate of a flow in progress, bytes/ms. */
+  rateOf(flow: Flow): number {
+    return this.fd[flow.id * FLOW_STRIDE + F_RATE]!
+  }
+
   /** Starts a flow of `bytes` from `src` to `dst` at `now`. */
   start(src: number, dst: number, bytes: number, now: number, owner: unknown): Flow {
+    let id = this.freeIds.pop()
+    if (id === undefined) {
+      id = this.byId.length
+      if (FLOW_STRIDE * (id + 1) > this.fd.length) {
+        const fd = new Float64Array(2 * this.fd.length)
+        fd.set(this.fd)
+        this.fd = fd
+      }
+      this.byId.push(undefined as unknown as Flow)
+    }
     const flow: Flow = {
+      id,
       src,
       dst,
       bytes,
-      remaining: bytes,
-      rate: 0,
-      lastT: now,
       version: 0,
-      dueAt: Number.POSITIVE_INFINITY,
       upIdx: this.out[src]!.length,
       downIdx: this.in[dst]!.length,
       owner,
     }
+    this.byId[id] = flow
+    const b = id * FLOW_STRIDE
+    const fd = this.fd
+    fd[b + F_SRC] = src
+    fd[b + F_DST] = dst
+    fd[b + F_REMAINING] = bytes
+    fd[b + F_RATE] = 0
+    fd[b + F_LAST_T] = now
+    fd[b + F_DUE_AT] = Number.POSITIVE_INFINITY
     this.out[src]!.push(flow)
     this.in[dst]!.push(flow)
+    this.outIds[src]!.push(id)
+    this.inIds[dst]!.push(id)
     this.outCount[src]!++
     this.inCount[dst]!++
     if (this.sharing === 'max-min') {
@@ -111,19 +155,27 @@ export class FlowNetwork {
   /** Removes a flow (completed or cancelled) at `now` and re-rates its neighbours. */
   remove(flow: Flow, now: number): void {
     if (flow.upIdx < 0) return
-    this.advance(flow, now)
+    const b = flow.id * FLOW_STRIDE
+    this.advance(b, now)
     // A finished flow (under half a byte left, see due) sent all of its bytes.
-    this.sent[flow.src]! += flow.remaining <= 0.5 ? flow.bytes : flow.bytes - flow.remaining
+    const remaining = this.fd[b + F_REMAINING]!
+    this.sent[flow.src]! += remaining <= 0.5 ? flow.bytes : flow.bytes - remaining
     const outs = this.out[flow.src]!
+    const outIds = this.outIds[flow.src]!
     const lastOut = outs.pop()!
+    const lastOutId = outIds.pop()!
     if (lastOut !== flow) {
       outs[flow.upIdx] = lastOut
+      outIds[flow.upIdx] = lastOutId
       lastOut.upIdx = flow.upIdx
     }
     const ins = this.in[flow.dst]!
+    const inIds = this.inIds[flow.dst]!
     const lastIn = ins.pop()!
+    const lastInId = inIds.pop()!
     if (lastIn !== flow) {
       ins[flow.downIdx] = lastIn
+      inIds[flow.downIdx] = lastInId
       lastIn.downIdx = flow.downIdx
     }
     flow.upIdx = -1
@@ -131,6 +183,8 @@ export class FlowNetwork {
     this.outCount[flow.src]!--
     this.inCount[flow.dst]!--
     flow.version++
+    // Events of the flow still queued see upIdx -1 (due) and never read the record.
+    this.freeIds.push(flow.id)
     if (this.sharing === 'max-min') {
       const k = this.flows.indexOf(flow)
       const last = this.flows.pop()!
@@ -148,18 +202,24 @@ export class FlowNetwork {
    */
   due(flow: Flow, version: number, now: number): boolean {
     if (flow.upIdx < 0 || flow.version !== version) return false
-    this.advance(flow, now)
+    const b = flow.id * FLOW_STRIDE
+    this.advance(b, now)
+    const fd = this.fd
     // Less than a byte left (or a float's worth of it) counts as done.
-    if (flow.remaining <= 0.5) return true
-    flow.dueAt = now + flow.remaining / flow.rate
-    this.queue.push(flow.dueAt, this.doneKind, flow, flow.version)
+    if (fd[b + F_REMAINING]! <= 0.5) return true
+    const dueAt = now + fd[b + F_REMAINING]! / fd[b + F_RATE]!
+    fd[b + F_DUE_AT] = dueAt
+    this.queue.push(dueAt, this.doneKind, flow, flow.version)
     return false
   }
 
-  private advance(flow: Flow, now: number): void {
-    if (now > flow.lastT) {
-      flow.remaining -= flow.rate * (now - flow.lastT)
-      flow.lastT = now
+  /** Counts down the bytes the flow at record `b` sent since it was last advanced. */
+  private advance(b: number, now: number): void {
+    const fd = this.fd
+    const lastT = fd[b + F_LAST_T]!
+    if (now > lastT) {
+      fd[b + F_REMAINING] = fd[b + F_REMAINING]! - fd[b + F_RATE]! * (now - lastT)
+      fd[b + F_LAST_T] = now
     }
   }
 
@@ -205,22 +265,25 @@ export class FlowNetwork {
         unfixed[n + f.dst]!--
         capacity[f.src] = Math.max(0, capacity[f.src]! - rate)
         capacity[n + f.dst] = Math.max(0, capacity[n + f.dst]! - rate)
-        this.setRate(f, rate, now)
+        this.setRate(f.id, rate, now)
       }
     }
   }
 
-  private setRate(flow: Flow, rate: number, now: number): void {
-    if (rate === flow.rate) return
-    this.advance(flow, now)
-    flow.rate = rate
-    const dueAt = now + Math.max(0, flow.remaining) / rate
+  private setRate(id: number, rate: number, now: number): void {
+    const fd = this.fd
+    const b = id * FLOW_STRIDE
+    if (rate === fd[b + F_RATE]) return
+    this.advance(b, now)
+    fd[b + F_RATE] = rate
+    const dueAt = now + Math.max(0, fd[b + F_REMAINING]!) / rate
     // A flow that slowed down keeps its pending event, which fires early and is pushed
     // again then (see due); only a flow that sped up needs an earlier event now. This
     // keeps the heap from filling with superseded events when rates flicker.
-    if (dueAt < flow.dueAt) {
+    if (dueAt < fd[b + F_DUE_AT]!) {
+      const flow = this.byId[id]!
       flow.version++
-      flow.dueAt = dueAt
+      fd[b + F_DUE_AT] = dueAt
       this.queue.push(dueAt, this.doneKind, flow, flow.version)
     }
   }
@@ -234,11 +297,16 @@ export class FlowNetwork {
     const down = this.down
     const outCount = this.outCount
     const inCount = this.inCount
+    const fd = this.fd
     const upShare = up[src]! / outCount[src]!
-    for (const f of this.out[src]!) this.setRate(f, Math.min(upShare, down[f.dst]! / inCount[f.dst]!), now)
+    for (const id of this.outIds[src]!) {
+      const d = fd[id * FLOW_STRIDE + F_DST]!
+      this.setRate(id, Math.min(upShare, down[d]! / inCount[d]!), now)
+    }
     const downShare = down[dst]! / inCount[dst]!
-    for (const f of this.in[dst]!) {
-      if (f.src !== src) this.setRate(f, Math.min(up[f.src]! / outCount[f.src]!, downShare), now)
+    for (const id of this.inIds[dst]!) {
+      const s = fd[id * FLOW_STRIDE + F_SRC]!
+      if (s !== src) this.setRate(id, Math.min(up[s]! / outCount[s]!, downShare), now)
     }
   }
 }

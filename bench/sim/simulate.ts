@@ -1069,12 +1069,12 @@ export function simulate(config: SimConfig): SimResult {
     let idleOnBusy = 0
     for (let n = 0; n < N; n++) {
       let u = 0
-      for (const f of net.out[n]!) u += f.rate
+      for (const f of net.out[n]!) u += net.rateOf(f)
       upUse += u / up[n]!
       if (completionMs[n]! >= 0) continue
       pulling++
       let r = 0
-      for (const f of net.in[n]!) r += f.rate
+      for (const f of net.in[n]!) r += net.rateOf(f)
       const busy = r / down[n]!
       downUse += busy
       if (busy >= 0.3) continue
@@ -1093,7 +1093,7 @@ export function simulate(config: SimConfig): SimResult {
       if (useful === 0 && waiting > 0) idleOnBusy++
     }
     let o = 0
-    for (const f of net.out[ORIGIN]!) o += f.rate
+    for (const f of net.out[ORIGIN]!) o += net.rateOf(f)
     timeline.push({
       t: t / 1000,
       pulling,
