@@ -137,11 +137,12 @@ export interface SimConfig {
    */
   timelineMs?: number
   /**
-   * Outside endgame and streaming, hand pickPiece only the pieces it may pick (those the
-   * peer holds that nobody is fetching), in index order, instead of every piece: it
-   * skips the others without drawing a random number, so it picks the same piece with
-   * the same draws, in a fraction of the time. false gives pickPiece the whole download,
-   * so that a test can check that the two agree. @default true
+   * Unless the streaming window is in play, hand pickPiece only the pieces it may pick,
+   * in index order, instead of every piece: outside endgame those the peer holds that
+   * nobody is fetching, in endgame those the download lacks. It skips every other piece
+   * without drawing a random number, so it picks the same piece with the same draws, in
+   * a fraction of the time. false gives pickPiece the whole download, so that a test can
+   * check that the two agree. @default true
    */
   narrowPicks?: boolean
   /** Called for every piece a node stores: who sent it (nodes = the origin), when. */
@@ -286,8 +287,8 @@ interface Download {
   shownCount: number
   /**
    * Where the download's bit sets (32 pieces a word, `bitWords` words) start in the
-   * simulation's shownBits (`shown` as bits) and freeBits (pieces neither held nor in
-   * flight: the origin link's `unclaimed` of them).
+   * simulation's shownBits (`shown` as bits), freeBits (pieces neither held nor in
+   * flight: the origin link's `unclaimed` of them) and missingBits (pieces not held).
    */
   bits: number
   bitWords: number
@@ -402,6 +403,7 @@ export function simulate(config: SimConfig): SimResult {
   /** Scratch for the pieces handed to pickPiece (gatherFree). */
   const pickIndex = new Int32Array(Math.max(...pieceCounts))
   const pickAvail = new Int32Array(Math.max(...pieceCounts))
+  const pickInFlight = new Int32Array(Math.max(...pieceCounts))
 
   const queue = new EventQueue()
   const up = new Float64Array(N + 1).fill(mbitToBytesPerMs(config.nodeUpMbit))
@@ -457,6 +459,7 @@ export function simulate(config: SimConfig): SimResult {
   for (let l = 0; l < L; l++) totalBitWords += N * Math.ceil(pieceCounts[l]! / 32)
   const shownBits = new Int32Array(totalBitWords)
   const freeBits = new Int32Array(totalBitWords)
+  const missingBits = new Int32Array(totalBitWords)
   /** Per layer: where its downloads' bit sets start (node n's at layerBitBase[l] + n * words of the layer). */
   const layerBitBase = new Float64Array(L)
   /**
@@ -491,8 +494,11 @@ export function simulate(config: SimConfig): SimResult {
     layerBitBase[l] = bitBase
     for (let n = 0; n < N; n++) {
       const pieces = pieceBase * pieceStride
-      // Every piece is free at first.
-      for (let i = 0; i < pc; i++) freeBits[bitBase + (i >>> 5)]! |= 1 << (i & 31)
+      // Every piece is free, and missing, at first.
+      for (let i = 0; i < pc; i++) {
+        freeBits[bitBase + (i >>> 5)]! |= 1 << (i & 31)
+        missingBits[bitBase + (i >>> 5)]! |= 1 << (i & 31)
+      }
       dlState[(l * N + n) * DL_STATE + DL_MISSING] = pc
       row.push({
         id: l * N + n,
@@ -764,6 +770,28 @@ export function simulate(config: SimConfig): SimResult {
         request(dl, link, pickIndex[next.index]!)
         continue
       }
+      if (narrowPicks && !reading) {
+        // Endgame: only the pieces still missing (see SimConfig.narrowPicks).
+        const k = gatherMissing(dl)
+        const peerHas = link.peerHas
+        const requested = link.requested
+        const next = pickPiece({
+          pieceCount: k,
+          have: NO_PIECES,
+          peerHas: { has: (j) => peerHas.has(pickIndex[j]!) },
+          inFlight: pickInFlight,
+          requestedFromPeer: { has: (j) => requested.has(pickIndex[j]!) },
+          availability: pickAvail,
+          windowSize,
+          endgameThreshold,
+          maxDuplicates: link.origin ? 1 : undefined,
+          rng,
+        })
+        if (next === undefined) return
+        room--
+        request(dl, link, pickIndex[next.index]!)
+        continue
+      }
       for (let i = 0, r = dl.pieces; i < dl.pc; i++, r += pieceStride) {
         allInFlight[i] = pieceState[r + P_IN_FLIGHT]!
         allAvail[i] = pieceState[r + P_AVAIL]!
@@ -825,6 +853,30 @@ export function simulate(config: SimConfig): SimResult {
         const i = (w << 5) + 31 - Math.clz32(low)
         pickIndex[k] = i
         pickAvail[k++] = pieceState[avail + i * pieceStride]!
+      }
+    }
+    return k
+  }
+
+  /**
+   * The pieces the download still lacks, in index order, into pickIndex, with their
+   * requests in flight into pickInFlight and their availability into pickAvail.
+   * Returns how many.
+   */
+  function gatherMissing(dl: Download): number {
+    const missing = dl.bits
+    const bitWords = dl.bitWords
+    let k = 0
+    for (let w = 0; w < bitWords; w++) {
+      let mask = missingBits[missing + w]!
+      while (mask !== 0) {
+        const low = mask & -mask
+        mask ^= low
+        const i = (w << 5) + 31 - Math.clz32(low)
+        const r = dl.pieces + i * pieceStride
+        pickIndex[k] = i
+        pickInFlight[k] = pieceState[r + P_IN_FLIGHT]!
+        pickAvail[k++] = pieceState[r + P_AVAIL]!
       }
     }
     return k
@@ -984,6 +1036,7 @@ export function simulate(config: SimConfig): SimResult {
     if (req.link.peer === ORIGIN) pieceState[r + P_FIRST_COPY] = 1
     config.onPiece?.(dl.node, dl.layer, index, req.link.peer, now)
     pieceState[r + P_HAVE] = 1
+    missingBits[dl.bits + (index >>> 5)]! &= ~(1 << (index & 31))
     dl.held++
     dlState[dl.id * DL_STATE + DL_MISSING]!--
     if (pieceState[r + P_IN_FLIGHT] === 0) claim(dl, index, -1)
