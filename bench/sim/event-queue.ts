@@ -7,8 +7,9 @@
  * Laid out for speed at millions of events: a 4-ary heap in one typed array, each entry
  * two numbers side by side: the time, and the sequence number and payload slot packed
  * into one (sequence number x 2^23 + slot, exact in a double). The four children of an
- * entry fill one 64-byte cache line, so a sift reads one line per level and moves an
- * entry with its slot. What an event carries (kind, ref, version) stays in its slot,
+ * entry are 64 bytes in a row (a cache line, or two neighbouring ones, depending on
+ * where the array starts), so a sift reads about one line per level and moves an entry
+ * with its slot. What an event carries (kind, ref, version) stays in its slot,
  * and slots are reused. `next` pops without allocating; `pop` returns an object (for
  * tests and small uses). Sequence numbers are renumbered, in order, before they outgrow
  * the packing.
@@ -50,7 +51,8 @@ const KINDS = 16
 const MAX_VERSION = 2 ** 48
 /**
  * Entry i sits at h[2 * (i + OFFSET)] (time) and the number after it (packed key): with
- * the offset, the children of entry i (4i + 1 .. 4i + 4) start at a multiple of 64 bytes.
+ * the offset, the children of entry i (4i + 1 .. 4i + 4) start at a multiple of 64
+ * bytes from the start of the array.
  */
 const OFFSET = 3
 
