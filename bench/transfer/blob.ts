@@ -10,10 +10,20 @@ import { dirname } from 'node:path'
 import { createBlobCache } from '../../peer-agent/src/cache/index.js'
 import { blobPaths } from '../../peer-agent/src/cache/paths.js'
 import type { Digest } from '../../protocol/src/index.js'
-import { choosePieceSize } from '../../protocol/src/piece-map.js'
+import { choosePieceSize, MAX_PIECE_SIZE, MIN_PIECE_SIZE_ALLOWED } from '../../protocol/src/piece-map.js'
 import type { FetchJob } from './client-worker.js'
 
 const BLOCK = 1 << 20
+
+/** Whether `bytes` is a piece size a piece map may use. */
+export function pieceSizeAllowed(bytes: number): boolean {
+  return (
+    Number.isSafeInteger(bytes) &&
+    bytes >= MIN_PIECE_SIZE_ALLOWED &&
+    bytes <= MAX_PIECE_SIZE &&
+    (bytes & (bytes - 1)) === 0
+  )
+}
 
 function* generate(size: number, seed: Buffer): Generator<Buffer> {
   for (let offset = 0; offset < size; offset += BLOCK) {
@@ -27,10 +37,16 @@ async function* generateAsync(size: number, seed: Buffer): AsyncGenerator<Buffer
   yield* generate(size, seed)
 }
 
-/** Writes a blob of `size` bytes into a cache at `root`; returns what the fetcher needs to check it. */
-export async function createTestBlob(root: string, size: number): Promise<FetchJob> {
+/**
+ * Writes a blob of `size` bytes into a cache at `root`, in pieces of `pieceSize` bytes
+ * (default: choosePieceSize's); returns what the fetcher needs to check it.
+ */
+export async function createTestBlob(
+  root: string,
+  size: number,
+  pieceSize = choosePieceSize(size),
+): Promise<FetchJob> {
   const seed = randomBytes(BLOCK)
-  const pieceSize = choosePieceSize(size)
   const whole = createHash('sha256')
   const pieceHashes: string[] = []
   let piece = createHash('sha256')

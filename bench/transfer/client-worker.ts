@@ -12,6 +12,9 @@
  * Since session 12 the pool's buffers are in shared memory and the piece client's
  * hasher hashes each piece on a worker thread as its bytes arrive, as the agent does;
  * `SHOAL_BENCH_HASH_WORKER=0` hashes on the main thread instead (an A/B switch).
+ * `SHOAL_BENCH_HASH_WORKER_MIN_KIB=N` sets the hasher's `minWorkerBytes` (pieces under
+ * N KiB hashed on the main thread, in shared memory as the agent's are): 0 puts every
+ * piece on the worker, a large N none (session 13's measurement of that cutoff).
  */
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
@@ -65,7 +68,10 @@ const pieceBuffers = createPieceBufferPool({
   maxSharedBytes: 128 * 1024 * 1024,
 })
 const allocate = (length: number): Uint8Array => pieceBuffers.take(length)
-const hasher = hashOnWorker ? createPieceHasher() : undefined
+const minWorkerKib = process.env.SHOAL_BENCH_HASH_WORKER_MIN_KIB
+const hasher = hashOnWorker
+  ? createPieceHasher(minWorkerKib === undefined ? {} : { minWorkerBytes: Number(minWorkerKib) * 1024 })
+  : undefined
 
 /** Pieces hashed as they arrive (the piece client's `sha256`), or whole once in; an A/B switch. */
 const hashAsArrives = process.env.SHOAL_BENCH_HASH_WHOLE !== '1'

@@ -23,7 +23,8 @@ import { positiveOptionReader } from '../lib/options.js'
 import { readProcessCpuSeconds } from '../lib/process-sampler.js'
 import { progress } from '../lib/progress.js'
 import { systemInfo } from '../lib/system-info.js'
-import { createTestBlob, linkTestBlob } from './blob.js'
+import { MAX_PIECE_SIZE, MIN_PIECE_SIZE_ALLOWED } from '../../protocol/src/piece-map.js'
+import { createTestBlob, linkTestBlob, pieceSizeAllowed } from './blob.js'
 import type { FetchJob, FetchResult } from './client-worker.js'
 import { buildRows, formatRows, judge, type Measurement, TARGET_RATIO } from './report.js'
 import { findVariants, STACK_VARIANTS, type StackVariant } from './stack.js'
@@ -35,7 +36,9 @@ export const NODE_VARIANT = 'default'
 
 const USAGE = `usage: npm run bench:transfer -- [options]
 
-  --size-mb N        size of the generated blob (default 1024); piece size per choosePieceSize
+  --size-mb N        size of the generated blob (default 1024)
+  --piece-kib N      piece size in KiB, a power of two from 16 to 16384 (default: what
+                     choosePieceSize gives the blob, 4096 at 1 GiB)
   --runs N           runs per configuration, median reported (default 5); each run pairs
                      raw TCP and shoal back to back, and the verdict is the median of
                      the per-run ratios
@@ -55,6 +58,8 @@ const USAGE = `usage: npm run bench:transfer -- [options]
 
 interface Config {
   sizeBytes: number
+  /** Piece size in bytes; undefined: choosePieceSize's. */
+  pieceBytes: number | undefined
   runs: number
   peers: number
   variants: StackVariant[]
@@ -71,6 +76,7 @@ function parseConfig(argv: string[]): Config | undefined {
     args: argv,
     options: {
       'size-mb': { type: 'string' },
+      'piece-kib': { type: 'string' },
       runs: { type: 'string' },
       peers: { type: 'string' },
       variants: { type: 'string' },
@@ -96,8 +102,17 @@ function parseConfig(argv: string[]): Config | undefined {
   } catch (err) {
     problems.push((err as Error).message)
   }
+  let pieceBytes: number | undefined
+  if (values['piece-kib'] !== undefined) {
+    pieceBytes = Math.round(positive('piece-kib', values['piece-kib'], 0) * 1024)
+    if (!pieceSizeAllowed(pieceBytes))
+      problems.push(
+        `--piece-kib must be a power of two from ${MIN_PIECE_SIZE_ALLOWED / 1024} to ${MAX_PIECE_SIZE / 1024}, got ${values['piece-kib']}`,
+      )
+  }
   const config: Config = {
     sizeBytes: Math.round(positive('size-mb', values['size-mb'], 1024) * MIB),
+    pieceBytes,
     runs: Math.round(positive('runs', values.runs, 5)),
     peers: Math.round(positive('peers', values.peers, 3)),
     variants,
@@ -148,9 +163,9 @@ async function main(): Promise<number> {
     progress(`load average ${system.loadAverage.join(' ')} on ${system.cpuCount} cores`)
     progress(`generating a ${config.sizeBytes / MIB} MiB blob`)
     const roots = Array.from({ length: config.peers }, (_, i) => join(dir, `cache-${i}`))
-    const job: FetchJob = await createTestBlob(roots[0]!, config.sizeBytes)
+    const job: FetchJob = await createTestBlob(roots[0]!, config.sizeBytes, config.pieceBytes)
     for (const root of roots.slice(1)) await linkTestBlob(roots[0]!, root, job.digest)
-    progress(`blob ${job.digest}: ${job.pieceHashes.length} pieces of ${job.pieceSize / MIB} MiB`)
+    progress(`blob ${job.digest}: ${job.pieceHashes.length} pieces of ${job.pieceSize / 1024} KiB`)
     if (config.cpuProf) await mkdir(profileDir, { recursive: true })
 
     const servers: ServerInfo[] = []
@@ -291,7 +306,7 @@ async function main(): Promise<number> {
 
     const out = process.stdout
     out.write(
-      `\nshoal piece transfer, ${config.sizeBytes / MIB} MiB blob, ${job.pieceSize / MIB} MiB pieces, ` +
+      `\nshoal piece transfer, ${config.sizeBytes / MIB} MiB blob, ${job.pieceSize / 1024} KiB pieces, ` +
         `median of ${config.runs}, load average ${system.loadAverage[0]} -> ${loadAfter[0]} on ${system.cpuCount} cores\n\n`,
     )
     out.write(`${formatRows(rows)}\n\n`)
