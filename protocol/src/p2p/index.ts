@@ -41,6 +41,7 @@ export {
 export {
   createPieceHasher,
   inlinePieceHash,
+  MIN_WORKER_PIECE_BYTES,
   type PieceHash,
   type PieceHasher,
   type PieceHasherInit,

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createPieceBufferPool } from './piece-buffers.js'
-import { createPieceHasher, type PieceHasher } from './piece-hasher.js'
+import { createPieceHasher, MIN_WORKER_PIECE_BYTES, type PieceHasher } from './piece-hasher.js'
 
 const sha = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
 
@@ -51,6 +51,17 @@ describe('piece hasher', () => {
     const big = randomBytes(128 * 1024)
     expect(await fill(hasher, Buffer.allocUnsafe(big.byteLength), big, 5000)).toBe(sha(big))
     expect(hasher.stats()).toMatchObject({ worker: 0, inline: 2 })
+  })
+
+  it('by default hashes shared pieces on the worker from MIN_WORKER_PIECE_BYTES up', async () => {
+    hasher = createPieceHasher()
+    const pool = createPieceBufferPool({ maxBuffers: 2, shared: true })
+    const below = randomBytes(MIN_WORKER_PIECE_BYTES / 2)
+    expect(await fill(hasher, pool.take(below.byteLength), below, 64 * 1024)).toBe(sha(below))
+    expect(hasher.stats()).toMatchObject({ worker: 0, inline: 1 })
+    const at = randomBytes(MIN_WORKER_PIECE_BYTES)
+    expect(await fill(hasher, pool.take(at.byteLength), at, 64 * 1024)).toBe(sha(at))
+    expect(hasher.stats()).toMatchObject({ worker: 1, inline: 1 })
   })
 
   it('fails pending digests on close, and works again after', async () => {

@@ -7,7 +7,8 @@
  * A worker thread can read a piece only in memory both threads share: a piece read into
  * a SharedArrayBuffer-backed buffer (a PieceBufferPool created with `shared`) is hashed
  * on the worker; any other piece, and pieces smaller than `minWorkerBytes` (for them the
- * hop costs more than it saves), are hashed on the calling thread as before.
+ * hop costs more than it saves: MIN_WORKER_PIECE_BYTES), are hashed on the calling
+ * thread as before.
  *
  * The worker is started on first use, keeps the process alive only while a hash is
  * pending (it is unref'ed when idle), and is terminated by close().
@@ -15,11 +16,24 @@
 import { createHash, type Hash } from 'node:crypto'
 import { Worker } from 'node:worker_threads'
 
+/**
+ * Pieces smaller than this are hashed on the calling thread by default, even in shared
+ * memory. Measured in session 13 (docs/BENCHMARKS.md, piece transfer): bench:transfer
+ * on one connection with every piece on the worker against every piece hashed on the
+ * calling thread (both in shared memory), alternated: at 256 KiB, 512 KiB and 1 MiB
+ * pieces the calling thread was faster in every pair (about +8%, +20% and +12% MB/s)
+ * at lower fetcher CPU per GB (e.g. 1.63–1.88 against 2.15–2.18 CPU s/GB at 512 KiB);
+ * at 4 MiB the worker was faster, as in session 12. A piece no larger than a run
+ * (`runBytes`) gives the worker nothing to overlap: it is hashed whole after its last
+ * byte, and the round trip to the worker is added to each piece.
+ */
+export const MIN_WORKER_PIECE_BYTES = 4 * 1024 * 1024
+
 /** Options for createPieceHasher. */
 export interface PieceHasherInit {
   /**
    * Pieces smaller than this are hashed on the calling thread, whatever memory they are
-   * in. @default 1 MiB
+   * in. @default MIN_WORKER_PIECE_BYTES (4 MiB)
    */
   minWorkerBytes?: number
   /**
@@ -114,7 +128,7 @@ function isShared(piece: Uint8Array): boolean {
 
 /** Creates a piece hasher (see the file comment). */
 export function createPieceHasher(init: PieceHasherInit = {}): PieceHasher {
-  const minWorkerBytes = init.minWorkerBytes ?? 1024 * 1024
+  const minWorkerBytes = init.minWorkerBytes ?? MIN_WORKER_PIECE_BYTES
   const runBytes = Math.max(1, init.runBytes ?? 512 * 1024)
   let worker: Worker | undefined
   let nextId = 1
