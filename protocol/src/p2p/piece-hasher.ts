@@ -21,11 +21,12 @@ import { Worker } from 'node:worker_threads'
  * memory. Measured in session 13 (docs/BENCHMARKS.md, piece transfer): bench:transfer
  * on one connection with every piece on the worker against every piece hashed on the
  * calling thread (both in shared memory), alternated: at 256 KiB, 512 KiB and 1 MiB
- * pieces the calling thread was faster in every pair (about +8%, +20% and +12% MB/s)
+ * pieces the calling thread was faster in every pair (+9–10%, +21–23% and +8–20% MB/s)
  * at lower fetcher CPU per GB (e.g. 1.63–1.88 against 2.15–2.18 CPU s/GB at 512 KiB);
- * at 4 MiB the worker was faster, as in session 12. A piece no larger than a run
- * (`runBytes`) gives the worker nothing to overlap: it is hashed whole after its last
- * byte, and the round trip to the worker is added to each piece.
+ * at 4 MiB the worker took less CPU per GB in both pairs (fetcher 2.03 and 2.24
+ * against 2.69 and 2.55) and was faster in one of them, and in both of session 12's.
+ * A piece no larger than a run (`runBytes`) gives the worker nothing to overlap: it is
+ * hashed whole after its last byte, and each piece pays the round trip to the worker.
  */
 export const MIN_WORKER_PIECE_BYTES = 4 * 1024 * 1024
 
