@@ -283,6 +283,39 @@ describe('downloadBlob', () => {
     expect(wasted.filter((w) => w.reason === 'timeout')).toEqual([])
   })
 
+  it('counts what a request cut as slow had taken, so a link that fills up does not get every request cut', async () => {
+    const { bytes, map } = blob(24)
+    const swarm = fakeSwarm(bytes, map)
+    const holders = [swarm.peer('a', map.pieces.keys()), swarm.peer('b', map.pieces.keys())]
+    for (const p of holders) p.delayMs = 2
+    let stored = 0
+    const reasons: string[] = []
+    const c = await cache()
+    await downloadBlob(
+      { cache: c, client: swarm.client },
+      {
+        map,
+        findPeers: async () => holders,
+        slowPieceMinMs: 20,
+        maxPeerFailures: 1_000,
+        stallTimeoutMs: 1_000,
+        seed: 9,
+        // The first eight pieces come at once; from then on every piece takes 600 ms,
+        // many times the median of those first ones.
+        onPiece: () => {
+          if (++stored === 8) for (const p of holders) p.delayMs = 600
+        },
+        onWaste: (_peer, _index, reason) => reasons.push(reason),
+      },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    // A few requests are cut while the median catches up, not every one after the eighth
+    // piece (which ends in SwarmUnavailableError once nothing arrives for 3 s).
+    const cut = reasons.filter((r) => r === 'slow').length
+    expect(cut).toBeGreaterThan(0)
+    expect(cut).toBeLessThan(40)
+  })
+
   it('counts a request past its deadline as a failure of the peer', async () => {
     // Never cut as slow: only the 150 ms deadline ends the silent peer's requests.
     const wasted = await withSilentPeer({ slowPieceMinMs: 600_000, pieceTimeoutMs: 150, seed: 8 })

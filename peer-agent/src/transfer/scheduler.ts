@@ -351,7 +351,10 @@ export async function downloadBlob(
     for (const set of requests.values()) for (const r of set) r.controller.abort(signal.reason)
   }
   signal.addEventListener('abort', onEnd, { once: true })
-  /** Recent piece times in ms per byte, for spotting slow peers. */
+  /**
+   * Recent piece times in ms per byte, for spotting slow peers: of pieces that came, and
+   * of requests cut as slow (what they had taken when cut).
+   */
   const msPerByte: number[] = []
   const result: DownloadResult = {
     bytesByPeer: new Map(),
@@ -640,10 +643,7 @@ export async function downloadBlob(
         return
       }
       state.failures = 0
-      if (bytes.byteLength > 0) {
-        msPerByte.push((Date.now() - pending.startedAt) / bytes.byteLength)
-        if (msPerByte.length > 32) msPerByte.shift()
-      }
+      if (bytes.byteLength > 0) recordPieceTime((Date.now() - pending.startedAt) / bytes.byteLength)
       if (have.get(index)) {
         wasted(pending, 'duplicate')
         return
@@ -701,6 +701,12 @@ export async function downloadBlob(
     }
   }
 
+  /** Keeps a piece time in ms per byte among the recent ones (the last 32). */
+  function recordPieceTime(value: number): void {
+    msPerByte.push(value)
+    if (msPerByte.length > 32) msPerByte.shift()
+  }
+
   /** The median of the recent piece times in ms per byte; undefined before three pieces. */
   function medianMsPerByte(): number | undefined {
     if (msPerByte.length < 3) return undefined
@@ -724,6 +730,10 @@ export async function downloadBlob(
         )
         wasted(r, 'slow')
         r.controller.abort(new Error('too slow'))
+        // What it took so far is a piece time too, and a lower bound of its own: kept out,
+        // only the pieces that came quickly would count, and once the download's link
+        // fills up every request would be cut by a median of its first, quick pieces.
+        recordPieceTime(elapsed / pieceRange(map, r.index).length)
         if (r.state.failures >= maxPeerFailures) drop(r.state, 'too slow', true)
       }
     }
