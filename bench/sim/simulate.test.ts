@@ -7,6 +7,19 @@ import { type SimConfig, layerSizes, mbitToBytesPerMs, simulate } from './simula
 
 const MiB = 2 ** 20
 
+/** A streaming, ahead-capped, jittered run, used by the narrowed-pick and pinned tests. */
+const STREAMING_RUN: Partial<SimConfig> = {
+  nodes: 40,
+  imageBytes: 24 * MiB,
+  layers: 2,
+  nodeUpMbit: 50,
+  latencyMs: 2,
+  seed: 3,
+  streaming: true,
+  aheadMaxInFlight: 4,
+  startJitterMs: 500,
+}
+
 function config(over: Partial<SimConfig>): SimConfig {
   return {
     nodes: 1,
@@ -275,17 +288,7 @@ describe('simulate, pickPiece over the pieces it may pick', () => {
   const runs: Array<Partial<SimConfig>> = [
     { nodes: 30, imageBytes: 32 * MiB, layers: 2, nodeUpMbit: 100, latencyMs: 1, seed: 4 },
     { nodes: 60, nodeUpMbit: 100, latencyMs: 1, seed: 2, maxPeers: 40, maxConcurrentUploads: 4 },
-    {
-      nodes: 40,
-      imageBytes: 24 * MiB,
-      layers: 2,
-      nodeUpMbit: 50,
-      latencyMs: 2,
-      seed: 3,
-      streaming: true,
-      aheadMaxInFlight: 4,
-      startJitterMs: 500,
-    },
+    STREAMING_RUN,
   ]
   for (const [k, over] of runs.entries()) {
     it(`gives the same run as pickPiece over every piece (${k + 1})`, () => {
@@ -340,18 +343,7 @@ describe('simulate, pinned runs', () => {
       },
       {
         name: 'streaming, ahead cap, start jitter',
-        over: {
-          nodes: 40,
-          imageBytes: 24 * MiB,
-          layers: 2,
-          nodeUpMbit: 50,
-          latencyMs: 2,
-          seed: 3,
-          streaming: true,
-          aheadMaxInFlight: 4,
-          startJitterMs: 500,
-          haveDelayMs: 300,
-        },
+        over: { ...STREAMING_RUN, haveDelayMs: 300 },
         expected: {
           events: 42626,
           busy: 2872,

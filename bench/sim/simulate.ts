@@ -738,6 +738,32 @@ export function simulate(config: SimConfig): SimResult {
     return isAheadOfPeers(dl.held, peersHeld, peers) ? aheadMaxInFlight - inFlight : Number.POSITIVE_INFINITY
   }
 
+  /**
+   * pickPiece over the `k` pieces gathered in pickIndex (see SimConfig.narrowPicks), as
+   * a piece index of the download; undefined when it picks none.
+   */
+  function pickGathered(
+    k: number,
+    origin: boolean,
+    peerHas: PieceSet,
+    inFlight: ArrayLike<number>,
+    requested: PieceSet,
+  ): number | undefined {
+    const next = pickPiece({
+      pieceCount: k,
+      have: NO_PIECES,
+      peerHas,
+      inFlight,
+      requestedFromPeer: requested,
+      availability: pickAvail,
+      windowSize,
+      endgameThreshold,
+      maxDuplicates: origin ? 1 : undefined,
+      rng,
+    })
+    return next === undefined ? undefined : pickIndex[next.index]
+  }
+
   function scheduleLink(dl: Download, link: Link): void {
     const at = link.slot * LINK_STATE
     if (dl.complete || linkState[at + BUSY_UNTIL]! > now || linkState[at + USEFUL]! <= linkState[at + ASKED]!)
@@ -749,47 +775,24 @@ export function simulate(config: SimConfig): SimResult {
     const slotsFor = (link.origin ? originRequestSlots : peerRequestSlots)[dl.links.length]!
     while (linkState[at + ASKED]! < slotsFor && room > 0) {
       const reading = streaming && !link.origin && dl.readPos < dl.pc
-      if (narrowPicks && !reading && dl.pc - dl.held > endgameThreshold) {
-        // Only the pieces pickPiece may pick here (see SimConfig.narrowPicks).
-        const k = gatherFree(dl, link)
-        if (k === 0) return
-        const next = pickPiece({
-          pieceCount: k,
-          have: NO_PIECES,
-          peerHas: ALL_PIECES,
-          inFlight: NO_COUNTS,
-          requestedFromPeer: NO_PIECES,
-          availability: pickAvail,
-          windowSize,
-          endgameThreshold,
-          maxDuplicates: link.origin ? 1 : undefined,
-          rng,
-        })
-        if (next === undefined) return
-        room--
-        request(dl, link, pickIndex[next.index]!)
-        continue
-      }
       if (narrowPicks && !reading) {
-        // Endgame: only the pieces still missing (see SimConfig.narrowPicks).
-        const k = gatherMissing(dl)
-        const peerHas = link.peerHas
-        const requested = link.requested
-        const next = pickPiece({
-          pieceCount: k,
-          have: NO_PIECES,
-          peerHas: { has: (j) => peerHas.has(pickIndex[j]!) },
-          inFlight: pickInFlight,
-          requestedFromPeer: { has: (j) => requested.has(pickIndex[j]!) },
-          availability: pickAvail,
-          windowSize,
-          endgameThreshold,
-          maxDuplicates: link.origin ? 1 : undefined,
-          rng,
-        })
-        if (next === undefined) return
+        let index: number | undefined
+        if (dl.pc - dl.held > endgameThreshold) {
+          // Only the pieces pickPiece may pick here (see SimConfig.narrowPicks).
+          const k = gatherFree(dl, link)
+          if (k === 0) return
+          index = pickGathered(k, link.origin, ALL_PIECES, NO_COUNTS, NO_PIECES)
+        } else {
+          // Endgame: only the pieces still missing (see SimConfig.narrowPicks).
+          const k = gatherMissing(dl)
+          const { peerHas, requested } = link
+          index = pickGathered(k, link.origin, { has: (j) => peerHas.has(pickIndex[j]!) }, pickInFlight, {
+            has: (j) => requested.has(pickIndex[j]!),
+          })
+        }
+        if (index === undefined) return
         room--
-        request(dl, link, pickIndex[next.index]!)
+        request(dl, link, index)
         continue
       }
       for (let i = 0, r = dl.pieces; i < dl.pc; i++, r += pieceStride) {
