@@ -2,19 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { createTestBlob, pieceSizeAllowed } from './blob.js'
-
-describe('pieceSizeAllowed', () => {
-  it('takes the powers of two a piece map may use', () => {
-    expect(pieceSizeAllowed(16 * 1024)).toBe(true)
-    expect(pieceSizeAllowed(256 * 1024)).toBe(true)
-    expect(pieceSizeAllowed(16 * 1024 * 1024)).toBe(true)
-    expect(pieceSizeAllowed(8 * 1024)).toBe(false)
-    expect(pieceSizeAllowed(32 * 1024 * 1024)).toBe(false)
-    expect(pieceSizeAllowed(384 * 1024)).toBe(false)
-    expect(pieceSizeAllowed(0)).toBe(false)
-  })
-})
+import { createTestBlob } from './blob.js'
 
 describe('createTestBlob', () => {
   it('lays the blob out in the piece size asked for', async () => {

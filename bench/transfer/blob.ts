@@ -10,20 +10,10 @@ import { dirname } from 'node:path'
 import { createBlobCache } from '../../peer-agent/src/cache/index.js'
 import { blobPaths } from '../../peer-agent/src/cache/paths.js'
 import type { Digest } from '../../protocol/src/index.js'
-import { choosePieceSize, MAX_PIECE_SIZE, MIN_PIECE_SIZE_ALLOWED } from '../../protocol/src/piece-map.js'
+import { choosePieceSize } from '../../protocol/src/piece-map.js'
 import type { FetchJob } from './client-worker.js'
 
 const BLOCK = 1 << 20
-
-/** Whether `bytes` is a piece size a piece map may use. */
-export function pieceSizeAllowed(bytes: number): boolean {
-  return (
-    Number.isSafeInteger(bytes) &&
-    bytes >= MIN_PIECE_SIZE_ALLOWED &&
-    bytes <= MAX_PIECE_SIZE &&
-    (bytes & (bytes - 1)) === 0
-  )
-}
 
 function* generate(size: number, seed: Buffer): Generator<Buffer> {
   for (let offset = 0; offset < size; offset += BLOCK) {

@@ -14,6 +14,7 @@ import {
   pieceMatches,
   pieceRange,
   piecesForByteRange,
+  pieceSizeAllowed,
   signPieceMap,
   validatePieceMap,
   verifyPieceMap,
@@ -41,6 +42,18 @@ describe('choosePieceSize', () => {
   it('rejects bad sizes', () => {
     expect(() => choosePieceSize(-1)).toThrow(expect.objectContaining({ name: 'SizeInvalidError' }))
     expect(() => choosePieceSize(1.5)).toThrow(expect.objectContaining({ name: 'SizeInvalidError' }))
+  })
+})
+
+describe('pieceSizeAllowed', () => {
+  it('takes the powers of two a piece map may use', () => {
+    expect(pieceSizeAllowed(16 * 1024)).toBe(true)
+    expect(pieceSizeAllowed(256 * 1024)).toBe(true)
+    expect(pieceSizeAllowed(16 * 1024 * 1024)).toBe(true)
+    expect(pieceSizeAllowed(8 * 1024)).toBe(false)
+    expect(pieceSizeAllowed(32 * 1024 * 1024)).toBe(false)
+    expect(pieceSizeAllowed(384 * 1024)).toBe(false)
+    expect(pieceSizeAllowed(0)).toBe(false)
   })
 })
 

@@ -82,6 +82,14 @@ function isPowerOfTwo(n: number): boolean {
 }
 
 /**
+ * Whether `bytes` is a piece size a piece map may use: a power of two in
+ * [MIN_PIECE_SIZE_ALLOWED, MAX_PIECE_SIZE].
+ */
+export function pieceSizeAllowed(bytes: number): boolean {
+  return isPowerOfTwo(bytes) && bytes >= MIN_PIECE_SIZE_ALLOWED && bytes <= MAX_PIECE_SIZE
+}
+
+/**
  * The piece size for a blob of `blobSize` bytes: clamp(nextPow2(size / 256), 256 KiB, 16 MiB).
  * Throws SizeInvalidError for a negative, fractional or too large size.
  */
@@ -172,12 +180,7 @@ export function validatePieceMap(value: unknown): PieceMap {
     throw new DecodeError('piece map: invalid size')
   }
   const pieceSize = m.pieceSize
-  if (
-    typeof pieceSize !== 'number' ||
-    !isPowerOfTwo(pieceSize) ||
-    pieceSize < MIN_PIECE_SIZE_ALLOWED ||
-    pieceSize > MAX_PIECE_SIZE
-  ) {
+  if (typeof pieceSize !== 'number' || !pieceSizeAllowed(pieceSize)) {
     throw new DecodeError('piece map: invalid piece size')
   }
   const pieces = m.pieces
@@ -216,7 +219,7 @@ export async function computePieceMap(
 ): Promise<PieceMap> {
   const { algorithm } = parseDigest(digest)
   const pieceSize = options.pieceSize ?? choosePieceSize(size)
-  if (!isPowerOfTwo(pieceSize) || pieceSize < MIN_PIECE_SIZE_ALLOWED || pieceSize > MAX_PIECE_SIZE) {
+  if (!pieceSizeAllowed(pieceSize)) {
     throw new RangeError(`invalid piece size: ${pieceSize}`)
   }
   if (!Number.isSafeInteger(size) || size < 0 || size > MAX_BLOB_SIZE) {
