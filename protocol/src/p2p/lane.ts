@@ -1061,19 +1061,18 @@ export function createLaneDialer(
             signal,
           )
         } catch (err) {
-          waiting = false
           signal.throwIfAborted()
           // The peer answers on libp2p but its lane does not: use libp2p for a while.
           return failed(err)
         } finally {
+          // From here on, what the connect comes to is for the next request.
+          waiting = false
           clearTimeout(timer)
         }
         if (lane === 'slow') {
-          waiting = false
           init.logger?.debug({ peer: name }, 'piece lane slow to connect: this request goes over libp2p')
           return undefined
         }
-        waiting = false
         // This request goes over libp2p; the lane is used again when sockets free up.
         if (lane === 'busy') return undefined
         if (lane === 'unknown-session') {
