@@ -632,8 +632,8 @@ export async function downloadBlob(
           if (err instanceof PieceHashMismatchError) return err
           throw err
         })
-      bytes = fetched instanceof PieceHashMismatchError ? fetched.bytes : fetched
       if (fetched instanceof PieceHashMismatchError) {
+        bytes = fetched.bytes
         if (!result.bannedPeers.includes(state.peer.id)) {
           log?.warn({ peer: state.peer.id, digest, index }, 'peer sent a bad piece: banned')
           result.bannedPeers.push(state.peer.id)
@@ -642,6 +642,7 @@ export async function downloadBlob(
         }
         return
       }
+      bytes = fetched
       state.failures = 0
       if (bytes.byteLength > 0) recordPieceTime((Date.now() - pending.startedAt) / bytes.byteLength)
       if (have.get(index)) {
@@ -772,9 +773,9 @@ export async function downloadBlob(
 
   /**
    * Requests per piece as endgame's duplicate limit counts them: in endgame, those that
-   * went silent (endgameStallMs, and the median piece time) are left out (see there), up to ENDGAME_MAX_REQUESTS
-   * per piece. `inFlight` itself when nothing is left out; otherwise a copy, which the
-   * caller keeps up to date with the requests it adds.
+   * went silent (endgameStallMs, and the median piece time) are left out (see there), up
+   * to ENDGAME_MAX_REQUESTS per piece. `inFlight` itself when nothing is left out;
+   * otherwise a copy, which the caller keeps up to date with the requests it adds.
    */
   function countedInFlight(now: number, median: number | undefined): Int32Array {
     if (endgameStallMs <= 0 || requests.size === 0) return inFlight

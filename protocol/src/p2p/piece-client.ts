@@ -177,7 +177,8 @@ export interface PieceClient {
   ): Promise<Bitfield | undefined>
   /**
    * Watches which pieces of `digest` the peer holds (HAVE_WATCH_PROTOCOL, on the
-   * peer's lane when the client uses lanes and the peer serves one): yields its bitfield, then the pieces it gains as it stores them, and ends
+   * peer's lane when the client uses lanes and the peer serves one): yields its
+   * bitfield, then the pieces it gains as it stores them, and ends
    * when the peer holds every piece, holds nothing (a bitfield of undefined), or ends
    * the watch itself (it stopped, or lost the blob). Ending the iteration closes the
    * watch. The first reply must come within the client's timeout; after it, only the
