@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { deadlineSignal, followSignal, raceSignal, sleep } from './abort.js'
+import { deadlineSignal, followSignal, raceSignal, sharedSignal, sleep } from './abort.js'
 
 describe('raceSignal', () => {
   it('resolves and rejects with the promise while the signal stays quiet', async () => {
@@ -23,6 +23,28 @@ describe('raceSignal', () => {
     finish(3)
     await expect(slow).resolves.toBe(3)
     await expect(raceSignal(slow, AbortSignal.abort(new Error('late')))).rejects.toThrow('late')
+  })
+
+  it('leaves no unhandled rejection behind when the promise fails after an aborted signal won', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown): void => {
+      unhandled.push(reason)
+    }
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      let fail: (err: Error) => void = () => {}
+      // Built for the race alone, as the lane dialer races its connect against a timer.
+      const connecting = new Promise<never>((_resolve, reject) => {
+        fail = reject
+      }).then((v) => v)
+      await expect(raceSignal(connecting, AbortSignal.abort(new Error('gave up')))).rejects.toThrow('gave up')
+      fail(new Error('handshake failed'))
+      // Unhandled rejections are reported after the microtasks of the turn that made them.
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      expect(unhandled).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
   })
 })
 
@@ -107,5 +129,33 @@ describe('sleep', () => {
     controller.abort(new Error('stop'))
     await expect(waiting).rejects.toThrow('stop')
     await expect(sleep(10, AbortSignal.abort(new Error('already')))).rejects.toThrow('already')
+  })
+})
+
+describe('sharedSignal', () => {
+  it('takes more than ten abort listeners without a leak warning, and all of them run', async () => {
+    const warnings: Error[] = []
+    const onWarning = (w: Error): void => {
+      if (w.name === 'MaxListenersExceededWarning') warnings.push(w)
+    }
+    process.on('warning', onWarning)
+    try {
+      const plain = new AbortController()
+      const shared = new AbortController()
+      sharedSignal(shared.signal)
+      let ran = 0
+      for (let i = 0; i < 12; i++) {
+        plain.signal.addEventListener('abort', () => {})
+        shared.signal.addEventListener('abort', () => ran++)
+      }
+      shared.abort()
+      // Process warnings are emitted on the next tick.
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      expect(ran).toBe(12)
+      // Only the plain signal warned: the check is live in this process.
+      expect(warnings).toHaveLength(1)
+    } finally {
+      process.off('warning', onWarning)
+    }
   })
 })

@@ -9,7 +9,7 @@
  * the seed or upstream when this throws SwarmUnavailableError.
  */
 import type { Logger } from 'pino'
-import { deadlineSignal } from '../../../protocol/src/abort.js'
+import { deadlineSignal, sharedSignal } from '../../../protocol/src/abort.js'
 import { Bitfield } from '../../../protocol/src/bitfield.js'
 import { type PieceMap, pieceRange } from '../../../protocol/src/piece-map.js'
 import type { BlobCache } from '../cache/index.js'
@@ -330,7 +330,10 @@ export async function downloadBlob(
   const rng = createRng(init.seed ?? Math.floor(Math.random() * 2 ** 32))
 
   const lifetime = new AbortController()
-  const signal = options.signal ? AbortSignal.any([options.signal, lifetime.signal]) : lifetime.signal
+  // Followed by every have query, watch and peer search of the download at once.
+  const signal = sharedSignal(
+    options.signal ? AbortSignal.any([options.signal, lifetime.signal]) : lifetime.signal,
+  )
   const peers = new Map<string, PeerState>()
   const have = new Bitfield(count)
   const haveSet = { has: (i: number) => have.get(i) }

@@ -19,7 +19,7 @@
  */
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
-import { type Deadline, deadlineSignal } from '../abort.js'
+import { type Deadline, deadlineSignal, sharedSignal } from '../abort.js'
 import { Bitfield } from '../bitfield.js'
 import { DecodeError } from '../errors.js'
 import type { Digest } from '../digest.js'
@@ -145,6 +145,7 @@ export function createPieceServer(
   let sent = 0
   let running = false
   let lifetime = new AbortController()
+  sharedSignal(lifetime.signal)
   let lane: LaneServer | undefined
   /**
    * The memory piece bytes are read into before they go out on a lane stream, reused:
@@ -430,6 +431,8 @@ export function createPieceServer(
       if (running) return
       running = true
       lifetime = new AbortController()
+      // Every stream served follows it, a few listeners each.
+      sharedSignal(lifetime.signal)
       await libp2p.handle(PIECES_PROTOCOL, handler(servePieces), {
         maxInboundStreams,
         runOnLimitedConnection: false,
