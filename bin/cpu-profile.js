@@ -2,7 +2,10 @@
 // exit and write <dir>/shoal-<pid>.cpuprofile (open it in Chrome DevTools or read it
 // with bench/lib/cpu-profile.ts). For processes started by scripts that cannot pass
 // node flags, such as the agents of the cluster testbed; `node --cpu-prof` does the
-// same where node's own flags can be given.
+// same where node's own flags can be given. With SHOAL_CPU_PROFILE_ON=SIGUSR2 as well,
+// profiling starts only when the process gets that signal (say, once every agent of a
+// testbed is up and the pull begins: a profile from start spends the first minutes on
+// module loading and makes 50 agents start several times slower).
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector'
 import { join } from 'node:path'
@@ -11,11 +14,22 @@ import { join } from 'node:path'
 export function startCpuProfileFromEnv() {
   const dir = process.env.SHOAL_CPU_PROFILE_DIR
   if (!dir) return
+  const trigger = process.env.SHOAL_CPU_PROFILE_ON
+  if (trigger !== undefined && trigger !== 'SIGUSR2')
+    throw new Error(`SHOAL_CPU_PROFILE_ON must be SIGUSR2 or unset, not ${JSON.stringify(trigger)}`)
   const session = new Session()
-  session.connect()
-  session.post('Profiler.enable')
-  session.post('Profiler.start')
+  let started = false
+  const start = () => {
+    if (started) return
+    started = true
+    session.connect()
+    session.post('Profiler.enable')
+    session.post('Profiler.start')
+  }
+  if (trigger === undefined) start()
+  else process.on(trigger, start)
   process.on('exit', () => {
+    if (!started) return
     // The in-process inspector answers synchronously, so this finishes before exit.
     session.post('Profiler.stop', (err, result) => {
       if (err) return

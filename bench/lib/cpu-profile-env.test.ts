@@ -1,0 +1,65 @@
+import { spawn } from 'node:child_process'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+
+// bin/cpu-profile.js as the shoal CLI runs it: a process that profiles itself on env.
+const script = (signal: boolean): string => `
+  import { startCpuProfileFromEnv } from ${JSON.stringify(new URL('../../bin/cpu-profile.js', import.meta.url).href)}
+  startCpuProfileFromEnv()
+  const spin = () => { const end = Date.now() + 30; while (Date.now() < end) {} }
+  ${signal ? "process.on('SIGUSR2', () => setTimeout(() => process.exit(0), 200))" : 'setTimeout(() => process.exit(0), 200)'}
+  setInterval(spin, 50)
+  console.log('ready')
+`
+
+async function run(env: Record<string, string>, signal: boolean): Promise<number> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script(signal)], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'ignore'],
+  })
+  const exited = new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? -1)))
+  const ready = await Promise.race([
+    new Promise<boolean>((resolve) => child.stdout.once('data', () => resolve(true))),
+    exited.then(() => false),
+  ])
+  if (ready && signal) {
+    // Some time unprofiled first, then the signal.
+    await new Promise((r) => setTimeout(r, 300))
+    child.kill('SIGUSR2')
+  }
+  return await exited
+}
+
+describe('SHOAL_CPU_PROFILE_DIR', () => {
+  let dir = ''
+  afterEach(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true })
+  })
+
+  it('profiles from start to exit, or from SIGUSR2 on with SHOAL_CPU_PROFILE_ON', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'shoal-cpu-prof-'))
+    const fromStart = join(dir, 'start')
+    const onSignal = join(dir, 'signal')
+    expect(await run({ SHOAL_CPU_PROFILE_DIR: fromStart }, false)).toBe(0)
+    expect(await run({ SHOAL_CPU_PROFILE_DIR: onSignal, SHOAL_CPU_PROFILE_ON: 'SIGUSR2' }, true)).toBe(0)
+    const [started] = await readdir(fromStart)
+    const [signalled] = await readdir(onSignal)
+    const a = JSON.parse(await readFile(join(fromStart, started ?? ''), 'utf8'))
+    const b = JSON.parse(await readFile(join(onSignal, signalled ?? ''), 'utf8'))
+    expect(a.nodes.length).toBeGreaterThan(1)
+    expect(b.nodes.length).toBeGreaterThan(1)
+    // The signalled profile covers the 200 ms after the signal, not the 300 ms before it.
+    expect((b.endTime - b.startTime) / 1000).toBeLessThan(280)
+  })
+
+  it('refuses a trigger it does not know, and writes nothing without a signal', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'shoal-cpu-prof-'))
+    expect(await run({ SHOAL_CPU_PROFILE_DIR: dir, SHOAL_CPU_PROFILE_ON: 'SIGHUP' }, false)).not.toBe(0)
+    expect(
+      await run({ SHOAL_CPU_PROFILE_DIR: join(dir, 'none'), SHOAL_CPU_PROFILE_ON: 'SIGUSR2' }, false),
+    ).toBe(0)
+    await expect(readdir(join(dir, 'none'))).rejects.toMatchObject({ code: 'ENOENT' })
+  })
+})
