@@ -83,7 +83,13 @@ export async function bundleSources(options = {}) {
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    packages: 'external',
+    // npm packages are bundled too: resolving and compiling the hundreds of small modules
+    // of libp2p and its peers one by one was most of a process's start (ADR 0006,
+    // amendment of session 14). CommonJS packages in an ES module bundle call `require`
+    // for node's own modules, which an ES module lacks: the banner gives each chunk one.
+    banner: {
+      js: "import { createRequire as __shoalCreateRequire } from 'node:module'; const require = __shoalCreateRequire(import.meta.url);",
+    },
     sourcemap: 'linked',
     logLevel: 'error',
     plugins: [keepImportMetaUrl],

@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
+import { isBuiltin } from 'node:module'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -34,7 +35,12 @@ function staticImports(code: string): string[] {
   return found
 }
 
-/** The npm packages a module loads with everything it imports statically from the bundle. */
+/**
+ * The npm packages whose code a module loads with everything it imports statically from
+ * the bundle: packages are bundled, so they are read from the source maps of those
+ * modules (`node_modules/<package>/...` sources). Any import of a bare package name is
+ * counted too (there should be none).
+ */
 async function packagesLoadedBy(bundleDir: string, file: string): Promise<Set<string>> {
   const packages = new Set<string>()
   const seen = new Set<string>()
@@ -43,7 +49,12 @@ async function packagesLoadedBy(bundleDir: string, file: string): Promise<Set<st
     seen.add(name)
     for (const spec of staticImports(await readFile(join(bundleDir, name), 'utf8'))) {
       if (spec.startsWith('./')) await visit(spec.slice(2))
-      else if (!spec.startsWith('node:')) packages.add(spec)
+      else if (!isBuiltin(spec)) packages.add(spec)
+    }
+    const map = JSON.parse(await readFile(join(bundleDir, `${name}.map`), 'utf8')) as { sources: string[] }
+    for (const source of map.sources) {
+      const match = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(source)
+      if (match) packages.add(match[1]!)
     }
   }
   await visit(file)
@@ -85,6 +96,19 @@ describe('the shoal bundle', () => {
     expect(registry.has('koa')).toBe(true)
     expect(atStart.has('koa')).toBe(false)
     expect(atStart.has('commander')).toBe(true)
+  })
+
+  it('carries the npm packages inside it: no module imports one at run time', async () => {
+    const bundleDir = join(main, '..')
+    for (const name of (await readdir(bundleDir)).filter((n) => n.endsWith('.mjs'))) {
+      const code = await readFile(join(bundleDir, name), 'utf8')
+      const bare = staticImports(code).filter((spec) => !spec.startsWith('./') && !isBuiltin(spec))
+      expect({ name, bare }).toEqual({ name, bare: [] })
+      for (const match of code.matchAll(/\bimport\(\s*"([^"]+)"/g)) {
+        const spec = match[1]!
+        expect(spec.startsWith('./') || isBuiltin(spec), `${name} imports ${spec}`).toBe(true)
+      }
+    }
   })
 })
 
