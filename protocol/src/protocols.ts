@@ -17,10 +17,10 @@ export const HAVE_WATCH_PROTOCOL = '/shoal/have-watch/1.0.0'
 /** The signed piece map of a blob: a PieceMapRequest answered by a PieceMapReply. */
 export const PIECE_MAP_PROTOCOL = '/shoal/piece-map/1.0.0'
 /**
- * A session for the piece lane (p2p/lane.ts, ADR 0008, ADR 0009): a u8 version (1) answered by
- * status, lane port, session id and key, session lifetime.
+ * A session for the piece lane (p2p/lane.ts, ADR 0008, ADR 0009, ADR 0011): a u8 version (1)
+ * answered by status, lane port, session id and key, session lifetime.
  */
-export const LANE_PROTOCOL = '/shoal/lane/2.0.0'
+export const LANE_PROTOCOL = '/shoal/lane/3.0.0'
 /** shoal's own Kademlia DHT, kept apart from the public IPFS DHT. */
 export const KAD_PROTOCOL = '/shoal/kad/1.0.0'
 

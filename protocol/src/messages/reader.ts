@@ -34,6 +34,29 @@ export interface MessageReader {
   received(): number
 }
 
+/**
+ * A byte stream that can put raw bytes straight into the reader's target as they arrive
+ * (a lane stream, lane.ts, has its TLS socket decrypt them there): readInto then copies
+ * nothing once what the reader already holds is out.
+ */
+export interface LandingSource {
+  /**
+   * Puts the stream's next `target.byteLength` bytes into `target`, in order, calling
+   * `onLanded(end)` as they come (target[0, end) filled). Resolves with the bytes put
+   * there: fewer than asked when the stream ended first. Rejects when the stream fails,
+   * or with the signal's reason (the stream is then reset: bytes must not land in
+   * memory its caller has taken back).
+   */
+  landInto(
+    target: Uint8Array,
+    options: { signal?: AbortSignal; onLanded: (end: number) => void },
+  ): Promise<number>
+}
+
+function isLandingSource(source: unknown): source is LandingSource {
+  return typeof (source as Partial<LandingSource>).landInto === 'function'
+}
+
 /** Creates a reader over `source`. */
 export function createMessageReader(
   source: AsyncIterable<Uint8Array | Uint8ArrayList>,
@@ -41,6 +64,7 @@ export function createMessageReader(
 ): MessageReader {
   const maxMessageBytes = Math.min(init.maxMessageBytes ?? MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES)
   const iterator = source[Symbol.asyncIterator]()
+  const landing = isLandingSource(source) ? source : undefined
   const buffer = new Uint8ArrayList()
   let ended = false
   let received = 0
@@ -131,6 +155,23 @@ export function createMessageReader(
           options.onProgress?.()
         }
         if (at === n) return
+        if (landing !== undefined && !ended) {
+          // The buffer is empty: the rest goes straight into place.
+          const base = at
+          const got = await landing.landInto(target.subarray(base), {
+            signal: options.signal,
+            onLanded: (end) => {
+              const from = at
+              at = base + end
+              received += at - from
+              options.onCopied?.(target.subarray(from, at))
+              options.onProgress?.()
+            },
+          })
+          if (base + got === n) return
+          ended = true
+          throw new DecodeError(`stream ended: ${n - base - got} of ${n} bytes missing`)
+        }
         if (!(await pull(options.signal)))
           throw new DecodeError(`stream ended: ${n - at} of ${n} bytes missing`)
       }

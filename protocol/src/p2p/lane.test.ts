@@ -1,13 +1,19 @@
 import { randomBytes } from 'node:crypto'
 import { EventEmitter, once } from 'node:events'
-import { connect, createServer, type Server, Socket } from 'node:net'
+import { connect, createServer, type LookupFunction, type Server, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { afterEach, describe, expect, it } from 'vitest'
 import { digestOf } from '../digest.js'
 import { createMessageReader, decodeMessage, encodeMessage } from '../messages/index.js'
 import { type PieceMap, pieceMatches } from '../piece-map.js'
 import { HAVE_PROTOCOL, LANE_PROTOCOL, PIECES_PROTOCOL } from '../protocols.js'
-import { createLaneDialer, type LaneDialerInit, laneHostOf, LaneStream } from './lane.js'
+import {
+  createLaneDialer,
+  type LaneConnectOptions,
+  type LaneDialerInit,
+  laneHostOf,
+  LaneStream,
+} from './lane.js'
 import { createMemoryPieceSource, type MemoryPieceSource } from './memory-piece-source.js'
 import { createP2PNode, type P2PNode } from './node.js'
 import { createPieceClient } from './piece-client.js'
@@ -26,7 +32,7 @@ function blob(size: number): { bytes: Buffer; map: PieceMap } {
 
 /**
  * A TCP proxy in front of a lane port: records what the client sent, and can flip one
- * byte of the server's stream after the hello.
+ * byte of either direction.
  */
 async function proxy(
   target: number,
@@ -121,8 +127,9 @@ interface RawSession {
 }
 
 /**
- * A TLS lane socket made by hand: the hello, then the handshake with `key`. Resolves
- * with the socket, or with the handshake's error.
+ * A TLS lane socket made by hand: the handshake with `key` under the session's identity,
+ * then the server's status (must be ok). Resolves with the socket, or with the
+ * handshake's error.
  */
 async function rawLane(
   port: number,
@@ -130,23 +137,30 @@ async function rawLane(
   key: Buffer,
   identity = id.toString('hex'),
 ): Promise<TLSSocket | Error> {
-  const socket = connect(port, '127.0.0.1')
-  socket.on('error', () => {})
-  await once(socket, 'connect')
-  socket.write(Buffer.concat([Buffer.from('SHL2'), id]))
-  const status = await readSome(socket, 5)
-  expect(status).toEqual(Buffer.from('SHL2\0', 'latin1'))
   const secure = tlsConnect({
-    socket,
+    host: '127.0.0.1',
+    port,
     pskCallback: () => ({ psk: key, identity }),
     ciphers: 'TLS_AES_128_GCM_SHA256',
     minVersion: 'TLSv1.3',
     checkServerIdentity: () => new Error('no certificate expected'),
   })
-  return new Promise((resolve) => {
+  const handshake = await new Promise<TLSSocket | Error>((resolve) => {
     secure.once('secureConnect', () => resolve(secure))
     secure.once('error', (err) => resolve(err))
   })
+  if (handshake instanceof Error) return handshake
+  expect(await readSome(secure, 5)).toEqual(Buffer.from('SHL3\0', 'latin1'))
+  return secure
+}
+
+/**
+ * A lane's tls.connect options with `host` looked up by `lookup` (one address, as
+ * net.connect asks for without autoSelectFamily), to hold a connect back in a test.
+ */
+function withLookup(options: LaneConnectOptions, host: string, lookup: LookupFunction): LaneConnectOptions {
+  const opts = { ...options, host, lookup, autoSelectFamily: false }
+  return opts
 }
 
 async function readAll(stream: LaneStream): Promise<Buffer> {
@@ -259,7 +273,7 @@ describe('piece lane', () => {
     })
     const dialer = createLaneDialer(
       { libp2p: leecher.libp2p },
-      { ...init, connect: (host) => connect(p.port, host) },
+      { ...init, connect: (options) => tlsConnect({ ...options, port: p.port }) },
     )
     return { dialer, fromClient: p.fromClient }
   }
@@ -386,8 +400,9 @@ describe('piece lane', () => {
     const { s, leecher, map } = await seedWithBlob(true, 1)
     const lanePort = s.server.lanePort() as number
     // Byte 40 of what the client sends lies in its ClientHello's random (after the
-    // 20-byte hello, the record and handshake headers and the version): the PSK
-    // binder over the ClientHello no longer verifies.
+    // record and handshake headers and the version): the PSK binder over the
+    // ClientHello no longer verifies, and the server's alert (illegal_parameter) is not
+    // the one of an unknown session.
     const { dialer } = await throughProxy(leecher, lanePort, { flipClientByteAt: 40 })
     const target = s.node.getMultiaddrs()
     const open = () => dialer.open('seed', target, HAVE_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
@@ -411,38 +426,70 @@ describe('piece lane', () => {
     const wrong = await rawLane(session.port, session.id, randomBytes(32))
     expect(wrong).toBeInstanceOf(Error)
     expect(String(wrong)).toMatch(/alert/i)
-    // Nor does the right key offered under another identity than the session the hello named.
+    // Nor does the right key offered under an identity that names no session: the
+    // server has no key for it.
     const other = await rawLane(session.port, session.id, session.key, randomBytes(16).toString('hex'))
     expect(other).toBeInstanceOf(Error)
+    expect(String(other)).toMatch(/alert handshake failure/i)
     expect(s.server.laneStreamsServed()).toBe(1)
     expect(await rawHave(session, map)).toBe(3)
     expect(s.server.laneStreamsServed()).toBe(2)
   })
 
-  it('ends a socket that sends bytes after its hello before the server answered, and keeps serving', async () => {
-    const { s, leecher, map } = await seedWithBlob(true, 1)
-    const session = await askSession(leecher, s.node)
-    const socket = connect(session.port, '127.0.0.1')
-    socket.on('error', () => {})
-    await once(socket, 'connect')
-    // The hello and the start of a ClientHello in one write: TLS must not start on it.
-    socket.write(
-      Buffer.concat([Buffer.from('SHL2'), session.id, Buffer.from([0x16, 0x03, 0x01, 0x00, 0x10])]),
-    )
-    // No status comes back: the socket is just closed.
-    expect(await readSome(socket, 5)).toEqual(Buffer.alloc(0))
-    expect(socket.destroyed || socket.readableEnded).toBe(true)
-    expect(await rawHave(session, map)).toBe(1)
+  it('asks for a new session when the lane no longer knows the one it holds, and uses the lane', async () => {
+    // A lane on a fixed port, so that a restart forgets its sessions but not its address.
+    const probe = createServer()
+    probe.listen(0, '127.0.0.1')
+    await once(probe, 'listening')
+    const address = probe.address()
+    const port = typeof address === 'object' && address !== null ? address.port : 0
+    await new Promise((resolve) => probe.close(resolve))
+    const n = await node()
+    const source = createMemoryPieceSource()
+    const server = createPieceServer({ libp2p: n.libp2p, source }, { lane: { host: '127.0.0.1', port } })
+    await server.start()
+    cleanups.push(() => server.stop())
+    const leecher = await node()
+    const { bytes, map } = blob(2 * PIECE)
+    source.putBlob(map.digest, bytes, PIECE)
+    let sessionRequests = 0
+    const counting = {
+      dial: (...args: Parameters<P2PNode['libp2p']['dial']>) => {
+        sessionRequests++
+        return leecher.libp2p.dial(...args)
+      },
+    }
+    const dialer = createLaneDialer({ libp2p: counting })
+    const target = n.getMultiaddrs()
+    const fetchOver = async (index: number): Promise<Buffer> => {
+      const stream = await dialer.open('seed', target, PIECES_PROTOCOL, {
+        signal: AbortSignal.timeout(5_000),
+      })
+      expect(stream).toBeInstanceOf(LaneStream)
+      stream!.send(encodeMessage({ type: 'piece-request', digest: map.digest, indexes: [index] }))
+      const reply = readAll(stream!)
+      await stream!.close({ signal: AbortSignal.timeout(5_000) })
+      return (await reply).subarray(-PIECE)
+    }
+    expect(await fetchOver(0)).toEqual(bytes.subarray(0, PIECE))
+    expect(sessionRequests).toBe(1)
+    await server.stop()
+    await server.start()
+    expect(server.lanePort()).toBe(port)
+    // The held session's identity names nothing now: the server fails the handshake for
+    // want of a key, the dialer asks for a new session and the lane carries the request.
+    expect(await fetchOver(1)).toEqual(bytes.subarray(PIECE, 2 * PIECE))
+    expect(sessionRequests).toBe(2)
+    expect(dialer.blocked('seed')).toBe(false)
+    expect(server.laneStreamsServed()).toBe(1)
   })
 
-  it('ends a socket that sends garbage instead of a TLS handshake after a valid hello, and keeps serving', async () => {
+  it('ends a socket that sends garbage instead of a TLS handshake, and keeps serving', async () => {
     const { s, leecher, map } = await seedWithBlob(true, 1)
     const session = await askSession(leecher, s.node)
     const socket = connect(session.port, '127.0.0.1')
     socket.on('error', () => {})
     await once(socket, 'connect')
-    socket.write(Buffer.concat([Buffer.from('SHL2'), session.id]))
-    expect(await readSome(socket, 5)).toEqual(Buffer.from('SHL2\0', 'latin1'))
     const closed = once(socket, 'close')
     socket.write(Buffer.from('GET / HTTP/1.1\r\n\r\n'.repeat(8)))
     socket.resume()
@@ -503,9 +550,9 @@ describe('piece lane', () => {
     await remoteEnded
   })
 
-  it('waits for a slow hello under the request deadline, but not for a connect that never completes', async () => {
+  it('waits for a slow handshake under the request deadline, but not for a connect that never completes', async () => {
     const { s, leecher } = await seedWithBlob(true, 1)
-    // The peer's event loop answers the hello late (a starved node): the lane is still used.
+    // The peer's answers come late (a starved node): the lane is still used.
     const { dialer: patient } = await throughProxy(
       leecher,
       s.server.lanePort() as number,
@@ -521,7 +568,12 @@ describe('piece lane', () => {
     // after connectTimeoutMs, and the lane is given up after connectGiveUpMs.
     const blackhole = createLaneDialer(
       { libp2p: leecher.libp2p },
-      { connectTimeoutMs: 200, connectGiveUpMs: 600, connect: () => new Socket() },
+      {
+        connectTimeoutMs: 200,
+        connectGiveUpMs: 600,
+        // A host name whose look-up never answers: the socket stays connecting.
+        connect: (options) => tlsConnect(withLookup(options, 'lane.invalid', () => {})),
+      },
     )
     const started = Date.now()
     expect(
@@ -552,11 +604,15 @@ describe('piece lane', () => {
       { libp2p: leecher.libp2p },
       {
         connectTimeoutMs: 200,
-        connect: (host) => {
+        connect: (options) => {
           connects++
-          const socket = new Socket()
-          setTimeout(() => socket.connect(port, host), 600)
-          return socket
+          // The look-up of a host name answers 600 ms late, then the socket connects.
+          return tlsConnect({
+            ...withLookup(options, 'lane.test', (_host, _options, callback) => {
+              setTimeout(() => callback(null, '127.0.0.1', 4), 600)
+            }),
+            port,
+          })
         },
       },
     )
@@ -580,6 +636,84 @@ describe('piece lane', () => {
     expect(reply).toMatchObject({ type: 'have-reply', status: 'ok' })
     stream!.abort(new Error('done'))
     dialer.close()
+  })
+
+  it('has TLS decrypt the pieces a reader reads into place straight into them', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    const pieceSize = 2 * 1024 * 1024
+    const bytes = randomBytes(2 * pieceSize)
+    s.source.putBlob(digestOf(bytes), bytes, pieceSize)
+    const dialer = createLaneDialer({ libp2p: leecher.libp2p })
+    const stream = await dialer.open('seed', s.node.getMultiaddrs(), PIECES_PROTOCOL, {
+      signal: AbortSignal.timeout(5_000),
+    })
+    stream!.send(encodeMessage({ type: 'piece-request', digest: digestOf(bytes), indexes: [0, 1] }))
+    const reader = createMessageReader(stream!)
+    for (const index of [0, 1]) {
+      expect(await reader.read()).toMatchObject({
+        type: 'piece-header',
+        index,
+        status: 'ok',
+        length: pieceSize,
+      })
+      // In shared memory, as the agent's piece buffers are.
+      const target = new Uint8Array(new SharedArrayBuffer(pieceSize))
+      let covered = 0
+      await reader.readInto(target, {
+        onCopied: (part) => {
+          expect(part.byteOffset).toBe(covered)
+          covered += part.byteLength
+        },
+      })
+      expect(covered).toBe(pieceSize)
+      expect(Buffer.from(target).equals(bytes.subarray(index * pieceSize, (index + 1) * pieceSize))).toBe(
+        true,
+      )
+    }
+    // Most of the bytes were not copied: TLS put them there (what arrived before the
+    // reader asked for its piece was queued and copied).
+    expect(stream!.landedInPlace).toBeGreaterThan(pieceSize)
+    await stream!.close({ signal: AbortSignal.timeout(5_000) })
+    expect(stream!.status).toBe('closed')
+  })
+
+  it('stops reading a lane socket whose reader falls behind, and goes on when it reads', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    const pieceSize = 1024 * 1024
+    const pieces = 24
+    const bytes = randomBytes(pieces * pieceSize)
+    s.source.putBlob(digestOf(bytes), bytes, pieceSize)
+    const dialer = createLaneDialer({ libp2p: leecher.libp2p })
+    const stream = await dialer.open('seed', s.node.getMultiaddrs(), PIECES_PROTOCOL, {
+      signal: AbortSignal.timeout(5_000),
+    })
+    const indexes = Array.from({ length: pieces }, (_, i) => i)
+    stream!.send(encodeMessage({ type: 'piece-request', digest: digestOf(bytes), indexes }))
+    // Nobody reads: what arrives is queued until the queue passes its high water mark
+    // (8 MiB), then the socket stops reading (onread's sockets pause by readStop).
+    const state = stream as unknown as { queued: number; paused: boolean }
+    let last = -1
+    while (state.queued !== last) {
+      last = state.queued
+      await new Promise((resolve) => setTimeout(resolve, 300))
+    }
+    expect(state.paused).toBe(true)
+    expect(state.queued).toBeGreaterThan(8 * 1024 * 1024)
+    expect(state.queued).toBeLessThan(9 * 1024 * 1024)
+    // Reading resumes the socket, and every piece comes through whole.
+    const reader = createMessageReader(stream!)
+    const target = new Uint8Array(pieceSize)
+    for (const index of indexes) {
+      expect(await reader.read()).toMatchObject({ type: 'piece-header', index, status: 'ok' })
+      await reader.readInto(target)
+      expect(Buffer.from(target).equals(bytes.subarray(index * pieceSize, (index + 1) * pieceSize))).toBe(
+        true,
+      )
+    }
+    expect(state.paused).toBe(false)
+    await stream!.close({ signal: AbortSignal.timeout(5_000) })
   })
 
   it('resets a stream that names a protocol the lane does not serve', async () => {
@@ -615,6 +749,7 @@ describe('piece lane', () => {
       secure.on('error', () => {})
       const parts: Buffer[] = []
       secure.on('data', (chunk: Buffer) => parts.push(chunk))
+      secure.resume()
       secure.write(bad)
       await once(secure, 'close')
       // The server resets the stream, naming the fault, and ends the socket.
@@ -635,7 +770,7 @@ describe('piece lane', () => {
     const { s, leecher, map } = await seedWithBlob(true, 2)
     const lanePort = s.server.lanePort() as number
     const client = createPieceClient({ libp2p: leecher.libp2p }, { lane: true, idleStreamMs: 0 })
-    // The recorded socket: hello, open, request, end.
+    // The recorded socket: handshake, open, request, end.
     const { dialer, fromClient } = await throughProxy(leecher, lanePort)
     const stream = await dialer.open('seed', s.node.getMultiaddrs(), PIECES_PROTOCOL, {
       signal: AbortSignal.timeout(5_000),
@@ -646,29 +781,32 @@ describe('piece lane', () => {
     expect((await got).byteLength).toBeGreaterThan(PIECE)
     expect(s.server.laneStreamsServed()).toBe(1)
 
-    // Replayed byte for byte, in the steps the client took: the hello is answered, but
-    // TLS's fresh server random and key share make the recorded Finished fail, so no
-    // handler runs.
+    // Replayed byte for byte, in the steps the client took: the ClientHello is answered
+    // (its binder holds), but TLS's fresh server random and key share make the recorded
+    // Finished fail, so no handler runs.
     const recorded = Buffer.concat(fromClient)
+    expect(recorded[0]).toBe(0x16)
+    const clientHello = 5 + recorded.readUInt16BE(3)
     const replay = connect(lanePort, '127.0.0.1')
     replay.on('error', () => {})
     await once(replay, 'connect')
-    replay.write(recorded.subarray(0, 20))
-    expect(await readSome(replay, 5)).toEqual(Buffer.from('SHL2\0', 'latin1'))
-    const replayClosed = once(replay, 'close')
-    replay.write(recorded.subarray(20))
-    // The server did answer the replayed ClientHello (its binder holds) before failing.
+    replay.write(recorded.subarray(0, clientHello))
+    // The server did answer the replayed ClientHello before failing.
     const answered = await readSome(replay, 1)
     expect(answered[0]).toBe(0x16)
+    const replayClosed = once(replay, 'close')
+    replay.write(recorded.subarray(clientHello))
     replay.resume()
     await replayClosed
-    // Replayed in one write: ended at the hello (bytes after it before the answer).
+    // Replayed in one write: the same.
     const flood = connect(lanePort, '127.0.0.1')
     flood.on('error', () => {})
+    flood.resume()
+    const floodClosed = once(flood, 'close')
     flood.write(recorded)
-    expect(await readSome(flood, 5)).toEqual(Buffer.alloc(0))
-    // Garbage and a truncated hello.
-    for (const junk of [Buffer.from('GET / HTTP/1.1\r\n\r\n'.repeat(4)), Buffer.from('SHL2')]) {
+    await floodClosed
+    // Garbage and a truncated ClientHello.
+    for (const junk of [Buffer.from('GET / HTTP/1.1\r\n\r\n'.repeat(4)), recorded.subarray(0, 40)]) {
       const socket: Socket = connect(lanePort, '127.0.0.1')
       socket.on('error', () => {})
       socket.resume()

@@ -12,9 +12,9 @@
  *
  * Trust: a peer asks for a session over LANE_PROTOCOL on its libp2p connection (noise,
  * the node's allow-list or swarm key apply). The server answers with a port, a random
- * session id and a random 32-byte key, bound to the asking peer's id. A lane socket names
- * the session in a plaintext hello, then runs a TLS 1.3 handshake with the session key as
- * its external PSK (identity: the session id in hex; psk_dhe_ke, so with a fresh X25519
+ * session id and a random 32-byte key, bound to the asking peer's id. A lane socket runs
+ * TLS 1.3 from its first byte, with the session key as its external PSK (identity: the
+ * session id in hex, which names the session; psk_dhe_ke, so with a fresh X25519
  * exchange too) and no certificate: only a holder of the key finishes it (the client
  * refuses a server that answers with a certificate instead). TLS's fresh
  * randoms and key shares on both sides make a recorded socket replayed to the server
@@ -22,22 +22,28 @@
  * record is authenticated (AES-128-GCM or ChaCha20-Poly1305, SHA-256 suites, as PSK
  * requires); a record that does not open fails the socket.
  *
- * Wire (all integers big-endian):
+ * Wire (ADR 0011; all integers big-endian):
  *
- *   client hello   'SHL2' | session id (16)
- *   server hello   'SHL2' | u8 status (0 ok, 1 unknown session, 2 too many sockets of
- *                  this peer); on 1 or 2 the server closes the socket (no cryptography)
- *   on status 0    a TLS 1.3 handshake on the same socket (PSK: the session key,
- *                  identity: the session id in hex), then frames inside TLS. The client
- *                  sends nothing between its hello and the server's: bytes that arrive
- *                  there end the socket.
+ *   handshake      TLS 1.3 from the socket's first byte (PSK: the session key, identity:
+ *                  the session id in hex). An identity that names no live session gets
+ *                  no key: the server fails the handshake (alert handshake_failure, which
+ *                  the client takes for "unknown session" and asks for a new one).
+ *   server status  inside TLS, the server's first bytes: 'SHL3' | u8 status (0 ok, 1 too
+ *                  many sockets of this peer: the server then ends the socket). The
+ *                  client sends nothing before it has the status.
  *   frame          u32 length (1 .. MAX_FRAME_PAYLOAD + 1) | u8 kind | payload
  *   kind           0 data, 1 open (payload: protocol id, utf-8; the client's first frame),
  *                  2 end (the sender sends no more), 3 reset (payload: reason, utf-8)
+ *
+ * Receiving (the client): node's TLS decrypts each record straight into memory the lane
+ * names (tls.connect's `onread`), not into a new buffer per record: a piece's data bytes
+ * into the piece itself when the reader reads into it (`landInto`), everything else into
+ * a scratch buffer from which it is parsed (and data copied out).
  */
 import { constants as cryptoConstants, randomBytes } from 'node:crypto'
-import { type Server, type Socket, createServer, connect as netConnect } from 'node:net'
+import { type ConnectOpts, type Server, type Socket, createServer } from 'node:net'
 import {
+  type ConnectionOptions,
   type SecureContext,
   type TLSSocketOptions,
   type TlsOptions,
@@ -51,16 +57,19 @@ import type { Logger } from 'pino'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { raceSignal } from '../abort.js'
 import { DecodeError, ShoalError } from '../errors.js'
-import { createMessageReader } from '../messages/index.js'
+import { createMessageReader, type LandingSource } from '../messages/index.js'
 import { LANE_PROTOCOL } from '../protocols.js'
 import type { PieceStream } from './stream-io.js'
 
-const MAGIC = Buffer.from('SHL2', 'latin1')
-const CLIENT_HELLO_BYTES = 4 + 16
-const SERVER_HELLO_BYTES = 4 + 1
+const MAGIC = Buffer.from('SHL3', 'latin1')
+/** The server's status, its first bytes inside TLS: magic and a status byte. */
+const STATUS_BYTES = 4 + 1
 const STATUS_OK = 0
-const STATUS_UNKNOWN_SESSION = 1
-const STATUS_BUSY = 2
+const STATUS_BUSY = 1
+/** OpenSSL's name for the alert a server sends when it has no key for the identity. */
+const UNKNOWN_SESSION_ALERT = 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE'
+/** What node's TLS decrypts at most per read (one record's plaintext). */
+const SCRATCH_BYTES = 16 * 1024
 /** Frame head: u32 length (kind + payload) and the kind byte. */
 const HEAD_BYTES = 5
 /** Frames with payloads up to this are written as one buffer (head and payload joined). */
@@ -120,12 +129,48 @@ function deferred(): { promise: Promise<void>; resolve: () => void; reject: (err
 }
 
 /**
+ * Where node's TLS puts a client lane socket's plaintext (tls.connect's `onread`): made
+ * before the socket, as onread must be given to tls.connect; the socket's LaneStream
+ * takes it over once the handshake is done. Bytes before that (none are expected: the
+ * server sends its status only after the handshake) are kept for it.
+ */
+export class LaneReads {
+  readonly scratch = Buffer.allocUnsafe(SCRATCH_BYTES)
+  private lane: LaneStream | undefined
+  private early: Buffer[] = []
+  readonly onread = {
+    buffer: (): Uint8Array => this.lane?.readBuffer() ?? this.scratch,
+    callback: (n: number, buf: Uint8Array): boolean => {
+      if (this.lane !== undefined) return this.lane.readDone(n, buf)
+      this.early.push(Buffer.from(buf.subarray(0, n)))
+      return true
+    },
+  }
+
+  /** Hands reading over to `lane`, with the bytes that came before. */
+  attach(lane: LaneStream): Buffer[] {
+    this.lane = lane
+    const early = this.early
+    this.early = []
+    return early
+  }
+}
+
+/** A read into a caller's buffer in progress (LandingSource.landInto). */
+interface Landing {
+  target: Uint8Array
+  /** target[0, at) is filled. */
+  at: number
+}
+
+/**
  * One stream over one lane socket (its TLS socket, handshake done), with the shape the
  * piece client and server use from a libp2p stream (PieceStream): send with
  * back-pressure, half-close, reset, async iteration of received bytes, `drain` and
- * `close` events.
+ * `close` events; and `landInto`, which the message reader uses to read a piece
+ * straight into place.
  */
-export class LaneStream extends EventTarget implements PieceStream {
+export class LaneStream extends EventTarget implements PieceStream, LandingSource {
   status: 'open' | 'closing' | 'closed' | 'aborted' | 'reset' = 'open'
   writeStatus: 'writable' | 'closing' | 'closed' = 'writable'
   readStatus: 'readable' | 'closed' = 'readable'
@@ -151,14 +196,45 @@ export class LaneStream extends EventTarget implements PieceStream {
   private paused = false
   private readonly onOpenFrame: ((protocol: string) => void) | undefined
   private readonly remoteEnded = deferred()
+  /** Bytes of the server's status still to come (client side), and those in. */
+  private statusLeft = 0
+  private readonly statusBytes = Buffer.alloc(STATUS_BYTES)
+  private readonly statusKnown: Promise<number>
+  private settleStatus: { resolve: (status: number) => void; reject: (err: Error) => void } = {
+    resolve: () => {},
+    reject: () => {},
+  }
+  /** Where reads land when the socket reads through `onread`: its scratch, else undefined. */
+  private readonly scratch: Buffer | undefined
+  /** The part of a landing's target handed to the socket for its next read. */
+  private region: Uint8Array | undefined
+  private landing: Landing | undefined
+  /** Data bytes node's TLS decrypted straight into a landing's target (not copied). */
+  landedInPlace = 0
 
-  /** `socket`: a TLS socket, handshake done. `onOpen`: server side, told the protocol. */
-  constructor(socket: Socket, onOpen?: (protocol: string) => void) {
+  /**
+   * `socket`: a TLS socket, handshake done. `onOpen`: server side, told the protocol.
+   * `reads`: client side, the socket reads through them (tls.connect's `onread`) and the
+   * server's status comes first (`serverStatus()`). Without them the socket's `data`
+   * events are read.
+   */
+  constructor(socket: Socket, onOpen?: (protocol: string) => void, reads?: LaneReads) {
     super()
     this.socket = socket
     this.onOpenFrame = onOpen
     this.remoteEnded.promise.catch(() => {})
-    socket.on('data', (chunk: Buffer) => this.receive(chunk))
+    this.statusKnown = new Promise<number>((resolve, reject) => {
+      this.settleStatus = { resolve, reject }
+    })
+    this.statusKnown.catch(() => {})
+    if (reads === undefined) {
+      this.settleStatus.resolve(STATUS_OK)
+      socket.on('data', (chunk: Buffer) => this.receive(chunk, true))
+    } else {
+      this.statusLeft = STATUS_BYTES
+      this.scratch = reads.scratch
+      for (const chunk of reads.attach(this)) this.receive(chunk, true)
+    }
     socket.on('drain', () => this.dispatchEvent(new Event('drain')))
     socket.on('error', (err) => this.fail(new LaneResetError(`lane socket failed: ${err.message}`)))
     socket.on('close', () => {
@@ -221,10 +297,60 @@ export class LaneStream extends EventTarget implements PieceStream {
     return this.socket.write(payload)
   }
 
-  private receive(chunk: Buffer): void {
+  /** Client side: the server's status (STATUS_OK or STATUS_BUSY); rejects when the socket fails first. */
+  serverStatus(): Promise<number> {
+    return this.statusKnown
+  }
+
+  /**
+   * Where the socket's next read goes (onread's `buffer`): inside a data frame's payload
+   * that a landing waits for, the next free part of its target, no longer than the
+   * payload left, so only payload bytes land there; anything else into the scratch.
+   */
+  readBuffer(): Uint8Array {
+    const landing = this.landing
+    const scratch = this.scratch as Buffer
+    if (landing === undefined || this.kind !== KIND_DATA || this.payloadLeft === 0) return scratch
+    const n = Math.min(this.payloadLeft, landing.target.byteLength - landing.at)
+    if (n === 0) return scratch
+    this.region = landing.target.subarray(landing.at, landing.at + n)
+    return this.region
+  }
+
+  /** The socket read `n` bytes into `buf`, what readBuffer() gave it (onread's `callback`). */
+  readDone(n: number, buf: Uint8Array): boolean {
+    if (buf !== this.region) {
+      this.receive((this.scratch as Buffer).subarray(0, n), false)
+      return true
+    }
+    this.region = undefined
+    const landing = this.landing
+    // A region is handed out only while its landing waits, and the landing ends only
+    // when its target is full or the socket is destroyed: this holds.
+    if (
+      landing === undefined ||
+      this.status === 'closed' ||
+      this.status === 'aborted' ||
+      this.status === 'reset'
+    )
+      return false
+    landing.at += n
+    this.landedInPlace += n
+    this.payloadLeft -= n
+    if (this.payloadLeft === 0) this.kind = -1
+    this.wakeSoon()
+    return true
+  }
+
+  /**
+   * `owned`: the chunk stays ours (a 'data' chunk) and data is queued as subarrays of it;
+   * otherwise (the scratch) data is copied out.
+   */
+  private receive(chunk: Buffer, owned: boolean): void {
     const before = this.queued
+    const landedBefore = this.landing?.at
     try {
-      this.parse(chunk)
+      this.parse(chunk, owned)
     } catch (err) {
       this.abort(err instanceof Error ? err : new Error(String(err)))
       return
@@ -234,6 +360,8 @@ export class LaneStream extends EventTarget implements PieceStream {
         this.paused = true
         this.socket.pause()
       }
+      this.wakeSoon()
+    } else if (this.landing !== undefined && this.landing.at !== landedBefore) {
       this.wakeSoon()
     }
   }
@@ -255,13 +383,23 @@ export class LaneStream extends EventTarget implements PieceStream {
     })
   }
 
-  /** Reads frames straight from `chunk`; data payloads are queued as subarrays of it. */
-  private parse(chunk: Buffer): void {
+  /** Reads frames straight from `chunk`; data payloads go to a landing or the queue. */
+  private parse(chunk: Buffer, owned: boolean): void {
     let at = 0
     const end = chunk.byteLength
     while (at < end) {
       // A reset frame, or a failure, ends the stream: nothing after it is read.
       if (this.status !== 'open' && this.status !== 'closing') return
+      if (this.statusLeft > 0) {
+        const take = Math.min(this.statusLeft, end - at)
+        chunk.copy(this.statusBytes, STATUS_BYTES - this.statusLeft, at, at + take)
+        this.statusLeft -= take
+        at += take
+        if (this.statusLeft > 0) return
+        if (!this.statusBytes.subarray(0, 4).equals(MAGIC)) throw new DecodeError('not a lane status')
+        this.settleStatus.resolve(this.statusBytes[4] as number)
+        continue
+      }
       if (this.kind < 0) {
         let length: number
         let kind: number
@@ -289,14 +427,25 @@ export class LaneStream extends EventTarget implements PieceStream {
       const part = chunk.subarray(at, at + take)
       at += take
       this.payloadLeft -= take
-      if (this.kind === KIND_DATA) {
-        this.queue.push(part)
-        this.queued += take
-      } else {
-        this.control.push(part)
-      }
+      if (this.kind === KIND_DATA) this.takeData(part, owned)
+      else this.control.push(owned ? part : Buffer.from(part))
       if (this.payloadLeft === 0) this.endFrame()
     }
+  }
+
+  /** Data payload bytes parsed from a chunk: into the landing's target, or queued. */
+  private takeData(part: Buffer, owned: boolean): void {
+    let rest = part
+    const landing = this.landing
+    if (landing !== undefined) {
+      const n = Math.min(rest.byteLength, landing.target.byteLength - landing.at)
+      landing.target.set(rest.subarray(0, n), landing.at)
+      landing.at += n
+      rest = rest.subarray(n)
+      if (rest.byteLength === 0) return
+    }
+    this.queue.push(owned ? rest : Buffer.from(rest))
+    this.queued += rest.byteLength
   }
 
   /** Checks a frame's head before any of its payload is taken. */
@@ -353,6 +502,7 @@ export class LaneStream extends EventTarget implements PieceStream {
     if (this.status === 'closed' || this.status === 'aborted' || this.status === 'reset') return
     this.failure ??= err
     this.remoteEnded.reject(err)
+    this.settleStatus.reject(err)
     this.finish('reset')
   }
 
@@ -410,8 +560,69 @@ export class LaneStream extends EventTarget implements PieceStream {
       // The socket is going anyway.
     }
     this.remoteEnded.reject(err)
+    this.settleStatus.reject(err)
     this.socket.end()
     this.finish('aborted')
+  }
+
+  /**
+   * LandingSource: the stream's next `target.byteLength` data bytes into `target`. What
+   * is queued already is copied; then, on a socket that reads through `onread`, node's
+   * TLS decrypts the payload records straight into `target` (records that also hold a
+   * frame head come through the scratch and their payload is copied). On a `data`
+   * socket every byte is copied. `onLanded` is told as bytes come, once per turn of the
+   * event loop, not per record. On abort of `signal` the stream is reset first: a
+   * region of `target` may be the socket's next read buffer.
+   */
+  async landInto(
+    target: Uint8Array,
+    options: { signal?: AbortSignal; onLanded: (end: number) => void },
+  ): Promise<number> {
+    if (this.landing !== undefined) throw new Error('a lane stream lands one read at a time')
+    const landing: Landing = { target, at: 0 }
+    while (this.queue.length > 0 && landing.at < target.byteLength) {
+      const part = this.queue[0] as Uint8Array
+      const n = Math.min(part.byteLength, target.byteLength - landing.at)
+      target.set(part.subarray(0, n), landing.at)
+      landing.at += n
+      this.queued -= n
+      if (n === part.byteLength) this.queue.shift()
+      else this.queue[0] = part.subarray(n)
+    }
+    if (this.paused && this.queued <= READ_HIGH_WATER) {
+      this.paused = false
+      this.socket.resume()
+    }
+    let told = 0
+    const { signal } = options
+    this.landing = landing
+    try {
+      for (;;) {
+        if (landing.at > told) {
+          told = landing.at
+          options.onLanded(told)
+        }
+        if (landing.at === target.byteLength) return landing.at
+        if (this.failure !== undefined) throw this.failure
+        if (this.remoteWriteStatus === 'closed' || this.status === 'closed') return landing.at
+        signal?.throwIfAborted()
+        await new Promise<void>((resolve, reject) => {
+          const onAbort = (): void => reject(signal?.reason)
+          signal?.addEventListener('abort', onAbort, { once: true })
+          this.waiter = () => {
+            signal?.removeEventListener('abort', onAbort)
+            resolve()
+          }
+        })
+      }
+    } catch (err) {
+      this.waiter = undefined
+      if (signal?.aborted) this.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
+      throw err
+    } finally {
+      this.landing = undefined
+      this.region = undefined
+    }
   }
 
   /** Yields what has arrived since the last read, all of it at once. */
@@ -488,29 +699,6 @@ function waitOnSocket<T>(
   })
 }
 
-/**
- * Reads exactly `n` bytes from a fresh socket (the hello) and pauses it. More bytes in
- * the same reads are a protocol error: the peer must wait for the other side's hello
- * before it starts TLS, and bytes taken off the socket here would be lost to TLS.
- */
-function readHello(socket: Socket, n: number, signal: AbortSignal): Promise<Buffer> {
-  return waitOnSocket<Buffer>(socket, 'hello', signal, ({ resolve, reject }) => {
-    const parts: Buffer[] = []
-    let got = 0
-    const onData = (chunk: Buffer): void => {
-      parts.push(chunk)
-      got += chunk.byteLength
-      if (got < n) return
-      socket.pause()
-      if (got > n) reject(new DecodeError(`${got - n} bytes after the lane hello`))
-      else resolve(parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts))
-    }
-    socket.on('data', onData)
-    socket.resume()
-    return () => socket.off('data', onData)
-  })
-}
-
 /** Resolves when `socket`'s TLS handshake is done (`event`); rejects on failure or `signal`. */
 function handshake(socket: TLSSocket, event: 'secure' | 'secureConnect', signal: AbortSignal): Promise<void> {
   return waitOnSocket<void>(socket, 'TLS handshake', signal, ({ resolve }) => {
@@ -555,9 +743,12 @@ export interface LaneServerInit {
   port?: number
   /** How long a session stays valid after it was last handed out. @default 600000 */
   sessionTtlMs?: number
-  /** A new socket must finish its hello within this. @default 10000 */
+  /**
+   * A new socket must finish its TLS handshake within this (and a session request over
+   * libp2p its exchange). @default 10000
+   */
   helloTimeoutMs?: number
-  /** Lane sockets open at once, hellos included. @default 4096 */
+  /** Lane sockets open at once, handshakes included. @default 4096 */
   maxSockets?: number
   /** Lane sockets one peer may hold open; more are refused (the peer uses libp2p streams). @default 64 */
   maxSocketsPerPeer?: number
@@ -593,7 +784,7 @@ export function createLaneServer(
   const sessions = new Map<string, Session>()
   const byPeer = new Map<string, Session>()
   const sockets = new Set<Socket>()
-  /** The TLS sockets over those of `sockets` that passed their hello. */
+  /** The TLS sockets over those of `sockets`. */
   const secured = new Set<TLSSocket>()
   const serverContext = laneSecureContext(true)
   let server: Server | undefined
@@ -628,50 +819,51 @@ export function createLaneServer(
     return s
   }
 
-  /** Server side of a lane socket: the hello, the TLS handshake, then its one stream. */
+  /**
+   * Server side of a lane socket: the TLS handshake (the PSK identity names the session),
+   * the status, then its one stream.
+   */
   async function accept(socket: Socket): Promise<void> {
-    // The hello and the TLS handshake both run under this deadline.
-    const deadline = AbortSignal.timeout(helloTimeoutMs)
-    const hello = await readHello(socket, CLIENT_HELLO_BYTES, deadline)
-    if (!hello.subarray(0, 4).equals(MAGIC)) throw new DecodeError('not a lane hello')
-    const id = hello.subarray(4, 20).toString('hex')
-    const session = sessions.get(id)
-    if (session === undefined || session.expiresAt <= Date.now()) {
-      socket.end(Buffer.concat([MAGIC, Uint8Array.of(STATUS_UNKNOWN_SESSION)]))
-      return
-    }
-    const held = perPeer.get(session.peer) ?? 0
-    if (held >= maxSocketsPerPeer) {
-      socket.end(Buffer.concat([MAGIC, Uint8Array.of(STATUS_BUSY)]))
-      return
-    }
-    perPeer.set(session.peer, held + 1)
-    socket.once('close', () => {
-      const n = (perPeer.get(session.peer) ?? 1) - 1
-      if (n <= 0) perPeer.delete(session.peer)
-      else perPeer.set(session.peer, n)
-    })
-    socket.write(Buffer.concat([MAGIC, Uint8Array.of(STATUS_OK)]))
-    // TLS takes the socket over from here (bytes still buffered in it go to TLS).
+    let session: Session | undefined
     // Node's TLSSocket takes pskCallback (as tls.Server does); its typings leave it out.
     const options: TLSSocketOptions & Pick<TlsOptions, 'pskCallback'> = {
       isServer: true,
       secureContext: serverContext,
-      // Only the key of the session the hello named; anything else fails the handshake.
-      pskCallback: (_socket, identity) => (identity === id ? session.key : null),
+      // The key of the session the identity names; no key (the handshake fails with a
+      // handshake_failure alert) for an unknown or expired one.
+      pskCallback: (_socket, identity) => {
+        const s = sessions.get(identity)
+        if (s === undefined || s.expiresAt <= Date.now()) return null
+        session = s
+        return s.key
+      },
     }
     const secure = new TLSSocket(socket, options)
     secured.add(secure)
     secure.on('close', () => secured.delete(secure))
     secure.on('error', () => {})
     try {
-      await handshake(secure, 'secure', deadline)
+      await handshake(secure, 'secure', AbortSignal.timeout(helloTimeoutMs))
       // The server has no certificate, so only a PSK handshake can finish; checked anyway.
-      if (!secure.isSessionReused()) throw new DecodeError('lane TLS did not use the session key')
+      if (!secure.isSessionReused() || session === undefined)
+        throw new DecodeError('lane TLS did not use a session key')
     } catch (err) {
       secure.destroy()
       throw err
     }
+    const peer = session.peer
+    const held = perPeer.get(peer) ?? 0
+    if (held >= maxSocketsPerPeer) {
+      secure.end(Buffer.concat([MAGIC, Uint8Array.of(STATUS_BUSY)]))
+      return
+    }
+    perPeer.set(peer, held + 1)
+    secure.once('close', () => {
+      const n = (perPeer.get(peer) ?? 1) - 1
+      if (n <= 0) perPeer.delete(peer)
+      else perPeer.set(peer, n)
+    })
+    secure.write(Buffer.concat([MAGIC, Uint8Array.of(STATUS_OK)]))
     const { remotePeer } = session
     const stream: LaneStream = new LaneStream(secure, (protocol) => {
       const handle = handlers.get(protocol)
@@ -681,7 +873,7 @@ export function createLaneServer(
       }
       served++
       handle(stream, { remotePeer }).catch((err: unknown) => {
-        log?.debug({ err, peer: session.peer }, 'lane stream failed')
+        log?.debug({ err, peer }, 'lane stream failed')
         stream.abort(err instanceof Error ? err : new Error(String(err)))
       })
     })
@@ -690,7 +882,7 @@ export function createLaneServer(
   return {
     async start() {
       if (server !== undefined) return
-      const srv = createServer({ pauseOnConnect: true, noDelay: true, ...KEEPALIVE }, (socket) => {
+      const srv = createServer({ noDelay: true, ...KEEPALIVE }, (socket) => {
         if (sockets.size >= maxSockets) {
           socket.destroy()
           return
@@ -699,7 +891,7 @@ export function createLaneServer(
         socket.on('close', () => sockets.delete(socket))
         socket.on('error', () => {})
         accept(socket).catch((err: unknown) => {
-          log?.debug({ err }, 'lane hello or handshake failed')
+          log?.debug({ err }, 'lane handshake failed')
           socket.destroy()
         })
       })
@@ -763,6 +955,12 @@ interface ClientSession {
   expiresAt: number
 }
 
+/**
+ * What a lane dialer passes to tls.connect: node honours `onread` there (for the socket
+ * tls.connect creates), though its tls typings leave it out.
+ */
+export type LaneConnectOptions = ConnectionOptions & Pick<ConnectOpts, 'onread'>
+
 /** Options for createLaneDialer. */
 export interface LaneDialerInit {
   /** After a peer showed it has no lane (or its lane failed), ask it again after this. @default 60000 */
@@ -773,7 +971,7 @@ export interface LaneDialerInit {
    * waits behind them for seconds (the 2 Mbit testbed saw 51 lanes called unreachable
    * this way in one N = 10 pull, and their pieces went over libp2p for a minute at the
    * cost of noise and yamux in JS). A lane that connects late is kept for the next
-   * request. The hello after the connect runs under the request's deadline.
+   * request. The TLS handshake after the connect runs under the request's deadline.
    * @default 3000
    */
   connectTimeoutMs?: number
@@ -789,8 +987,12 @@ export interface LaneDialerInit {
    */
   sessionTimeoutMs?: number
   logger?: Logger
-  /** Opens the TCP socket to a lane (tests put a proxy in between). */
-  connect?: (host: string, port: number) => Socket
+  /**
+   * Opens the TLS socket to a lane: tls.connect with `options` (host, port, the TLS
+   * options and `onread`), which must create the socket itself for `onread` to take
+   * effect (tests put a proxy in between or hold the connect back).
+   */
+  connect?: (options: LaneConnectOptions) => TLSSocket
 }
 
 /** Opens lane streams to peers that serve a lane. */
@@ -827,8 +1029,7 @@ export function createLaneDialer(
   const connectTimeoutMs = init.connectTimeoutMs ?? 3_000
   const connectGiveUpMs = init.connectGiveUpMs ?? 30_000
   const sessionTimeoutMs = init.sessionTimeoutMs ?? 10_000
-  const connectSocket =
-    init.connect ?? ((host: string, port: number) => netConnect({ host, port, noDelay: true, ...KEEPALIVE }))
+  const connectSocket = init.connect ?? tlsConnect
   const sessions = new Map<string, ClientSession>()
   const pending = new Map<string, Promise<ClientSession | undefined>>()
   const noLaneUntil = new Map<string, number>()
@@ -939,63 +1140,69 @@ export function createLaneDialer(
   }
 
   /**
-   * Connects and runs the hello and the TLS handshake. Only the TCP connect is held to
-   * connectTimeoutMs: the kernel completes it however busy the peer is, so a connect that
-   * takes longer means a port that drops packets. The hello and the handshake need the
-   * peer's event loop, which on a starved node can lag seconds; they run under the
-   * request's own deadline, as a libp2p stream's negotiation does. A handshake that
-   * fails (a wrong key, a tampered record) throws, and the caller uses libp2p.
+   * Connects and runs the TLS handshake, then waits for the server's status. Only the
+   * TCP connect is held to connectTimeoutMs: the kernel completes it however busy the
+   * peer is, so a connect that takes longer means a port that drops packets. The
+   * handshake and the status need the peer's event loop, which on a starved node can lag
+   * seconds; they run under the request's own deadline, as a libp2p stream's negotiation
+   * does. A handshake that fails (a wrong key, a tampered record) throws, and the caller
+   * uses libp2p; one the server fails for want of a key means it forgot the session.
    */
   async function connectLane(
     s: ClientSession,
     signal: AbortSignal,
     onConnected: () => void,
   ): Promise<LaneStream | 'unknown-session' | 'busy'> {
-    const socket = connectSocket(s.host, s.port)
-    socket.on('error', () => {})
+    const identity = s.id.toString('hex')
+    const reads = new LaneReads()
+    const options: LaneConnectOptions = {
+      host: s.host,
+      port: s.port,
+      secureContext: clientContext,
+      pskCallback: () => ({ psk: s.key, identity }),
+      // The server proves itself by finishing the PSK handshake. Node asks this only of
+      // a server that answered with a certificate instead: whoever that is, it does not
+      // hold the key (a certificate trusted by the system's CAs must not do either).
+      checkServerIdentity: () => new LaneResetError('a lane server presented a certificate'),
+      onread: reads.onread,
+    }
+    const secure = connectSocket(options)
+    let tlsError: (Error & { code?: string }) | undefined
+    secure.on('error', (err) => {
+      tlsError ??= err
+    })
     const connectSignal = AbortSignal.any([signal, AbortSignal.timeout(connectGiveUpMs)])
-    let secure: TLSSocket | undefined
     try {
       await new Promise<void>((resolve, reject) => {
         const onAbort = (): void => reject(connectSignal.reason)
         connectSignal.addEventListener('abort', onAbort, { once: true })
-        socket.once('connect', () => {
+        secure.once('connect', () => {
           connectSignal.removeEventListener('abort', onAbort)
+          // tls.connect passes neither to the socket it makes.
+          secure.setNoDelay(true)
+          secure.setKeepAlive(KEEPALIVE.keepAlive, KEEPALIVE.keepAliveInitialDelay)
           onConnected()
           resolve()
         })
-        socket.once('error', (err) => {
+        secure.once('error', (err) => {
           connectSignal.removeEventListener('abort', onAbort)
           reject(err)
         })
       })
-      socket.write(Buffer.concat([MAGIC, s.id]))
-      const hello = await readHello(socket, SERVER_HELLO_BYTES, signal)
-      if (!hello.subarray(0, 4).equals(MAGIC)) throw new DecodeError('not a lane hello')
-      const status = hello[4]
-      if (status === STATUS_UNKNOWN_SESSION || status === STATUS_BUSY) {
-        socket.destroy()
-        return status === STATUS_UNKNOWN_SESSION ? 'unknown-session' : 'busy'
-      }
-      if (status !== STATUS_OK) throw new DecodeError(`lane hello status ${status}`)
-      const identity = s.id.toString('hex')
-      secure = tlsConnect({
-        socket,
-        secureContext: clientContext,
-        pskCallback: () => ({ psk: s.key, identity }),
-        // The server proves itself by finishing the PSK handshake. Node asks this only of
-        // a server that answered with a certificate instead: whoever that is, it does not
-        // hold the key (a certificate trusted by the system's CAs must not do either).
-        checkServerIdentity: () => new LaneResetError('a lane server presented a certificate'),
-      })
-      secure.on('error', () => {})
       await handshake(secure, 'secureConnect', signal)
       // The same, as OpenSSL tells it: the handshake ran on the PSK.
       if (!secure.isSessionReused()) throw new LaneResetError('lane TLS did not use the session key')
-      return new LaneStream(secure)
+      const lane = new LaneStream(secure, undefined, reads)
+      const status = await raceSignal(lane.serverStatus(), signal)
+      if (status === STATUS_BUSY) {
+        secure.destroy()
+        return 'busy'
+      }
+      if (status !== STATUS_OK) throw new DecodeError(`lane status ${status}`)
+      return lane
     } catch (err) {
-      secure?.destroy()
-      socket.destroy()
+      secure.destroy()
+      if (tlsError?.code === UNKNOWN_SESSION_ALERT && !signal.aborted) return 'unknown-session'
       throw err
     }
   }
