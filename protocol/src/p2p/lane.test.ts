@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { EventEmitter, once } from 'node:events'
 import { connect, createServer, type LookupFunction, type Server, type Socket } from 'node:net'
-import { connect as tlsConnect, type TLSSocket } from 'node:tls'
+import { createServer as createTlsServer, connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { afterEach, describe, expect, it } from 'vitest'
 import { digestOf } from '../digest.js'
 import { createMessageReader, decodeMessage, encodeMessage } from '../messages/index.js'
@@ -168,6 +168,27 @@ async function readAll(stream: LaneStream): Promise<Buffer> {
   for await (const chunk of stream) parts.push(Buffer.from(chunk.subarray()))
   return Buffer.concat(parts)
 }
+
+/**
+ * A self-signed certificate for 127.0.0.1 and its key, for tests only (an impostor
+ * lane server that answers with a certificate instead of the session key).
+ */
+const IMPOSTOR_CERT = `-----BEGIN CERTIFICATE-----
+MIIBmjCCAUGgAwIBAgIUJJjuw1EQli0FdeBHpZK/yes2uowwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbGFuZS50ZXN0MCAXDTI2MTEyODEwMDcwOVoYDzIxMjYxMTA0
+MTAwNzA5WjAUMRIwEAYDVQQDDAlsYW5lLnRlc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAATy8CHBAcjWmbdbrOPHLA+gDB28oQbx20Aj/awdoGMaVp/ypgidZTec
+hdGKccZvEpx7BSJxr13si7Tr3A9cuZ/+o28wbTAdBgNVHQ4EFgQULwu+s18G6gEf
+9yGNKARVn4rg2MowHwYDVR0jBBgwFoAULwu+s18G6gEf9yGNKARVn4rg2MowDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARhwR/AAABgglsYW5lLnRlc3QwCgYIKoZI
+zj0EAwIDRwAwRAIgfIrAVwhfJWdCqsfmnvtHA4TSoVgHLSNIESLV8yPwABACIG5P
+W3JhGcLHFFmDswLn+kyoDIc09K2KVkhpeBkqI0Dg
+-----END CERTIFICATE-----`
+const IMPOSTOR_KEY = `-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgqINxGZBVjVz+LuBu
+gnvbRquFSDza8m3vMqNKaEt8uyKhRANCAATy8CHBAcjWmbdbrOPHLA+gDB28oQbx
+20Aj/awdoGMaVp/ypgidZTechdGKccZvEpx7BSJxr13si7Tr3A9cuZ/+
+-----END PRIVATE KEY-----`
 
 /** Stands in for a lane's TLS socket: what LaneStream calls, recording writes. */
 class FakeSocket extends EventEmitter {
@@ -482,6 +503,47 @@ describe('piece lane', () => {
     expect(sessionRequests).toBe(2)
     expect(dialer.blocked('seed')).toBe(false)
     expect(server.laneStreamsServed()).toBe(1)
+  })
+
+  it('refuses a lane server that answers with a certificate instead of the session key', async () => {
+    const s = await seed(true)
+    const leecher = await node()
+    // It does not hold the key, but has a certificate the client trusts (its CA, in a
+    // context of the lane's TLS options plus that CA): only the lane's own checks
+    // (checkServerIdentity, isSessionReused) stand in its way.
+    const impostor = createTlsServer(
+      { key: IMPOSTOR_KEY, cert: IMPOSTOR_CERT, minVersion: 'TLSv1.3' },
+      (socket) => {
+        socket.on('error', () => {})
+        socket.write(Buffer.from('SHL3\0', 'latin1'))
+      },
+    )
+    impostor.listen(0, '127.0.0.1')
+    await once(impostor, 'listening')
+    cleanups.push(() => {
+      impostor.close()
+    })
+    const address = impostor.address()
+    const port = typeof address === 'object' && address !== null ? address.port : 0
+    const dialer = createLaneDialer(
+      { libp2p: leecher.libp2p },
+      {
+        connect: ({ secureContext: _lanes, ...options }) =>
+          tlsConnect({
+            ...options,
+            port,
+            ca: IMPOSTOR_CERT,
+            minVersion: 'TLSv1.3',
+            ciphers: 'TLS_AES_128_GCM_SHA256',
+          }),
+      },
+    )
+    const stream = await dialer.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
+      signal: AbortSignal.timeout(5_000),
+    })
+    expect(stream).toBeUndefined()
+    // Written off like any lane that fails its handshake: libp2p for a while.
+    expect(dialer.blocked('seed')).toBe(true)
   })
 
   it('ends a socket that sends garbage instead of a TLS handshake, and keeps serving', async () => {
