@@ -816,6 +816,38 @@ describe('downloadBlob', () => {
     expect(c.has(map.digest)).toBe(true)
   })
 
+  it('waits past three stall timeouts while its busy peers keep gaining pieces, with watches or queries', async () => {
+    for (const watch of [true, false]) {
+      const { bytes, map } = blob(40)
+      const swarm = fakeSwarm(bytes, map, { watch })
+      // The peer gains a piece every 100 ms from others (as a cold swarm fills up from a
+      // rationed origin) and has no upload slot for this download until 1.6 s, more than
+      // three 400 ms stall timeouts.
+      const growing = swarm.peer('growing', [0])
+      growing.busy = true
+      const gain = setInterval(() => growing.holds.add(growing.holds.size), 100)
+      setTimeout(() => {
+        growing.busy = false
+        clearInterval(gain)
+        for (let i = 0; i < 40; i++) growing.holds.add(i)
+      }, 1_600)
+      const c = await cache()
+      const started = Date.now()
+      await downloadBlob(
+        { cache: c, client: swarm.client },
+        {
+          map,
+          findPeers: async () => [growing],
+          stallTimeoutMs: 400,
+          busyBackoffMs: 20,
+          haveRefreshMs: 50,
+        },
+      )
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1_600)
+      expect(c.has(map.digest)).toBe(true)
+    }
+  })
+
   it('gives up after three stall timeouts even while peers answer busy', async () => {
     const { done, started } = await crowdedDownload(400)
     await expect(done).rejects.toMatchObject({ name: 'SwarmUnavailableError' })

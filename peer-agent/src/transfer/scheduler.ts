@@ -190,9 +190,12 @@ export interface DownloadInit {
    * answering busy (it holds pieces we lack but its upload slots are full) and none
    * dropped for failures it may recover from and waiting to be taken back. A swarm that
    * is merely crowded, as when a whole cluster starts at once, is waited for, up to three
-   * times this long. Bytes that keep coming keep the download going (on a slow downlink
-   * shared by a few dozen piece streams each piece can take minutes), but not without a
-   * whole piece for PIECE_GAP_FACTOR times this long.
+   * times this long, and longer while its peers are seen gaining pieces (the swarm moves,
+   * this download's turn has not come: giving up would send the client to the origin
+   * over HTTP, around the tracker's rationing of it). Bytes that keep coming keep the
+   * download going (on a slow downlink shared by a few dozen piece streams each piece
+   * can take minutes). Whatever comes, the download ends without a whole piece for
+   * PIECE_GAP_FACTOR times this long.
    * @default 20000
    */
   stallTimeoutMs?: number
@@ -371,6 +374,8 @@ export async function downloadBlob(
   let lastByte = 0
   /** When a peer last answered busy: it has what we lack, just no free upload slot. */
   let lastBusy = 0
+  /** When a peer in use was last seen holding more pieces than before (see stallTimeoutMs). */
+  let lastSwarmGain = 0
   let lastSearch = 0
   let searching = false
   /** Half of the peers answered busy at some point: up to busyExtraPeers more may be added. */
@@ -385,6 +390,7 @@ export async function downloadBlob(
   }
 
   function setHas(state: PeerState, bits: Bitfield | undefined): void {
+    if (bits !== undefined && bits.count() > (state.has?.count() ?? 0)) lastSwarmGain = Date.now()
     if (state.has) for (const i of state.has.indexes()) availability[i]!--
     state.has = bits
     if (bits) for (const i of bits.indexes()) availability[i]!++
@@ -493,6 +499,7 @@ export async function downloadBlob(
             if (state.has.get(index)) continue
             state.has.set(index)
             availability[index]!++
+            lastSwarmGain = Date.now()
           }
         }
         if (!answered) {
@@ -921,7 +928,11 @@ export async function downloadBlob(
       const now = Date.now()
       const sincePiece = now - lastProgress
       const sinceByte = now - Math.max(lastProgress, lastByte)
-      const stalled = sinceByte > stallTimeoutMs && (sinceByte > 3 * stallTimeoutMs || !crowded(now))
+      // Past three stall timeouts a crowded download waits on only while its peers gain
+      // pieces: the swarm moves and its turn will come (see stallTimeoutMs).
+      const moving = now - lastSwarmGain <= stallTimeoutMs
+      const stalled =
+        sinceByte > stallTimeoutMs && (!crowded(now) || (sinceByte > 3 * stallTimeoutMs && !moving))
       if (stalled || sincePiece > PIECE_GAP_FACTOR * stallTimeoutMs) {
         const what = stalled
           ? `nothing of ${digest} arrived for ${sinceByte} ms`
