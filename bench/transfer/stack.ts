@@ -49,7 +49,7 @@ export const STACK_VARIANTS: StackVariant[] = [
   {
     name: 'default',
     description:
-      "as the agent runs it: pieces on the piece lane (ADR 0008, 0009; own TCP socket, TLS 1.3 with a PSK handed out over node.ts's libp2p)",
+      "as the agent runs it: pieces on the piece lane (ADR 0008, 0009, 0011; own TCP socket, TLS 1.3 from its first byte with a PSK handed out over node.ts's libp2p, records decrypted into the pieces)",
   },
   {
     name: 'libp2p-streams',
