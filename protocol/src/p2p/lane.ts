@@ -649,62 +649,41 @@ export class LaneStream extends EventTarget implements PieceStream, LandingSourc
 }
 
 /**
- * Waits on `socket` until `watch` settles the wait, failing with a LaneResetError when
- * the socket fails or closes first (`what` names the step), or with the signal's reason.
- * `watch` attaches its listeners and returns what detaches them.
+ * Resolves when `socket`'s TLS handshake is done (`event`); rejects with a LaneResetError
+ * when the socket fails or closes first, or with the signal's reason.
  */
-function waitOnSocket<T>(
-  socket: Socket,
-  what: string,
-  signal: AbortSignal,
-  watch: (settle: { resolve: (value: T) => void; reject: (err: Error) => void }) => () => void,
-): Promise<T> {
+function handshake(socket: TLSSocket, event: 'secure' | 'secureConnect', signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) {
       reject(signal.reason)
       return
     }
-    let detach: () => void = () => {}
     const cleanup = (): void => {
-      detach()
+      socket.off(event, onSecure)
       socket.off('error', onError)
       socket.off('close', onClose)
       signal.removeEventListener('abort', onAbort)
     }
+    const onSecure = (): void => {
+      cleanup()
+      resolve()
+    }
     const onError = (err: Error): void => {
       cleanup()
-      reject(new LaneResetError(`lane ${what} failed: ${err.message}`))
+      reject(new LaneResetError(`lane TLS handshake failed: ${err.message}`))
     }
     const onClose = (): void => {
       cleanup()
-      reject(new LaneResetError(`lane socket closed during the ${what}`))
+      reject(new LaneResetError('lane socket closed during the TLS handshake'))
     }
     const onAbort = (): void => {
       cleanup()
       reject(signal.reason)
     }
     signal.addEventListener('abort', onAbort, { once: true })
+    socket.once(event, onSecure)
     socket.on('error', onError)
     socket.on('close', onClose)
-    detach = watch({
-      resolve: (value) => {
-        cleanup()
-        resolve(value)
-      },
-      reject: (err) => {
-        cleanup()
-        reject(err)
-      },
-    })
-  })
-}
-
-/** Resolves when `socket`'s TLS handshake is done (`event`); rejects on failure or `signal`. */
-function handshake(socket: TLSSocket, event: 'secure' | 'secureConnect', signal: AbortSignal): Promise<void> {
-  return waitOnSocket<void>(socket, 'TLS handshake', signal, ({ resolve }) => {
-    const onSecure = (): void => resolve()
-    socket.once(event, onSecure)
-    return () => socket.off(event, onSecure)
   })
 }
 
