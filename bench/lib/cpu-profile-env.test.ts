@@ -62,4 +62,24 @@ describe('SHOAL_CPU_PROFILE_DIR', () => {
     ).toBe(0)
     await expect(readdir(join(dir, 'none'))).rejects.toMatchObject({ code: 'ENOENT' })
   })
+
+  it('samples at SHOAL_CPU_PROFILE_INTERVAL_US, and refuses an interval that is not a whole number', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'shoal-cpu-prof-'))
+    const fine = join(dir, 'fine')
+    const coarse = join(dir, 'coarse')
+    expect(await run({ SHOAL_CPU_PROFILE_DIR: fine, SHOAL_CPU_PROFILE_INTERVAL_US: '500' }, false)).toBe(0)
+    expect(await run({ SHOAL_CPU_PROFILE_DIR: coarse, SHOAL_CPU_PROFILE_INTERVAL_US: '20000' }, false)).toBe(
+      0,
+    )
+    const samples = async (d: string): Promise<number> => {
+      const [file] = await readdir(d)
+      return (JSON.parse(await readFile(join(d, file ?? ''), 'utf8')) as { samples: number[] }).samples.length
+    }
+    // About 200 ms of run: hundreds of samples at 0.5 ms, about ten at 20 ms.
+    expect(await samples(fine)).toBeGreaterThan(100)
+    expect(await samples(coarse)).toBeLessThan(40)
+    expect(
+      await run({ SHOAL_CPU_PROFILE_DIR: join(dir, 'bad'), SHOAL_CPU_PROFILE_INTERVAL_US: '1.5' }, false),
+    ).not.toBe(0)
+  })
 })
