@@ -102,6 +102,50 @@ describe('tracker client', () => {
     const dead = createTrackerClient({ url: 'http://127.0.0.1:1', timeoutMs: 1000 })
     await expect(dead.swarms()).rejects.toMatchObject({ name: 'TrackerUnavailableError' })
   })
+  it('reuses one connection for calls in a row, and reports an answer cut short or too large', async () => {
+    let connections = 0
+    let mode: 'ok' | 'cut' | 'huge' = 'ok'
+    server = createServer((req, res) => {
+      req.resume()
+      req.on('end', () => {
+        if (mode === 'cut') {
+          // Headers and half a body, then the connection is gone.
+          res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' })
+          res.write('{"peers": [')
+          setTimeout(() => req.socket.destroy(), 20)
+          return
+        }
+        if (mode === 'huge') {
+          res.writeHead(200, { 'content-type': 'application/json' })
+          const chunk = Buffer.alloc(1 << 20, 0x20)
+          for (let i = 0; i < 17; i++) res.write(chunk)
+          res.end('{}')
+          return
+        }
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ peers: [], seeds: [], intervalMs: 1000, allowOrigin: false }))
+      })
+    })
+    server.on('connection', () => connections++)
+    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve))
+    const url = `http://127.0.0.1:${(server!.address() as AddressInfo).port}`
+    const client = createTrackerClient({ url, timeoutMs: 2000 })
+    const announce = { peerId, multiaddrs: [], digest, state: 'partial' as const }
+    for (let i = 0; i < 3; i++)
+      await expect(client.announce(announce)).resolves.toMatchObject({ intervalMs: 1000 })
+    expect(connections).toBe(1)
+
+    mode = 'cut'
+    await expect(client.announce(announce)).rejects.toMatchObject({ name: 'TrackerUnavailableError' })
+    mode = 'huge'
+    await expect(client.announce(announce)).rejects.toMatchObject({
+      name: 'TrackerUnavailableError',
+      message: expect.stringContaining('larger than'),
+    })
+    // And it recovers once the tracker answers properly again.
+    mode = 'ok'
+    await expect(client.announce(announce)).resolves.toMatchObject({ intervalMs: 1000 })
+  })
   it('fails over to the next replica and sticks to it', async () => {
     let calls = 0
     const url = await serve(() => {

@@ -3,7 +3,15 @@
  * deadline (the caller's signal, and `timeoutMs` per request) and fails with a typed
  * error: TrackerUnavailableError when the tracker cannot be reached, times out, answers
  * 5xx or answers something unparseable; TrackerRejectedError (with the status) for 4xx.
+ *
+ * Requests go over node:http(s) with a keep-alive agent of the client's own, not over
+ * fetch: an agent calls its tracker about once a second (announces, peer searches,
+ * heartbeats), and fetch's WHATWG machinery (Request, Headers, web streams) made each
+ * call cost a few ms of CPU on the testbed's host, about 5% of a pulling agent's main
+ * thread (docs/BENCHMARKS.md, cluster, fifteenth round).
  */
+import http from 'node:http'
+import https from 'node:https'
 import type { z } from 'zod'
 import { TrackerRejectedError, TrackerUnavailableError } from '../errors.js'
 import {
@@ -34,11 +42,18 @@ export interface TrackerClientInit {
    * to the last one that answered.
    */
   url: string | string[]
-  /** fetch implementation. @default globalThis.fetch */
-  fetch?: typeof globalThis.fetch
   /** Deadline of one request in milliseconds. @default 5000 */
   timeoutMs?: number
 }
+
+/** What one HTTP exchange with the tracker gave. */
+interface Answer {
+  status: number
+  text: string
+}
+
+/** Largest answer body read from a tracker (a swarm listing of many peers fits). */
+const MAX_ANSWER_BYTES = 16 << 20
 
 /** Talks to one tracker. */
 export interface TrackerClient {
@@ -65,9 +80,62 @@ export function createTrackerClient(init: TrackerClientInit): TrackerClient {
     return base
   })
   if (bases.length === 0) throw new TypeError('createTrackerClient needs at least one URL')
-  const fetchImpl = init.fetch ?? globalThis.fetch
+  for (const base of bases) {
+    if (base.protocol !== 'http:' && base.protocol !== 'https:')
+      throw new TypeError(`tracker URL ${base.href} is not http or https`)
+  }
   const timeoutMs = init.timeoutMs ?? 5000
+  // Idle sockets are closed after 4 s: the tracker (koa on node:http) closes them after 5.
+  const agents = {
+    'http:': new http.Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxSockets: 8, timeout: 4_000 }),
+    'https:': new https.Agent({ keepAlive: true, keepAliveMsecs: 1_000, maxSockets: 8, timeout: 4_000 }),
+  }
   let current = 0
+
+  /** One request; resolves to the status and body, rejects when no answer came. */
+  function exchange(
+    url: URL,
+    method: 'GET' | 'POST',
+    body: string | undefined,
+    signal: AbortSignal,
+  ): Promise<Answer> {
+    return new Promise<Answer>((resolve, reject) => {
+      const secure = url.protocol === 'https:'
+      const headers: http.OutgoingHttpHeaders = { accept: 'application/json' }
+      const payload = body === undefined ? undefined : Buffer.from(body)
+      if (payload !== undefined) {
+        headers['content-type'] = 'application/json'
+        headers['content-length'] = payload.byteLength
+      }
+      const req = (secure ? https : http).request(
+        url,
+        { method, headers, agent: secure ? agents['https:'] : agents['http:'], signal },
+        (res) => {
+          const chunks: Buffer[] = []
+          let size = 0
+          let tooLarge: Error | undefined
+          res.on('data', (chunk: Buffer) => {
+            size += chunk.byteLength
+            if (size > MAX_ANSWER_BYTES) {
+              tooLarge ??= new Error(`answer larger than ${MAX_ANSWER_BYTES} bytes`)
+              res.destroy(tooLarge)
+              return
+            }
+            chunks.push(chunk)
+          })
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+          )
+          res.on('error', (err) => reject(tooLarge ?? err))
+          res.on('aborted', () =>
+            reject(tooLarge ?? new Error('the tracker closed the connection mid-answer')),
+          )
+        },
+      )
+      req.on('error', reject)
+      req.end(payload)
+    })
+  }
 
   async function call<T>(
     method: 'GET' | 'POST',
@@ -112,19 +180,9 @@ export function createTrackerClient(init: TrackerClientInit): TrackerClient {
     const url = new URL(path, base)
     const timeout = AbortSignal.timeout(timeoutMs)
     const combined = signal === undefined ? timeout : AbortSignal.any([signal, timeout])
-    let res: Response
-    let text: string
+    let res: Answer
     try {
-      res = await fetchImpl(url, {
-        method,
-        headers:
-          body === undefined
-            ? { accept: 'application/json' }
-            : { 'content-type': 'application/json', accept: 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: combined,
-      })
-      text = await res.text()
+      res = await exchange(url, method, body === undefined ? undefined : JSON.stringify(body), combined)
     } catch (err) {
       // A caller's own abort is the caller's business: rethrow its reason unchanged.
       if (signal?.aborted === true) throw signal.reason
@@ -135,6 +193,7 @@ export function createTrackerClient(init: TrackerClientInit): TrackerClient {
           : String(err)
       throw new TrackerUnavailableError(`tracker ${url.origin}: ${why}`, undefined, { cause: err })
     }
+    const { text } = res
     if (res.status >= 400) {
       let message = text.slice(0, 500)
       let detail: unknown
@@ -203,9 +262,9 @@ export function createTrackerClient(init: TrackerClientInit): TrackerClient {
   }
 }
 
-const STALE_CONNECTION_CODES = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
+const STALE_CONNECTION_CODES = new Set(['ECONNRESET', 'EPIPE'])
 
-/** True for a fetch failure caused by the connection closing under a request, not by a timeout. */
+/** True for a request failure caused by the connection closing under it, not by a timeout. */
 function isStaleConnection(err: unknown): boolean {
   for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
     const code = (e as { code?: unknown }).code
