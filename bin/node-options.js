@@ -16,17 +16,6 @@
 //   mark-compacts and took 1.8-2.3 s of user CPU instead of 0.8-1.0 s (docs/BENCHMARKS.md,
 //   registry, "slow state"); with the floor it runs none. It costs no memory up front:
 //   only garbage of up to 64 MiB may wait for the collector.
-// --single-threaded-gc: V8 collects on the main thread only, without helper threads for
-//   scavenges, marking and sweeping. Each collection woke several helper threads and
-//   paid for their hand-offs; on a node that runs one agent among other work, and on
-//   the cluster testbed's 25 agents on 2 cores, that was CPU spent on coordination. At
-//   N = 25 (2 Mbit nodes) the agents' helper threads used 47.2 -> 33.0 CPU-s and all
-//   their threads 229.2 -> 213.4 CPU-s in one run each (docs/BENCHMARKS.md, cluster,
-//   fifteenth round). A collection's pause is longer; an agent's heap is tens of MB.
 
 /** Node options for every shoal process, in the order bin/shoal.js's `#!` line gives them. */
-export const SHOAL_NODE_OPTIONS = Object.freeze([
-  '--max-semi-space-size=4',
-  '--initial-old-space-size=64',
-  '--single-threaded-gc',
-])
+export const SHOAL_NODE_OPTIONS = Object.freeze(['--max-semi-space-size=4', '--initial-old-space-size=64'])

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=64 --single-threaded-gc
+#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=64
 // The shoal command. A fresh clone needs no build step: on the first start, and again
 // whenever a source file changed, the TypeScript sources are bundled with esbuild into
 // node_modules/.cache/shoal/ (bin/bundle.js) and later starts import that bundle

@@ -21,7 +21,6 @@ describe('shebangNodeOptions', () => {
     expect(shebangNodeOptions(script)).toEqual([...SHOAL_NODE_OPTIONS])
     expect(SHOAL_NODE_OPTIONS).toContain('--max-semi-space-size=4')
     expect(SHOAL_NODE_OPTIONS).toContain('--initial-old-space-size=64')
-    expect(SHOAL_NODE_OPTIONS).toContain('--single-threaded-gc')
   })
 })
 
