@@ -672,6 +672,24 @@ describe('downloadBlob', () => {
     )
   }
 
+  it('asks a peer that answered busy again when its backoff ends, not at the next tick', async () => {
+    const { bytes, map } = blob(1)
+    const swarm = fakeSwarm(bytes, map)
+    const peer = swarm.peer('p', map.pieces.keys())
+    // Busy for its first four requests (fetch counts a request before it answers).
+    Object.defineProperty(peer, 'busy', { get: () => peer.requests.length <= 4 })
+    const c = await cache()
+    const started = Date.now()
+    await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => [peer], busyBackoffMs: 20, stallTimeoutMs: 5_000, seed: 16 },
+    )
+    expect(peer.requests).toHaveLength(5)
+    // Four backoffs of 20 ms. Waiting for the scheduler's 200 ms tick after each would
+    // take at least 800 ms.
+    expect(Date.now() - started).toBeLessThan(500)
+  })
+
   it('adds peers beyond maxPeers once half of its peers answer busy', async () => {
     const result = await crowdedOut(8)
     expect(result.bytesByPeer.get('free')).toBe(6 * PIECE - 100)

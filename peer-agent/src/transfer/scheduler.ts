@@ -434,6 +434,21 @@ export async function downloadBlob(
     return false
   }
 
+  /** Whether `state`'s peer could take one more request now (as schedule counts its slots). */
+  function hasFreeSlot(state: PeerState): boolean {
+    if (state.dropped || state.busyUntil > Date.now()) return false
+    let sources = 0
+    for (const p of peers.values()) if (!p.dropped) sources++
+    const slots = requestSlots({
+      origin: state.peer.origin === true,
+      sources,
+      requestsPerPeer,
+      originRequests,
+      minInFlight: minRequestsInFlight,
+    })
+    return state.requested.size < slots
+  }
+
   /** Whether it is time to ask `state`'s peer again what it holds (see haveRefreshMs). */
   function haveRefreshDue(state: PeerState, now: number): boolean {
     const age = now - state.lastHaveAt
@@ -487,6 +502,10 @@ export async function downloadBlob(
       })
       for await (const event of events) {
         if (state.dropped) break
+        // A first answer or a whole bitfield always wakes the loop; a gain of a piece
+        // this download lacks only when the peer can take a request now (see below).
+        let urgent = false
+        let useful = false
         if ('bitfield' in event) {
           const bits = event.bitfield
           if (bits !== undefined && bits.length !== count) {
@@ -494,20 +513,27 @@ export async function downloadBlob(
             break
           }
           setHas(state, bits)
+          urgent = true
         } else if (state.has !== undefined) {
           for (const index of event.gained) {
             if (state.has.get(index)) continue
             state.has.set(index)
             availability[index]!++
             lastSwarmGain = Date.now()
+            if (!have.get(index)) useful = true
           }
         }
         if (!answered) {
           answered = true
           state.refreshing = false
+          urgent = true
         }
         state.lastHaveAt = Date.now()
-        notify()
+        // A gain matters at once only to a peer with a free request slot; otherwise the
+        // next tick or the end of one of its requests picks it up. (A watched peer sends
+        // about one update per piece it gains, and a download watches up to maxPeers of
+        // them: waking the loop for each ran the whole schedule once per update.)
+        if (urgent || (useful && hasFreeSlot(state))) notify()
       }
       // Ended by the peer with part of the blob: it cannot follow it (a source that
       // cannot be watched, or it lost the blob). One that holds none of it yet (a peer
@@ -945,8 +971,15 @@ export async function downloadBlob(
         })
       }
       if (!dirty) {
+        // A peer that answered busy can be asked again when its backoff ends: the loop
+        // wakes then, not at the next tick. (Have gains used to wake it often enough to
+        // hide this; without them, the in-process swarm's pulls took 18-41% longer.)
+        let sleepMs = TICK_MS
+        for (const p of peers.values()) {
+          if (!p.dropped && p.busyUntil > now) sleepMs = Math.min(sleepMs, p.busyUntil - now + 1)
+        }
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, TICK_MS)
+          const timer = setTimeout(resolve, sleepMs)
           wake = () => {
             clearTimeout(timer)
             resolve()
