@@ -16,6 +16,9 @@
 //   mark-compacts and took 1.8-2.3 s of user CPU instead of 0.8-1.0 s (docs/BENCHMARKS.md,
 //   registry, "slow state"); with the floor it runs none. It costs no memory up front:
 //   only garbage of up to 64 MiB may wait for the collector.
+// (--single-threaded-gc was tried in session 15 and taken out: at N = 50 on the 2-core
+//   testbed the pull took 426 s against 375 s without it; docs/BENCHMARKS.md, cluster,
+//   fifteenth round.)
 
 /** Node options for every shoal process, in the order bin/shoal.js's `#!` line gives them. */
 export const SHOAL_NODE_OPTIONS = Object.freeze(['--max-semi-space-size=4', '--initial-old-space-size=64'])
