@@ -439,14 +439,18 @@ export async function downloadBlob(
     if (state.dropped || state.busyUntil > Date.now()) return false
     let sources = 0
     for (const p of peers.values()) if (!p.dropped) sources++
-    const slots = requestSlots({
+    return state.requested.size < slotsFor(state, sources)
+  }
+
+  /** Requests `state`'s peer may have in flight while `sources` peers (the origin too) are in use. */
+  function slotsFor(state: PeerState, sources: number): number {
+    return requestSlots({
       origin: state.peer.origin === true,
       sources,
       requestsPerPeer,
       originRequests,
       minInFlight: minRequestsInFlight,
     })
-    return state.requested.size < slots
   }
 
   /** Whether it is time to ask `state`'s peer again what it holds (see haveRefreshMs). */
@@ -880,13 +884,7 @@ export async function downloadBlob(
         continue
       }
       const peerHas = state.has
-      const slots = requestSlots({
-        origin: state.peer.origin === true,
-        sources,
-        requestsPerPeer,
-        originRequests,
-        minInFlight: minRequestsInFlight,
-      })
+      const slots = slotsFor(state, sources)
       while (state.requested.size < slots && inFlightTotal < inFlightCap) {
         const next = pickPiece({
           pieceCount: count,
