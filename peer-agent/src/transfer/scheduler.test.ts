@@ -141,7 +141,9 @@ describe('downloadBlob', () => {
       { cache: c, client: swarm.client },
       { map, findPeers: async () => [flaky], peerRetryMs: 600, haveRefreshMs: 20, stallTimeoutMs: 500 },
     )
-    expect(Date.now() - started).toBeGreaterThanOrEqual(900)
+    // It cannot end before the peer recovers at 700 ms, past the 500 ms stall timeout
+    // (less a timer's margin).
+    expect(Date.now() - started).toBeGreaterThanOrEqual(650)
     expect(result.droppedPeers).toEqual(['flaky'])
     expect(c.has(map.digest)).toBe(true)
   })
@@ -687,7 +689,7 @@ describe('downloadBlob', () => {
     expect(peer.requests).toHaveLength(5)
     // Four backoffs of 20 ms. Waiting for the scheduler's 200 ms tick after each would
     // take at least 800 ms.
-    expect(Date.now() - started).toBeLessThan(500)
+    expect(Date.now() - started).toBeLessThan(650)
   })
 
   it('adds peers beyond maxPeers once half of its peers answer busy', async () => {

@@ -690,7 +690,9 @@ describe('piece lane', () => {
     const stream = await dialer.open('seed', s.node.getMultiaddrs(), HAVE_PROTOCOL, {
       signal: AbortSignal.timeout(5_000),
     })
-    expect(Date.now() - started).toBeLessThan(150)
+    // A new connect would wait 600 ms for its look-up; the bound leaves room for a
+    // loaded test machine.
+    expect(Date.now() - started).toBeLessThan(500)
     expect(connects).toBe(1)
     expect(stream).toBeInstanceOf(LaneStream)
     stream!.send(encodeMessage({ type: 'have-request', digest: map.digest }))
