@@ -10,11 +10,11 @@
  * - Announces reach the tracker after one latency and the answer comes back after
  *   another. The tracker keeps the record of each announce (complete, pieces held,
  *   upload load) and answers with `handOut` over the swarm's members; `wantsOrigin`
- *   decides whether the peer asks for an origin slot, and at most `originSlots` peers
- *   of a swarm hold one at once (the rationing of the tracker's peer store: a slot is
- *   kept until the peer announces completion). As in the agent's tracker router, a
- *   node announces at start, on its first piece, on completion and every
- *   `announceIntervalMs`; the scheduler looks for peers every 2 s (1 s with none) while
+ *   decides whether the peer asks for an origin slot, and `grantsOriginSlot` lets at
+ *   most `originSlots` peers of a swarm hold one at once (the rationing of the tracker's
+ *   peer store: a slot is kept until the peer announces completion). As in the agent's
+ *   tracker router, a node announces at start, on its first piece, on completion and
+ *   every `announceIntervalMs`; the scheduler looks for peers every 2 s (1 s with none) while
  *   it has fewer than `maxPeers`, and gets the router's cached answer, which is renewed
  *   early only when it held nothing (no peers, no origin) and is `barrenRetryMs` old.
  * - The scheduler's pure rules: at most `maxPeers` peers per download (up to
@@ -54,7 +54,7 @@ import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
 import { PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
 import { createFirstCopyRule, DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
 import type { Digest } from '../../protocol/src/index.js'
-import { type HandOutCandidate, handOut, wantsOrigin } from '../../tracker/src/hand-out.js'
+import { grantsOriginSlot, type HandOutCandidate, handOut, wantsOrigin } from '../../tracker/src/hand-out.js'
 import { EventQueue } from './event-queue.js'
 import { type Flow, FlowNetwork, type Sharing } from './flow-network.js'
 
@@ -587,7 +587,7 @@ export function simulate(config: SimConfig): SimResult {
       ...(dl.complete ? { event: 'completed' as const } : {}),
     })
     if (wish) {
-      if (slots[l]!.has(n) || slots[l]!.size < originSlots) {
+      if (grantsOriginSlot(slots[l]!.has(n), slots[l]!.size, originSlots)) {
         slots[l]!.add(n)
         allowOrigin = true
       }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { type HandOutCandidate, handOut, wantsOrigin } from './hand-out.js'
+import { grantsOriginSlot, type HandOutCandidate, handOut, wantsOrigin } from './hand-out.js'
 
 function seeded(seed: number): () => number {
   let x = seed
@@ -64,5 +64,16 @@ describe('wantsOrigin', () => {
     expect(wantsOrigin({ role: 'peer', state: 'complete' })).toBe(false)
     expect(wantsOrigin({ role: 'seed', state: 'partial' })).toBe(false)
     expect(wantsOrigin({ role: 'peer', state: 'partial', event: 'stopped' })).toBe(false)
+  })
+})
+
+describe('grantsOriginSlot', () => {
+  it('keeps a held slot, and grants a new one only below the limit', () => {
+    expect(grantsOriginSlot(false, 0, 2)).toBe(true)
+    expect(grantsOriginSlot(false, 1, 2)).toBe(true)
+    expect(grantsOriginSlot(false, 2, 2)).toBe(false)
+    // A holder keeps its slot even when the limit was lowered below what is held.
+    expect(grantsOriginSlot(true, 3, 2)).toBe(true)
+    expect(grantsOriginSlot(false, 0, 0)).toBe(false)
   })
 })

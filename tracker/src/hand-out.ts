@@ -80,3 +80,14 @@ export function wantsOrigin(a: OriginWish): boolean {
   if (a.event === 'completed' || a.event === 'stopped') return false
   return a.wantsSeed ?? true
 }
+
+/**
+ * Back-to-origin rationing: whether a peer that wants the origin (wantsOrigin) gets an
+ * origin slot of its swarm. A peer keeps the slot it holds; otherwise it takes one while
+ * fewer than `limit` are held (expired slots not counted). The in-memory peer store and
+ * the simulator call this; the Redis store's Lua script (shoalAcquireOrigin) states the
+ * same rule, and the stores' conformance tests hold the two together.
+ */
+export function grantsOriginSlot(holdsSlot: boolean, slotsInUse: number, limit: number): boolean {
+  return holdsSlot || slotsInUse < limit
+}

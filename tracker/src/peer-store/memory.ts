@@ -3,6 +3,7 @@
  * dropped when touched and by a periodic sweep, so memory follows the live swarms.
  */
 import type { Digest } from '../../../protocol/src/index.js'
+import { grantsOriginSlot } from '../hand-out.js'
 import type { PeerRecord, PeerStore, PeerStoreStats, SwarmCounts } from './index.js'
 
 interface Swarm {
@@ -91,7 +92,7 @@ export function createMemoryPeerStore(init: MemoryPeerStoreInit = {}): PeerStore
     async acquireOriginSlot(digest, peerId, limit, nowMs, ttlMs) {
       const s = swarm(digest)
       prune(s.origin, nowMs)
-      if (s.origin.has(peerId) || s.origin.size < limit) {
+      if (grantsOriginSlot(s.origin.has(peerId), s.origin.size, limit)) {
         s.origin.set(peerId, nowMs + ttlMs)
         return true
       }

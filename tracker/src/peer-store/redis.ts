@@ -61,7 +61,10 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1`,
   },
-  /** KEYS: origin. ARGV: peerId, limit, now, expiresAt, keyTtl. Returns 1 when granted. */
+  /**
+   * KEYS: origin. ARGV: peerId, limit, now, expiresAt, keyTtl. Returns 1 when granted:
+   * hand-out.ts's grantsOriginSlot, atomically over the live slots.
+   */
   shoalAcquireOrigin: {
     keys: 1,
     lua: `
