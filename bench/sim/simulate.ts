@@ -49,6 +49,9 @@ import {
   isAheadOfPeers,
   pickPiece,
   requestSlots,
+  type SourcePickRules,
+  sourceOrder,
+  sourcePickRules,
 } from '../../peer-agent/src/transfer/piece-picker.js'
 import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
 import { PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
@@ -303,7 +306,10 @@ interface Download {
    * shown it) is the `pieceStride` numbers from `pieces + i * pieceStride` on.
    */
   pieces: number
-  /** Peer links in the order they were added, then the origin's (always last). */
+  /**
+   * The links in the order the scheduler offers its sources requests (sourceOrder:
+   * peer links in the order they were added, then the origin's).
+   */
   links: Link[]
   /** Peer links (the origin's not counted) and the origin's link, if any. */
   peerLinks: number
@@ -428,6 +434,8 @@ export function simulate(config: SimConfig): SimResult {
   const linksPer = peerSlots + 1
   const words = Math.ceil(linksPer / 32)
   const linkCount = N * L * linksPer
+  /** The link in each slot of the per-link arrays, once added. */
+  const linkAt: Array<Link | undefined> = new Array(linkCount)
   /**
    * The per-link state, four numbers per link side by side (LINK_STATE), so that the one
    * cache line a have-message or a pass over a download's links loads holds all four:
@@ -666,10 +674,12 @@ export function simulate(config: SimConfig): SimResult {
       watchers[dl.layer]![peer]!.push(slot)
       dl.peerLinks++
     }
-    // The origin is kept last: it is asked only for what the others cannot give.
-    const last = dl.links[dl.links.length - 1]
-    if (!origin && last?.origin) dl.links.splice(dl.links.length - 1, 0, link)
-    else dl.links.push(link)
+    linkAt[slot] = link
+    // In the scheduler's order: the origin is asked only for what the others cannot give.
+    let at = dl.links.length
+    while (at > 0 && sourceOrder(link, dl.links[at - 1]!) < 0) at--
+    if (at === dl.links.length) dl.links.push(link)
+    else dl.links.splice(at, 0, link)
     if (!dl.complete) dlState[dl.id * DL_STATE + DL_LINKS] = dl.links.length
   }
 
@@ -744,7 +754,7 @@ export function simulate(config: SimConfig): SimResult {
    */
   function pickGathered(
     k: number,
-    origin: boolean,
+    rules: SourcePickRules,
     peerHas: PieceSet,
     inFlight: ArrayLike<number>,
     requested: PieceSet,
@@ -758,7 +768,8 @@ export function simulate(config: SimConfig): SimResult {
       availability: pickAvail,
       windowSize,
       endgameThreshold,
-      maxDuplicates: origin ? 1 : undefined,
+      // Outside the streaming window: a readPosition never reaches here.
+      maxDuplicates: rules.maxDuplicates,
       rng,
     })
     return next === undefined ? undefined : pickIndex[next.index]
@@ -773,20 +784,22 @@ export function simulate(config: SimConfig): SimResult {
       return
     let room = aheadRoom(dl)
     const slotsFor = (link.origin ? originRequestSlots : peerRequestSlots)[dl.links.length]!
+    // What pickPiece is told for this source (the scheduler's sourcePickRules).
+    const rules = sourcePickRules(link, streaming && dl.readPos < dl.pc ? dl.readPos : undefined)
     while (linkState[at + ASKED]! < slotsFor && room > 0) {
-      const reading = streaming && !link.origin && dl.readPos < dl.pc
+      const reading = rules.readPosition !== undefined
       if (narrowPicks && !reading) {
         let index: number | undefined
         if (dl.pc - dl.held > endgameThreshold) {
           // Only the pieces pickPiece may pick here (see SimConfig.narrowPicks).
           const k = gatherFree(dl, link)
           if (k === 0) return
-          index = pickGathered(k, link.origin, ALL_PIECES, NO_COUNTS, NO_PIECES)
+          index = pickGathered(k, rules, ALL_PIECES, NO_COUNTS, NO_PIECES)
         } else {
           // Endgame: only the pieces still missing (see SimConfig.narrowPicks).
           const k = gatherMissing(dl)
           const { peerHas, requested } = link
-          index = pickGathered(k, link.origin, { has: (j) => peerHas.has(pickIndex[j]!) }, pickInFlight, {
+          index = pickGathered(k, rules, { has: (j) => peerHas.has(pickIndex[j]!) }, pickInFlight, {
             has: (j) => requested.has(pickIndex[j]!),
           })
         }
@@ -806,12 +819,9 @@ export function simulate(config: SimConfig): SimResult {
         inFlight: allInFlight,
         requestedFromPeer: link.requested,
         availability: allAvail,
-        // The origin is asked rarest first, never in reading order (as in the scheduler).
-        readPosition: streaming && !link.origin && dl.readPos < dl.pc ? dl.readPos : undefined,
         windowSize,
         endgameThreshold,
-        // undefined: pickPiece's default.
-        maxDuplicates: link.origin ? 1 : undefined,
+        ...rules,
         rng,
       })
       if (next === undefined) return
@@ -886,7 +896,7 @@ export function simulate(config: SimConfig): SimResult {
   }
 
   /**
-   * scheduleLink for every link of the download, in order, the origin last. A link that
+   * scheduleLink for every link of the download, in the scheduler's order. A link that
    * is left alone after a busy answer, or whose peer holds nothing beyond what is asked
    * of it already, is passed over here from the per-link arrays alone (scheduleLink
    * would return at once for it; nothing a link's requests change makes another link of
@@ -895,18 +905,17 @@ export function simulate(config: SimConfig): SimResult {
   function scheduleAll(dl: Download): void {
     if (dl.complete) return
     const links = dl.links
-    const base = dl.slotBase
-    const peers = dl.peerLinks
     const most = peerRequestSlots[links.length]!
-    for (let k = 0; k < peers; k++) {
-      const at = (base + k) * LINK_STATE
-      const asked = linkState[at + ASKED]!
-      if (asked >= most || linkState[at + BUSY_UNTIL]! > now || linkState[at + USEFUL]! <= asked) continue
-      if (linkState[at + FREE] === 0 && dl.pc - dl.held > endgameThreshold) continue
-      scheduleLink(dl, links[k]!)
+    for (let k = 0; k < links.length; k++) {
+      const link = links[k]!
+      if (!link.origin) {
+        const at = link.slot * LINK_STATE
+        const asked = linkState[at + ASKED]!
+        if (asked >= most || linkState[at + BUSY_UNTIL]! > now || linkState[at + USEFUL]! <= asked) continue
+        if (linkState[at + FREE] === 0 && dl.pc - dl.held > endgameThreshold) continue
+      }
+      scheduleLink(dl, link)
     }
-    const o = dl.originLink
-    if (o !== undefined) scheduleLink(dl, o)
   }
 
   function request(dl: Download, link: Link, index: number): void {
@@ -1110,8 +1119,7 @@ export function simulate(config: SimConfig): SimResult {
       const asked = linkState[at + ASKED]!
       if (asked >= peerRequestSlots[links]! || linkState[at + BUSY_UNTIL]! > now || useful <= asked) continue
       if (linkState[at + FREE] === 0 && dlState[id * DL_STATE + DL_MISSING]! > endgameThreshold) continue
-      const wdl = byId[id]!
-      scheduleLink(wdl, wdl.links[k]!)
+      scheduleLink(byId[id]!, linkAt[slot]!)
     }
   }
 

@@ -9,6 +9,8 @@ import {
   pickPiece,
   pieceSetOf,
   requestSlots,
+  sourceOrder,
+  sourcePickRules,
 } from './piece-picker.js'
 
 const ALL: PickPieceInput['peerHas'] = { has: () => true }
@@ -190,6 +192,44 @@ describe('requestSlots', () => {
   it('never goes above MAX_REQUESTS_PER_PEER for the floor, and a floor of 1 switches it off', () => {
     expect(requestSlots({ ...base, minInFlight: 64, origin: false, sources: 1 })).toBe(MAX_REQUESTS_PER_PEER)
     expect(requestSlots({ ...base, minInFlight: 1, origin: true, sources: 1 })).toBe(1)
+  })
+})
+
+describe('sourceOrder and sourcePickRules', () => {
+  it('puts every agent before the origin and keeps the agents in their order', () => {
+    const sources = [
+      { id: 'a' },
+      { id: 'origin', origin: true },
+      { id: 'b', origin: false },
+      { id: 'c', origin: undefined },
+    ]
+    expect([...sources].sort(sourceOrder).map((s) => s.id)).toEqual(['a', 'b', 'c', 'origin'])
+  })
+
+  it('asks the origin rarest first, never in reading order, and never twice for a piece in endgame', () => {
+    const origin = { origin: true }
+    expect(sourcePickRules(origin, 3)).toEqual({ maxDuplicates: 1 })
+    expect(sourcePickRules(origin, undefined)).toEqual({ maxDuplicates: 1 })
+    // What that does in pickPiece: piece 0 is next to read but rarest is piece 3, and
+    // in endgame the one piece in flight is not asked of the origin again.
+    const common = input({
+      pieceCount: 4,
+      availability: [5, 5, 5, 1],
+      rng: createRng(1),
+    })
+    expect(pickPiece({ ...common, ...sourcePickRules(origin, 0) })?.index).toBe(3)
+    expect(pickPiece({ ...common, ...sourcePickRules({}, 0) })).toEqual({ index: 0, reason: 'window' })
+    const endgame = input({ pieceCount: 2, have: pieceSetOf([0]), inFlight: [0, 1], rng: createRng(1) })
+    expect(pickPiece({ ...endgame, ...sourcePickRules(origin, undefined) })).toBeUndefined()
+    expect(pickPiece({ ...endgame, ...sourcePickRules({}, undefined) })).toEqual({
+      index: 1,
+      reason: 'endgame',
+    })
+  })
+
+  it('passes an agent the reading position and leaves the duplicates at their default', () => {
+    expect(sourcePickRules({}, 7)).toEqual({ readPosition: 7 })
+    expect(sourcePickRules({ origin: false }, undefined)).toEqual({})
   })
 })
 

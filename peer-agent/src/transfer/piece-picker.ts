@@ -169,6 +169,45 @@ export function pieceSetOf(indexes: Iterable<number>): PieceSet {
   return { has: (i) => set.has(i) }
 }
 
+/** A source of pieces as the per-source rules below see it. */
+export interface PieceSource {
+  /** The source is the origin (the seed). */
+  origin?: boolean | undefined
+}
+
+/**
+ * The order in which one scheduling pass offers requests to a download's sources, as a
+ * sort comparator: other agents first, the origin last, so the origin only gets what
+ * they cannot give. Sources of one kind compare equal (a stable sort keeps their order).
+ */
+export function sourceOrder(a: PieceSource, b: PieceSource): number {
+  return Number(a.origin ?? false) - Number(b.origin ?? false)
+}
+
+/** The part of pickPiece's input that sourcePickRules sets. */
+export type SourcePickRules = Pick<PickPieceInput, 'readPosition' | 'maxDuplicates'>
+
+const ORIGIN_RULES: SourcePickRules = Object.freeze({ maxDuplicates: 1 })
+const NOT_READING: SourcePickRules = Object.freeze({})
+
+/**
+ * What pickPiece is told differently for the origin than for an agent:
+ *
+ * - The origin is asked rarest first, never in reading order: agents that start together
+ *   read the same bytes first and would all ask it for the same pieces.
+ * - The origin never gets a second request for a piece already in flight (endgame's
+ *   duplicates come from agents): a copy the origin sends twice is origin egress the
+ *   cluster pays for, and the first copy is usually on its way.
+ *
+ * For an agent, `readPosition` (the piece the local client reads next, if any) passes
+ * through and endgame keeps pickPiece's default duplicates. Returns shared frozen
+ * objects where it can, for callers that pick in a hot loop (the simulator).
+ */
+export function sourcePickRules(source: PieceSource, readPosition: number | undefined): SourcePickRules {
+  if (source.origin === true) return ORIGIN_RULES
+  return readPosition === undefined ? NOT_READING : { readPosition }
+}
+
 /** Inputs of requestSlots. */
 export interface RequestSlotsInput {
   /** The peer is the origin (the seed). */

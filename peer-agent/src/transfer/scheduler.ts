@@ -25,6 +25,8 @@ import {
   isEndgame,
   pickPiece,
   requestSlots,
+  sourceOrder,
+  sourcePickRules,
 } from './piece-picker.js'
 
 /** Agents a download may use beyond `maxPeers` to reach pieces no peer in use holds. */
@@ -842,9 +844,7 @@ export async function downloadBlob(
     const counted = countedInFlight(now, median)
     const readPosition = init.readPosition?.()
     // Other agents first: the origin only gets what they cannot give.
-    const ordered = [...peers.values()].sort(
-      (a, b) => Number(a.peer.origin ?? false) - Number(b.peer.origin ?? false),
-    )
+    const ordered = [...peers.values()].sort((a, b) => sourceOrder(a.peer, b.peer))
     let sources = 0
     // What the peers hold on average, how many answered busy, and what is in flight.
     let peersHeld = 0
@@ -885,6 +885,7 @@ export async function downloadBlob(
       }
       const peerHas = state.has
       const slots = slotsFor(state, sources)
+      const rules = sourcePickRules(state.peer, readPosition)
       while (state.requested.size < slots && inFlightTotal < inFlightCap) {
         const next = pickPiece({
           pieceCount: count,
@@ -895,12 +896,10 @@ export async function downloadBlob(
           inFlight: counted,
           requestedFromPeer: state.requested,
           availability,
-          // The origin is asked rarest first, not in reading order: agents that start
-          // together read the same bytes first and would all ask it for the same pieces.
-          readPosition: state.peer.origin ? undefined : readPosition,
           windowSize: init.windowSize,
           endgameThreshold: init.endgameThreshold,
-          ...(state.peer.origin ? { maxDuplicates: 1 } : {}),
+          // The origin: rarest first, never in reading order, no duplicates.
+          ...rules,
           rng,
         })
         if (next === undefined) break
