@@ -26,7 +26,7 @@ import type { StorageContext } from './context.js'
 import { StoragePathNotFoundError } from './driver/index.js'
 import { KeyedMutex } from './lock.js'
 import { UPLOADS_ROOT, uploadDataPath, uploadDir, uploadStatePath } from './paths.js'
-import { createWriteBehind } from './write-behind.js'
+import { createBufferPool, createWriteBehind } from './write-behind.js'
 
 /** What state.json holds. */
 export interface PersistedUpload extends UploadState {
@@ -121,6 +121,8 @@ export function createUploadStore(ctx: StorageContext, blobs: BlobStore, init: U
   const { driver } = ctx
   const mutex = new KeyedMutex()
   const hashes = new Map<string, RunningHash>()
+  /** The write-behind buffers of every upload of this store, reused from one to the next. */
+  const writeBuffers = createBufferPool()
 
   async function load(repository: string, id: string, options?: AbortOptions): Promise<PersistedUpload> {
     if (typeof id !== 'string' || !UPLOAD_ID.test(id)) throw new BlobUploadUnknownError(undefined, { id })
@@ -183,7 +185,11 @@ export function createUploadStore(ctx: StorageContext, blobs: BlobStore, init: U
     if (!running && state.offset === 0) running = { hash: createHash('sha256'), offset: 0 }
     const backup = running?.hash.copy()
     const writer = await driver.writer(path, { append: true }, options)
-    const behind = createWriteBehind(writer, {}, options?.signal ? { signal: options.signal } : {})
+    const behind = createWriteBehind(
+      writer,
+      { pool: writeBuffers },
+      options?.signal ? { signal: options.signal } : {},
+    )
     let written = 0
     try {
       const it = iteratorOf(body)

@@ -1,9 +1,20 @@
 /**
  * Write-behind for streamed uploads. Chunks handed to `write` are copied into a few
- * large buffers of the queue's own (1 MiB each by default); a full buffer goes to the
- * file while the next one fills. Receiving and hashing the next chunks thus overlaps the
- * disk write before, instead of waiting for a round trip to the thread pool after every
- * 64 KiB socket read, and a 512 MiB upload costs 512 write calls instead of 8 192.
+ * buffers (256 KiB each by default); a full buffer goes to the file while the next one
+ * fills. Receiving and hashing the next chunks thus overlaps the disk write before,
+ * instead of waiting for a round trip to the thread pool after every 64 KiB socket read,
+ * and a 512 MiB upload costs 2 048 write calls instead of 8 192.
+ *
+ * Why not larger writes: with 1 MiB writes, the kernel's copy into the page cache
+ * (ext4, Linux 6.18, this project's 2-core VM) took 1.5–1.9 s of system CPU per
+ * 512 MiB pushed in 16 MiB chunks, against 0.3–0.6 s with 256 KiB writes, and the
+ * chunked push ran at 157 MB/s against 191–209 MB/s (docs/BENCHMARKS.md, registry,
+ * session 17). The kernel sizes page-cache folios by the write, and the likely cause is
+ * that large folios come from free memory the hypervisor has to fault back in.
+ *
+ * Buffers come from a BufferPool that outlives the queue (one per upload store), so a
+ * chunked upload's PATCHes reuse the same memory instead of each mapping fresh pages
+ * (4 MiB and about a thousand page faults per PATCH before).
  *
  * The copy is what makes this safe for any body: a caller may reuse its chunk's memory
  * as soon as `write` resolves (as generators that fill one buffer do), and the socket's
@@ -19,10 +30,49 @@ import type { FileWriter } from './driver/index.js'
 
 /** Options of a write-behind queue. */
 export interface WriteBehindInit {
-  /** Size of each buffer, and so of each write to the file. @default 1 MiB */
-  bufferBytes?: number
+  /**
+   * Where the queue's buffers come from and go back to once it is done; its buffer size
+   * is the size of each write to the file. @default a pool of the queue's own, of 256 KiB buffers
+   */
+  pool?: BufferPool
   /** Buffers (one filling, the rest full or being written). @default 4 */
   buffers?: number
+}
+
+/** Equal-sized buffers kept for reuse. */
+export interface BufferPool {
+  readonly bufferBytes: number
+  /** A spare buffer, or a new one. */
+  take(): Uint8Array
+  /** Keeps `buf` for the next take, unless the pool already keeps its maximum. */
+  give(buf: Uint8Array): void
+  /** Buffers kept. */
+  readonly spare: number
+}
+
+/** Size of each write-behind buffer, unless a pool says otherwise. */
+export const WRITE_BEHIND_BUFFER_BYTES = 256 * 1024
+
+/** Creates a pool of `bufferBytes` buffers that keeps at most `maxSpare` of them. */
+export function createBufferPool(bufferBytes = WRITE_BEHIND_BUFFER_BYTES, maxSpare = 16): BufferPool {
+  if (!Number.isSafeInteger(bufferBytes) || bufferBytes <= 0) {
+    throw new RangeError(`invalid buffer size ${bufferBytes}`)
+  }
+  const kept: Uint8Array[] = []
+  return {
+    bufferBytes,
+    take() {
+      // Outside Node's small-buffer pool: each buffer is long-lived and reused.
+      return kept.pop() ?? Buffer.allocUnsafeSlow(bufferBytes)
+    },
+    give(buf) {
+      if (buf.byteLength !== bufferBytes) throw new RangeError('a buffer of another size')
+      if (kept.length < maxSpare) kept.push(buf)
+    },
+    get spare() {
+      return kept.length
+    },
+  }
 }
 
 /** A queue of bytes on their way into one FileWriter. */
@@ -43,22 +93,23 @@ export interface WriteBehind {
   settle(): Promise<void>
 }
 
-const DEFAULT_BUFFER_BYTES = 1024 * 1024
 const DEFAULT_BUFFERS = 4
 
-/** Creates a write-behind queue over `writer`; `options.signal` is passed to every write. */
+/**
+ * Creates a write-behind queue over `writer`; `options.signal` is passed to every write.
+ * Its buffers go back to the pool once `flush` or `settle` has finished with them.
+ */
 export function createWriteBehind(
   writer: FileWriter,
   init: WriteBehindInit = {},
   options: { signal?: AbortSignal } = {},
 ): WriteBehind {
-  const bufferBytes = init.bufferBytes ?? DEFAULT_BUFFER_BYTES
+  const pool = init.pool ?? createBufferPool()
+  const bufferBytes = pool.bufferBytes
   const maxBuffers = Math.max(2, init.buffers ?? DEFAULT_BUFFERS)
-  if (!Number.isSafeInteger(bufferBytes) || bufferBytes <= 0) {
-    throw new RangeError(`invalid buffer size ${bufferBytes}`)
-  }
   const free: Uint8Array[] = []
-  let allocated = 0
+  /** Every buffer taken from the pool, to give back when done. */
+  const taken: Uint8Array[] = []
   /** Full buffers (or the last, partial one at flush) waiting for their write, in order. */
   const full: Uint8Array[] = []
   let current: Uint8Array | undefined
@@ -71,10 +122,19 @@ export function createWriteBehind(
   function take(): Uint8Array | undefined {
     const reused = free.pop()
     if (reused !== undefined) return reused
-    if (allocated >= maxBuffers) return undefined
-    allocated++
-    // Outside Node's small-buffer pool: each buffer is long-lived and reused.
-    return Buffer.allocUnsafeSlow(bufferBytes)
+    if (taken.length >= maxBuffers) return undefined
+    const buf = pool.take()
+    taken.push(buf)
+    return buf
+  }
+
+  /** Gives every buffer back to the pool; only when no write is running. */
+  function giveBack(): void {
+    for (const buf of taken) pool.give(buf)
+    taken.length = 0
+    free.length = 0
+    full.length = 0
+    current = undefined
   }
 
   function pump(): void {
@@ -131,8 +191,7 @@ export function createWriteBehind(
     },
 
     async flush() {
-      check()
-      if (current !== undefined && filled > 0) {
+      if (!failed && current !== undefined && filled > 0) {
         full.push(current.subarray(0, filled))
         current = undefined
       }
@@ -141,6 +200,8 @@ export function createWriteBehind(
         await running
         pump()
       }
+      // Nothing runs now (a failed queue starts no write): the buffers are free.
+      giveBack()
       check()
     },
 
@@ -148,6 +209,7 @@ export function createWriteBehind(
       full.length = 0
       current = undefined
       while (running !== undefined) await running
+      giveBack()
     },
   }
 }
