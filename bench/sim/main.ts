@@ -42,6 +42,8 @@ const { values } = parseArgs({
     'origin-slots': { type: 'string', default: '8' },
     'max-uploads': { type: 'string', default: '16' },
     'origin-max-uploads': { type: 'string', default: '16' },
+    'upload-piece-target-ms': { type: 'string', default: '0' },
+    'min-uploads': { type: 'string', default: '4' },
     'busy-backoff-ms': { type: 'string', default: '1000' },
     'first-copy-priority': { type: 'string', default: '2' },
     'requests-per-peer': { type: 'string', default: '1' },
@@ -65,6 +67,7 @@ if (values.help) {
   process.stdout.write(`usage: npm run sim -- [--preset scale|kraken] [--nodes 10,50] [--image-mb 256]
   [--layers 4] [--piece-mb N] [--node-mbit 100] [--node-down-mbit M] [--origin-mbit 100]
   [--latency-ms 1] [--sharing proportional|max-min] [--have-delay-ms D] [--origin-slots 8] [--max-uploads 16] [--origin-max-uploads 16]
+  [--upload-piece-target-ms 0 (0: a fixed cap)] [--min-uploads 4]
   [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 1] [--origin-requests 1]
   [--min-requests-in-flight 4] [--max-peers 16]
   [--ahead-max-in-flight ${AHEAD_MAX_IN_FLIGHT} (requests in flight while ahead of the peers; 0: off)]
@@ -115,6 +118,8 @@ function baseConfig(nodes: number): SimConfig {
     originSlots: num('origin-slots')!,
     maxConcurrentUploads: num('max-uploads')!,
     originMaxConcurrentUploads: num('origin-max-uploads')!,
+    uploadPieceTargetMs: num('upload-piece-target-ms')!,
+    minConcurrentUploads: num('min-uploads')!,
     trackerSample: num('tracker-sample')!,
     busyBackoffMs: num('busy-backoff-ms')!,
     firstCopyPriority: num('first-copy-priority')!,

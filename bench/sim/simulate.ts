@@ -55,6 +55,7 @@ import {
 } from '../../peer-agent/src/transfer/piece-picker.js'
 import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
 import { PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
+import { createUploadCap, type UploadCap } from '../../protocol/src/p2p/upload-cap.js'
 import { createFirstCopyRule, DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
 import type { Digest } from '../../protocol/src/index.js'
 import { grantsOriginSlot, type HandOutCandidate, handOut, wantsOrigin } from '../../tracker/src/hand-out.js'
@@ -113,6 +114,14 @@ export interface SimConfig {
   streaming?: boolean
   endgameThreshold?: number
   maxConcurrentUploads?: number
+  /**
+   * Size each node's upload cap by the rate its uploads reached (the agent's
+   * `uploadPieceTargetMs`, protocol/src/p2p/upload-cap.ts, imported): 0 keeps it at
+   * maxConcurrentUploads. The rate counts each piece when it lands. @default 0
+   */
+  uploadPieceTargetMs?: number
+  /** Fewest uploads a cap sized by the uplink goes down to. @default 4 */
+  minConcurrentUploads?: number
   /** Uploads the origin serves at once. @default 16 */
   originMaxConcurrentUploads?: number
   /**
@@ -395,6 +404,19 @@ export function simulate(config: SimConfig): SimResult {
   const endgameThreshold = config.endgameThreshold ?? 4
   const maxUploads = config.maxConcurrentUploads ?? 16
   const originMaxUploads = config.originMaxConcurrentUploads ?? 16
+  const uploadPieceTargetMs = config.uploadPieceTargetMs ?? 0
+  /** Each node's upload cap, when it is sized by the uplink. */
+  const uploadCaps: UploadCap[] | undefined =
+    uploadPieceTargetMs > 0
+      ? Array.from({ length: N }, () =>
+          createUploadCap({
+            max: maxUploads,
+            min: config.minConcurrentUploads ?? 4,
+            targetPieceMs: uploadPieceTargetMs,
+            now: () => now,
+          }),
+        )
+      : undefined
   const busyBackoff = config.busyBackoffMs ?? 1_000
   const firstCopyPriority = config.firstCopyPriority ?? FIRST_COPY_UPLOADS
   const priorityExtra = config.priorityExtraUploads ?? PRIORITY_EXTRA_UPLOADS
@@ -973,7 +995,7 @@ export function simulate(config: SimConfig): SimResult {
   function onRequestArrive(req: Req): void {
     if (req.cancelled) return
     const sender = req.link.peer
-    const cap = sender === ORIGIN ? originMaxUploads : maxUploads
+    const cap = sender === ORIGIN ? originMaxUploads : (uploadCaps?.[sender]!.current() ?? maxUploads)
     // The sender's record of the piece (a node's; -1 for the origin).
     const dl = req.dl
     const held =
@@ -1034,6 +1056,10 @@ export function simulate(config: SimConfig): SimResult {
   function onDeliver(req: Req): void {
     if (req.cancelled) return
     const { dl, index } = req
+    if (uploadCaps !== undefined && req.link.peer !== ORIGIN) {
+      const bytes = pieceBytes(dl.layer, index)
+      uploadCaps[req.link.peer]!.sent(bytes, bytes)
+    }
     release(req)
     // The seed's first-copy hold of a piece starts when its send has ended.
     if (req.link.peer === ORIGIN) firstCopy.delivered(layerDigest(dl.layer), index)

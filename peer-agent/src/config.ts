@@ -140,6 +140,17 @@ export const agentConfigSchema = z.strictObject({
     .positive()
     .default(16)
     .describe('most pieces served to other peers at once'),
+  minConcurrentUploads: z
+    .number()
+    .int()
+    .positive()
+    .default(4)
+    .describe('fewest pieces served at once when uploadPieceTargetMs sizes the cap by the uplink'),
+  uploadPieceTargetMs: nonNegativeInt()
+    .default(0)
+    .describe(
+      'size the upload cap by the uplink: serve at most as many pieces at once as the upload rate reached can send in this many ms each, between minConcurrentUploads and maxConcurrentUploads (0: always maxConcurrentUploads)',
+    ),
   uploadRateBytesPerSec: nonNegativeInt()
     .default(0)
     .describe('cap on the bytes per second served to other peers (0: no cap)'),

@@ -125,6 +125,8 @@ export async function createAgentSwarm(
     },
     {
       maxConcurrentUploads: config.maxConcurrentUploads,
+      minConcurrentUploads: config.minConcurrentUploads,
+      uploadPieceTargetMs: config.uploadPieceTargetMs,
       uploadBytesPerSecond: config.uploadRateBytesPerSec,
       ...(laneHost === undefined ? {} : { lane: { host: laneHost, port: config.p2pLanePort } }),
       onPieceSent: (event) => metrics.uploadedBytes.inc(event.bytes),

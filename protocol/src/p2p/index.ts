@@ -63,3 +63,4 @@ export {
 } from './piece-source.js'
 export { type PieceStream, sendWithBackpressure, waitDrain } from './stream-io.js'
 export { createTokenBucket, type TokenBucket, type TokenBucketInit } from './token-bucket.js'
+export { createUploadCap, type UploadCap, type UploadCapInit } from './upload-cap.js'

@@ -43,6 +43,7 @@ import {
 import { createPieceBufferPool } from './piece-buffers.js'
 import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 import { createTokenBucket } from './token-bucket.js'
+import { createUploadCap } from './upload-cap.js'
 
 /** Requests for priority pieces served at once beyond the upload cap, by default. */
 export const PRIORITY_EXTRA_UPLOADS = 8
@@ -59,6 +60,15 @@ export interface PieceSentEvent {
 export interface PieceServerInit {
   /** Piece requests served at once (node-wide); more get `busy`. @default 16 */
   maxConcurrentUploads?: number
+  /**
+   * Size the upload cap by the uplink (upload-cap.ts): serve at most as many pieces at
+   * once as the rate the uploads reached can send in this time each, between
+   * `minConcurrentUploads` and `maxConcurrentUploads`. 0: always `maxConcurrentUploads`.
+   * @default 0
+   */
+  uploadPieceTargetMs?: number
+  /** Fewest uploads a cap sized by the uplink goes down to. @default 4 */
+  minConcurrentUploads?: number
   /** Upload rate limit in bytes per second (node-wide); 0 means unlimited. @default 0 */
   uploadBytesPerSecond?: number
   /**
@@ -135,6 +145,11 @@ export function createPieceServer(
   const servesPieceMaps = typeof source.signedPieceMap === 'function'
   const log = components.logger
   const maxUploads = init.maxConcurrentUploads ?? 16
+  const uploadCap = createUploadCap({
+    max: maxUploads,
+    min: init.minConcurrentUploads ?? 4,
+    targetPieceMs: init.uploadPieceTargetMs ?? 0,
+  })
   const requestTimeoutMs = init.requestTimeoutMs ?? 60_000
   const stallTimeoutMs = init.sendStallTimeoutMs ?? 30_000
   const maxInboundStreams = init.maxInboundStreams ?? 64
@@ -246,6 +261,7 @@ export function createPieceServer(
         await send(stream, chunk)
         n += chunk.byteLength
         sent += chunk.byteLength
+        uploadCap.sent(chunk.byteLength, end - start)
         // Only a buffer the pool handed out is taken back; a source's own is ignored.
         if (reuse && stream.flushed()) sendBuffers.give(chunk)
       }
@@ -261,7 +277,7 @@ export function createPieceServer(
     const priority = init.priority
     return (
       priority !== undefined &&
-      active < maxUploads + (priority.extraUploads ?? PRIORITY_EXTRA_UPLOADS) &&
+      active < uploadCap.current() + (priority.extraUploads ?? PRIORITY_EXTRA_UPLOADS) &&
       indexes.every((index) => priority.isPriority(digest, index))
     )
   }
@@ -273,7 +289,7 @@ export function createPieceServer(
       const msg = await nextRequest(reader)
       if (msg === undefined) return
       if (msg.type !== 'piece-request') throw new DecodeError(`expected piece-request, got ${msg.type}`)
-      if (active >= maxUploads && !prioritized(msg.digest, msg.indexes)) {
+      if (active >= uploadCap.current() && !prioritized(msg.digest, msg.indexes)) {
         for (const index of msg.indexes) {
           await send(stream, encodeMessage({ type: 'piece-header', index, length: 0, status: 'busy' }))
         }

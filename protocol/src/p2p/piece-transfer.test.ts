@@ -391,6 +391,41 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
     expect(seed.source.openReads()).toBe(0)
   })
 
+  it('sizes its upload cap by the rate its uploads reached', async () => {
+    // Eight slots, but an uplink of 64 KiB/s that sends one piece in 1 s: with a target
+    // of 500 ms per piece, one upload at a time is all it can carry.
+    const seed = await peer({
+      maxConcurrentUploads: 8,
+      minConcurrentUploads: 1,
+      uploadPieceTargetMs: 500,
+      uploadBytesPerSecond: PIECE,
+    })
+    const [first, second] = [await peer(), await peer()]
+    const { bytes, map } = blob(4 * PIECE)
+    seed.source.putBlob(map.digest, bytes, PIECE)
+    const target = seed.node.getMultiaddrs()
+    // Nothing sent yet: two requests at once are both served.
+    const [a, b] = await Promise.all([
+      first.client.fetchPiece(target, map.digest, 0),
+      second.client.fetchPiece(target, map.digest, 1),
+    ])
+    expect(pieceMatches(map, 0, a) && pieceMatches(map, 1, b)).toBe(true)
+    // Now one slow upload takes the only slot the rate leaves, and the next asker hears busy.
+    const controller = new AbortController()
+    const slow = first.client.fetchPieces(target, map.digest, [{ index: 2 }, { index: 3 }], {
+      signal: controller.signal,
+    })
+    const next = slow.next()
+    const deadline = Date.now() + 5_000
+    while (seed.server.activeUploads() === 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 10))
+    expect(seed.server.activeUploads()).toBe(1)
+    await expect(second.client.fetchPiece(target, map.digest, 3)).rejects.toMatchObject({ status: 'busy' })
+    expect((await next).value).toMatchObject({ index: 2 })
+    controller.abort(new Error('done'))
+    await expect(slow.next()).rejects.toThrow('done')
+  })
+
   it('serves pieces it names as priority beyond the upload cap, and only those', async () => {
     const starting: number[] = []
     const sent: number[] = []
