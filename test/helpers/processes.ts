@@ -118,6 +118,8 @@ export async function startProcess(init: StartProcessInit): Promise<ManagedProce
   let status: ExitStatus | undefined
   let closing = 0
   const logClosed = new Promise<void>((resolve) => log.once('close', () => resolve()))
+  /** Resolves once the child has exited and its stdout and stderr are read to the end. */
+  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()))
 
   const exited = new Promise<ExitStatus>((resolve) => {
     child.once('exit', (code, signal) => {
@@ -193,13 +195,17 @@ export async function startProcess(init: StartProcessInit): Promise<ManagedProce
           timeoutMs,
         )
         options.signal?.addEventListener('abort', onAbort, { once: true })
-        void exited.then((s) =>
+        void exited.then(async (s) => {
+          // 'exit' may come before the last lines in the pipes are read (a busy machine
+          // ran a pull client's last line past it): let them arrive first. A grandchild
+          // holding the pipes open must not keep the wait going, hence the bound.
+          await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 2_000).unref())])
           finish(
             new Error(
               `${init.name} exited (code ${s.code}, signal ${s.signal}) before ${what}; log tail:\n${tail()}`,
             ),
-          ),
-        )
+          )
+        })
       })
     },
     stop: async (options = {}) => {
