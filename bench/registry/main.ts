@@ -35,6 +35,7 @@ import {
   FAIR,
   type Fairness,
   MANIFEST_TAG,
+  type PullClient,
   prepareManifest,
   type ThroughputResult,
   warmUp,
@@ -54,6 +55,8 @@ const USAGE = `usage: npm run bench:registry -- [options]
   --pull-runs N            runs of each 512 MiB pull measurement (default 7 or --runs if more):
                            a pull takes well under a second, so it needs more samples
   --concurrency N          parallel streams of the concurrent pull (default 4)
+  --pull-client C          socket (default: counts the bytes on a bare TCP socket) or http
+                           (node:http with for await, the client before 2026-11-28 17:00 UTC)
   --duration-s N           seconds per manifest GET load run (default 5, --full 10)
   --connections N          connections of the manifest GET load (default 50)
   --load-tool T            wrk or autocannon (default wrk when installed)
@@ -84,6 +87,8 @@ interface BenchConfig {
   /** Runs of each pull measurement (a pull is short, so it gets more). */
   pullRuns: number
   concurrency: number
+  /** How the timed pulls read (`--pull-client`). */
+  pullClient: PullClient
   durationSeconds: number
   connections: number
   loadTool: LoadTool
@@ -111,6 +116,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
       runs: { type: 'string' },
       'pull-runs': { type: 'string' },
       concurrency: { type: 'string' },
+      'pull-client': { type: 'string', default: 'socket' },
       'duration-s': { type: 'string' },
       connections: { type: 'string' },
       'load-tool': { type: 'string' },
@@ -143,6 +149,8 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
   }
   const shoalEntry = values['shoal-entry'] as BenchConfig['shoalEntry']
   if (shoalEntry !== 'cli' && shoalEntry !== 'direct') problems.push(`--shoal-entry must be cli or direct`)
+  const pullClient = values['pull-client'] as PullClient
+  if (pullClient !== 'socket' && pullClient !== 'http') problems.push(`--pull-client must be socket or http`)
   const parts = new Set<Part>()
   for (const name of (values.only ?? 'push,pull,manifest').split(',')) {
     const part = name.trim() as Part
@@ -156,6 +164,7 @@ function parseConfig(argv: string[]): BenchConfig | undefined {
     runs,
     pullRuns: Math.round(positive('pull-runs', values['pull-runs'], Math.max(runs, 7))),
     concurrency: Math.round(positive('concurrency', values.concurrency, 4)),
+    pullClient,
     durationSeconds: Math.round(positive('duration-s', values['duration-s'], full ? 10 : 5)),
     connections: Math.round(positive('connections', values.connections, 50)),
     loadTool,
@@ -271,6 +280,7 @@ async function main(): Promise<void> {
       pull = await benchPull(targets, pulledDigest, source.size, config.pullRuns, 1, {
         verifyFirst: true,
         fairness: config.fairness,
+        client: config.pullClient,
       })
       if (parts.has('pull')) {
         pullConcurrent = await benchPull(
@@ -279,7 +289,7 @@ async function main(): Promise<void> {
           source.size,
           config.pullRuns,
           config.concurrency,
-          { verifyFirst: false, fairness: config.fairness },
+          { verifyFirst: false, fairness: config.fairness, client: config.pullClient },
         )
       }
     }
@@ -291,6 +301,7 @@ async function main(): Promise<void> {
       const largePull = await benchPull(targets, largePush.digests[0]!, largeSource.size, 1, 1, {
         verifyFirst: true,
         fairness: config.fairness,
+        client: config.pullClient,
       })
       large = { push: largePush.results, pull: largePull }
     }
@@ -353,7 +364,7 @@ async function main(): Promise<void> {
       `machine: ${systemAtStart.cpuCount} x ${systemAtStart.cpuModel}, node ${systemAtStart.nodeVersion}; ` +
         `load average ${systemAtStart.loadAverage[0]} -> ${systemAtEnd.loadAverage[0]}; ` +
         `other processes used ${otherCores.toFixed(2)} cores on average`,
-      `runs ${config.runs} (median; ${config.pullRuns} for the ${sizeLabel(config.blobBytes)} pulls), load tool ${config.loadTool}`,
+      `runs ${config.runs} (median; ${config.pullRuns} for the ${sizeLabel(config.blobBytes)} pulls), load tool ${config.loadTool}, pull client ${config.pullClient}`,
       `fairness: ${fairnessText(config.fairness, c, b)}`,
       '',
       renderReport(judged, { candidate: c, baseline: b }),

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto'
 import { Agent, type IncomingMessage, request as httpRequest } from 'node:http'
+import { connect } from 'node:net'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { BlobVariant } from './blob-source.js'
@@ -169,6 +170,96 @@ export async function pullBlob(
     if (actual !== digest) throw new Error(`GET blob: digest ${actual} does not match ${digest}`)
   }
   return bytes
+}
+
+/** The most bytes a response head may take before the socket client gives up. */
+const MAX_HEAD_BYTES = 64 * 1024
+
+/**
+ * GETs a blob over a bare TCP socket and counts its bytes: the request is written by
+ * hand and only the response head is parsed, so each chunk that arrives costs one
+ * `data` callback and an addition (no HTTP parser over the body, no promise per chunk
+ * as with `for await` over node:http). Where node:http's client sets the pace of a
+ * loopback pull, this one lets the server set it. Plain HTTP/1.1 with Content-Length
+ * only (both servers answer a blob GET so); anything else is an error.
+ * Returns the number of body bytes received.
+ * @throws when the status is not 200, the length is missing or wrong, or the connection fails
+ */
+export function pullBlobSocket(
+  base: URL,
+  repository: string,
+  digest: string,
+  options: { expectedSize: number },
+): Promise<number> {
+  const path = `/v2/${repository}/blobs/${digest}`
+  return new Promise<number>((resolve, reject) => {
+    const socket = connect({ host: base.hostname, port: Number(base.port) })
+    let head: Buffer | undefined = Buffer.alloc(0)
+    let length = -1
+    let received = 0
+    let done = false
+    const fail = (err: Error): void => {
+      if (done) return
+      done = true
+      socket.destroy()
+      reject(err)
+    }
+    const body = (n: number): void => {
+      received += n
+      if (received > length) fail(new Error(`GET blob: more than the ${length} bytes announced`))
+      else if (received === length) {
+        done = true
+        socket.destroy()
+        if (length !== options.expectedSize) {
+          reject(new Error(`GET blob: got ${length} bytes, expected ${options.expectedSize}`))
+        } else resolve(received)
+      }
+    }
+    socket.once('connect', () => {
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: ${base.host}\r\nConnection: close\r\n\r\n`)
+    })
+    socket.on('data', (chunk: Buffer) => {
+      if (head === undefined) {
+        body(chunk.length)
+        return
+      }
+      head = Buffer.concat([head, chunk])
+      const end = head.indexOf('\r\n\r\n')
+      if (end < 0) {
+        if (head.length > MAX_HEAD_BYTES) fail(new Error('GET blob: response head too long'))
+        return
+      }
+      const lines = head.subarray(0, end).toString('latin1').split('\r\n')
+      const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '')?.[1]
+      const header = (name: string): string | undefined =>
+        lines
+          .slice(1)
+          .find((l) => l.toLowerCase().startsWith(`${name}:`))
+          ?.slice(name.length + 1)
+          .trim()
+      if (status !== '200') {
+        fail(new Error(`GET blob: expected HTTP 200, got ${lines[0]}`))
+        return
+      }
+      if (header('transfer-encoding') !== undefined) {
+        fail(new Error('GET blob: a transfer-encoded body (only Content-Length is read)'))
+        return
+      }
+      length = Number(header('content-length') ?? Number.NaN)
+      if (!Number.isSafeInteger(length) || length < 0) {
+        fail(new Error('GET blob: no Content-Length'))
+        return
+      }
+      const rest = head.length - (end + 4)
+      head = undefined
+      if (length === 0) body(0)
+      if (rest > 0) body(rest)
+    })
+    socket.once('error', fail)
+    socket.once('close', () => {
+      fail(new Error(`GET blob: connection closed after ${received} of ${length} bytes`))
+    })
+  })
 }
 
 /**

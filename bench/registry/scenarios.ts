@@ -17,6 +17,7 @@ import {
   getManifest,
   MANIFEST_ACCEPT,
   pullBlob,
+  pullBlobSocket,
   pushBlobChunked,
   pushBlobMonolithic,
   pushSmallBlob,
@@ -40,6 +41,9 @@ const IDLE_WINDOW_SECONDS = 0.3
  * What the benchmark does so that the two servers are measured in the same machine
  * state, whatever order the operations come in.
  */
+/** How the timed pulls read a blob (see benchPull). */
+export type PullClient = 'socket' | 'http'
+
 export interface Fairness {
   /**
    * Before every measured push and pull: `sync` (write back the dirty page cache the
@@ -272,7 +276,9 @@ export async function benchPushChunked(
 /**
  * GETs `digest` from every target: one verified pull first (untimed; it also warms
  * the page cache for both alike), then `runs` timed pulls of `concurrency` parallel
- * streams each (1 = a single stream).
+ * streams each (1 = a single stream), through `options.client`: `socket` (the default)
+ * counts the bytes on a bare socket (pullBlobSocket), `http` reads them through
+ * node:http as the benchmark did before 2026-11-28 17:00 UTC.
  */
 export async function benchPull(
   targets: RegistryTarget[],
@@ -280,8 +286,9 @@ export async function benchPull(
   size: number,
   runs: number,
   concurrency: number,
-  options: { verifyFirst: boolean; fairness: Fairness },
+  options: { verifyFirst: boolean; fairness: Fairness; client?: PullClient },
 ): Promise<Record<string, ThroughputResult>> {
+  const pull = options.client === 'http' ? pullBlob : pullBlobSocket
   if (options.verifyFirst) {
     for (const target of targets) {
       await pullBlob(target.url, BLOB_REPOSITORY, digest, { expectedSize: size, verify: true })
@@ -295,7 +302,7 @@ export async function benchPull(
         () =>
           Promise.all(
             Array.from({ length: concurrency }, () =>
-              pullBlob(target.url, BLOB_REPOSITORY, digest, { expectedSize: size }),
+              pull(target.url, BLOB_REPOSITORY, digest, { expectedSize: size }),
             ),
           ),
         { settleBefore: options.fairness.settle },
