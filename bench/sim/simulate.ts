@@ -995,7 +995,12 @@ export function simulate(config: SimConfig): SimResult {
   function onRequestArrive(req: Req): void {
     if (req.cancelled) return
     const sender = req.link.peer
-    const cap = sender === ORIGIN ? originMaxUploads : (uploadCaps?.[sender]!.current() ?? maxUploads)
+    const cap =
+      sender === ORIGIN
+        ? originMaxUploads
+        : uploadCaps === undefined
+          ? maxUploads
+          : uploadCaps[sender]!.current()
     // The sender's record of the piece (a node's; -1 for the origin).
     const dl = req.dl
     const held =
