@@ -44,9 +44,12 @@ import {
   type PieceSet,
   AHEAD_MAX_IN_FLIGHT,
   BUSY_EXTRA_PEERS,
+  countsTowardPeerLimit,
   createRng,
   crowdedByBusy,
   isAheadOfPeers,
+  ORIGIN_DEFER_MS,
+  peerLimit,
   pickPiece,
   requestSlots,
   type SourcePickRules,
@@ -391,8 +394,8 @@ export function simulate(config: SimConfig): SimResult {
   const minInFlight = config.minRequestsInFlight ?? 4
   const aheadMaxInFlight = config.aheadMaxInFlight ?? AHEAD_MAX_IN_FLIGHT
   const busyExtraPeers = config.busyExtraPeers ?? BUSY_EXTRA_PEERS
-  const peerLimit = (dl: Download): number => (dl.busyCrowded ? maxPeers + busyExtraPeers : maxPeers)
-  const originDefer = config.originDeferMs ?? 2_000
+  const limitOf = (dl: Download): number => peerLimit(maxPeers, dl.busyCrowded, busyExtraPeers)
+  const originDefer = config.originDeferMs ?? ORIGIN_DEFER_MS
   const firstCopy = createFirstCopyRule({
     repeatAfterMs: config.repeatPieceAfterMs ?? DEFAULT_REPEAT_AFTER_MS,
     now: () => now,
@@ -707,10 +710,11 @@ export function simulate(config: SimConfig): SimResult {
 
   /** The scheduler's searchPeers: adds peers of the cached answer up to maxPeers. */
   function applyAnswer(dl: Download, a: Answer): void {
-    // The origin does not take one of the maxPeers places (as in the scheduler).
-    let live = dl.links.length - (dl.linked.has(ORIGIN) ? 1 : 0)
+    // The places the scheduler counts (countsTowardPeerLimit: the origin takes none).
+    let live = 0
+    for (const l of dl.links) if (countsTowardPeerLimit(l)) live++
     for (const p of a.peers) {
-      if (live >= peerLimit(dl)) break
+      if (live >= limitOf(dl)) break
       if (!dl.linked.has(p)) {
         addLink(dl, p)
         live++
@@ -721,7 +725,7 @@ export function simulate(config: SimConfig): SimResult {
   }
 
   function scheduleFind(dl: Download): void {
-    if (dl.findScheduled || dl.complete || dl.links.length >= peerLimit(dl)) return
+    if (dl.findScheduled || dl.complete || dl.links.length >= limitOf(dl)) return
     dl.findScheduled = true
     if (dl.links.length === 0) queue.push(now + 1_000, EV_FIND, dl, 0, LANE_FIND_NONE)
     else queue.push(now + peerSearchInterval, EV_FIND, dl, 0, LANE_FIND)
@@ -729,7 +733,7 @@ export function simulate(config: SimConfig): SimResult {
 
   function onFind(dl: Download): void {
     dl.findScheduled = false
-    if (dl.complete || dl.links.length >= peerLimit(dl) || dl.awaitingAnswer) return
+    if (dl.complete || dl.links.length >= limitOf(dl) || dl.awaitingAnswer) return
     const a = dl.answer
     const barren = a === undefined || (a.peers.length === 0 && !a.allowOrigin)
     if (barren && now - dl.answerAt >= barrenRetry) {

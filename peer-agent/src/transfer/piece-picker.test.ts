@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
+  BUSY_EXTRA_PEERS,
   createRng,
   crowdedByBusy,
   isAheadOfPeers,
@@ -8,6 +9,8 @@ import {
   type PickPieceInput,
   pickPiece,
   pieceSetOf,
+  countsTowardPeerLimit,
+  peerLimit,
   requestSlots,
   sourceOrder,
   sourcePickRules,
@@ -230,6 +233,17 @@ describe('sourceOrder and sourcePickRules', () => {
   it('passes an agent the reading position and leaves the duplicates at their default', () => {
     expect(sourcePickRules({}, 7)).toEqual({ readPosition: 7 })
     expect(sourcePickRules({ origin: false }, undefined)).toEqual({})
+  })
+})
+
+describe('peerLimit and countsTowardPeerLimit', () => {
+  it('gives a crowded download its extra agents, and counts every agent but not the origin', () => {
+    expect(peerLimit(16, false)).toBe(16)
+    expect(peerLimit(16, true)).toBe(16 + BUSY_EXTRA_PEERS)
+    expect(peerLimit(16, true, 0)).toBe(16)
+    expect(countsTowardPeerLimit({})).toBe(true)
+    expect(countsTowardPeerLimit({ origin: false })).toBe(true)
+    expect(countsTowardPeerLimit({ origin: true })).toBe(false)
   })
 })
 

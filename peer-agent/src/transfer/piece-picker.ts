@@ -269,6 +269,29 @@ export function isAheadOfPeers(held: number, peersHeld: number, peers: number): 
  */
 export const BUSY_EXTRA_PEERS = 8
 
+/**
+ * The most agents a download uses at once: `maxPeers`, and `extra` (BUSY_EXTRA_PEERS)
+ * more once it is crowded by busy answers (crowdedByBusy). Only sources for which
+ * countsTowardPeerLimit is true count.
+ */
+export function peerLimit(maxPeers: number, crowded: boolean, extra: number = BUSY_EXTRA_PEERS): number {
+  return crowded ? maxPeers + extra : maxPeers
+}
+
+/**
+ * Whether a source takes one of a download's peerLimit places: every agent does, the
+ * origin does not (it is asked last, and only for what the agents cannot give).
+ */
+export function countsTowardPeerLimit(source: PieceSource): boolean {
+  return source.origin !== true
+}
+
+/**
+ * How long a download leaves a piece the origin declined (another agent holds it)
+ * before asking the origin for it again.
+ */
+export const ORIGIN_DEFER_MS = 2_000
+
 /** True when at least half of a download's `live` peers (it has `maxPeers` or more) answered busy. */
 export function crowdedByBusy(live: number, busy: number, maxPeers: number): boolean {
   return live >= maxPeers && live > 0 && busy * 2 >= live

@@ -19,11 +19,14 @@ import { SwarmUnavailableError } from './errors.js'
 import {
   AHEAD_MAX_IN_FLIGHT,
   BUSY_EXTRA_PEERS,
+  countsTowardPeerLimit,
   createRng,
   crowdedByBusy,
   isAheadOfPeers,
   isEndgame,
   pickPiece,
+  ORIGIN_DEFER_MS,
+  peerLimit,
   requestSlots,
   sourceOrder,
   sourcePickRules,
@@ -321,7 +324,7 @@ export async function downloadBlob(
   const minRequestsInFlight = init.minRequestsInFlight ?? 4
   const aheadMaxInFlight = init.aheadMaxInFlight ?? AHEAD_MAX_IN_FLIGHT
   const busyExtraPeers = init.busyExtraPeers ?? BUSY_EXTRA_PEERS
-  const originDeferMs = init.originDeferMs ?? 2_000
+  const originDeferMs = init.originDeferMs ?? ORIGIN_DEFER_MS
   const pieceTimeoutMs = init.pieceTimeoutMs ?? 30_000
   const endgameStallMs = init.endgameStallMs ?? 5_000
   const maxPeerFailures = init.maxPeerFailures ?? 3
@@ -415,14 +418,14 @@ export async function downloadBlob(
   }
 
   /** Agents this download may use: maxPeers, more once its peers crowded it out (busyCrowded). */
-  function peerLimit(): number {
-    return busyCrowded ? maxPeers + busyExtraPeers : maxPeers
+  function limit(): number {
+    return peerLimit(maxPeers, busyCrowded, busyExtraPeers)
   }
 
   /** Usable agents, the origin not counted: it is asked last and only for what they lack. */
   function usableAgents(): number {
     let n = 0
-    for (const p of peers.values()) if (!p.dropped && !p.peer.origin) n++
+    for (const p of peers.values()) if (!p.dropped && countsTowardPeerLimit(p.peer)) n++
     return n
   }
   /**
@@ -578,9 +581,9 @@ export async function downloadBlob(
       const found = await init.findPeers({ signal })
       for (const peer of found) {
         if (peers.has(peer.id)) continue
-        if (!peer.origin && usableAgents() >= peerLimit()) {
+        if (countsTowardPeerLimit(peer) && usableAgents() >= limit()) {
           const holdsSought = [...sought].some((i) => peer.has?.get(i) === true)
-          if (!holdsSought || usableAgents() >= peerLimit() + EXTRA_PEERS) continue
+          if (!holdsSought || usableAgents() >= limit() + EXTRA_PEERS) continue
           log?.debug(
             { peer: peer.id, digest, sought: sought.size },
             'added a peer that holds a piece no other peer in use has',
@@ -802,7 +805,7 @@ export async function downloadBlob(
   function readmit(now: number): void {
     for (const state of peers.values()) {
       if (!state.dropped || state.retryAt === 0 || now < state.retryAt) continue
-      if (!state.peer.origin && usableAgents() >= peerLimit()) return
+      if (countsTowardPeerLimit(state.peer) && usableAgents() >= limit()) return
       state.dropped = false
       state.retryAt = 0
       state.failures = 0
@@ -929,7 +932,7 @@ export async function downloadBlob(
     }
     for (const index of sought) if (have.get(index) || agentHolds(index)) sought.delete(index)
     const interval = live === 0 ? Math.min(1_000, peerSearchIntervalMs) : peerSearchIntervalMs
-    const wanted = live < peerLimit() || (sought.size > 0 && live < peerLimit() + EXTRA_PEERS)
+    const wanted = live < limit() || (sought.size > 0 && live < limit() + EXTRA_PEERS)
     if (!searching && wanted && now - lastSearch >= interval) void searchPeers()
   }
 
