@@ -184,9 +184,9 @@ const SOCKET_READ_BYTES = 1024 * 1024
  * buffer of its own (`onread`), so a read takes whatever the kernel holds, up to 1 MiB,
  * and costs one callback and an addition: no Buffer per 64 KiB chunk, no HTTP parser
  * over the body, no promise per chunk as with `for await` over node:http. Where
- * node:http's client sets the pace of a loopback pull, this one leaves it to the server. Plain HTTP/1.1 with Content-Length
- * only (both servers answer a blob GET so); anything else is an error.
- * Returns the number of body bytes received.
+ * node:http's client sets the pace of a loopback pull, this one leaves it to the
+ * server. Plain HTTP/1.1 with Content-Length only (both servers answer a blob GET so);
+ * anything else is an error. Returns the number of body bytes received.
  * @throws when the status is not 200, the length is missing or wrong, or the connection fails
  */
 export function pullBlobSocket(

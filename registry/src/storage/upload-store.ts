@@ -20,13 +20,14 @@ import {
   ShoalError,
   SizeInvalidError,
 } from '../../../protocol/src/index.js'
+import { createPieceBufferPool } from '../../../protocol/src/p2p/piece-buffers.js'
 import type { AbortOptions, BlobInfo, UploadState } from '../service.js'
 import type { BlobStore } from './blob-store.js'
 import type { StorageContext } from './context.js'
 import { StoragePathNotFoundError } from './driver/index.js'
 import { KeyedMutex } from './lock.js'
 import { UPLOADS_ROOT, uploadDataPath, uploadDir, uploadStatePath } from './paths.js'
-import { createBufferPool, createWriteBehind } from './write-behind.js'
+import { createWriteBehind } from './write-behind.js'
 
 /** What state.json holds. */
 export interface PersistedUpload extends UploadState {
@@ -122,7 +123,7 @@ export function createUploadStore(ctx: StorageContext, blobs: BlobStore, init: U
   const mutex = new KeyedMutex()
   const hashes = new Map<string, RunningHash>()
   /** The write-behind buffers of every upload of this store, reused from one to the next. */
-  const writeBuffers = createBufferPool()
+  const writeBuffers = createPieceBufferPool({ maxBuffers: 16 })
 
   async function load(repository: string, id: string, options?: AbortOptions): Promise<PersistedUpload> {
     if (typeof id !== 'string' || !UPLOAD_ID.test(id)) throw new BlobUploadUnknownError(undefined, { id })

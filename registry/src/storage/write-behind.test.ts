@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import type { FileWriter } from './driver/index.js'
-import { createBufferPool, createWriteBehind } from './write-behind.js'
+import { createPieceBufferPool } from '../../../protocol/src/p2p/piece-buffers.js'
+import { createWriteBehind } from './write-behind.js'
 
 /** A FileWriter whose writes finish only when the test says so; it records what each write got. */
 function fakeWriter() {
@@ -42,7 +43,7 @@ async function ticks(): Promise<void> {
 describe('createWriteBehind', () => {
   it('writes whole buffers in order as they fill, and the rest at flush', async () => {
     const f = fakeWriter()
-    const behind = createWriteBehind(f.writer, { pool: createBufferPool(4), buffers: 3 })
+    const behind = createWriteBehind(f.writer, { bufferBytes: 4, buffers: 3 })
     await behind.write(b('ab'))
     expect(f.calls).toEqual([])
     await behind.write(b('cdefg'))
@@ -64,7 +65,7 @@ describe('createWriteBehind', () => {
 
   it('copies each chunk, so the caller may reuse its memory once write resolves', async () => {
     const f = fakeWriter()
-    const behind = createWriteBehind(f.writer, { pool: createBufferPool(4), buffers: 2 })
+    const behind = createWriteBehind(f.writer, { bufferBytes: 4, buffers: 2 })
     const reused = Buffer.from('xx')
     for (const s of ['ab', 'cd', 'ef']) {
       reused.write(s)
@@ -81,7 +82,7 @@ describe('createWriteBehind', () => {
 
   it('holds the caller back while every buffer is full or being written', async () => {
     const f = fakeWriter()
-    const behind = createWriteBehind(f.writer, { pool: createBufferPool(2), buffers: 2 })
+    const behind = createWriteBehind(f.writer, { bufferBytes: 2, buffers: 2 })
     await behind.write(b('aabb'))
     expect(f.calls).toEqual(['aa'])
     let released = false
@@ -103,7 +104,7 @@ describe('createWriteBehind', () => {
 
   it('writes nothing for empty chunks', async () => {
     const f = fakeWriter()
-    const behind = createWriteBehind(f.writer, { pool: createBufferPool(4) })
+    const behind = createWriteBehind(f.writer, { bufferBytes: 4 })
     await behind.write(new Uint8Array(0))
     await behind.flush()
     expect(f.calls).toEqual([])
@@ -111,7 +112,7 @@ describe('createWriteBehind', () => {
 
   it('fails every later write and flush with the first write error, and writes nothing after it', async () => {
     const f = fakeWriter()
-    const behind = createWriteBehind(f.writer, { pool: createBufferPool(2), buffers: 3 })
+    const behind = createWriteBehind(f.writer, { bufferBytes: 2, buffers: 3 })
     await behind.write(b('aabbc'))
     const boom = Object.assign(new Error('disk full'), { code: 'ENOSPC' })
     f.fail(boom)
@@ -123,7 +124,7 @@ describe('createWriteBehind', () => {
 
   it('settle drops what waits and resolves once the running write is over, even when it failed', async () => {
     const f = fakeWriter()
-    const behind = createWriteBehind(f.writer, { pool: createBufferPool(2), buffers: 3 })
+    const behind = createWriteBehind(f.writer, { bufferBytes: 2, buffers: 3 })
     await behind.write(b('aabb'))
     let settled = false
     const done = behind.settle().then(() => {
@@ -137,12 +138,12 @@ describe('createWriteBehind', () => {
   })
 
   it('rejects a buffer size that is not a positive integer', () => {
-    expect(() => createBufferPool(0)).toThrow(RangeError)
-    expect(() => createBufferPool(1.5)).toThrow(RangeError)
+    expect(() => createWriteBehind(fakeWriter().writer, { bufferBytes: 0 })).toThrow(RangeError)
+    expect(() => createWriteBehind(fakeWriter().writer, { bufferBytes: 1.5 })).toThrow(RangeError)
   })
 
   it('gives its buffers back to the pool after flush, and the next queue writes from the same memory', async () => {
-    const pool = createBufferPool(4)
+    const pool = createPieceBufferPool({ maxBuffers: 16 })
     const seen = new Set<ArrayBufferLike>()
     const recording: FileWriter = {
       ...fakeWriter().writer,
@@ -150,47 +151,49 @@ describe('createWriteBehind', () => {
         seen.add(chunk.buffer)
       },
     }
-    const first = createWriteBehind(recording, { pool, buffers: 3 })
+    const first = createWriteBehind(recording, { bufferBytes: 4, buffers: 3, pool })
     // Two whole buffers and a partial last one.
     await first.write(b('abcdefghij'))
-    expect(pool.spare).toBe(0)
+    expect(pool.stats().idle).toBe(0)
     await first.flush()
-    expect(pool.spare).toBe(3)
+    expect(pool.stats().idle).toBe(3)
     expect(seen.size).toBe(3)
-    const second = createWriteBehind(recording, { pool, buffers: 3 })
+    const second = createWriteBehind(recording, { bufferBytes: 4, buffers: 3, pool })
     await second.write(b('klmnopqrst'))
     await second.flush()
     // No new memory: the second upload's writes came from the first one's buffers.
     expect(seen.size).toBe(3)
-    expect(pool.spare).toBe(3)
+    expect(pool.stats().idle).toBe(3)
   })
 
   it('keeps a buffer out of the pool while a write still reads it, also when the queue is abandoned', async () => {
-    const pool = createBufferPool(2)
+    const pool = createPieceBufferPool({ maxBuffers: 16 })
     const f = fakeWriter()
-    const behind = createWriteBehind(f.writer, { pool, buffers: 3 })
+    const behind = createWriteBehind(f.writer, { bufferBytes: 2, buffers: 3, pool })
     await behind.write(b('aabbc'))
     const done = behind.settle()
     await ticks()
     // 'aa' is on its way to the file: nothing may reuse its memory yet.
-    expect(pool.spare).toBe(0)
+    expect(pool.stats().idle).toBe(0)
     f.finish()
     await done
-    expect(pool.spare).toBe(3)
+    expect(pool.stats().idle).toBe(3)
     // A second settle (an error path after a flush) gives nothing back twice.
     await behind.settle()
-    expect(pool.spare).toBe(3)
+    expect(pool.stats().idle).toBe(3)
   })
 
   it('gives its buffers back when a write failed, and the pool keeps no more than its maximum', async () => {
-    const pool = createBufferPool(2, 2)
+    const pool = createPieceBufferPool({ maxBuffers: 2 })
     const f = fakeWriter()
-    const behind = createWriteBehind(f.writer, { pool, buffers: 3 })
+    const behind = createWriteBehind(f.writer, { bufferBytes: 2, buffers: 3, pool })
     await behind.write(b('aabbc'))
     f.fail(new Error('EIO'))
     await ticks()
     await expect(behind.flush()).rejects.toThrow('EIO')
-    expect(pool.spare).toBe(2)
-    expect(() => pool.give(new Uint8Array(3))).toThrow(RangeError)
+    expect(pool.stats().idle).toBe(2)
+    // A buffer the pool did not hand out does not get in.
+    pool.give(new Uint8Array(2))
+    expect(pool.stats().idle).toBe(2)
   })
 })

@@ -12,9 +12,9 @@
  * session 17). The kernel sizes page-cache folios by the write, and the likely cause is
  * that large folios come from free memory the hypervisor has to fault back in.
  *
- * Buffers come from a BufferPool that outlives the queue (one per upload store), so a
- * chunked upload's PATCHes reuse the same memory instead of each mapping fresh pages
- * (4 MiB and about a thousand page faults per PATCH before).
+ * Buffers come from a pool that outlives the queue (protocol/src/p2p/piece-buffers.ts,
+ * one per upload store), so a chunked upload's PATCHes reuse the same memory instead of
+ * each mapping fresh pages (4 MiB and about a thousand page faults per PATCH before).
  *
  * The copy is what makes this safe for any body: a caller may reuse its chunk's memory
  * as soon as `write` resolves (as generators that fill one buffer do), and the socket's
@@ -26,54 +26,24 @@
  * back. The first failed write fails every later `write` and `flush`; nothing is
  * written after it.
  */
+import { createPieceBufferPool, type PieceBufferPool } from '../../../protocol/src/p2p/piece-buffers.js'
 import type { FileWriter } from './driver/index.js'
 
 /** Options of a write-behind queue. */
 export interface WriteBehindInit {
-  /**
-   * Where the queue's buffers come from and go back to once it is done; its buffer size
-   * is the size of each write to the file. @default a pool of the queue's own, of 256 KiB buffers
-   */
-  pool?: BufferPool
+  /** Size of each buffer, and so of each write to the file. @default WRITE_BEHIND_BUFFER_BYTES */
+  bufferBytes?: number
   /** Buffers (one filling, the rest full or being written). @default 4 */
   buffers?: number
+  /**
+   * Where the queue takes its buffers from and gives them back to once it is done.
+   * @default a pool of the queue's own
+   */
+  pool?: PieceBufferPool
 }
 
-/** Equal-sized buffers kept for reuse. */
-export interface BufferPool {
-  readonly bufferBytes: number
-  /** A spare buffer, or a new one. */
-  take(): Uint8Array
-  /** Keeps `buf` for the next take, unless the pool already keeps its maximum. */
-  give(buf: Uint8Array): void
-  /** Buffers kept. */
-  readonly spare: number
-}
-
-/** Size of each write-behind buffer, unless a pool says otherwise. */
+/** Size of each write-behind buffer, and so of each write to the file, by default. */
 export const WRITE_BEHIND_BUFFER_BYTES = 256 * 1024
-
-/** Creates a pool of `bufferBytes` buffers that keeps at most `maxSpare` of them. */
-export function createBufferPool(bufferBytes = WRITE_BEHIND_BUFFER_BYTES, maxSpare = 16): BufferPool {
-  if (!Number.isSafeInteger(bufferBytes) || bufferBytes <= 0) {
-    throw new RangeError(`invalid buffer size ${bufferBytes}`)
-  }
-  const kept: Uint8Array[] = []
-  return {
-    bufferBytes,
-    take() {
-      // Outside Node's small-buffer pool: each buffer is long-lived and reused.
-      return kept.pop() ?? Buffer.allocUnsafeSlow(bufferBytes)
-    },
-    give(buf) {
-      if (buf.byteLength !== bufferBytes) throw new RangeError('a buffer of another size')
-      if (kept.length < maxSpare) kept.push(buf)
-    },
-    get spare() {
-      return kept.length
-    },
-  }
-}
 
 /** A queue of bytes on their way into one FileWriter. */
 export interface WriteBehind {
@@ -104,9 +74,12 @@ export function createWriteBehind(
   init: WriteBehindInit = {},
   options: { signal?: AbortSignal } = {},
 ): WriteBehind {
-  const pool = init.pool ?? createBufferPool()
-  const bufferBytes = pool.bufferBytes
+  const bufferBytes = init.bufferBytes ?? WRITE_BEHIND_BUFFER_BYTES
   const maxBuffers = Math.max(2, init.buffers ?? DEFAULT_BUFFERS)
+  if (!Number.isSafeInteger(bufferBytes) || bufferBytes <= 0) {
+    throw new RangeError(`invalid buffer size ${bufferBytes}`)
+  }
+  const pool = init.pool ?? createPieceBufferPool({ maxBuffers })
   const free: Uint8Array[] = []
   /** Every buffer taken from the pool, to give back when done. */
   const taken: Uint8Array[] = []
@@ -123,7 +96,7 @@ export function createWriteBehind(
     const reused = free.pop()
     if (reused !== undefined) return reused
     if (taken.length >= maxBuffers) return undefined
-    const buf = pool.take()
+    const buf = pool.take(bufferBytes)
     taken.push(buf)
     return buf
   }
