@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { type Digest, digestOf } from '../../../protocol/src/index.js'
 import { MIN_PIECE_SIZE } from '../../../protocol/src/piece-map.js'
@@ -52,6 +52,24 @@ describe('blob cache', () => {
   afterEach(async () => {
     for (const c of caches.splice(0)) await c.stop()
     await rm(root, { recursive: true, force: true })
+  })
+
+  it('reads a blob whose partial file was renamed into place before the entry was marked complete', async () => {
+    const cache = await makeCache()
+    const f = fixture(3 * PIECE + 100)
+    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    for (let i = 0; i < 4; i++)
+      await cache.writePiece(f.digest, i, f.bytes.subarray(i * PIECE, (i + 1) * PIECE))
+    // Completion renames the data file, then syncs and cleans up before it marks the
+    // entry complete: a reader opening in between finds neither name it expects.
+    const paths = blobPaths(root, f.digest)
+    await mkdir(dirname(paths.blob), { recursive: true })
+    await rename(paths.partialData, paths.blob)
+    expect(cache.stat(f.digest)).toMatchObject({ complete: false })
+    expect(await readAll(cache.readRange(f.digest, 0, f.bytes.length))).toEqual(f.bytes)
+    expect(await readAll(cache.readRange(f.digest, PIECE + 5, 2 * PIECE))).toEqual(
+      f.bytes.subarray(PIECE + 5, 2 * PIECE),
+    )
   })
 
   it('reads range chunks into the memory the caller supplies, when it fits', async () => {

@@ -915,12 +915,18 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
             if (entry.removed) throw new BlobUnknownError(`blob ${digest} was removed`, { digest })
             if (!fh) {
               // The partial file is renamed into place on completion; the open handle
-              // keeps reading the same bytes either way.
-              try {
-                fh = await open(entry.complete ? entry.paths.blob : entry.paths.partialData, 'r')
-              } catch (err) {
-                if (!isNotFound(err)) throw err
-                fh = await open(entry.complete ? entry.paths.blob : entry.paths.partialData, 'r')
+              // keeps reading the same bytes either way. The entry is marked complete
+              // only after the rename and the clean-up that follows it, so a partial
+              // file that has gone means the blob file holds the bytes now.
+              if (entry.complete) fh = await open(entry.paths.blob, 'r')
+              else {
+                try {
+                  fh = await open(entry.paths.partialData, 'r')
+                } catch (err) {
+                  if (!isNotFound(err)) throw err
+                  if (entry.removed) throw new BlobUnknownError(`blob ${digest} was removed`, { digest })
+                  fh = await open(entry.paths.blob, 'r')
+                }
               }
             }
             while (position < until) {
