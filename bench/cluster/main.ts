@@ -33,7 +33,14 @@ import { probeCpuSpeed } from '../lib/machine-quiet.js'
 import { progress } from '../lib/progress.js'
 import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
 import { fluidBound } from './bound.js'
-import { formatRounds, judgeTargets, type RoundResult, renderPlots, summarizeRound } from './report.js'
+import {
+  formatRounds,
+  judgeTargets,
+  type RoundResult,
+  renderPlots,
+  summarizeRound,
+  type TimelineSample,
+} from './report.js'
 
 const USAGE = `usage: npm run bench:cluster -- [options]      (as root)
 
@@ -214,14 +221,26 @@ const REPOSITORY = 'bench/image'
 const WARM_UP_REPOSITORY = 'bench/warm-up'
 const TAG = 'v1'
 
-/** A one-line progress display on stderr: nodes done and bytes moved. */
-function progressDisplay(label: string): { update(p: PullProgress): void; end(): void } {
+/**
+ * A one-line progress display on stderr: nodes done, blob bytes the clients received,
+ * and (once `links` is set) what the nodes' links carried, pieces not yet in reading
+ * order included.
+ */
+function progressDisplay(label: string): {
+  update(p: PullProgress): void
+  setLinks(sample: TimelineSample): void
+  end(): void
+} {
   const tty = process.stderr.isTTY
   let lastPrint = 0
   let last = ''
+  let links: TimelineSample | undefined
   return {
+    setLinks(sample) {
+      links = sample
+    },
     update(p) {
-      last = `${label}: ${p.done}/${p.total} nodes done${p.failed ? `, ${p.failed} failed` : ''}, ${(p.bytes / 1e6).toFixed(0)} MB moved`
+      last = `${label}: ${p.done}/${p.total} nodes done${p.failed ? `, ${p.failed} failed` : ''}, ${(p.bytes / 1e6).toFixed(0)} MB to the clients${links ? `, ${(links.nodesDownBytes / 1e6).toFixed(0)} MB down the nodes' links, ${(links.originBytes / 1e6).toFixed(0)} MB from the origin` : ''}`
       if (tty) process.stderr.write(`\r${last}\x1b[K`)
       else if (Date.now() - lastPrint > 5_000) {
         lastPrint = Date.now()
@@ -231,6 +250,58 @@ function progressDisplay(label: string): { update(p: PullProgress): void; end():
     end() {
       if (tty) process.stderr.write('\n')
       else if (last) progress(last)
+    },
+  }
+}
+
+/** Link counters every this many ms during a round (one `ip` call in the switch namespace and one in the origin's). */
+const TIMELINE_INTERVAL_MS = 5_000
+
+/**
+ * Samples the round's link counters and the clients' progress every
+ * TIMELINE_INTERVAL_MS until `stop` is called; a failed read skips that sample.
+ */
+function startTimeline(
+  tb: Testbed,
+  nodes: readonly TestbedHost[],
+  progress: () => { bytes: number; done: number },
+  onSample: (sample: TimelineSample) => void,
+): { stop(): Promise<TimelineSample[]> } {
+  const samples: TimelineSample[] = []
+  const t0 = performance.now()
+  const read = async (): Promise<{ down: number; up: number; origin: number }> => {
+    const [links, origin] = await Promise.all([tb.hostLinkBytes(nodes), tb.originTxBytes()])
+    return { down: links.downBytes, up: links.upBytes, origin }
+  }
+  const first = read()
+  let running: Promise<void> = Promise.resolve()
+  const tick = async (): Promise<void> => {
+    try {
+      const [base, now] = await Promise.all([first, read()])
+      const p = progress()
+      const sample: TimelineSample = {
+        seconds: Math.round((performance.now() - t0) / 100) / 10,
+        nodesDownBytes: now.down - base.down,
+        nodesUpBytes: now.up - base.up,
+        originBytes: now.origin - base.origin,
+        clientBytes: p.bytes,
+        nodesDone: p.done,
+      }
+      samples.push(sample)
+      onSample(sample)
+    } catch {
+      // A sample that could not be read is left out.
+    }
+  }
+  const timer = setInterval(() => {
+    running = running.then(tick)
+  }, TIMELINE_INTERVAL_MS)
+  return {
+    async stop() {
+      clearInterval(timer)
+      await running
+      await first.catch(() => undefined)
+      return samples
     },
   }
 }
@@ -414,12 +485,26 @@ async function main(): Promise<void> {
               ...(first.ns ? { mirrorUrl: first.url } : {}),
             })
           : targets
+        let pulled = { bytes: 0, done: 0 }
+        const timeline = startTimeline(
+          tb,
+          nodes,
+          () => pulled,
+          (sample) => display.setLinks(sample),
+        )
         const t0 = performance.now()
         const { results } = await runPulls(
           pullTargets,
           { repository: REPOSITORY, reference: TAG, logDir: join(workDir, `pulls-${system}-${n}`) },
-          { onProgress: (p) => display.update(p), signal: controller.signal },
-        )
+          {
+            onProgress: (p) => {
+              pulled = p
+              display.update(p)
+            },
+            signal: controller.signal,
+          },
+        ).finally(() => timeline.stop())
+        const samples = await timeline.stop()
         const wallSeconds = (performance.now() - t0) / 1000
         const cpu1 = readMachineCpuTimes()
         await containerds?.stop()
@@ -439,6 +524,7 @@ async function main(): Promise<void> {
             (cpu1.busySeconds - cpu0.busySeconds) / Math.max(1e-9, cpu1.totalSeconds - cpu0.totalSeconds),
           wallSeconds,
         })
+        round.timeline = samples
         round.serviceCpuSeconds = own1 - own0
         round.cpuSpeedMBps = cpuSpeed
         rounds.push(round)

@@ -50,4 +50,34 @@ describe('cluster report', () => {
     ])
     expect(svg.match(/<polyline/g)!.length).toBeGreaterThanOrEqual(5)
   })
+
+  it('draws what the links and the clients carried over time, as a share of N x the image', () => {
+    const plain = renderPlots([round('shoal', 4, 8_000, IMAGE)])
+    expect(plain).not.toContain('Bytes delivered over time')
+    const r = round('shoal', 4, 8_000, IMAGE)
+    r.timeline = [
+      {
+        seconds: 5,
+        nodesDownBytes: 2 * IMAGE,
+        nodesUpBytes: 1.5 * IMAGE,
+        originBytes: IMAGE / 2,
+        clientBytes: IMAGE / 2,
+        nodesDone: 0,
+      },
+      {
+        seconds: 10,
+        nodesDownBytes: 4 * IMAGE,
+        nodesUpBytes: 3 * IMAGE,
+        originBytes: IMAGE,
+        clientBytes: 4 * IMAGE,
+        nodesDone: 4,
+      },
+    ]
+    const svg = renderPlots([r])
+    expect(svg).toContain('Bytes delivered over time')
+    expect(svg).toContain('shoal N=4 links')
+    expect(svg).toContain('shoal N=4 clients')
+    // The CDF plus two timeline lines.
+    expect(svg.match(/<polyline/g)!.length).toBe(3)
+  })
 })

@@ -53,6 +53,12 @@ export interface RoundResult {
    * that many seconds right before the pulls and right after them.
    */
   idleCores?: { seconds: number; before: Record<string, number>; after: Record<string, number> }
+  /**
+   * Samples taken every few seconds during the pulls, from the common start: bytes the
+   * switch sent down to the round's nodes and up from them, bytes the origin sent (all
+   * link counters, every protocol), and what the clients had received and finished.
+   */
+  timeline?: TimelineSample[]
   /** Blob requests the clients resumed with Range after a broken connection. */
   retries: number
   errors: string[]
@@ -60,6 +66,22 @@ export interface RoundResult {
   agents?: Record<string, number>
   /** The seed's piece counters since it started (a warm-up pull included): sent, deferred (first-copy rule), sent again by reason. */
   seed?: Record<string, number>
+}
+
+/** One sample of a round's timeline (RoundResult.timeline). */
+export interface TimelineSample {
+  /** Seconds since the common start. */
+  seconds: number
+  /** Bytes down the nodes' links since the start (what reached the nodes, from peers and the origin). */
+  nodesDownBytes: number
+  /** Bytes up the nodes' links since the start (what they sent to each other and to the origin). */
+  nodesUpBytes: number
+  /** Bytes on the origin's uplink since the start. */
+  originBytes: number
+  /** Blob bytes the pull clients had received. */
+  clientBytes: number
+  /** Nodes whose pull had finished. */
+  nodesDone: number
 }
 
 /** Summarises one round. */
@@ -163,8 +185,11 @@ export function renderPlots(rounds: readonly RoundResult[]): string {
       ],
     })),
   })
+  const charts = [cdf]
+  const timed = rounds.filter((r) => r.timeline !== undefined && r.timeline.length > 0)
+  if (timed.length > 0) charts.push(renderTimeline(timed))
   const sizes = [...new Set(rounds.map((r) => r.nodes))].sort((a, b) => a - b)
-  if (sizes.length < 2) return composeSvg([cdf])
+  if (sizes.length < 2) return composeSvg(charts)
   const line = (system: SystemName) => ({
     name: `${system} last node`,
     color: COLORS[system],
@@ -186,7 +211,47 @@ export function renderPlots(rounds: readonly RoundResult[]): string {
     yLabel: 'seconds',
     series: [line('shoal'), line('distribution'), bound].filter((s) => s.points.length > 0),
   })
-  return composeSvg([cdf, scaling])
+  return composeSvg([...charts, scaling])
+}
+
+/**
+ * What the nodes' links carried over time, as a share of what the round had to deliver
+ * (N x the image), beside what the clients had received: the gap between the two is
+ * pieces held but not yet in reading order, and a slow start or a long tail shows as a
+ * flat stretch.
+ */
+function renderTimeline(rounds: readonly RoundResult[]): string {
+  const dashOf = (r: RoundResult): string =>
+    DASHES[[...new Set(rounds.map((x) => x.nodes))].sort((a, b) => a - b).indexOf(r.nodes) % DASHES.length] ??
+    ''
+  return renderLineChart({
+    title: 'Bytes delivered over time (share of N x image)',
+    xLabel: 'seconds since the common start',
+    yLabel: 'share delivered',
+    yMin: 0,
+    width: 620,
+    series: rounds.flatMap((r) => {
+      const whole = r.nodes * r.imageBytes
+      const points = (pick: (s: TimelineSample) => number) => [
+        [0, 0] as const,
+        ...(r.timeline ?? []).map((s) => [s.seconds, pick(s) / whole] as const),
+      ]
+      return [
+        {
+          name: `${r.system} N=${r.nodes} links`,
+          color: COLORS[r.system],
+          dash: dashOf(r),
+          points: points((s) => s.nodesDownBytes),
+        },
+        {
+          name: `${r.system} N=${r.nodes} clients`,
+          color: r.system === 'shoal' ? '#9ecae1' : '#fc9272',
+          dash: dashOf(r),
+          points: points((s) => s.clientBytes),
+        },
+      ]
+    }),
+  })
 }
 
 /** One target of the cluster issue and its verdict on these rounds. */

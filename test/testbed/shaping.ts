@@ -136,16 +136,39 @@ export interface LinkCounters {
  * @throws when the interface does not exist
  */
 export async function readLinkCounters(netns: string, dev = 'eth0'): Promise<LinkCounters> {
-  const { stdout } = await runCommand('ip', ['-n', netns, '-s', '-j', 'link', 'show', 'dev', dev])
-  const [link] = JSON.parse(stdout) as Array<{
+  const counters = parseLinkCounters(
+    (await runCommand('ip', ['-n', netns, '-s', '-j', 'link', 'show', 'dev', dev])).stdout,
+  )
+  const found = counters.get(dev)
+  if (!found) throw new Error(`no counters for ${dev} in ${netns}`)
+  return found
+}
+
+/**
+ * Reads the counters of every interface in namespace `netns` with one `ip` call: the
+ * switch namespace holds the far end of every host's veth, so one read gives every
+ * node's download (the switch side's tx) and upload (its rx).
+ */
+export async function readAllLinkCounters(netns: string): Promise<Map<string, LinkCounters>> {
+  return parseLinkCounters((await runCommand('ip', ['-n', netns, '-s', '-j', 'link', 'show'])).stdout)
+}
+
+/** Counters by interface name from the JSON of `ip -s -j link show` (interfaces without stats left out). */
+export function parseLinkCounters(json: string): Map<string, LinkCounters> {
+  const links = JSON.parse(json) as Array<{
+    ifname?: string
     stats64?: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } }
   }>
-  const stats = link?.stats64
-  if (!stats) throw new Error(`no counters for ${dev} in ${netns}`)
-  return {
-    txBytes: stats.tx.bytes,
-    rxBytes: stats.rx.bytes,
-    txPackets: stats.tx.packets,
-    rxPackets: stats.rx.packets,
+  const counters = new Map<string, LinkCounters>()
+  for (const link of links) {
+    const stats = link.stats64
+    if (!stats || typeof link.ifname !== 'string') continue
+    counters.set(link.ifname, {
+      txBytes: stats.tx.bytes,
+      rxBytes: stats.rx.bytes,
+      txPackets: stats.tx.packets,
+      rxPackets: stats.rx.packets,
+    })
   }
+  return counters
 }

@@ -92,6 +92,7 @@ describe('cluster testbed', () => {
     ])
     expect(ping.stdout).toBe('200')
     const before = await readLinkCounters(n2!.ns.name)
+    const portsBefore = await testbed.hostLinkBytes([n1!, n2!])
     const fetched = await n1!.ns.exec('curl', [
       '-sS',
       '-o',
@@ -109,6 +110,11 @@ describe('cluster testbed', () => {
     expect(mbit).toBeGreaterThan(NODE_MBIT * 0.3)
     const after = await readLinkCounters(n2!.ns.name)
     expect(after.txBytes - before.txBytes).toBeGreaterThanOrEqual(TRANSFER_BYTES)
+    // The switch's ports saw the same transfer: down to n1, up from n2.
+    const portsAfter = await testbed.hostLinkBytes([n1!, n2!])
+    expect(portsAfter.downBytes - portsBefore.downBytes).toBeGreaterThanOrEqual(TRANSFER_BYTES)
+    expect(portsAfter.upBytes - portsBefore.upBytes).toBeGreaterThanOrEqual(TRANSFER_BYTES)
+    expect(portsAfter.downBytes - portsBefore.downBytes).toBeLessThan(TRANSFER_BYTES * 1.2)
 
     await server.stop()
     await testbed.stop()

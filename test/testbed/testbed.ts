@@ -4,7 +4,7 @@
  * `stop()` ends them by PID and removes every namespace, also after a failure halfway.
  */
 import { join } from 'node:path'
-import { applyShaping, readLinkCounters, type ShapingPlan } from './shaping.js'
+import { applyShaping, readAllLinkCounters, readLinkCounters, type ShapingPlan } from './shaping.js'
 import {
   startAgent,
   startDistribution,
@@ -12,7 +12,7 @@ import {
   startTracker,
   type TestbedService,
 } from './services.js'
-import { createTopology, type Topology } from './topology.js'
+import { createTopology, type TestbedHost, type Topology } from './topology.js'
 
 /** Options of {@link createTestbed}. */
 export interface TestbedInit extends ShapingPlan {
@@ -51,6 +51,11 @@ export interface Testbed {
   readonly plan: ShapingPlan
   /** Bytes the origin has sent on its uplink so far. */
   originTxBytes(): Promise<number>
+  /**
+   * Bytes the switch has sent down to `hosts` and received up from them so far, summed
+   * (their veths' far ends, all protocols, retransmissions included). One `ip` call.
+   */
+  hostLinkBytes(hosts: readonly TestbedHost[]): Promise<{ downBytes: number; upBytes: number }>
   /** Starts the baseline Distribution on the origin (data under `<workDir>/distribution`). */
   startDistribution(): Promise<TestbedService>
   /** Starts tracker, seed registry and agents; stops what it started if one fails. */
@@ -121,6 +126,18 @@ export async function createTestbed(
     topology,
     plan,
     originTxBytes: async () => (await readLinkCounters(topology.origin.ns.name)).txBytes,
+    hostLinkBytes: async (hosts) => {
+      const counters = await readAllLinkCounters(topology.switchNs.name)
+      let downBytes = 0
+      let upBytes = 0
+      for (const host of hosts) {
+        const c = counters.get(host.id)
+        if (!c) throw new Error(`no switch port for ${host.id}`)
+        downBytes += c.txBytes
+        upBytes += c.rxBytes
+      }
+      return { downBytes, upBytes }
+    },
     startDistribution: async () =>
       track(await startDistribution(topology.origin, join(init.workDir, 'distribution'))),
     startShoal: async (shoal) => {

@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest'
+import { parseLinkCounters, queueBytes } from './shaping.js'
+
+describe('testbed shaping helpers', () => {
+  it('reads every interface of `ip -s -j link show` by name, leaving out those without counters', () => {
+    const json = JSON.stringify([
+      {
+        ifindex: 1,
+        ifname: 'lo',
+        stats64: { rx: { bytes: 10, packets: 1 }, tx: { bytes: 10, packets: 1 } },
+      },
+      {
+        ifindex: 7,
+        ifname: 'n12',
+        stats64: { rx: { bytes: 2_000, packets: 3 }, tx: { bytes: 9_000_000, packets: 1_001 } },
+      },
+      { ifindex: 8, ifname: 'br0' },
+    ])
+    const counters = parseLinkCounters(json)
+    expect([...counters.keys()]).toEqual(['lo', 'n12'])
+    expect(counters.get('n12')).toEqual({
+      txBytes: 9_000_000,
+      rxBytes: 2_000,
+      txPackets: 1_001,
+      rxPackets: 3,
+    })
+    expect(() => parseLinkCounters('not json')).toThrow()
+  })
+
+  it('sizes a queue in ms of its link rate, plus the burst', () => {
+    // 2 Mbit/s for 2 s is 500 kB.
+    expect(queueBytes(2, 2_000) - queueBytes(2, 0)).toBe(500_000)
+  })
+})
