@@ -25,7 +25,7 @@ import {
   sampleSum,
 } from '../../test/testbed/services.js'
 import { createTestbed, type Testbed } from '../../test/testbed/testbed.js'
-import { DEFAULT_QUEUE_MS } from '../../test/testbed/shaping.js'
+import { DEFAULT_DOWN_QUEUE_MS, DEFAULT_QUEUE_MS } from '../../test/testbed/shaping.js'
 import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX, type TestbedHost } from '../../test/testbed/topology.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
 import { type ProcessCounters, readProcessCounters, readThreadCpuSeconds } from '../lib/process-sampler.js'
@@ -57,7 +57,8 @@ const USAGE = `usage: npm run bench:cluster -- [options]      (as root)
   --mtu N               MTU of every veth (default ${JUMBO_MTU})
   --queue-ms N          queue of the nodes' and the origin's uplinks, in ms of their rate; beyond it
                         packets are dropped (default ${DEFAULT_QUEUE_MS})
-  --down-queue-ms N     queue of the nodes' downlinks, in ms of their rate (default: htb's 1,000 frames)
+  --down-queue-ms N     queue of the nodes' downlinks, in ms of their rate; 0: htb's 1,000 frames, the
+                        testbed's default until session 18 (default ${DEFAULT_DOWN_QUEUE_MS})
   --json PATH           JSON result path (default bench/results/cluster-<time>.json; the SVG goes beside it)
   --warm-up-mb N        shoal: before the measured pull, every node pulls another image of N MB through the
                         same agents (as a cluster that has pulled before; default 0: cold agents)
@@ -122,6 +123,11 @@ function parseOptions(argv: string[]): Options {
     if (!(Number.isFinite(n) && n > 0)) throw new Error(`--${name} must be a positive number, got ${text}`)
     return n
   }
+  const atLeastZero = (name: string, text: string): number => {
+    const n = Number(text)
+    if (!(Number.isFinite(n) && n >= 0)) throw new Error(`--${name} must be a number >= 0, got ${text}`)
+    return n
+  }
   const idleSeconds = Number(values['idle-s'])
   if (!(Number.isFinite(idleSeconds) && idleSeconds >= 0))
     throw new Error(`--idle-s must be a number of seconds >= 0, got ${values['idle-s']}`)
@@ -146,7 +152,9 @@ function parseOptions(argv: string[]): Options {
     mtu: Math.round(positive('mtu', values.mtu)),
     queueMs: values['queue-ms'] === undefined ? undefined : positive('queue-ms', values['queue-ms']),
     downQueueMs:
-      values['down-queue-ms'] === undefined ? undefined : positive('down-queue-ms', values['down-queue-ms']),
+      values['down-queue-ms'] === undefined
+        ? undefined
+        : atLeastZero('down-queue-ms', values['down-queue-ms']),
     jsonPath: values.json ?? defaultResultPath('cluster'),
     keep: values.keep,
     idleSeconds,
@@ -220,6 +228,11 @@ async function idleCores(roles: Record<string, number[]>, seconds: number): Prom
 const REPOSITORY = 'bench/image'
 const WARM_UP_REPOSITORY = 'bench/warm-up'
 const TAG = 'v1'
+
+/** How a downlink queue of `ms` is described (0: htb's default leaf). */
+function downQueueLabel(ms: number): string {
+  return ms > 0 ? `${ms} ms` : "htb's 1,000-frame"
+}
 
 /**
  * A one-line progress display on stderr: nodes done, blob bytes the clients received,
@@ -403,7 +416,7 @@ async function main(): Promise<void> {
   const rounds: RoundResult[] = []
   try {
     progress(
-      `building the testbed: ${maxNodes} nodes, ${options.nodeMbit} Mbit/s nodes, ${options.originMbit} Mbit/s origin, MTU ${options.mtu}${options.queueMs === undefined ? '' : `, ${options.queueMs} ms uplink queues`}${options.downQueueMs === undefined ? '' : `, ${options.downQueueMs} ms downlink queues`}`,
+      `building the testbed: ${maxNodes} nodes, ${options.nodeMbit} Mbit/s nodes, ${options.originMbit} Mbit/s origin, MTU ${options.mtu}${options.queueMs === undefined ? '' : `, ${options.queueMs} ms uplink queues`}${`, ${downQueueLabel(options.downQueueMs ?? DEFAULT_DOWN_QUEUE_MS)} downlink queues`}`,
     )
     testbed = await createTestbed(
       {
@@ -673,7 +686,7 @@ async function main(): Promise<void> {
         layers: options.layers,
         mtu: options.mtu,
         queueMs: options.queueMs ?? null,
-        downQueueMs: options.downQueueMs ?? null,
+        downQueueMs: options.downQueueMs ?? DEFAULT_DOWN_QUEUE_MS,
         trackerArgs: options.trackerArgs,
         agentArgs: options.agentArgs,
         registryArgs: options.registryArgs,

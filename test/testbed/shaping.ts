@@ -17,6 +17,17 @@ async function tc(netns: string, args: string[]): Promise<void> {
 /** How long a link's queue is by default, in ms of its rate (tbf's `latency`). */
 export const DEFAULT_QUEUE_MS = 50
 
+/**
+ * Queue of the nodes' downlinks, in ms of their rate. htb's default leaf queues 1,000
+ * frames, which with jumbo frames is 36 s at 2 Mbit/s: no real port buffers that long,
+ * and up to 24 TCP streams into one node filled it, so a request's first byte waited
+ * behind tens of seconds of other pieces and timed out (docs/BENCHMARKS.md, cluster,
+ * tenth and eighteenth rounds). Two seconds is still a deep, bufferbloated queue, and
+ * deep enough that the origin's bursts into a 2 Mbit node are not dropped and sent
+ * again (at 500 ms its link carried 1.42x the image at N = 10).
+ */
+export const DEFAULT_DOWN_QUEUE_MS = 2_000
+
 /** Bytes a queue of `queueMs` at `mbit` holds, on top of the token bucket's burst. */
 export function queueBytes(mbit: number, queueMs: number): number {
   return Math.round((mbit * 1e6 * queueMs) / 8 / 1000) + BURST_BYTES
@@ -49,9 +60,9 @@ export async function shapeUplink(
 
 /**
  * Limits what `host` receives to `mbit` megabits per second (htb on the switch-side
- * veth). With `queueMs`, the class queues at most that long at its rate (a bfifo of
- * queueBytes) and drops the rest, as the uplink's tbf does; without it, htb's default
- * leaf queues 1,000 frames (9 MB of jumbo frames: 14 s at 5 Mbit/s).
+ * veth). With `queueMs` above 0, the class queues at most that long at its rate (a
+ * bfifo of queueBytes) and drops the rest, as the uplink's tbf does; without it (or
+ * 0), htb's default leaf queues 1,000 frames (9 MB of jumbo frames: 14 s at 5 Mbit/s).
  */
 export async function shapeDownlink(
   topology: Topology,
@@ -82,7 +93,7 @@ export async function shapeDownlink(
     'quantum',
     String(topology.mtu + 100),
   ])
-  if (queueMs !== undefined) {
+  if (queueMs !== undefined && queueMs > 0) {
     await tc(sw, [
       'qdisc',
       'replace',
@@ -108,8 +119,8 @@ export interface ShapingPlan {
   /** Queue of the uplinks (the nodes' and the origin's), in ms of their rate. @default DEFAULT_QUEUE_MS */
   queueMs?: number
   /**
-   * Queue of the nodes' downlinks, in ms of their rate (see shapeDownlink). @default
-   * htb's leaf: 1,000 frames
+   * Queue of the nodes' downlinks, in ms of their rate (see shapeDownlink); 0 leaves
+   * htb's leaf of 1,000 frames. @default DEFAULT_DOWN_QUEUE_MS
    */
   downQueueMs?: number
 }
@@ -119,7 +130,7 @@ export async function applyShaping(topology: Topology, plan: ShapingPlan): Promi
   await shapeUplink(topology.origin, plan.originMbit, plan.queueMs)
   for (const node of topology.nodes) {
     await shapeUplink(node, plan.nodeMbit, plan.queueMs)
-    await shapeDownlink(topology, node, plan.nodeMbit, plan.downQueueMs)
+    await shapeDownlink(topology, node, plan.nodeMbit, plan.downQueueMs ?? DEFAULT_DOWN_QUEUE_MS)
   }
 }
 

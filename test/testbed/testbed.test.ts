@@ -14,7 +14,7 @@ import {
   requireBinaries,
   startProcess,
 } from '../helpers/processes.js'
-import { queueBytes, readLinkCounters } from './shaping.js'
+import { applyShaping, DEFAULT_DOWN_QUEUE_MS, queueBytes, readLinkCounters } from './shaping.js'
 import { createTestbed } from './testbed.js'
 import { cleanupLeftovers, createTopology, newRunPrefix } from './topology.js'
 
@@ -119,6 +119,24 @@ describe('cluster testbed', () => {
     await server.stop()
     await testbed.stop()
     expect((await listNetns()).filter((name) => name.startsWith(prefix))).toEqual([])
+  })
+
+  it("bounds the downlinks to DEFAULT_DOWN_QUEUE_MS unless told otherwise; 0 keeps htb's own leaf", async () => {
+    requireBinaries(['ip', 'tc'])
+    const topology = await createTopology({ nodes: 2, prefix: newRunPrefix() })
+    cleanup.add(() => topology.destroy())
+    const downlink = async (id: string): Promise<QdiscJson[]> =>
+      JSON.parse(
+        (await topology.switchNs.exec('tc', ['-j', 'qdisc', 'show', 'dev', id])).stdout,
+      ) as QdiscJson[]
+    await applyShaping(topology, { nodeMbit: 2, originMbit: 25 })
+    const bounded = await downlink(topology.nodes[0]!.id)
+    expect(bounded.map((q) => q.kind)).toEqual(['htb', 'bfifo'])
+    expect(bounded[1]!.options?.limit).toBe(queueBytes(2, DEFAULT_DOWN_QUEUE_MS))
+    for (const node of topology.nodes)
+      await topology.switchNs.exec('tc', ['qdisc', 'del', 'dev', node.id, 'root'])
+    await applyShaping(topology, { nodeMbit: 2, originMbit: 25, downQueueMs: 0 })
+    expect((await downlink(topology.nodes[1]!.id)).map((q) => q.kind)).not.toContain('bfifo')
   })
 
   it('removes the namespaces of a run that never stopped', async () => {
