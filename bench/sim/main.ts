@@ -19,7 +19,11 @@ import {
   renderSimPlots,
   summarizeSim,
 } from './report.js'
-import { AHEAD_MAX_IN_FLIGHT, BUSY_EXTRA_PEERS } from '../../peer-agent/src/transfer/piece-picker.js'
+import {
+  AHEAD_MAX_IN_FLIGHT,
+  BUSY_EXTRA_PEERS,
+  SOUGHT_EXTRA_PEERS,
+} from '../../peer-agent/src/transfer/piece-picker.js'
 import { DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
 import type { Sharing } from './flow-network.js'
 import { type SimConfig, simulate } from './simulate.js'
@@ -51,6 +55,7 @@ const { values } = parseArgs({
     'min-requests-in-flight': { type: 'string', default: '4' },
     'ahead-max-in-flight': { type: 'string', default: String(AHEAD_MAX_IN_FLIGHT) },
     'busy-extra-peers': { type: 'string', default: String(BUSY_EXTRA_PEERS) },
+    'sought-extra-peers': { type: 'string', default: String(SOUGHT_EXTRA_PEERS) },
     'repeat-piece-after-ms': { type: 'string', default: String(DEFAULT_REPEAT_AFTER_MS) },
     'max-peers': { type: 'string', default: '16' },
     'tracker-sample': { type: 'string', default: '200' },
@@ -72,6 +77,7 @@ if (values.help) {
   [--min-requests-in-flight 4] [--max-peers 16]
   [--ahead-max-in-flight ${AHEAD_MAX_IN_FLIGHT} (requests in flight while ahead of the peers; 0: off)]
   [--busy-extra-peers ${BUSY_EXTRA_PEERS} (more peers once half answered busy; 0: off)]
+  [--sought-extra-peers ${SOUGHT_EXTRA_PEERS} (more peers for pieces the origin declined that no peer in use holds; 0: off)]
   [--repeat-piece-after-ms ${DEFAULT_REPEAT_AFTER_MS} (the seed's first-copy rule; 0: off)]
   [--tracker-sample 200] [--start-jitter-ms 0] [--streaming] [--seed 1] [--out file.json]
   [--timeline (how busy the links were, per simulated second: table, JSON, plot)]
@@ -128,6 +134,7 @@ function baseConfig(nodes: number): SimConfig {
     minRequestsInFlight: num('min-requests-in-flight')!,
     aheadMaxInFlight: num('ahead-max-in-flight')!,
     busyExtraPeers: num('busy-extra-peers')!,
+    soughtExtraPeers: num('sought-extra-peers')!,
     repeatPieceAfterMs: num('repeat-piece-after-ms')!,
     maxPeers: num('max-peers')!,
     startJitterMs: num('start-jitter-ms')!,

@@ -251,7 +251,7 @@ describe('simulate', () => {
     }
     expect(fromOrigin.length).toBeGreaterThanOrEqual(r.pieces)
   })
-  it('uses peers beyond maxPeers only when half of them answered busy (busyExtraPeers)', () => {
+  it('uses peers beyond maxPeers only when half of them answered busy (busyExtraPeers), or to reach sought pieces', () => {
     // One upload at a time per node: peers answer busy all the time.
     const c = config({
       nodes: 16,
@@ -261,11 +261,12 @@ describe('simulate', () => {
       maxPeers: 2,
       maxConcurrentUploads: 1,
     })
-    const mostAgents = (busyExtraPeers: number): number => {
+    const mostAgents = (busyExtraPeers: number, soughtExtraPeers = 0): number => {
       const senders = new Map<number, Set<number>>()
       simulate({
         ...c,
         busyExtraPeers,
+        soughtExtraPeers,
         onPiece: (node, _l, _i, from) => {
           if (from === c.nodes) return
           const set = senders.get(node) ?? new Set<number>()
@@ -279,6 +280,10 @@ describe('simulate', () => {
     const extra = mostAgents(8)
     expect(extra).toBeGreaterThan(2)
     expect(extra).toBeLessThanOrEqual(2 + 8)
+    // Pieces the origin declined that neither peer holds bring in up to 4 more.
+    const sought = mostAgents(0, 4)
+    expect(sought).toBeGreaterThan(2)
+    expect(sought).toBeLessThanOrEqual(2 + 4)
   })
 })
 
@@ -311,7 +316,8 @@ describe('simulate, pickPiece over the pieces it may pick', () => {
 
 describe('simulate, pinned runs', () => {
   // Each run's outcome as the simulator of session 11 (before the link state moved into
-  // dense arrays and per-piece masks) computed it. A change made for speed must leave
+  // dense arrays and per-piece masks) computed it, pinned again in session 18 when the
+  // peer search took the scheduler's rules (wantsMorePeers, admitsPeer). A change made for speed must leave
   // these exactly as they are; a change of policy (piece-picker.ts, hand-out.ts, the
   // rules restated in simulate.ts) changes them on purpose, and then they are pinned again.
   const cases: Array<{ name: string; over: Partial<SimConfig>; expected: Record<string, number | string> }> =
@@ -320,12 +326,12 @@ describe('simulate, pinned runs', () => {
         name: 'defaults, two layers',
         over: { nodes: 30, imageBytes: 32 * MiB, layers: 2, nodeUpMbit: 100, latencyMs: 1, seed: 4 },
         expected: {
-          events: 36263,
-          busy: 1186,
-          declined: 360,
+          events: 36532,
+          busy: 1255,
+          declined: 318,
           origin: 33554432,
-          last: 4811.743486833472,
-          deliveries: '8b0739fb5cf07725',
+          last: 5047.408627264095,
+          deliveries: 'f727134f41479817',
         },
       },
       {
@@ -333,24 +339,24 @@ describe('simulate, pinned runs', () => {
         name: 'more than 32 peers per download, 4 uploads per agent',
         over: { nodes: 60, nodeUpMbit: 100, latencyMs: 1, seed: 2, maxPeers: 40, maxConcurrentUploads: 4 },
         expected: {
-          events: 29055,
-          busy: 3265,
-          declined: 236,
+          events: 30228,
+          busy: 3205,
+          declined: 216,
           origin: 16777216,
-          last: 2951.7184,
-          deliveries: '49a9f6b7e2785158',
+          last: 3167.3015065267446,
+          deliveries: 'eb1191ab017b972e',
         },
       },
       {
         name: 'streaming, ahead cap, start jitter',
         over: { ...STREAMING_RUN, haveDelayMs: 300 },
         expected: {
-          events: 42626,
-          busy: 2872,
-          declined: 954,
+          events: 42401,
+          busy: 3051,
+          declined: 574,
           origin: 25165824,
-          last: 10000.213517539476,
-          deliveries: 'd5e73e5ea23766d2',
+          last: 8186.352642250191,
+          deliveries: 'bfcb1f9645396b86',
         },
       },
     ]

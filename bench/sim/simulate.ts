@@ -42,6 +42,7 @@
 import { choosePieceSize, pieceCountFor } from '../../protocol/src/piece-map.js'
 import {
   type PieceSet,
+  admitsPeer,
   AHEAD_MAX_IN_FLIGHT,
   BUSY_EXTRA_PEERS,
   countsTowardPeerLimit,
@@ -54,7 +55,9 @@ import {
   requestSlots,
   type SourcePickRules,
   sourceOrder,
+  SOUGHT_EXTRA_PEERS,
   sourcePickRules,
+  wantsMorePeers,
 } from '../../peer-agent/src/transfer/piece-picker.js'
 import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
 import { PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
@@ -105,6 +108,11 @@ export interface SimConfig {
   minRequestsInFlight?: number
   /** The scheduler's cap on requests in flight while ahead of its peers (0 = off). @default AHEAD_MAX_IN_FLIGHT */
   aheadMaxInFlight?: number
+  /**
+   * The scheduler's extra peers for pieces the origin declined that no peer in use
+   * holds (0 = off). @default SOUGHT_EXTRA_PEERS
+   */
+  soughtExtraPeers?: number
   /** The scheduler's extra peers once half of them answered busy (0 = off). @default BUSY_EXTRA_PEERS */
   busyExtraPeers?: number
   windowSize?: number
@@ -309,6 +317,12 @@ interface Download {
   bitWords: number
   /** Half of its peers answered busy once: it may use busyExtraPeers more. */
   busyCrowded: boolean
+  /**
+   * Pieces the origin declined that no peer in use had shown (the scheduler's `sought`):
+   * a peer search may then add up to SOUGHT_EXTRA_PEERS more peers that hold one.
+   * Made on first use.
+   */
+  sought: Set<number> | undefined
   held: number
   /** Pieces neither held nor in flight: the origin link's upper bound of what pickPiece may give. */
   unclaimed: number
@@ -394,6 +408,7 @@ export function simulate(config: SimConfig): SimResult {
   const minInFlight = config.minRequestsInFlight ?? 4
   const aheadMaxInFlight = config.aheadMaxInFlight ?? AHEAD_MAX_IN_FLIGHT
   const busyExtraPeers = config.busyExtraPeers ?? BUSY_EXTRA_PEERS
+  const soughtExtraPeers = Math.max(0, config.soughtExtraPeers ?? SOUGHT_EXTRA_PEERS)
   const limitOf = (dl: Download): number => peerLimit(maxPeers, dl.busyCrowded, busyExtraPeers)
   const originDefer = config.originDeferMs ?? ORIGIN_DEFER_MS
   const firstCopy = createFirstCopyRule({
@@ -454,8 +469,9 @@ export function simulate(config: SimConfig): SimResult {
   const watchers: number[][][] = []
   const slots: Set<number>[] = []
   // Per-link state, `linksPer` slots per download: its peers in the order they were added
-  // (never more than peerLimit can reach), and the origin in the last slot.
-  const peerSlots = maxPeers + Math.max(0, busyExtraPeers)
+  // (never more than peerLimit and the sought extras can reach), and the origin in the
+  // last slot.
+  const peerSlots = maxPeers + Math.max(0, busyExtraPeers) + soughtExtraPeers
   const linksPer = peerSlots + 1
   const words = Math.ceil(linksPer / 32)
   const linkCount = N * L * linksPer
@@ -544,6 +560,7 @@ export function simulate(config: SimConfig): SimResult {
         bits: bitBase,
         bitWords,
         busyCrowded: false,
+        sought: undefined,
         held: 0,
         unclaimed: pc,
         links: [],
@@ -708,32 +725,72 @@ export function simulate(config: SimConfig): SimResult {
     if (!dl.complete) dlState[dl.id * DL_STATE + DL_LINKS] = dl.links.length
   }
 
-  /** The scheduler's searchPeers: adds peers of the cached answer up to maxPeers. */
+  /** True when a peer link of `dl` has shown piece `index` (the scheduler's agentHolds). */
+  function agentShows(dl: Download, index: number): boolean {
+    // The origin's link counts towards every piece's availability.
+    return pieceState[dl.pieces + index * pieceStride + P_AVAIL]! > (dl.originLink === undefined ? 0 : 1)
+  }
+
+  /** The sought pieces still missing that no peer link has shown (the scheduler prunes them each pass). */
+  function soughtCount(dl: Download): number {
+    const sought = dl.sought
+    if (sought === undefined) return 0
+    for (const i of sought)
+      if (pieceState[dl.pieces + i * pieceStride + P_HAVE] === 1 || agentShows(dl, i)) sought.delete(i)
+    return sought.size
+  }
+
+  /** True when `peer` has shown a piece `dl` seeks. */
+  function holdsSought(dl: Download, peer: number): boolean {
+    if (dl.sought === undefined || dl.sought.size === 0) return false
+    const shown = downloads[dl.layer]![peer]!.shown
+    for (const i of dl.sought) if (shown[i] === 1) return true
+    return false
+  }
+
+  /** Whether the scheduler would look for more peers (wantsMorePeers over the live agents). */
+  function wantsPeers(dl: Download): boolean {
+    return wantsMorePeers(
+      dl.peerLinks,
+      limitOf(dl),
+      dl.peerLinks < limitOf(dl) ? 0 : soughtCount(dl),
+      soughtExtraPeers,
+    )
+  }
+
+  /**
+   * The scheduler's searchPeers: adds peers of the cached answer up to the peer limit,
+   * and beyond it those that hold a sought piece (admitsPeer).
+   */
   function applyAnswer(dl: Download, a: Answer): void {
     // The places the scheduler counts (countsTowardPeerLimit: the origin takes none).
     let live = 0
     for (const l of dl.links) if (countsTowardPeerLimit(l)) live++
+    const limit = limitOf(dl)
+    if (live >= limit) soughtCount(dl)
     for (const p of a.peers) {
-      if (live >= limitOf(dl)) break
-      if (!dl.linked.has(p)) {
-        addLink(dl, p)
-        live++
+      if (dl.linked.has(p)) continue
+      if (!admitsPeer(live, limit, live >= limit && holdsSought(dl, p), soughtExtraPeers)) {
+        if (live >= limit + soughtExtraPeers) break
+        continue
       }
+      addLink(dl, p)
+      live++
     }
     if (a.allowOrigin && !dl.linked.has(ORIGIN)) addLink(dl, ORIGIN)
     scheduleAll(dl)
   }
 
   function scheduleFind(dl: Download): void {
-    if (dl.findScheduled || dl.complete || dl.links.length >= limitOf(dl)) return
+    if (dl.findScheduled || dl.complete || !wantsPeers(dl)) return
     dl.findScheduled = true
-    if (dl.links.length === 0) queue.push(now + 1_000, EV_FIND, dl, 0, LANE_FIND_NONE)
+    if (dl.peerLinks === 0) queue.push(now + 1_000, EV_FIND, dl, 0, LANE_FIND_NONE)
     else queue.push(now + peerSearchInterval, EV_FIND, dl, 0, LANE_FIND)
   }
 
   function onFind(dl: Download): void {
     dl.findScheduled = false
-    if (dl.complete || dl.links.length >= limitOf(dl) || dl.awaitingAnswer) return
+    if (dl.complete || !wantsPeers(dl) || dl.awaitingAnswer) return
     const a = dl.answer
     const barren = a === undefined || (a.peers.length === 0 && !a.allowOrigin)
     if (barren && now - dl.answerAt >= barrenRetry) {
@@ -1054,6 +1111,12 @@ export function simulate(config: SimConfig): SimResult {
       release(req)
       const deferred = req.link.deferredUntil
       if (deferred !== undefined) deferred[req.index] = now + lat + originDefer
+      // Nobody the download uses has shown it: its holder is sought among other peers.
+      if (soughtExtraPeers > 0 && !agentShows(req.dl, req.index)) {
+        req.dl.sought ??= new Set()
+        req.dl.sought.add(req.index)
+        scheduleFind(req.dl)
+      }
       queue.push(now + lat + originDefer, EV_WAKE, req.dl, 0, LANE_DEFER)
       queue.push(now + lat, EV_WAKE, req.dl, 0, LANE_LATENCY)
       return

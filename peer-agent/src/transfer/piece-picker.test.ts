@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import {
+  admitsPeer,
   BUSY_EXTRA_PEERS,
   createRng,
   crowdedByBusy,
@@ -13,7 +14,9 @@ import {
   peerLimit,
   requestSlots,
   sourceOrder,
+  SOUGHT_EXTRA_PEERS,
   sourcePickRules,
+  wantsMorePeers,
 } from './piece-picker.js'
 
 const ALL: PickPieceInput['peerHas'] = { has: () => true }
@@ -244,6 +247,26 @@ describe('peerLimit and countsTowardPeerLimit', () => {
     expect(countsTowardPeerLimit({})).toBe(true)
     expect(countsTowardPeerLimit({ origin: false })).toBe(true)
     expect(countsTowardPeerLimit({ origin: true })).toBe(false)
+  })
+})
+
+describe('wantsMorePeers and admitsPeer', () => {
+  it('look for agents up to the limit, and beyond it only while sought pieces are missing', () => {
+    expect(wantsMorePeers(15, 16, 0)).toBe(true)
+    expect(wantsMorePeers(16, 16, 0)).toBe(false)
+    expect(wantsMorePeers(16, 16, 1)).toBe(true)
+    expect(wantsMorePeers(16 + SOUGHT_EXTRA_PEERS - 1, 16, 3)).toBe(true)
+    expect(wantsMorePeers(16 + SOUGHT_EXTRA_PEERS, 16, 3)).toBe(false)
+    expect(wantsMorePeers(16, 16, 3, 0)).toBe(false)
+  })
+
+  it('take any agent below the limit, beyond it only one holding a sought piece', () => {
+    expect(admitsPeer(15, 16, false)).toBe(true)
+    expect(admitsPeer(16, 16, false)).toBe(false)
+    expect(admitsPeer(16, 16, true)).toBe(true)
+    expect(admitsPeer(16 + SOUGHT_EXTRA_PEERS - 1, 16, true)).toBe(true)
+    expect(admitsPeer(16 + SOUGHT_EXTRA_PEERS, 16, true)).toBe(false)
+    expect(admitsPeer(16, 16, true, 0)).toBe(false)
   })
 })
 

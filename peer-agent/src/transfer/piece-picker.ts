@@ -287,6 +287,43 @@ export function countsTowardPeerLimit(source: PieceSource): boolean {
 }
 
 /**
+ * Agents a download may use beyond its peerLimit to reach pieces the origin declined
+ * (another agent holds them) that no agent in use holds: the holder is among the agents
+ * the download does not use, and without it the origin would in the end send the piece
+ * again.
+ */
+export const SOUGHT_EXTRA_PEERS = 4
+
+/**
+ * Whether a download looks for more agents: while it uses fewer than `limit`
+ * (peerLimit), or fewer than `limit` + `extra` (SOUGHT_EXTRA_PEERS) while `sought`
+ * pieces (the origin declined them and no agent in use holds them) are missing. `live`
+ * counts the sources for which countsTowardPeerLimit is true.
+ */
+export function wantsMorePeers(
+  live: number,
+  limit: number,
+  sought: number,
+  extra: number = SOUGHT_EXTRA_PEERS,
+): boolean {
+  return live < limit || (sought > 0 && live < limit + extra)
+}
+
+/**
+ * Whether a download that uses `live` agents takes on one more that a peer search
+ * found: below `limit` any agent, beyond it (up to `extra`, SOUGHT_EXTRA_PEERS, more)
+ * only one that holds a sought piece.
+ */
+export function admitsPeer(
+  live: number,
+  limit: number,
+  holdsSought: boolean,
+  extra: number = SOUGHT_EXTRA_PEERS,
+): boolean {
+  return live < limit || (holdsSought && live < limit + extra)
+}
+
+/**
  * How long a download leaves a piece the origin declined (another agent holds it)
  * before asking the origin for it again.
  */

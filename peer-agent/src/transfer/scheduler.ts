@@ -27,13 +27,12 @@ import {
   pickPiece,
   ORIGIN_DEFER_MS,
   peerLimit,
+  admitsPeer,
   requestSlots,
   sourceOrder,
   sourcePickRules,
+  wantsMorePeers,
 } from './piece-picker.js'
-
-/** Agents a download may use beyond `maxPeers` to reach pieces no peer in use holds. */
-const EXTRA_PEERS = 4
 
 /** A peer that may hold the blob. */
 export interface SwarmPeer {
@@ -352,7 +351,7 @@ export async function downloadBlob(
   /**
    * Pieces the origin declined (another agent has them) that no peer in use holds: the
    * holder is among the peers this download does not use. A peer search then looks for
-   * it beyond `maxPeers` (up to EXTRA_PEERS more), or the origin would in the end send
+   * it beyond `maxPeers` (up to SOUGHT_EXTRA_PEERS more), or the origin would in the end send
    * the piece again.
    */
   const sought = new Set<number>()
@@ -583,7 +582,7 @@ export async function downloadBlob(
         if (peers.has(peer.id)) continue
         if (countsTowardPeerLimit(peer) && usableAgents() >= limit()) {
           const holdsSought = [...sought].some((i) => peer.has?.get(i) === true)
-          if (!holdsSought || usableAgents() >= limit() + EXTRA_PEERS) continue
+          if (!admitsPeer(usableAgents(), limit(), holdsSought)) continue
           log?.debug(
             { peer: peer.id, digest, sought: sought.size },
             'added a peer that holds a piece no other peer in use has',
@@ -932,7 +931,7 @@ export async function downloadBlob(
     }
     for (const index of sought) if (have.get(index) || agentHolds(index)) sought.delete(index)
     const interval = live === 0 ? Math.min(1_000, peerSearchIntervalMs) : peerSearchIntervalMs
-    const wanted = live < limit() || (sought.size > 0 && live < limit() + EXTRA_PEERS)
+    const wanted = wantsMorePeers(live, limit(), sought.size)
     if (!searching && wanted && now - lastSearch >= interval) void searchPeers()
   }
 
