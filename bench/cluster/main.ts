@@ -253,7 +253,7 @@ function progressDisplay(label: string): {
       links = sample
     },
     update(p) {
-      last = `${label}: ${p.done}/${p.total} nodes done${p.failed ? `, ${p.failed} failed` : ''}, ${(p.bytes / 1e6).toFixed(0)} MB to the clients${links ? `, ${(links.nodesDownBytes / 1e6).toFixed(0)} MB down the nodes' links, ${(links.originBytes / 1e6).toFixed(0)} MB from the origin` : ''}`
+      last = `${label}: ${p.done}/${p.total} nodes done${p.failed ? `, ${p.failed} failed` : ''}, ${(p.bytes / 1e6).toFixed(0)} MB to the clients${links ? `, ${(links.nodesDownBytes / 1e6).toFixed(0)} MB down the nodes' links, ${(links.originBytes / 1e6).toFixed(0)} MB from the origin, machine ${(links.machineBusy * 100).toFixed(0)}% busy` : ''}`
       if (tty) process.stderr.write(`\r${last}\x1b[K`)
       else if (Date.now() - lastPrint > 5_000) {
         lastPrint = Date.now()
@@ -277,11 +277,14 @@ const TIMELINE_INTERVAL_MS = 5_000
 function startTimeline(
   tb: Testbed,
   nodes: readonly TestbedHost[],
+  servicePids: readonly number[],
   progress: () => { bytes: number; done: number },
   onSample: (sample: TimelineSample) => void,
 ): { stop(): Promise<TimelineSample[]> } {
   const samples: TimelineSample[] = []
   const t0 = performance.now()
+  const cpu0 = cpuSeconds(servicePids)
+  let machine = readMachineCpuTimes()
   const read = async (): Promise<{ down: number; up: number; origin: number }> => {
     const [links, origin] = await Promise.all([tb.hostLinkBytes(nodes), tb.originTxBytes()])
     return { down: links.downBytes, up: links.upBytes, origin }
@@ -292,6 +295,11 @@ function startTimeline(
     try {
       const [base, now] = await Promise.all([first, read()])
       const p = progress()
+      const machineNow = readMachineCpuTimes()
+      const machineBusy =
+        (machineNow.busySeconds - machine.busySeconds) /
+        Math.max(1e-9, machineNow.totalSeconds - machine.totalSeconds)
+      machine = machineNow
       const sample: TimelineSample = {
         seconds: Math.round((performance.now() - t0) / 100) / 10,
         nodesDownBytes: now.down - base.down,
@@ -299,6 +307,8 @@ function startTimeline(
         originBytes: now.origin - base.origin,
         clientBytes: p.bytes,
         nodesDone: p.done,
+        machineBusy: Math.round(machineBusy * 1000) / 1000,
+        serviceCpuSeconds: Math.round((cpuSeconds(servicePids) - cpu0) * 100) / 100,
       }
       samples.push(sample)
       onSample(sample)
@@ -502,6 +512,7 @@ async function main(): Promise<void> {
         const timeline = startTimeline(
           tb,
           nodes,
+          servicePids,
           () => pulled,
           (sample) => display.setLinks(sample),
         )

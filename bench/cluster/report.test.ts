@@ -63,6 +63,8 @@ describe('cluster report', () => {
         originBytes: IMAGE / 2,
         clientBytes: IMAGE / 2,
         nodesDone: 0,
+        machineBusy: 0.5,
+        serviceCpuSeconds: 4,
       },
       {
         seconds: 10,
@@ -71,6 +73,8 @@ describe('cluster report', () => {
         originBytes: IMAGE,
         clientBytes: 4 * IMAGE,
         nodesDone: 4,
+        machineBusy: 0.25,
+        serviceCpuSeconds: 6,
       },
     ]
     const svg = renderPlots([r])

@@ -82,6 +82,10 @@ export interface TimelineSample {
   clientBytes: number
   /** Nodes whose pull had finished. */
   nodesDone: number
+  /** Busy share of the whole machine (0..1, all cores) since the sample before. */
+  machineBusy: number
+  /** CPU seconds the benchmarked servers (Distribution; or seed, tracker and agents) used since the start. */
+  serviceCpuSeconds: number
 }
 
 /** Summarises one round. */
