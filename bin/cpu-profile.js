@@ -5,7 +5,10 @@
 // same where node's own flags can be given. With SHOAL_CPU_PROFILE_ON=SIGUSR2 as well,
 // profiling starts only when the process gets that signal (say, once every agent of a
 // testbed is up and the pull begins: a profile from start spends the first minutes on
-// module loading and makes 50 agents start several times slower).
+// module loading and makes 50 agents start several times slower). The next SIGUSR2
+// stops it and writes <dir>/shoal-<pid>-<n>.cpuprofile (n counts the windows from 1),
+// and the one after that starts a new window: one process can give the start of a
+// pull and its middle as separate profiles.
 // SHOAL_CPU_PROFILE_INTERVAL_US sets the sampling interval (V8's default is 1000 us): the
 // profiler's sampling thread of a testbed agent took about half as much CPU as the agent
 // itself at the default, which starves a machine running 25 of them.
@@ -27,24 +30,34 @@ export function startCpuProfileFromEnv() {
       `SHOAL_CPU_PROFILE_INTERVAL_US must be a whole number of microseconds, not ${JSON.stringify(intervalText)}`,
     )
   const session = new Session()
+  let connected = false
   let started = false
+  let windows = 0
   const start = () => {
     if (started) return
     started = true
-    session.connect()
-    session.post('Profiler.enable')
-    if (interval !== undefined) session.post('Profiler.setSamplingInterval', { interval })
+    windows++
+    if (!connected) {
+      session.connect()
+      session.post('Profiler.enable')
+      if (interval !== undefined) session.post('Profiler.setSamplingInterval', { interval })
+      connected = true
+    }
     session.post('Profiler.start')
   }
-  if (trigger === undefined) start()
-  else process.on(trigger, start)
-  process.on('exit', () => {
+  /** Stops the running window and writes it; `numbered` names it by its window. */
+  const stop = (numbered) => {
     if (!started) return
+    started = false
     // The in-process inspector answers synchronously, so this finishes before exit.
     session.post('Profiler.stop', (err, result) => {
       if (err) return
       mkdirSync(dir, { recursive: true })
-      writeFileSync(join(dir, `shoal-${process.pid}.cpuprofile`), JSON.stringify(result.profile))
+      const name = numbered || windows > 1 ? `shoal-${process.pid}-${windows}` : `shoal-${process.pid}`
+      writeFileSync(join(dir, `${name}.cpuprofile`), JSON.stringify(result.profile))
     })
-  })
+  }
+  if (trigger === undefined) start()
+  else process.on(trigger, () => (started ? stop(true) : start()))
+  process.on('exit', () => stop(false))
 }

@@ -5,17 +5,19 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 
 // bin/cpu-profile.js as the shoal CLI runs it: a process that profiles itself on env.
-const script = (signal: boolean): string => `
+const script = (signal: boolean, exitAfterSignals = 1): string => `
   import { startCpuProfileFromEnv } from ${JSON.stringify(new URL('../../bin/cpu-profile.js', import.meta.url).href)}
   startCpuProfileFromEnv()
   const spin = () => { const end = Date.now() + 30; while (Date.now() < end) {} }
-  ${signal ? "process.on('SIGUSR2', () => setTimeout(() => process.exit(0), 200))" : 'setTimeout(() => process.exit(0), 200)'}
+  let signals = 0
+  ${signal ? `process.on('SIGUSR2', () => { if (++signals === ${exitAfterSignals}) setTimeout(() => process.exit(0), 200) })` : 'setTimeout(() => process.exit(0), 200)'}
   setInterval(spin, 50)
   console.log('ready')
 `
 
-async function run(env: Record<string, string>, signal: boolean): Promise<number> {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script(signal)], {
+/** Runs the script with SIGUSR2 sent `signals` times, 300 ms apart, when `signal`. */
+async function run(env: Record<string, string>, signal: boolean, signals = 1): Promise<number> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script(signal, signals)], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'ignore'],
   })
@@ -25,9 +27,11 @@ async function run(env: Record<string, string>, signal: boolean): Promise<number
     exited.then(() => false),
   ])
   if (ready && signal) {
-    // Some time unprofiled first, then the signal.
-    await new Promise((r) => setTimeout(r, 300))
-    child.kill('SIGUSR2')
+    // Some time unprofiled first, then the signals.
+    for (let k = 0; k < signals; k++) {
+      await new Promise((r) => setTimeout(r, 300))
+      child.kill('SIGUSR2')
+    }
   }
   return await exited
 }
@@ -52,6 +56,27 @@ describe('SHOAL_CPU_PROFILE_DIR', () => {
     expect(b.nodes.length).toBeGreaterThan(1)
     // The signalled profile covers the 200 ms after the signal, not the 300 ms before it.
     expect((b.endTime - b.startTime) / 1000).toBeLessThan(280)
+  })
+
+  it('stops at the next SIGUSR2 and writes that window, then starts another at the one after', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'shoal-cpu-prof-'))
+    // Signals at 300, 600 and 900 ms; exit 200 ms after the third.
+    expect(await run({ SHOAL_CPU_PROFILE_DIR: dir, SHOAL_CPU_PROFILE_ON: 'SIGUSR2' }, true, 3)).toBe(0)
+    const files = (await readdir(dir)).sort()
+    expect(files).toHaveLength(2)
+    expect(files[0]).toMatch(/^shoal-\d+-1\.cpuprofile$/)
+    expect(files[1]).toMatch(/^shoal-\d+-2\.cpuprofile$/)
+    const spans = await Promise.all(
+      files.map(async (f) => {
+        const p = JSON.parse(await readFile(join(dir, f), 'utf8')) as { startTime: number; endTime: number }
+        return (p.endTime - p.startTime) / 1000
+      }),
+    )
+    // The first window is the 300 ms between the first two signals; the second, the 200
+    // ms from the third signal to the exit.
+    expect(spans[0]).toBeGreaterThan(200)
+    expect(spans[0]).toBeLessThan(450)
+    expect(spans[1]).toBeLessThan(290)
   })
 
   it('refuses a trigger it does not know, and writes nothing without a signal', async () => {
