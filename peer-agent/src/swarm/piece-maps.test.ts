@@ -13,6 +13,8 @@ interface FakeRegistry {
   maps: Map<string, SignedPieceMap>
   seed: { peerId: string; multiaddrs: string[] } | undefined
   requests: string[]
+  /** How the next piece map requests fail, one entry each: never answered, or that status. */
+  mapFailures: Array<'hang' | number>
   close(): Promise<void>
 }
 
@@ -24,6 +26,7 @@ async function fakeRegistry(): Promise<FakeRegistry> {
     maps,
     seed: undefined,
     requests,
+    mapFailures: [],
     close: async () => {},
   }
   const server = http.createServer((req, res) => {
@@ -34,6 +37,13 @@ async function fakeRegistry(): Promise<FakeRegistry> {
       return
     }
     const m = /^\/shoal\/v1\/piece-maps\/(.+)$/.exec(req.url ?? '')
+    const failure = m ? state.mapFailures.shift() : undefined
+    if (failure === 'hang') return
+    if (failure !== undefined) {
+      res.statusCode = failure
+      res.end()
+      return
+    }
     const signed = m ? maps.get(m[1]!) : undefined
     if (signed === undefined) {
       res.statusCode = 404
@@ -122,5 +132,55 @@ describe('piece map store', () => {
     )
     await store.start()
     expect(await store.get(blob.digest)).toEqual(map)
+  })
+
+  it('asks the registry again, with a longer deadline, when neither it nor a peer gave the map', async () => {
+    const seed = await peerKeyFixture()
+    const blob = await pieceMapFixture(50_000, { pieceSize: 16 * 1024, seed: 7 })
+    registry.maps.set(blob.digest, await signPieceMap(blob.map, seed.privateKey))
+    // The first request is never answered (a starved seed), the second gets a 503.
+    registry.mapFailures.push('hang', 503)
+    let peerAsks = 0
+    const store = createPieceMapStore(
+      {
+        // biome-ignore lint/correctness/useYield: a peer that has no map
+        async *fromPeers() {
+          peerAsks++
+        },
+      },
+      { registryUrl: registry.url, registryPeerId: seed.peerId.toString(), root: dir, timeoutMs: 200 },
+    )
+    await store.start()
+    // Two askers at once share one fetch.
+    const [a, b] = await Promise.all([store.get(blob.digest), store.get(blob.digest)])
+    expect(a).toEqual(blob.map)
+    expect(b).toEqual(blob.map)
+    expect(registry.requests.filter((r) => r.startsWith('/shoal/v1/piece-maps/'))).toHaveLength(3)
+    expect(peerAsks).toBe(1)
+  })
+
+  it('gives up after its retries, and an asker that aborts stops waiting at once', async () => {
+    const seed = await peerKeyFixture()
+    const blob = await pieceMapFixture(50_000, { pieceSize: 16 * 1024, seed: 8 })
+    registry.maps.set(blob.digest, await signPieceMap(blob.map, seed.privateKey))
+    registry.mapFailures.push(503, 503)
+    const store = createPieceMapStore(
+      {},
+      {
+        registryUrl: registry.url,
+        registryPeerId: seed.peerId.toString(),
+        root: dir,
+        timeoutMs: 200,
+        registryRetries: 1,
+      },
+    )
+    await store.start()
+    const aborted = store.get(blob.digest, { signal: AbortSignal.timeout(50) })
+    const waiting = store.get(blob.digest)
+    await expect(aborted).rejects.toMatchObject({ name: 'TimeoutError' })
+    await expect(waiting).rejects.toMatchObject({ name: 'SwarmUnavailableError' })
+    expect(registry.requests.filter((r) => r.startsWith('/shoal/v1/piece-maps/'))).toHaveLength(2)
+    // A later ask starts afresh and finds the registry answering again.
+    expect(await store.get(blob.digest)).toEqual(blob.map)
   })
 })

@@ -10,6 +10,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
+import { raceSignal, sleep } from '../../../protocol/src/abort.js'
 import { type Digest, isDigest } from '../../../protocol/src/index.js'
 import {
   decodeSignedPieceMap,
@@ -44,6 +45,16 @@ export interface PieceMapStoreInit {
   root: string
   /** Deadline of one HTTP request. @default 10000 */
   timeoutMs?: number
+  /**
+   * Times the registry is asked again for a piece map it could not be reached for (a
+   * timeout, a refused connection, a 5xx) when no peer gave one either, each with twice
+   * the deadline before, after a pause of a second per retry. A map is a few kilobytes;
+   * when fifty agents start a pull at once on a starved machine the seed can take more
+   * than one deadline to answer, and a download without its map goes to the seed's
+   * HTTP for the whole blob (docs/BENCHMARKS.md, cluster, eighteenth round).
+   * @default 2
+   */
+  registryRetries?: number
   /** Maps kept in memory. @default 1024 */
   maxCached?: number
 }
@@ -73,6 +84,9 @@ export function createPieceMapStore(
   const fetchImpl = components.fetch ?? globalThis.fetch
   const log = components.logger
   const timeoutMs = init.timeoutMs ?? 10_000
+  const registryRetries = init.registryRetries ?? 2
+  /** Maps being fetched: concurrent asks for one digest share the fetch. */
+  const fetching = new Map<Digest, Promise<SignedPieceMap>>()
   const maxCached = init.maxCached ?? 1024
   const base = init.registryUrl.replace(/\/+$/, '')
   const memory = new Map<Digest, { map: PieceMap; signed: SignedPieceMap }>()
@@ -81,8 +95,8 @@ export function createPieceMapStore(
 
   const fileOf = (digest: Digest): string => join(init.root, `${digest.replace(':', '-')}.json`)
 
-  function deadline(signal: AbortSignal | undefined): AbortSignal {
-    const t = AbortSignal.timeout(timeoutMs)
+  function deadline(signal: AbortSignal | undefined, ms = timeoutMs): AbortSignal {
+    const t = AbortSignal.timeout(ms)
     return signal ? AbortSignal.any([signal, t]) : t
   }
 
@@ -160,12 +174,13 @@ export function createPieceMapStore(
     digest: Digest,
     signer: string,
     signal: AbortSignal | undefined,
+    ms = timeoutMs,
   ): Promise<SignedPieceMap | null | undefined> {
     let res: Response
     try {
       res = await fetchImpl(`${base}/shoal/v1/piece-maps/${digest}`, {
         headers: { accept: 'application/json' },
-        signal: deadline(signal),
+        signal: deadline(signal, ms),
       })
     } catch (err) {
       if (signal?.aborted) throw err
@@ -216,6 +231,27 @@ export function createPieceMapStore(
     return undefined
   }
 
+  /** The registry, then peers, then the registry again with longer deadlines (registryRetries). */
+  async function fetchMap(digest: Digest, signer: string): Promise<SignedPieceMap> {
+    const noMap = (): SwarmUnavailableError =>
+      new SwarmUnavailableError(`swarm unavailable: the seed has no piece map of ${digest}`, { digest })
+    let registry = await fromRegistry(digest, signer, undefined)
+    if (registry === null) throw noMap()
+    let signed = registry ?? (await fromPeers(digest, signer, undefined))
+    for (let retry = 1; signed === undefined && retry <= registryRetries; retry++) {
+      await sleep(1_000 * retry)
+      log?.debug({ digest, retry }, 'asking the registry for a piece map again')
+      registry = await fromRegistry(digest, signer, undefined, timeoutMs * 2 ** retry)
+      if (registry === null) throw noMap()
+      signed = registry
+    }
+    if (signed === undefined) {
+      throw new SwarmUnavailableError(`swarm unavailable: no trusted piece map of ${digest}`, { digest })
+    }
+    await save(digest, signed)
+    return signed
+  }
+
   return {
     async start() {
       await mkdir(init.root, { recursive: true })
@@ -231,17 +267,14 @@ export function createPieceMapStore(
       }
       let signed = await fromDisk(digest, signer)
       if (signed === undefined) {
-        const registry = await fromRegistry(digest, signer, options.signal)
-        if (registry === null) {
-          throw new SwarmUnavailableError(`swarm unavailable: the seed has no piece map of ${digest}`, {
-            digest,
-          })
+        let shared = fetching.get(digest)
+        if (shared === undefined) {
+          // Shared by every asker, so one asker's abort does not end it for the others:
+          // each waits on it with its own signal below.
+          shared = fetchMap(digest, signer).finally(() => fetching.delete(digest))
+          fetching.set(digest, shared)
         }
-        signed = registry ?? (await fromPeers(digest, signer, options.signal))
-        if (signed === undefined) {
-          throw new SwarmUnavailableError(`swarm unavailable: no trusted piece map of ${digest}`, { digest })
-        }
-        await save(digest, signed)
+        signed = await raceSignal(shared, options.signal)
       }
       remember(digest, signed.map, signed)
       return signed.map
