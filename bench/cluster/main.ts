@@ -123,17 +123,13 @@ function parseOptions(argv: string[]): Options {
     if (!(Number.isFinite(n) && n > 0)) throw new Error(`--${name} must be a positive number, got ${text}`)
     return n
   }
-  const atLeastZero = (name: string, text: string): number => {
+  const atLeastZero = (name: string, text: string, what = 'a number'): number => {
     const n = Number(text)
-    if (!(Number.isFinite(n) && n >= 0)) throw new Error(`--${name} must be a number >= 0, got ${text}`)
+    if (!(Number.isFinite(n) && n >= 0)) throw new Error(`--${name} must be ${what} >= 0, got ${text}`)
     return n
   }
-  const idleSeconds = Number(values['idle-s'])
-  if (!(Number.isFinite(idleSeconds) && idleSeconds >= 0))
-    throw new Error(`--idle-s must be a number of seconds >= 0, got ${values['idle-s']}`)
-  const warmUpMb = Number(values['warm-up-mb'])
-  if (!(Number.isFinite(warmUpMb) && warmUpMb >= 0))
-    throw new Error(`--warm-up-mb must be a number of MB >= 0, got ${values['warm-up-mb']}`)
+  const idleSeconds = atLeastZero('idle-s', values['idle-s'], 'a number of seconds')
+  const warmUpMb = atLeastZero('warm-up-mb', values['warm-up-mb'], 'a number of MB')
   const nodes = values.nodes.split(',').map((s) => positive('nodes', s.trim()))
   const systems = values.systems.split(',').map((s) => s.trim())
   for (const s of systems) {
@@ -426,7 +422,7 @@ async function main(): Promise<void> {
   const rounds: RoundResult[] = []
   try {
     progress(
-      `building the testbed: ${maxNodes} nodes, ${options.nodeMbit} Mbit/s nodes, ${options.originMbit} Mbit/s origin, MTU ${options.mtu}${options.queueMs === undefined ? '' : `, ${options.queueMs} ms uplink queues`}${`, ${downQueueLabel(options.downQueueMs ?? DEFAULT_DOWN_QUEUE_MS)} downlink queues`}`,
+      `building the testbed: ${maxNodes} nodes, ${options.nodeMbit} Mbit/s nodes, ${options.originMbit} Mbit/s origin, MTU ${options.mtu}${options.queueMs === undefined ? '' : `, ${options.queueMs} ms uplink queues`}, ${downQueueLabel(options.downQueueMs ?? DEFAULT_DOWN_QUEUE_MS)} downlink queues`,
     )
     testbed = await createTestbed(
       {
@@ -517,6 +513,7 @@ async function main(): Promise<void> {
           (sample) => display.setLinks(sample),
         )
         const t0 = performance.now()
+        let samples: TimelineSample[] = []
         const { results } = await runPulls(
           pullTargets,
           { repository: REPOSITORY, reference: TAG, logDir: join(workDir, `pulls-${system}-${n}`) },
@@ -527,8 +524,10 @@ async function main(): Promise<void> {
             },
             signal: controller.signal,
           },
-        ).finally(() => timeline.stop())
-        const samples = await timeline.stop()
+        ).finally(async () => {
+          // Also when the pulls fail: the sampling timer must not outlive the round.
+          samples = await timeline.stop()
+        })
         const wallSeconds = (performance.now() - t0) / 1000
         const cpu1 = readMachineCpuTimes()
         await containerds?.stop()

@@ -166,6 +166,12 @@ export function formatRounds(rounds: readonly RoundResult[]): string {
 const COLORS: Record<SystemName, string> = { shoal: '#1f77b4', distribution: '#d62728' }
 const DASHES = ['', '6 3', '2 3', '10 3 2 3']
 
+/** One dash pattern per N among `rounds` (one colour per system, see COLORS). */
+function dashFor(rounds: readonly RoundResult[], nodes: number): string {
+  const sizes = [...new Set(rounds.map((x) => x.nodes))].sort((a, b) => a - b)
+  return DASHES[sizes.indexOf(nodes) % DASHES.length] ?? ''
+}
+
 /** The plots: CDF of completion times per round, and the last node's time against N. */
 export function renderPlots(rounds: readonly RoundResult[]): string {
   const cdf = renderLineChart({
@@ -180,9 +186,7 @@ export function renderPlots(rounds: readonly RoundResult[]): string {
       name: `${r.system} N=${r.nodes}`,
       // One colour per system, one dash pattern per N.
       color: COLORS[r.system],
-      dash: DASHES[
-        [...new Set(rounds.map((x) => x.nodes))].sort((a, b) => a - b).indexOf(r.nodes) % DASHES.length
-      ],
+      dash: dashFor(rounds, r.nodes),
       points: [
         [0, 0] as const,
         ...r.completionSeconds.map((t, j) => [t, (j + 1) / (r.ok + r.failed)] as const),
@@ -225,9 +229,6 @@ export function renderPlots(rounds: readonly RoundResult[]): string {
  * flat stretch.
  */
 function renderTimeline(rounds: readonly RoundResult[]): string {
-  const dashOf = (r: RoundResult): string =>
-    DASHES[[...new Set(rounds.map((x) => x.nodes))].sort((a, b) => a - b).indexOf(r.nodes) % DASHES.length] ??
-    ''
   return renderLineChart({
     title: 'Bytes delivered over time (share of N x image)',
     xLabel: 'seconds since the common start',
@@ -244,13 +245,13 @@ function renderTimeline(rounds: readonly RoundResult[]): string {
         {
           name: `${r.system} N=${r.nodes} links`,
           color: COLORS[r.system],
-          dash: dashOf(r),
+          dash: dashFor(rounds, r.nodes),
           points: points((s) => s.nodesDownBytes),
         },
         {
           name: `${r.system} N=${r.nodes} clients`,
           color: r.system === 'shoal' ? '#9ecae1' : '#fc9272',
-          dash: dashOf(r),
+          dash: dashFor(rounds, r.nodes),
           points: points((s) => s.clientBytes),
         },
       ]

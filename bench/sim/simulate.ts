@@ -337,7 +337,10 @@ interface Download {
    * peer links in the order they were added, then the origin's).
    */
   links: Link[]
-  /** Peer links (the origin's not counted) and the origin's link, if any. */
+  /**
+   * Links that take a place under the peer limit (countsTowardPeerLimit: peer links, not
+   * the origin's), and the origin's link, if any.
+   */
   peerLinks: number
   originLink: Link | undefined
   /** Where this download's links start in the per-link arrays. */
@@ -714,8 +717,9 @@ export function simulate(config: SimConfig): SimResult {
       dl.originLink = link
     } else {
       watchers[dl.layer]![peer]!.push(slot)
-      dl.peerLinks++
     }
+    // The places the scheduler counts against its peer limit: the origin takes none.
+    if (countsTowardPeerLimit(link)) dl.peerLinks++
     linkAt[slot] = link
     // In the scheduler's order: the origin is asked only for what the others cannot give.
     let at = dl.links.length
@@ -763,9 +767,7 @@ export function simulate(config: SimConfig): SimResult {
    * and beyond it those that hold a sought piece (admitsPeer).
    */
   function applyAnswer(dl: Download, a: Answer): void {
-    // The places the scheduler counts (countsTowardPeerLimit: the origin takes none).
-    let live = 0
-    for (const l of dl.links) if (countsTowardPeerLimit(l)) live++
+    let live = dl.peerLinks
     const limit = limitOf(dl)
     if (live >= limit) soughtCount(dl)
     for (const p of a.peers) {

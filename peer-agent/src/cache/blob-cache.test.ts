@@ -30,6 +30,12 @@ async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
+/** Opens `f` in `cache` and writes every piece, leaving the blob to be completed. */
+async function writeEveryPiece(cache: BlobCache, f: Fixture): Promise<void> {
+  await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+  for (const [i, piece] of f.pieces.entries()) await cache.writePiece(f.digest, i, piece)
+}
+
 async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
   yield bytes
 }
@@ -57,9 +63,7 @@ describe('blob cache', () => {
   it('reads a blob whose partial file was renamed into place before the entry was marked complete', async () => {
     const cache = await makeCache()
     const f = fixture(3 * PIECE + 100)
-    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
-    for (let i = 0; i < 4; i++)
-      await cache.writePiece(f.digest, i, f.bytes.subarray(i * PIECE, (i + 1) * PIECE))
+    await writeEveryPiece(cache, f)
     // Completion renames the data file, then syncs and cleans up before it marks the
     // entry complete: a reader opening in between finds neither name it expects.
     const paths = blobPaths(root, f.digest)
@@ -75,9 +79,7 @@ describe('blob cache', () => {
   it('reads range chunks into the memory the caller supplies, when it fits', async () => {
     const cache = await makeCache()
     const f = fixture(3 * PIECE + 100)
-    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
-    for (let i = 0; i < 4; i++)
-      await cache.writePiece(f.digest, i, f.bytes.subarray(i * PIECE, (i + 1) * PIECE))
+    await writeEveryPiece(cache, f)
     await cache.complete(f.digest)
     const supplied: Buffer[] = []
     const allocate = (length: number): Uint8Array => {
