@@ -34,6 +34,7 @@ import { progress } from '../lib/progress.js'
 import { readMachineCpuTimes, systemInfo } from '../lib/system-info.js'
 import { fluidBound } from './bound.js'
 import {
+  alignTimeline,
   formatRounds,
   judgeTargets,
   type RoundResult,
@@ -237,13 +238,13 @@ function downQueueLabel(ms: number): string {
  */
 function progressDisplay(label: string): {
   update(p: PullProgress): void
-  setLinks(sample: TimelineSample): void
+  setLinks(sample: TimedSample): void
   end(): void
 } {
   const tty = process.stderr.isTTY
   let lastPrint = 0
   let last = ''
-  let links: TimelineSample | undefined
+  let links: TimedSample | undefined
   return {
     setLinks(sample) {
       links = sample
@@ -263,22 +264,26 @@ function progressDisplay(label: string): {
   }
 }
 
+/** A timeline sample before alignTimeline: when it was taken instead of seconds since the start. */
+type TimedSample = Omit<TimelineSample, 'seconds'> & { at: number }
+
 /** Link counters every this many ms during a round (one `ip` call in the switch namespace and one in the origin's). */
 const TIMELINE_INTERVAL_MS = 5_000
 
 /**
  * Samples the round's link counters and the clients' progress every
- * TIMELINE_INTERVAL_MS until `stop` is called; a failed read skips that sample.
+ * TIMELINE_INTERVAL_MS until `stop` is called; a failed read skips that sample. Each
+ * sample says when it was taken (`at`, epoch ms): alignTimeline puts them on the
+ * round's clock once the common start is known.
  */
 function startTimeline(
   tb: Testbed,
   nodes: readonly TestbedHost[],
   servicePids: readonly number[],
   progress: () => { bytes: number; done: number },
-  onSample: (sample: TimelineSample) => void,
-): { stop(): Promise<TimelineSample[]> } {
-  const samples: TimelineSample[] = []
-  const t0 = performance.now()
+  onSample: (sample: TimedSample) => void,
+): { stop(): Promise<TimedSample[]> } {
+  const samples: TimedSample[] = []
   const cpu0 = cpuSeconds(servicePids)
   let machine = readMachineCpuTimes()
   const read = async (): Promise<{ down: number; up: number; origin: number }> => {
@@ -296,8 +301,8 @@ function startTimeline(
         (machineNow.busySeconds - machine.busySeconds) /
         Math.max(1e-9, machineNow.totalSeconds - machine.totalSeconds)
       machine = machineNow
-      const sample: TimelineSample = {
-        seconds: Math.round((performance.now() - t0) / 100) / 10,
+      const sample: TimedSample = {
+        at: Date.now(),
         nodesDownBytes: now.down - base.down,
         nodesUpBytes: now.up - base.up,
         originBytes: now.origin - base.origin,
@@ -513,8 +518,8 @@ async function main(): Promise<void> {
           (sample) => display.setLinks(sample),
         )
         const t0 = performance.now()
-        let samples: TimelineSample[] = []
-        const { results } = await runPulls(
+        let samples: TimedSample[] = []
+        const { startAt, results } = await runPulls(
           pullTargets,
           { repository: REPOSITORY, reference: TAG, logDir: join(workDir, `pulls-${system}-${n}`) },
           {
@@ -547,7 +552,7 @@ async function main(): Promise<void> {
             (cpu1.busySeconds - cpu0.busySeconds) / Math.max(1e-9, cpu1.totalSeconds - cpu0.totalSeconds),
           wallSeconds,
         })
-        round.timeline = samples
+        round.timeline = alignTimeline(samples, startAt)
         round.serviceCpuSeconds = own1 - own0
         round.cpuSpeedMBps = cpuSpeed
         rounds.push(round)

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { fluidBound } from './bound.js'
-import { formatRounds, judgeTargets, renderPlots, summarizeRound } from './report.js'
+import { alignTimeline, formatRounds, judgeTargets, renderPlots, summarizeRound } from './report.js'
 
 const IMAGE = 100e6
 
@@ -83,5 +83,31 @@ describe('cluster report', () => {
     expect(svg).toContain('shoal N=4 clients')
     // The CDF plus two timeline lines.
     expect(svg.match(/<polyline/g)!.length).toBe(3)
+  })
+
+  it('puts timeline samples on the round clock, from the common start, leaving out earlier ones', () => {
+    const sample = (at: number, bytes: number) => ({
+      at,
+      nodesDownBytes: bytes,
+      nodesUpBytes: bytes,
+      originBytes: bytes,
+      clientBytes: 0,
+      nodesDone: 0,
+      machineBusy: 1,
+      serviceCpuSeconds: 1,
+    })
+    const startAt = 1_000_000
+    const aligned = alignTimeline(
+      [
+        sample(startAt - 2_000, 0),
+        sample(startAt, 0),
+        sample(startAt + 3_040, 5),
+        sample(startAt + 8_000, 9),
+      ],
+      startAt,
+    )
+    expect(aligned.map((s) => s.seconds)).toEqual([3, 8])
+    const { at: _at, ...rest } = sample(startAt + 8_000, 9)
+    expect(aligned[1]).toStrictEqual({ seconds: 8, ...rest })
   })
 })

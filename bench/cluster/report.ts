@@ -88,6 +88,21 @@ export interface TimelineSample {
   serviceCpuSeconds: number
 }
 
+/**
+ * Places samples taken at `at` (epoch ms) on the round's clock: seconds since the common
+ * start `startAt` the pull clients were given. The sampling begins a few seconds before
+ * that (runPulls gives the clients time to start), and samples from before it are left
+ * out.
+ */
+export function alignTimeline(
+  samples: ReadonlyArray<Omit<TimelineSample, 'seconds'> & { at: number }>,
+  startAt: number,
+): TimelineSample[] {
+  return samples
+    .filter((s) => s.at > startAt)
+    .map(({ at, ...rest }) => ({ seconds: Math.round((at - startAt) / 100) / 10, ...rest }))
+}
+
 /** Summarises one round. */
 export function summarizeRound(init: {
   system: SystemName
