@@ -21,6 +21,7 @@ import {
 } from './report.js'
 import {
   AHEAD_MAX_IN_FLIGHT,
+  MAX_IN_FLIGHT,
   BUSY_EXTRA_PEERS,
   SOUGHT_EXTRA_PEERS,
 } from '../../peer-agent/src/transfer/piece-picker.js'
@@ -53,6 +54,7 @@ const { values } = parseArgs({
     'requests-per-peer': { type: 'string', default: '1' },
     'origin-requests': { type: 'string', default: '1' },
     'min-requests-in-flight': { type: 'string', default: '4' },
+    'max-in-flight': { type: 'string', default: String(MAX_IN_FLIGHT) },
     'ahead-max-in-flight': { type: 'string', default: String(AHEAD_MAX_IN_FLIGHT) },
     'busy-extra-peers': { type: 'string', default: String(BUSY_EXTRA_PEERS) },
     'sought-extra-peers': { type: 'string', default: String(SOUGHT_EXTRA_PEERS) },
@@ -75,6 +77,7 @@ if (values.help) {
   [--upload-piece-target-ms 0 (0: a fixed cap)] [--min-uploads 4]
   [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 1] [--origin-requests 1]
   [--min-requests-in-flight 4] [--max-peers 16]
+  [--max-in-flight ${MAX_IN_FLIGHT} (requests in flight per download; 0: no cap)]
   [--ahead-max-in-flight ${AHEAD_MAX_IN_FLIGHT} (requests in flight while ahead of the peers; 0: off)]
   [--busy-extra-peers ${BUSY_EXTRA_PEERS} (more peers once half answered busy; 0: off)]
   [--sought-extra-peers ${SOUGHT_EXTRA_PEERS} (more peers for pieces the origin declined that no peer in use holds; 0: off)]
@@ -132,6 +135,7 @@ function baseConfig(nodes: number): SimConfig {
     requestsPerPeer: num('requests-per-peer')!,
     originRequests: num('origin-requests')!,
     minRequestsInFlight: num('min-requests-in-flight')!,
+    maxInFlight: num('max-in-flight')!,
     aheadMaxInFlight: num('ahead-max-in-flight')!,
     busyExtraPeers: num('busy-extra-peers')!,
     soughtExtraPeers: num('sought-extra-peers')!,

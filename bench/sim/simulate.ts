@@ -19,9 +19,9 @@
  *   early only when it held nothing (no peers, no origin) and is `barrenRetryMs` old.
  * - The scheduler's pure rules: at most `maxPeers` peers per download (up to
  *   `busyExtraPeers` more once half of them answered busy: crowdedByBusy), `requestsPerPeer`
- *   requests in flight per peer and `originRequests` to the origin, at most
- *   `aheadMaxInFlight` in all while the download holds more than its peers do on average
- *   (isAheadOfPeers), the origin asked
+ *   requests in flight per peer and `originRequests` to the origin, at most `maxInFlight`
+ *   in all and `aheadMaxInFlight` while the download holds more than its peers do on
+ *   average (inFlightCap, isAheadOfPeers), the origin asked
  *   last (only for what the other peers cannot give) and without endgame duplicates,
  *   duplicates cancelled when a piece arrives. The piece itself is chosen by pickPiece
  *   (streaming window at the first missing piece, rarest first, endgame).
@@ -48,7 +48,9 @@ import {
   countsTowardPeerLimit,
   createRng,
   crowdedByBusy,
+  inFlightCap,
   isAheadOfPeers,
+  MAX_IN_FLIGHT,
   ORIGIN_DEFER_MS,
   peerLimit,
   pickPiece,
@@ -106,6 +108,8 @@ export interface SimConfig {
   originRequests?: number
   /** The scheduler's floor of requests in flight with few peers (requestSlots). @default 4 */
   minRequestsInFlight?: number
+  /** The scheduler's cap on requests in flight in all (0 = off). @default MAX_IN_FLIGHT */
+  maxInFlight?: number
   /** The scheduler's cap on requests in flight while ahead of its peers (0 = off). @default AHEAD_MAX_IN_FLIGHT */
   aheadMaxInFlight?: number
   /**
@@ -409,6 +413,7 @@ export function simulate(config: SimConfig): SimResult {
   const requestsPerPeer = config.requestsPerPeer ?? 1
   const originRequests = config.originRequests ?? 1
   const minInFlight = config.minRequestsInFlight ?? 4
+  const maxInFlight = config.maxInFlight ?? MAX_IN_FLIGHT
   const aheadMaxInFlight = config.aheadMaxInFlight ?? AHEAD_MAX_IN_FLIGHT
   const busyExtraPeers = config.busyExtraPeers ?? BUSY_EXTRA_PEERS
   const soughtExtraPeers = Math.max(0, config.soughtExtraPeers ?? SOUGHT_EXTRA_PEERS)
@@ -818,19 +823,20 @@ export function simulate(config: SimConfig): SimResult {
     }
   }
 
-  /** Requests the download may still start under the cap for downloads ahead of their peers. */
-  function aheadRoom(dl: Download): number {
-    if (aheadMaxInFlight <= 0) return Number.POSITIVE_INFINITY
+  /** Requests the download may still start under the scheduler's caps (inFlightCap). */
+  function inFlightRoom(dl: Download): number {
+    if (maxInFlight <= 0 && aheadMaxInFlight <= 0) return Number.POSITIVE_INFINITY
     let peersHeld = 0
     let peers = 0
     let inFlight = 0
     for (const l of dl.links) {
       inFlight += linkState[l.slot * LINK_STATE + ASKED]!
-      if (l.origin) continue
+      if (l.origin || aheadMaxInFlight <= 0) continue
       peersHeld += downloads[dl.layer]![l.peer]!.shownCount
       peers++
     }
-    return isAheadOfPeers(dl.held, peersHeld, peers) ? aheadMaxInFlight - inFlight : Number.POSITIVE_INFINITY
+    const ahead = aheadMaxInFlight > 0 && isAheadOfPeers(dl.held, peersHeld, peers)
+    return inFlightCap({ maxInFlight, aheadMaxInFlight, ahead }) - inFlight
   }
 
   /**
@@ -867,7 +873,7 @@ export function simulate(config: SimConfig): SimResult {
     // Outside endgame pickPiece only picks pieces nobody is fetching: none, nothing to call it for.
     if ((link.origin ? dl.unclaimed : linkState[at + FREE]) === 0 && dl.pc - dl.held > endgameThreshold)
       return
-    let room = aheadRoom(dl)
+    let room = inFlightRoom(dl)
     const slotsFor = (link.origin ? originRequestSlots : peerRequestSlots)[dl.links.length]!
     // What pickPiece is told for this source (the scheduler's sourcePickRules).
     const rules = sourcePickRules(link, streaming && dl.readPos < dl.pc ? dl.readPos : undefined)

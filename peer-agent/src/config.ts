@@ -6,6 +6,7 @@
  */
 import { z } from 'zod'
 import { ConfigError, labelSchema, multiaddrSchema, peerIdSchema } from '../../protocol/src/index.js'
+import { MAX_IN_FLIGHT } from './transfer/piece-picker.js'
 
 const SECOND_MS = 1000
 const GIB = 1024 * 1024 * 1024
@@ -195,6 +196,15 @@ export const agentConfigSchema = z.strictObject({
     .default(16)
     .describe(
       'agents one download takes pieces from at once (plus the seed, and up to 4 more for pieces no peer in use holds); fewer costs less CPU per byte, more finds pieces sooner',
+    ),
+  swarmMaxInFlight: z
+    .number()
+    .int()
+    .min(0)
+    .max(256)
+    .default(MAX_IN_FLIGHT)
+    .describe(
+      "piece requests one download keeps in flight in all, each a TCP stream into this node's downlink; more than a slow link can carry at once go silent behind each other and time out (0: no cap)",
     ),
   swarmMinBlobBytes: z
     .number()

@@ -203,6 +203,7 @@ export async function createAgentSwarm(
       minBlobBytes: config.swarmMinBlobBytes,
       haveRefreshMs: config.swarmHaveRefreshMs,
       maxPeers: config.swarmMaxPeers,
+      maxInFlight: config.swarmMaxInFlight,
     },
   )
 

@@ -56,6 +56,8 @@ export interface SwarmBlobSourceInit {
   stallTimeoutMs?: number
   /** Agents used at once per download (the seed not counted). @default 16 */
   maxPeers?: number
+  /** Piece requests in flight per download, in all (0: no cap). @default MAX_IN_FLIGHT */
+  maxInFlight?: number
   /** Deadline of one piece request. @default 30000 */
   pieceTimeoutMs?: number
   /** How often a download re-asks a peer still downloading what it holds. @default 1000 */
@@ -182,6 +184,7 @@ export function createSwarmBlobSource(
       findPeers: peersFor(map),
       ...(init.stallTimeoutMs === undefined ? {} : { stallTimeoutMs: init.stallTimeoutMs }),
       ...(init.maxPeers === undefined ? {} : { maxPeers: init.maxPeers }),
+      ...(init.maxInFlight === undefined ? {} : { maxInFlight: init.maxInFlight }),
       ...(init.pieceTimeoutMs === undefined ? {} : { pieceTimeoutMs: init.pieceTimeoutMs }),
       ...(init.haveRefreshMs === undefined ? {} : { haveRefreshMs: init.haveRefreshMs }),
       onVerified(peer, index) {

@@ -4,6 +4,7 @@ import {
   BUSY_EXTRA_PEERS,
   createRng,
   crowdedByBusy,
+  inFlightCap,
   isAheadOfPeers,
   isEndgame,
   MAX_REQUESTS_PER_PEER,
@@ -276,6 +277,17 @@ describe('isAheadOfPeers', () => {
     expect(isAheadOfPeers(25, 100, 4)).toBe(false)
     expect(isAheadOfPeers(0, 0, 3)).toBe(false)
     expect(isAheadOfPeers(10, 0, 0)).toBe(false)
+  })
+})
+
+describe('inFlightCap', () => {
+  it('caps requests in flight at maxInFlight, and lower while the download is ahead of its peers', () => {
+    expect(inFlightCap({ maxInFlight: 8, aheadMaxInFlight: 0, ahead: true })).toBe(8)
+    expect(inFlightCap({ maxInFlight: 8, aheadMaxInFlight: 3, ahead: true })).toBe(3)
+    expect(inFlightCap({ maxInFlight: 8, aheadMaxInFlight: 3, ahead: false })).toBe(8)
+    expect(inFlightCap({ maxInFlight: 2, aheadMaxInFlight: 6, ahead: true })).toBe(2)
+    expect(inFlightCap({ maxInFlight: 0, aheadMaxInFlight: 0, ahead: true })).toBe(Number.POSITIVE_INFINITY)
+    expect(inFlightCap({ maxInFlight: 0, aheadMaxInFlight: 6, ahead: true })).toBe(6)
   })
 })
 

@@ -241,6 +241,34 @@ export function requestSlots(input: RequestSlotsInput): number {
 }
 
 /**
+ * Piece requests one download keeps in flight in all, the origin's included. Each is a
+ * TCP stream into the node's downlink: with a request to each of 16-24 peers and two
+ * layers pulled at once, 30-50 streams shared a 2 Mbit/s link, each with a window of a
+ * segment or two, so a lost segment waited for a retransmission timeout, and 1,000-2,500
+ * requests per N = 50 testbed pull went 30 s without a byte and were given up, their
+ * uploads wasted. With 8: 280 and 1,034 timed out, 60-160 MB less was uploaded, and the
+ * origin sent 1.04x the image in both runs; the last node was no sooner or later than
+ * the host's drift lets us see. The simulator, which has no losses, is as fast with 8
+ * as without a cap and slower with fewer (6: 7%, 4: 38% at N = 50): with uplinks
+ * shared by up to 16 uploads a downlink needs about that many requests to stay full
+ * (docs/BENCHMARKS.md, cluster, nineteenth round). 0 switches the cap off.
+ */
+export const MAX_IN_FLIGHT = 8
+
+/**
+ * Requests the download may have in flight in all: `maxInFlight` (0: no cap), and no
+ * more than `aheadMaxInFlight` while it is `ahead` of its peers (0: that rule off).
+ */
+export function inFlightCap(input: {
+  maxInFlight: number
+  aheadMaxInFlight: number
+  ahead: boolean
+}): number {
+  const cap = input.maxInFlight > 0 ? input.maxInFlight : Number.POSITIVE_INFINITY
+  return input.aheadMaxInFlight > 0 && input.ahead ? Math.min(cap, input.aheadMaxInFlight) : cap
+}
+
+/**
  * Requests in flight, in all, that a download ahead of its peers keeps (see
  * isAheadOfPeers); 0 switches the rule off, and off is the default. Uplinks are shared by
  * everyone who asks, so a download that takes more than its share leaves less for the

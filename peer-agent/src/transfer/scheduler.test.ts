@@ -639,7 +639,7 @@ describe('downloadBlob', () => {
     }
     await downloadBlob(
       { cache: c, client: swarm.client },
-      { map, findPeers: async () => peers, aheadMaxInFlight, seed: 13 },
+      { map, findPeers: async () => peers, aheadMaxInFlight, maxInFlight: 0, seed: 13 },
     )
     expect(c.has(map.digest)).toBe(true)
     return swarm.maxInFlight
@@ -649,6 +649,31 @@ describe('downloadBlob', () => {
     expect(await aheadOfTenPeers(3)).toBeLessThanOrEqual(3)
     // Without the rule it asks every peer at once.
     expect(await aheadOfTenPeers(0)).toBeGreaterThanOrEqual(8)
+  })
+
+  /** Most requests in flight at once while twelve peers holding all 40 pieces answer after 20 ms. */
+  async function fromTwelvePeers(maxInFlight: number | undefined): Promise<number> {
+    const { bytes, map } = blob(40)
+    const swarm = fakeSwarm(bytes, map)
+    const peers = Array.from({ length: 12 }, (_, k) => {
+      const p = swarm.peer(`p${k}`, map.pieces.keys())
+      p.delayMs = 20
+      return p
+    })
+    const c = await cache()
+    await downloadBlob(
+      { cache: c, client: swarm.client },
+      { map, findPeers: async () => peers, ...(maxInFlight === undefined ? {} : { maxInFlight }), seed: 21 },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    return swarm.maxInFlight
+  }
+
+  it('keeps at most maxInFlight requests in flight in all, however many peers could take one', async () => {
+    expect(await fromTwelvePeers(5)).toBe(5)
+    // The default cap is MAX_IN_FLIGHT (8); 0 switches it off and every peer is asked at once.
+    expect(await fromTwelvePeers(undefined)).toBe(8)
+    expect(await fromTwelvePeers(0)).toBe(12)
   })
 
   /** Two peers in use (maxPeers 2) that answer busy, and a third the tracker also handed out. */

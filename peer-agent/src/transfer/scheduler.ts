@@ -23,7 +23,9 @@ import {
   createRng,
   crowdedByBusy,
   isAheadOfPeers,
+  inFlightCap,
   isEndgame,
+  MAX_IN_FLIGHT,
   pickPiece,
   ORIGIN_DEFER_MS,
   peerLimit,
@@ -122,6 +124,12 @@ export interface DownloadInit {
    * @default 4
    */
   minRequestsInFlight?: number
+  /**
+   * Requests in flight, in all, the origin's included (MAX_IN_FLIGHT in piece-picker.ts:
+   * each is a TCP stream into this node's downlink). 0 switches the cap off.
+   * @default 8
+   */
+  maxInFlight?: number
   /**
    * Requests in flight, in all, while the download holds more pieces than its peers do
    * on average (isAheadOfPeers in piece-picker.ts): the uplinks it would crowd serve the
@@ -321,6 +329,7 @@ export async function downloadBlob(
   const requestsPerPeer = init.requestsPerPeer ?? 1
   const originRequests = init.originRequests ?? 1
   const minRequestsInFlight = init.minRequestsInFlight ?? 4
+  const maxInFlight = init.maxInFlight ?? MAX_IN_FLIGHT
   const aheadMaxInFlight = init.aheadMaxInFlight ?? AHEAD_MAX_IN_FLIGHT
   const busyExtraPeers = init.busyExtraPeers ?? BUSY_EXTRA_PEERS
   const originDeferMs = init.originDeferMs ?? ORIGIN_DEFER_MS
@@ -866,10 +875,11 @@ export async function downloadBlob(
         known++
       }
     }
-    const inFlightCap =
-      aheadMaxInFlight > 0 && isAheadOfPeers(have.count(), peersHeld, known)
-        ? aheadMaxInFlight
-        : Number.POSITIVE_INFINITY
+    const cap = inFlightCap({
+      maxInFlight,
+      aheadMaxInFlight,
+      ahead: aheadMaxInFlight > 0 && isAheadOfPeers(have.count(), peersHeld, known),
+    })
     if (busyExtraPeers > 0 && !busyCrowded && crowdedByBusy(live, busy, maxPeers)) {
       busyCrowded = true
       log?.debug({ digest, peers: live, busy }, 'half of the peers answered busy: looking for more')
@@ -888,7 +898,7 @@ export async function downloadBlob(
       const peerHas = state.has
       const slots = slotsFor(state, sources)
       const rules = sourcePickRules(state.peer, readPosition)
-      while (state.requested.size < slots && inFlightTotal < inFlightCap) {
+      while (state.requested.size < slots && inFlightTotal < cap) {
         const next = pickPiece({
           pieceCount: count,
           have: haveSet,
