@@ -317,8 +317,7 @@ describe('simulate, pickPiece over the pieces it may pick', () => {
 describe('simulate, pinned runs', () => {
   // Each run's outcome as the simulator of session 11 (before the link state moved into
   // dense arrays and per-piece masks) computed it, pinned again in session 18 when the
-  // peer search took the scheduler's rules (wantsMorePeers, admitsPeer) and in session 19
-  // for the cap on requests in flight (MAX_IN_FLIGHT). A change made for speed must leave
+  // peer search took the scheduler's rules (wantsMorePeers, admitsPeer). A change made for speed must leave
   // these exactly as they are; a change of policy (piece-picker.ts, hand-out.ts, the
   // rules restated in simulate.ts) changes them on purpose, and then they are pinned again.
   const cases: Array<{ name: string; over: Partial<SimConfig>; expected: Record<string, number | string> }> =
@@ -326,6 +325,27 @@ describe('simulate, pinned runs', () => {
       {
         name: 'defaults, two layers',
         over: { nodes: 30, imageBytes: 32 * MiB, layers: 2, nodeUpMbit: 100, latencyMs: 1, seed: 4 },
+        expected: {
+          events: 36532,
+          busy: 1255,
+          declined: 318,
+          origin: 33554432,
+          last: 5047.408627264095,
+          deliveries: 'f727134f41479817',
+        },
+      },
+      {
+        // The scheduler's cap on requests in flight (inFlightCap), off by default.
+        name: 'defaults, two layers, at most 8 requests in flight per download',
+        over: {
+          nodes: 30,
+          imageBytes: 32 * MiB,
+          layers: 2,
+          nodeUpMbit: 100,
+          latencyMs: 1,
+          seed: 4,
+          maxInFlight: 8,
+        },
         expected: {
           events: 34796,
           busy: 1147,
@@ -340,24 +360,24 @@ describe('simulate, pinned runs', () => {
         name: 'more than 32 peers per download, 4 uploads per agent',
         over: { nodes: 60, nodeUpMbit: 100, latencyMs: 1, seed: 2, maxPeers: 40, maxConcurrentUploads: 4 },
         expected: {
-          events: 29360,
-          busy: 3150,
-          declined: 207,
+          events: 30228,
+          busy: 3205,
+          declined: 216,
           origin: 16777216,
-          last: 2733.2578631550377,
-          deliveries: '6b8df1aacf8059fb',
+          last: 3167.3015065267446,
+          deliveries: 'eb1191ab017b972e',
         },
       },
       {
         name: 'streaming, ahead cap, start jitter',
         over: { ...STREAMING_RUN, haveDelayMs: 300 },
         expected: {
-          events: 40498,
-          busy: 2750,
-          declined: 515,
+          events: 42401,
+          busy: 3051,
+          declined: 574,
           origin: 25165824,
-          last: 8265.090654573056,
-          deliveries: 'f21c19a6806ac276',
+          last: 8186.352642250191,
+          deliveries: 'bfcb1f9645396b86',
         },
       },
     ]

@@ -204,7 +204,7 @@ export const agentConfigSchema = z.strictObject({
     .max(256)
     .default(MAX_IN_FLIGHT)
     .describe(
-      "piece requests one download keeps in flight in all, each a TCP stream into this node's downlink; more than a slow link can carry at once go silent behind each other and time out (0: no cap)",
+      "most piece requests one download keeps in flight, each a TCP stream into this node's downlink (0: no cap); on a slow, crowded link fewer streams time out less, but too few leave the downlink idle",
     ),
   swarmMinBlobBytes: z
     .number()

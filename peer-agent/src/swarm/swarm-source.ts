@@ -56,7 +56,7 @@ export interface SwarmBlobSourceInit {
   stallTimeoutMs?: number
   /** Agents used at once per download (the seed not counted). @default 16 */
   maxPeers?: number
-  /** Piece requests in flight per download, in all (0: no cap). @default MAX_IN_FLIGHT */
+  /** Piece requests in flight per download, in all (0: no cap). @default MAX_IN_FLIGHT (0) */
   maxInFlight?: number
   /** Deadline of one piece request. @default 30000 */
   pieceTimeoutMs?: number

@@ -241,19 +241,18 @@ export function requestSlots(input: RequestSlotsInput): number {
 }
 
 /**
- * Piece requests one download keeps in flight in all, the origin's included. Each is a
- * TCP stream into the node's downlink: with a request to each of 16-24 peers and two
- * layers pulled at once, 30-50 streams shared a 2 Mbit/s link, each with a window of a
- * segment or two, so a lost segment waited for a retransmission timeout, and 1,000-2,500
- * requests per N = 50 testbed pull went 30 s without a byte and were given up, their
- * uploads wasted. With 8: 280 and 1,034 timed out, 60-160 MB less was uploaded, and the
- * origin sent 1.04x the image in both runs; the last node was no sooner or later than
- * the host's drift lets us see. The simulator, which has no losses, is as fast with 8
- * as without a cap and slower with fewer (6: 7%, 4: 38% at N = 50): with uplinks
- * shared by up to 16 uploads a downlink needs about that many requests to stay full
- * (docs/BENCHMARKS.md, cluster, nineteenth round). 0 switches the cap off.
+ * Piece requests one download may keep in flight in all, the origin's included; 0 (the
+ * default) is no cap. Each request is a TCP stream into the node's downlink: a download
+ * with a request to each of 16-24 peers, two layers at once, runs 30-50 streams into
+ * the link. On the 2 Mbit/s testbed at N = 50, where the agents are CPU-bound, a cap of
+ * 8 cut the requests that timed out (280 and 1,034 per pull against 1,202) and the
+ * uploads wasted (60 MB less), with the last node no sooner; at N = 25, where they are
+ * not, the last node came 53-56 s later (256.9 and 253.9 s against 200.8 s): fewer
+ * requests left the downlinks a fifth idle. The simulator, which has no losses, sees
+ * neither (N = 25: 207.6 s against 205.9 s; N = 50: 233.3 s against 232.2 s); see
+ * docs/BENCHMARKS.md, cluster, nineteenth round.
  */
-export const MAX_IN_FLIGHT = 8
+export const MAX_IN_FLIGHT = 0
 
 /**
  * Requests the download may have in flight in all: `maxInFlight` (0: no cap), and no

@@ -671,9 +671,10 @@ describe('downloadBlob', () => {
 
   it('keeps at most maxInFlight requests in flight in all, however many peers could take one', async () => {
     expect(await fromTwelvePeers(5)).toBe(5)
-    // The default cap is MAX_IN_FLIGHT (8); 0 switches it off and every peer is asked at once.
-    expect(await fromTwelvePeers(undefined)).toBe(8)
+    expect(await fromTwelvePeers(8)).toBe(8)
+    // No cap (0, the default): every peer is asked at once.
     expect(await fromTwelvePeers(0)).toBe(12)
+    expect(await fromTwelvePeers(undefined)).toBe(12)
   })
 
   /** Two peers in use (maxPeers 2) that answer busy, and a third the tracker also handed out. */

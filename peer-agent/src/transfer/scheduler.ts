@@ -125,9 +125,9 @@ export interface DownloadInit {
    */
   minRequestsInFlight?: number
   /**
-   * Requests in flight, in all, the origin's included (MAX_IN_FLIGHT in piece-picker.ts:
-   * each is a TCP stream into this node's downlink). 0 switches the cap off.
-   * @default 8
+   * Requests in flight, in all, the origin's included (each is a TCP stream into this
+   * node's downlink; see MAX_IN_FLIGHT in piece-picker.ts). 0: no cap.
+   * @default MAX_IN_FLIGHT (0)
    */
   maxInFlight?: number
   /**
