@@ -114,19 +114,23 @@ describe('the shoal bundle', () => {
 
 describe('bin/shoal.js', () => {
   /** Runs bin/shoal.js through its own shebang line and reports node's settings at exit. */
-  async function runShoal(args: string[], env: Record<string, string> = {}) {
+  async function runShoal(args: string[], env: Record<string, string | undefined> = {}) {
     const probe = join(dir, 'probe.mjs')
     const report = join(dir, `report-${Math.random().toString(36).slice(2)}.json`)
     await writeFile(
       probe,
       `import { writeFileSync } from 'node:fs'\n` +
-        `process.on('exit', () => writeFileSync(${JSON.stringify(report)}, JSON.stringify({ execArgv: process.execArgv, sourceMaps: process.sourceMapsEnabled })))\n`,
+        `process.on('exit', () => writeFileSync(${JSON.stringify(report)}, JSON.stringify({ execArgv: process.execArgv, sourceMaps: process.sourceMapsEnabled, debugColors: process.env.DEBUG_COLORS })))\n`,
     )
     const { stdout } = await execFileAsync(SHOAL, args, {
       env: { ...process.env, SHOAL_SOURCE_MAPS: '', ...env, NODE_OPTIONS: `--import=${probe}` },
       timeout: 30_000,
     })
-    const settings = JSON.parse(await readFile(report, 'utf8')) as { execArgv: string[]; sourceMaps: boolean }
+    const settings = JSON.parse(await readFile(report, 'utf8')) as {
+      execArgv: string[]
+      sourceMaps: boolean
+      debugColors: string | undefined
+    }
     return { stdout, ...settings }
   }
 
@@ -135,6 +139,12 @@ describe('bin/shoal.js', () => {
     expect(run.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/)
     expect(run.execArgv).toContain('--max-semi-space-size=4')
     expect(run.sourceMaps).toBe(false)
+  })
+
+  it("tells libp2p's loggers once whether stderr is a terminal, unless DEBUG_COLORS is set", async () => {
+    // stderr is a pipe here: no colours, and the loggers need not ask again.
+    expect((await runShoal(['--version'], { DEBUG_COLORS: undefined })).debugColors).toBe('false')
+    expect((await runShoal(['--version'], { DEBUG_COLORS: 'yes' })).debugColors).toBe('yes')
   })
 
   it('turns source maps on with SHOAL_SOURCE_MAPS=1', async () => {
