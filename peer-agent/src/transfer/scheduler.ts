@@ -878,7 +878,7 @@ export async function downloadBlob(
     const cap = inFlightCap({
       maxInFlight,
       aheadMaxInFlight,
-      ahead: aheadMaxInFlight > 0 && isAheadOfPeers(have.count(), peersHeld, known),
+      ahead: isAheadOfPeers(have.count(), peersHeld, known),
     })
     if (busyExtraPeers > 0 && !busyCrowded && crowdedByBusy(live, busy, maxPeers)) {
       busyCrowded = true
