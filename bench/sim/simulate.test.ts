@@ -234,6 +234,26 @@ describe('simulate', () => {
     expect(fromPartial.length).toBeGreaterThan(0)
   })
 
+  it('keeps the seed from sending a piece again after its hold while two agents hold it', () => {
+    // A 60 s hold on 2 Mbit nodes: the pull outlasts it, and without the tracker's word
+    // on spread pieces the seed sent 1.59x the image (seed 1, before that word existed).
+    const c = config({
+      nodes: 25,
+      imageBytes: 40 * 1e6,
+      layers: 2,
+      nodeUpMbit: 2,
+      originMbit: 25,
+      latencyMs: 1,
+      haveDelayMs: 50,
+      sharing: 'max-min',
+      seed: 1,
+      repeatPieceAfterMs: 60_000,
+    })
+    const r = simulate(c)
+    expect(Math.max(...r.completionMs)).toBeGreaterThan(120_000)
+    expect(r.originBytes / c.imageBytes).toBeLessThan(1.15)
+  })
+
   it('lets only originSlots peers fetch from the origin at once', () => {
     const c = config({ nodes: 15, imageBytes: 16 * MiB, layers: 1, latencyMs: 1, originSlots: 1 })
     const fromOrigin: Array<{ node: number; t: number }> = []

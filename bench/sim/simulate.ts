@@ -31,6 +31,10 @@
  *   and has sent fewer than `firstCopyPriority` times (up to PRIORITY_EXTRA_UPLOADS
  *   uploads over the cap, as the agent's piece server). The piece flows at the rate the
  *   network gives it and arrives one latency after its last byte left.
+ * - The origin runs the seed's first-copy rule (registry/src/seeder/first-copy.ts): a
+ *   piece sent to one node is declined to others for its hold, and beyond it while the
+ *   tracker's last word (heard every SEED_ANNOUNCE_MS, exact otherwise) says two nodes
+ *   hold it; a declined node leaves the piece at the origin for `originDeferMs`.
  * - In-flight seeding: a piece is servable as soon as it is received; other peers learn
  *   of it `haveDelayMs` later (have-messages; the real agent polls every second when a
  *   peer had nothing for it, so 1000 is the pessimistic setting).
@@ -65,7 +69,7 @@ import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
 import { PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
 import { createUploadCap, type UploadCap } from '../../protocol/src/p2p/upload-cap.js'
 import { createFirstCopyRule, DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
-import type { Digest } from '../../protocol/src/index.js'
+import { Bitfield, type Digest, SPREAD_HOLDERS } from '../../protocol/src/index.js'
 import { grantsOriginSlot, type HandOutCandidate, handOut, wantsOrigin } from '../../tracker/src/hand-out.js'
 import { EventQueue } from './event-queue.js'
 import { type Flow, FlowNetwork, type Sharing } from './flow-network.js'
@@ -270,6 +274,8 @@ const LANE_FIND = 7
 
 const EV_FLOW_DONE = 1
 const EV_ANNOUNCE = 2
+/** How often the seed announces a blob, and so hears which pieces are spread (the tracker's default announce interval). */
+const SEED_ANNOUNCE_MS = 10_000
 const EV_ANSWER = 3
 const EV_REQ_ARRIVE = 4
 const EV_DELIVER = 5
@@ -425,6 +431,13 @@ export function simulate(config: SimConfig): SimResult {
   })
   const layerDigest = (l: number): Digest => `sha256:${l.toString(16).padStart(64, '0')}` as Digest
   let declinedAnswers = 0
+  /**
+   * Nodes holding each piece of each layer, and when the seed last heard from the tracker
+   * which pieces are spread (SPREAD_HOLDERS holders or more): the seed announces every
+   * SEED_ANNOUNCE_MS, and its first-copy rule reads the answer (registry/src/seeder).
+   */
+  let holders: Uint32Array[] = []
+  const spreadHeardAt: number[] = []
   const windowSize = config.windowSize ?? 4
   const streaming = config.streaming ?? false
   const endgameThreshold = config.endgameThreshold ?? 4
@@ -452,6 +465,8 @@ export function simulate(config: SimConfig): SimResult {
   const sizes = layerSizes(config.imageBytes, L)
   const pieceSizes = sizes.map((s) => config.pieceSize ?? choosePieceSize(s))
   const pieceCounts = sizes.map((s, l) => pieceCountFor(s, pieceSizes[l]!))
+  holders = pieceCounts.map((pc) => new Uint32Array(pc))
+  for (let l = 0; l < L; l++) spreadHeardAt[l] = Number.NEGATIVE_INFINITY
   const pieceBytes = (l: number, i: number): number =>
     Math.min(pieceSizes[l]!, sizes[l]! - i * pieceSizes[l]!)
   /** Scratch for the pieces handed to pickPiece (gatherFree). */
@@ -1110,6 +1125,7 @@ export function simulate(config: SimConfig): SimResult {
       scheduleAll(dl)
       return
     }
+    if (sender === ORIGIN) hearSpread(req.dl.layer)
     if (
       sender === ORIGIN &&
       !firstCopy.admit(layerDigest(req.dl.layer), req.index, req.dl.pc, String(req.dl.node))
@@ -1133,6 +1149,22 @@ export function simulate(config: SimConfig): SimResult {
     req.flow = net.start(sender, req.dl.node, pieceBytes(req.dl.layer, req.index), now, req)
   }
 
+  /** The seed's announce answer for layer `l`, at most every SEED_ANNOUNCE_MS. */
+  function hearSpread(l: number): void {
+    if (now - spreadHeardAt[l]! < SEED_ANNOUNCE_MS) return
+    spreadHeardAt[l] = now
+    const counts = holders[l]!
+    const spread = new Bitfield(counts.length)
+    let any = false
+    for (let i = 0; i < counts.length; i++) {
+      if (counts[i]! >= SPREAD_HOLDERS) {
+        spread.set(i)
+        any = true
+      }
+    }
+    firstCopy.spread(layerDigest(l), any ? spread : undefined)
+  }
+
   function onDeliver(req: Req): void {
     if (req.cancelled) return
     const { dl, index } = req
@@ -1150,6 +1182,7 @@ export function simulate(config: SimConfig): SimResult {
       return
     }
     delivered++
+    holders[dl.layer]![index]!++
     usefulBytes += pieceBytes(dl.layer, index)
     if (req.link.peer === ORIGIN) pieceState[r + P_FIRST_COPY] = 1
     config.onPiece?.(dl.node, dl.layer, index, req.link.peer, now)

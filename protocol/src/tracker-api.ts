@@ -95,6 +95,9 @@ export const announceRequestSchema = z
     path: ['piecesHeld'],
   })
 
+/** Agents that must hold a piece for the tracker to call it spread (announce answers to seeds). */
+export const SPREAD_HOLDERS = 2
+
 /** A peer's announce as sent (role and uploadLoad may be left out). */
 export type AnnounceRequestInput = z.input<typeof announceRequestSchema>
 /** A validated announce. */
@@ -152,6 +155,14 @@ export const announceResponseSchema = z.object({
   allowOrigin: z.boolean(),
   /** Preheat tasks for this peer (optional; trackers without preheat jobs leave it out). */
   tasks: z.array(preheatTaskSchema).max(MAX_TASKS_PER_ANSWER).optional(),
+  /**
+   * Only in answers to a seed that gave `pieceCount`: the pieces at least SPREAD_HOLDERS
+   * agents of the swarm hold, as the tracker last heard (complete agents hold every piece,
+   * partial ones what their last announce's bitfield said), a base64 bitfield of
+   * `pieceCount` bits. The seed keeps holding back such a piece (its first-copy rule):
+   * the swarm has it without the origin.
+   */
+  spread: base64Bitfield.optional(),
 })
 /** The tracker's answer to an announce. */
 export type AnnounceResponse = z.infer<typeof announceResponseSchema>

@@ -113,7 +113,7 @@ export const seedConfigSchema = z.strictObject({
   repeatPieceAfterMs: nonNegativeInt()
     .default(DEFAULT_REPEAT_AFTER_MS)
     .describe(
-      'first-copy rule: a piece sent to one peer is refused to others while it is on its way and at least this long after (as long as the swarm had been pulling, if longer), so agents pass it on (0: off)',
+      'first-copy rule: a piece sent to one peer is refused to others while it is on its way and at least this long after (as long as the swarm had been pulling, if longer), and beyond that while the tracker says two agents hold it, so agents pass it on (0: off)',
     ),
   bootstrap: z
     .array(multiaddrString)

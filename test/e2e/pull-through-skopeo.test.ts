@@ -7,18 +7,27 @@ import type { AddressInfo } from 'node:net'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createRegistryApp } from '../../registry/src/http/app.js'
 import { createPullThroughRegistry } from '../../registry/src/proxy/index.js'
 import { createFilesystemDriver, createStorageRegistry } from '../../registry/src/storage/index.js'
 import { startDistribution } from '../helpers/distribution.js'
-import { getTestImage, inspectRaw, pushImage, readLayoutImage, skopeoCopy } from '../helpers/images.js'
+import {
+  clearTestImageCache,
+  getTestImage,
+  inspectRaw,
+  pushImage,
+  readLayoutImage,
+  skopeoCopy,
+} from '../helpers/images.js'
 
 describe('skopeo through the pull-through cache', () => {
   const cleanups: Array<() => Promise<void>> = []
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c()
   })
+  // Vitest ends its workers without the 'exit' event getTestImage's own clean-up waits for.
+  afterAll(() => clearTestImageCache())
 
   it('pulls an image from Distribution through shoal, then from the cache with Distribution stopped', async () => {
     const dist = await startDistribution()

@@ -3,10 +3,11 @@ import {
   type AnnounceRequest,
   announceRequestSchema,
   type AnnounceRequestInput,
+  Bitfield,
   digestOf,
 } from '../../protocol/src/index.js'
 import { createMemoryPeerStore } from './peer-store/memory.js'
-import { createTracker, type Tracker } from './tracker.js'
+import { createTracker, spreadPieces, type Tracker } from './tracker.js'
 
 const digest = digestOf('blob')
 const TTL = 30_000
@@ -76,6 +77,59 @@ describe('tracker announce', () => {
     expect(res.allowOrigin).toBe(true)
     clock += TTL
     expect((await tracker.swarms()).swarms).toEqual([])
+  })
+  it('tells a seed, and only a seed, which pieces two agents hold', async () => {
+    const bits = (...held: number[]): string => {
+      const b = new Bitfield(4)
+      for (const i of held) b.set(i)
+      return b.toBase64()
+    }
+    const seed = (): Promise<Awaited<ReturnType<Tracker['announce']>>> =>
+      tracker.announce(announce('seed', { role: 'seed', state: 'complete', piecesHeld: 4, pieceCount: 4 }))
+    // Nothing held twice yet: no spread.
+    expect((await seed()).spread).toBeUndefined()
+    await tracker.announce(announce('a', { piecesHeld: 2, pieceCount: 4, bitfield: bits(0, 1) }))
+    await tracker.announce(announce('b', { piecesHeld: 1, pieceCount: 4, bitfield: bits(2) }))
+    expect((await seed()).spread).toBeUndefined()
+    await tracker.announce(announce('c', { piecesHeld: 2, pieceCount: 4, bitfield: bits(1, 2) }))
+    const spread = (await seed()).spread
+    expect(spread).toBeDefined()
+    expect([...Bitfield.fromBase64(spread ?? '', 4).indexes()]).toEqual([1, 2])
+    // An agent's answer carries none.
+    expect((await tracker.announce(announce('d'))).spread).toBeUndefined()
+    // A complete agent holds every piece: with one, every piece one other agent holds is spread.
+    await tracker.announce(announce('e', { state: 'complete', pieceCount: 4 }))
+    expect([...Bitfield.fromBase64((await seed()).spread ?? '', 4).indexes()]).toEqual([0, 1, 2])
+  })
+  it('counts complete agents and decodable bitfields of the same piece count as holders', () => {
+    const rec = (peerId: string, over: object) => ({
+      peerId,
+      multiaddrs: [],
+      role: 'peer' as const,
+      uploadLoad: 0,
+      lastSeenMs: 0,
+      complete: false,
+      ...over,
+    })
+    const two = new Bitfield(3)
+    two.set(2)
+    expect(spreadPieces([rec('a', { complete: true }), rec('b', { complete: true })], 3)).toBe(
+      Bitfield.full(3).toBase64(),
+    )
+    // Another piece count and a bitfield that does not decode are left out.
+    expect(
+      spreadPieces(
+        [
+          rec('a', { pieceCount: 3, bitfield: two.toBase64() }),
+          rec('b', { pieceCount: 4, bitfield: two.toBase64() }),
+          rec('c', { pieceCount: 3, bitfield: '!!' }),
+        ],
+        3,
+      ),
+    ).toBeUndefined()
+    expect(
+      spreadPieces([rec('a', { pieceCount: 3, bitfield: two.toBase64() }), rec('b', { complete: true })], 3),
+    ).toBe(two.toBase64())
   })
   it('removes a peer that stops', async () => {
     await tracker.announce(announce('a'))

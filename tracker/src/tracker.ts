@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino'
 import {
+  Bitfield,
   type AnnouncePeer,
   type AnnounceRequest,
   type AnnounceResponse,
@@ -13,6 +14,7 @@ import {
   type ReportBadPeerRequest,
   type ReportBadPeerResponse,
   type SwarmDetail,
+  SPREAD_HOLDERS,
   type SwarmList,
 } from '../../protocol/src/index.js'
 import { handOut, wantsOrigin } from './hand-out.js'
@@ -78,6 +80,42 @@ function toAnnouncePeer(r: PeerRecord): AnnouncePeer {
   return p
 }
 
+/**
+ * The pieces of a blob of `pieceCount` pieces that at least SPREAD_HOLDERS of `agents`
+ * hold (a complete agent every piece, a partial one what its last bitfield said), as a
+ * base64 bitfield; undefined when there is nothing to say (no piece is that widely held).
+ * Agents that announced another piece count, or a bitfield that does not decode, are
+ * left out.
+ */
+export function spreadPieces(agents: readonly PeerRecord[], pieceCount: number): string | undefined {
+  const holders = new Uint16Array(pieceCount)
+  let complete = 0
+  for (const a of agents) {
+    if (a.complete) {
+      complete++
+      continue
+    }
+    if (a.bitfield === undefined || a.pieceCount !== pieceCount) continue
+    let bits: Bitfield
+    try {
+      bits = Bitfield.fromBase64(a.bitfield, pieceCount)
+    } catch {
+      continue
+    }
+    for (const i of bits.indexes()) if (holders[i]! < SPREAD_HOLDERS) holders[i]!++
+  }
+  if (complete >= SPREAD_HOLDERS) return Bitfield.full(pieceCount).toBase64()
+  const spread = new Bitfield(pieceCount)
+  let any = false
+  for (let i = 0; i < pieceCount; i++) {
+    if (holders[i]! + complete >= SPREAD_HOLDERS) {
+      spread.set(i)
+      any = true
+    }
+  }
+  return any ? spread.toBase64() : undefined
+}
+
 /** Creates the tracker service. */
 export function createTracker(components: TrackerComponents, init: TrackerInit): Tracker {
   const { store } = components
@@ -138,11 +176,14 @@ export function createTracker(components: TrackerComponents, init: TrackerInit):
       const peers =
         req.role === 'seed' ? [] : handOut(others, { peerId: req.peerId, zone: req.zone }, { max, random })
       components.events?.onAnnounce?.(req.event ?? 'update', allowOrigin)
+      const spread =
+        req.role === 'seed' && req.pieceCount !== undefined ? spreadPieces(others, req.pieceCount) : undefined
       return {
         peers: peers.map(toAnnouncePeer),
         seeds: allowOrigin ? seeds.slice(0, init.maxPeersPerAnswer).map(toAnnouncePeer) : [],
         intervalMs: init.announceIntervalMs,
         allowOrigin,
+        ...(spread === undefined ? {} : { spread }),
       }
     },
 

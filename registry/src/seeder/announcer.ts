@@ -6,7 +6,7 @@
  * registry.
  */
 import type { Logger } from 'pino'
-import type { Digest } from '../../../protocol/src/index.js'
+import { Bitfield, type Digest } from '../../../protocol/src/index.js'
 import type { TrackerClient } from '../../../protocol/src/tracker-client/index.js'
 import { MAX_MULTIADDRS } from '../../../protocol/src/tracker-api.js'
 
@@ -29,6 +29,11 @@ export interface AnnouncerComponents {
   logger?: Logger
   /** Called after each announce attempt. */
   onAnnounce?: (result: 'ok' | 'error') => void
+  /**
+   * Called with each answer's `spread` (the pieces at least two agents hold; undefined
+   * when the answer names none), decoded against the blob's piece count.
+   */
+  onSpread?: (digest: Digest, pieces: Bitfield | undefined) => void
 }
 
 /** Options of the announcer. */
@@ -134,6 +139,15 @@ export function createAnnouncer(components: AnnouncerComponents, init: Announcer
         { signal },
       )
       components.onAnnounce?.('ok')
+      if (components.onSpread !== undefined) {
+        let spread: Bitfield | undefined
+        try {
+          spread = answer.spread === undefined ? undefined : Bitfield.fromBase64(answer.spread, count)
+        } catch (err) {
+          logger?.warn({ err, digest }, 'the tracker sent a spread bitfield that does not decode; ignored')
+        }
+        components.onSpread(digest, spread)
+      }
       schedule(digest, Math.max(1000, answer.intervalMs))
     } catch (err) {
       if (signal.aborted) return

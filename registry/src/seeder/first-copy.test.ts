@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import type { Digest } from '../../../protocol/src/index.js'
-import { createFirstCopyRule } from './first-copy.js'
+import { Bitfield, type Digest } from '../../../protocol/src/index.js'
+import { createFirstCopyRule, SPREAD_FRESH_MS } from './first-copy.js'
 
 const A = `sha256:${'a'.repeat(64)}` as Digest
 const B = `sha256:${'b'.repeat(64)}` as Digest
@@ -123,5 +123,46 @@ describe('first-copy rule', () => {
     expect(rule.admit(B, 0, 2, 'p1')).toBe(true)
     // A was forgotten, so its piece 0 counts as never sent.
     expect(rule.admit(A, 0, 2, 'p2')).toBe(true)
+  })
+
+  it('keeps holding a piece past its hold, and past its recipient leaving, while the tracker says two agents hold it', () => {
+    const c = clock()
+    const connected = new Set(['p1'])
+    const repeated: string[] = []
+    const rule = createFirstCopyRule({
+      repeatAfterMs: 5_000,
+      now: c.now,
+      isConnected: (peer) => connected.has(peer),
+      onRepeated: (reason) => repeated.push(reason),
+    })
+    // Said before the blob is tracked: ignored.
+    rule.spread(A, Bitfield.full(2))
+    expect(rule.admit(A, 0, 2, 'p1')).toBe(true)
+    expect(rule.admit(A, 1, 2, 'p1')).toBe(true)
+    rule.delivered(A, 0)
+    rule.delivered(A, 1)
+    const piece0 = new Bitfield(2)
+    piece0.set(0)
+    rule.spread(A, piece0)
+    c.advance(6_000)
+    // Past the hold: piece 0 is spread and stays held; piece 1 is not and goes again.
+    expect(rule.admit(A, 0, 2, 'p2')).toBe(false)
+    expect(rule.admit(A, 1, 2, 'p2')).toBe(true)
+    // Its recipient gone: still held while spread.
+    connected.delete('p1')
+    expect(rule.admit(A, 0, 2, 'p3')).toBe(false)
+    expect(repeated).toEqual(['expired'])
+    // A word older than SPREAD_FRESH_MS no longer counts: the recipient is gone, so it goes.
+    c.advance(SPREAD_FRESH_MS - 6_000 + 1)
+    expect(rule.admit(A, 0, 2, 'p3')).toBe(true)
+    expect(repeated).toEqual(['expired', 'gone'])
+    // A fresh word that names no piece ends the spread at once (p3, not connected either,
+    // holds no hold).
+    rule.delivered(A, 0)
+    rule.spread(A, piece0)
+    c.advance(6_000)
+    expect(rule.admit(A, 0, 2, 'p4')).toBe(false)
+    rule.spread(A, undefined)
+    expect(rule.admit(A, 0, 2, 'p4')).toBe(true)
   })
 })

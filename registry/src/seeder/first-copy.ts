@@ -19,8 +19,24 @@
  * connected to the seed (stopped, restarted, crashed): the swarm may have lost its only
  * copy. The peer that got it may always ask again (a retry). The rule is in memory and
  * per seed process: a restarted seed serves each piece once more.
+ *
+ * The hold is a time only while the seed does not know better. The tracker tells the
+ * seed, in its answers to the seed's announces, which pieces at least two agents hold
+ * (`spread`); such a piece is not sent again while that word is fresh (SPREAD_FRESH_MS),
+ * whatever the hold and whether its last recipient is still connected: the swarm has it,
+ * and an agent that asks the seed for it learns that it must look among its peers (the
+ * scheduler's `sought` pieces). Without it a pull slower than the hold had the seed send
+ * its early pieces again: 1.13-1.24x the image at N = 50 on the 2-core testbed
+ * (docs/BENCHMARKS.md, cluster, nineteenth and twentieth rounds).
  */
-import type { Digest } from '../../../protocol/src/index.js'
+import type { Bitfield, Digest } from '../../../protocol/src/index.js'
+
+/**
+ * How long the tracker's word that a piece is spread is taken: three of its default
+ * 10 s announce intervals, so one late announce does not end it, and a swarm that lost
+ * its holders since (stopped agents) gets the piece from the seed again within 30 s.
+ */
+export const SPREAD_FRESH_MS = 30_000
 
 /**
  * The shortest hold, by default (`seed.repeatPieceAfterMs`). It was 60 s: at 2 Mbit per
@@ -28,7 +44,8 @@ import type { Digest } from '../../../protocol/src/index.js'
  * seed sent it again (testbed N = 50: 1.55x the image; simulator: 1.28x at N = 10,
  * 1.62-1.73x at N = 50). With 3 minutes the simulator's seed sends 1.00x at 2, 5 and
  * 20 Mbit, with the same completion times. A holder that stays connected but never
- * passes a piece on delays the others' copy of it by as long.
+ * passes a piece on delays the others' copy of it by as long. Past the hold, a piece
+ * the tracker says is spread stays held (see the file comment).
  */
 export const DEFAULT_REPEAT_AFTER_MS = 180_000
 
@@ -70,6 +87,11 @@ export interface FirstCopyRule {
   delivered(digest: Digest, index: number): void
   /** The send of piece `index` of `digest` admitted last broke off: the piece is free again. */
   failed(digest: Digest, index: number): void
+  /**
+   * The tracker's word on `digest`: the pieces at least two agents hold (undefined:
+   * none). Kept for SPREAD_FRESH_MS; a blob the rule does not track yet is ignored.
+   */
+  spread(digest: Digest, pieces: Bitfield | undefined): void
   /** Pieces refused since start. */
   refused(): number
 }
@@ -84,6 +106,8 @@ interface Sent {
 interface BlobSends {
   since: number
   pieces: Map<number, Sent>
+  /** The tracker's last word on which pieces are spread, and when it came. */
+  spread?: { pieces: Bitfield; at: number }
 }
 
 /** Creates the rule; with `repeatAfterMs` 0 it admits everything. */
@@ -115,7 +139,12 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
       const other = last !== undefined && (peer === undefined || peer !== last.peer)
       const gone = other && last.peer !== undefined && init.isConnected?.(last.peer) === false
       const held = last?.heldUntil === undefined || t < last.heldUntil || pieces.size < pieceCount
-      if (other && !gone && held) {
+      const spread =
+        blob.spread !== undefined &&
+        t - blob.spread.at <= SPREAD_FRESH_MS &&
+        index < blob.spread.pieces.length &&
+        blob.spread.pieces.get(index)
+      if (other && ((!gone && held) || spread)) {
         refusals++
         init.onRefused?.()
         return false
@@ -136,6 +165,13 @@ export function createFirstCopyRule(init: FirstCopyInit): FirstCopyRule {
     failed(digest, index) {
       const pieces = sentAt.get(digest)?.pieces
       if (pieces?.get(index)?.heldUntil === undefined) pieces?.delete(index)
+    },
+
+    spread(digest, spread) {
+      const blob = sentAt.get(digest)
+      if (blob === undefined) return
+      if (spread === undefined) delete blob.spread
+      else blob.spread = { pieces: spread, at: now() }
     },
 
     refused() {

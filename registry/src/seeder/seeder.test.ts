@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Registry } from 'prom-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { digestOf } from '../../../protocol/src/index.js'
+import { Bitfield, digestOf } from '../../../protocol/src/index.js'
 import { createMessageReader } from '../../../protocol/src/messages/index.js'
 import {
   createP2PNode,
@@ -323,6 +323,57 @@ describe('the registry as seed', () => {
       // Stopping the seed tells the tracker it left.
       await r.stop()
       expect(await inSwarm(fresh)).toBe(false)
+    } finally {
+      await closeServer(served.server)
+      await trackerNode.stop()
+    }
+  })
+
+  it('keeps sending a piece only once while the tracker says two agents hold it', async () => {
+    const trackerNode = await createTrackerNode(parseTrackerConfig({ announceIntervalMs: 200 }), {
+      logger: silent,
+      metrics: new Registry(),
+    })
+    await trackerNode.start()
+    const served = await serveHttp(trackerNode.app.callback())
+    try {
+      const tracker = createTrackerClient({ url: served.url })
+      // A hold of 100 ms: without the tracker's word, a piece goes again soon after.
+      const r = await h.registry({ seed: { trackerUrl: served.url, repeatPieceAfterMs: 100 } })
+      const digest = await pushBlob(r.node, randomBytes(2 * MiB + 777))
+      const map = await verifyPieceMap(await r.node.seed!.pieceMaps.get(digest), r.node.seed!.peerId)
+      const to = r.node.seed!.multiaddrs().map((a) => multiaddr(a))
+      const first = createPieceClient({ libp2p: (await peer()).libp2p }, { timeoutMs: 10_000 })
+      const second = createPieceClient({ libp2p: (await peer()).libp2p }, { timeoutMs: 10_000 })
+      for (let i = 0; i < map.pieces.length; i++) await first.fetchPiece(to, digest, i)
+      // Two agents say they hold piece 0; piece 1 only one.
+      const held = (...indexes: number[]): string => {
+        const b = new Bitfield(map.pieces.length)
+        for (const i of indexes) b.set(i)
+        return b.toBase64()
+      }
+      for (const [agent, bits] of [
+        [await peer(), held(0, 1)],
+        [await peer(), held(0)],
+      ] as const) {
+        await tracker.announce({
+          peerId: agent.peerId.toString(),
+          multiaddrs: [],
+          digest,
+          state: 'partial',
+          piecesHeld: 1,
+          pieceCount: map.pieces.length,
+          bitfield: bits,
+        })
+      }
+      // The seed hears it with its next announce (at most every second).
+      const announces = await counter(r.metrics, 'shoal_registry_seed_announces_total')
+      await waitFor(
+        async () => (await counter(r.metrics, 'shoal_registry_seed_announces_total')) > announces + 1,
+      )
+      await expect(second.fetchPiece(to, digest, 0)).rejects.toMatchObject({ status: 'not-held' })
+      expect((await second.fetchPiece(to, digest, 1)).byteLength).toBe(pieceRange(map, 1).length)
+      expect(await counter(r.metrics, 'shoal_registry_seed_pieces_deferred_total')).toBe(1)
     } finally {
       await closeServer(served.server)
       await trackerNode.stop()

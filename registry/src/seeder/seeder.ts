@@ -172,6 +172,7 @@ export async function createSeeder(components: SeederComponents, init: SeederIni
       pieceCount: async (digest, options) => (await pieceMaps.get(digest, options))?.map.pieces.length,
       uploadLoad: () => pieceServer.activeUploads(),
       onAnnounce: (result) => metrics.announces.inc({ result }),
+      onSpread: (digest, pieces) => firstCopy.spread(digest, pieces),
       ...(logger ? { logger } : {}),
     },
     {
