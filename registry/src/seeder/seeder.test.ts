@@ -68,6 +68,25 @@ describe('the registry as seed', () => {
     await h.cleanup()
   })
 
+  /** Runs `body` against a real tracker on loopback (its HTTP URL), stopped afterwards. */
+  async function withTracker(
+    announceIntervalMs: number,
+    body: (url: string) => Promise<void>,
+  ): Promise<void> {
+    const trackerNode = await createTrackerNode(parseTrackerConfig({ announceIntervalMs }), {
+      logger: silent,
+      metrics: new Registry(),
+    })
+    await trackerNode.start()
+    const served = await serveHttp(trackerNode.app.callback())
+    try {
+      await body(served.url)
+    } finally {
+      await closeServer(served.server)
+      await trackerNode.stop()
+    }
+  }
+
   async function peer(bootstrap: string[] = []): Promise<P2PNode> {
     const node = await createP2PNode({}, { bootstrap })
     peers.push(node)
@@ -283,19 +302,13 @@ describe('the registry as seed', () => {
   })
 
   it('announces held and new blobs to a real tracker and provides them in the DHT', async () => {
-    const trackerNode = await createTrackerNode(parseTrackerConfig({ announceIntervalMs: 1000 }), {
-      logger: silent,
-      metrics: new Registry(),
-    })
-    await trackerNode.start()
-    const served = await serveHttp(trackerNode.app.callback())
-    try {
-      const tracker = createTrackerClient({ url: served.url })
+    await withTracker(1000, async (url) => {
+      const tracker = createTrackerClient({ url })
       // A blob stored while no seed ran is announced when the seed starts.
       const plain = await h.registry({ seed: { enabled: false } })
       const old = await pushBlob(plain.node, randomBytes(5000))
       await plain.stop()
-      const r = await h.registry({ seed: { trackerUrl: served.url } })
+      const r = await h.registry({ seed: { trackerUrl: url } })
       const seedId = r.node.seed!.peerId.toString()
       const inSwarm = async (digest: string): Promise<boolean> => {
         try {
@@ -323,23 +336,14 @@ describe('the registry as seed', () => {
       // Stopping the seed tells the tracker it left.
       await r.stop()
       expect(await inSwarm(fresh)).toBe(false)
-    } finally {
-      await closeServer(served.server)
-      await trackerNode.stop()
-    }
+    })
   })
 
   it('keeps sending a piece only once while the tracker says two agents hold it', async () => {
-    const trackerNode = await createTrackerNode(parseTrackerConfig({ announceIntervalMs: 200 }), {
-      logger: silent,
-      metrics: new Registry(),
-    })
-    await trackerNode.start()
-    const served = await serveHttp(trackerNode.app.callback())
-    try {
-      const tracker = createTrackerClient({ url: served.url })
+    await withTracker(200, async (url) => {
+      const tracker = createTrackerClient({ url })
       // A hold of 100 ms: without the tracker's word, a piece goes again soon after.
-      const r = await h.registry({ seed: { trackerUrl: served.url, repeatPieceAfterMs: 100 } })
+      const r = await h.registry({ seed: { trackerUrl: url, repeatPieceAfterMs: 100 } })
       const digest = await pushBlob(r.node, randomBytes(2 * MiB + 777))
       const map = await verifyPieceMap(await r.node.seed!.pieceMaps.get(digest), r.node.seed!.peerId)
       const to = r.node.seed!.multiaddrs().map((a) => multiaddr(a))
@@ -374,9 +378,6 @@ describe('the registry as seed', () => {
       await expect(second.fetchPiece(to, digest, 0)).rejects.toMatchObject({ status: 'not-held' })
       expect((await second.fetchPiece(to, digest, 1)).byteLength).toBe(pieceRange(map, 1).length)
       expect(await counter(r.metrics, 'shoal_registry_seed_pieces_deferred_total')).toBe(1)
-    } finally {
-      await closeServer(served.server)
-      await trackerNode.stop()
-    }
+    })
   })
 })
