@@ -69,8 +69,14 @@ import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
 import { PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
 import { createUploadCap, type UploadCap } from '../../protocol/src/p2p/upload-cap.js'
 import { createFirstCopyRule, DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
-import { Bitfield, type Digest, SPREAD_HOLDERS } from '../../protocol/src/index.js'
-import { grantsOriginSlot, type HandOutCandidate, handOut, wantsOrigin } from '../../tracker/src/hand-out.js'
+import type { Digest } from '../../protocol/src/index.js'
+import {
+  grantsOriginSlot,
+  type HandOutCandidate,
+  handOut,
+  spreadBitfield,
+  wantsOrigin,
+} from '../../tracker/src/hand-out.js'
 import { EventQueue } from './event-queue.js'
 import { type Flow, FlowNetwork, type Sharing } from './flow-network.js'
 
@@ -431,13 +437,6 @@ export function simulate(config: SimConfig): SimResult {
   })
   const layerDigest = (l: number): Digest => `sha256:${l.toString(16).padStart(64, '0')}` as Digest
   let declinedAnswers = 0
-  /**
-   * Nodes holding each piece of each layer, and when the seed last heard from the tracker
-   * which pieces are spread (SPREAD_HOLDERS holders or more): the seed announces every
-   * SEED_ANNOUNCE_MS, and its first-copy rule reads the answer (registry/src/seeder).
-   */
-  let holders: Uint32Array[] = []
-  const spreadHeardAt: number[] = []
   const windowSize = config.windowSize ?? 4
   const streaming = config.streaming ?? false
   const endgameThreshold = config.endgameThreshold ?? 4
@@ -465,8 +464,13 @@ export function simulate(config: SimConfig): SimResult {
   const sizes = layerSizes(config.imageBytes, L)
   const pieceSizes = sizes.map((s) => config.pieceSize ?? choosePieceSize(s))
   const pieceCounts = sizes.map((s, l) => pieceCountFor(s, pieceSizes[l]!))
-  holders = pieceCounts.map((pc) => new Uint32Array(pc))
-  for (let l = 0; l < L; l++) spreadHeardAt[l] = Number.NEGATIVE_INFINITY
+  /**
+   * Nodes holding each piece of each layer, and when the seed last heard from the tracker
+   * which pieces are spread (spreadBitfield): the seed announces every SEED_ANNOUNCE_MS,
+   * and its first-copy rule reads the answer (registry/src/seeder).
+   */
+  const holders = pieceCounts.map((pc) => new Uint32Array(pc))
+  const spreadHeardAt = pieceCounts.map(() => Number.NEGATIVE_INFINITY)
   const pieceBytes = (l: number, i: number): number =>
     Math.min(pieceSizes[l]!, sizes[l]! - i * pieceSizes[l]!)
   /** Scratch for the pieces handed to pickPiece (gatherFree). */
@@ -1153,16 +1157,7 @@ export function simulate(config: SimConfig): SimResult {
   function hearSpread(l: number): void {
     if (now - spreadHeardAt[l]! < SEED_ANNOUNCE_MS) return
     spreadHeardAt[l] = now
-    const counts = holders[l]!
-    const spread = new Bitfield(counts.length)
-    let any = false
-    for (let i = 0; i < counts.length; i++) {
-      if (counts[i]! >= SPREAD_HOLDERS) {
-        spread.set(i)
-        any = true
-      }
-    }
-    firstCopy.spread(layerDigest(l), any ? spread : undefined)
+    firstCopy.spread(layerDigest(l), spreadBitfield(holders[l]!))
   }
 
   function onDeliver(req: Req): void {

@@ -1,13 +1,15 @@
 /**
  * The tracker's hand-out policy, pure (no I/O, randomness injected) so the cluster
- * simulator can import it: which peers an asking peer is given, and whether it may go
- * back to the origin.
+ * simulator can import it: which peers an asking peer is given, whether it may go back
+ * to the origin, and which pieces enough agents hold that the seed need not send them
+ * again.
  *
  * Order: complete peers first; then partial peers that hold something (in-flight
  * peers serve what they hold); then partial peers that hold nothing yet. Within each
  * tier, peers in the asker's zone first, then the least loaded; random among equals,
  * so the swarm graph stays well mixed. The asker itself is never handed out.
  */
+import { Bitfield, SPREAD_HOLDERS } from '../../protocol/src/index.js'
 
 /** What the policy needs to know of a candidate peer. */
 export interface HandOutCandidate {
@@ -90,4 +92,24 @@ export function wantsOrigin(a: OriginWish): boolean {
  */
 export function grantsOriginSlot(holdsSlot: boolean, slotsInUse: number, limit: number): boolean {
   return holdsSlot || slotsInUse < limit
+}
+
+/**
+ * The pieces at least SPREAD_HOLDERS agents hold, given how many partial agents hold
+ * each piece (`holders`, one count per piece) and how many complete agents hold every
+ * piece (`complete`); undefined when no piece is held that widely. The tracker tells the
+ * seed this in its announce answers (spreadPieces in tracker.ts), and the simulator's
+ * origin hears it from its exact counts.
+ */
+export function spreadBitfield(holders: ArrayLike<number>, complete = 0): Bitfield | undefined {
+  if (complete >= SPREAD_HOLDERS) return Bitfield.full(holders.length)
+  const spread = new Bitfield(holders.length)
+  let any = false
+  for (let i = 0; i < holders.length; i++) {
+    if (holders[i]! + complete >= SPREAD_HOLDERS) {
+      spread.set(i)
+      any = true
+    }
+  }
+  return any ? spread : undefined
 }

@@ -17,7 +17,7 @@ import {
   SPREAD_HOLDERS,
   type SwarmList,
 } from '../../protocol/src/index.js'
-import { handOut, wantsOrigin } from './hand-out.js'
+import { handOut, spreadBitfield, wantsOrigin } from './hand-out.js'
 import type { PeerRecord, PeerStore } from './peer-store/index.js'
 
 /** Events the tracker reports (for metrics); never needed for correctness. */
@@ -104,16 +104,7 @@ export function spreadPieces(agents: readonly PeerRecord[], pieceCount: number):
     }
     for (const i of bits.indexes()) if (holders[i]! < SPREAD_HOLDERS) holders[i]!++
   }
-  if (complete >= SPREAD_HOLDERS) return Bitfield.full(pieceCount).toBase64()
-  const spread = new Bitfield(pieceCount)
-  let any = false
-  for (let i = 0; i < pieceCount; i++) {
-    if (holders[i]! + complete >= SPREAD_HOLDERS) {
-      spread.set(i)
-      any = true
-    }
-  }
-  return any ? spread.toBase64() : undefined
+  return spreadBitfield(holders, complete)?.toBase64()
 }
 
 /** Creates the tracker service. */
