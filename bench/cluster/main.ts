@@ -56,6 +56,7 @@ const USAGE = `usage: npm run bench:cluster -- [options]      (as root)
   --registry-arg A      extra argument to \`shoal registry\` (repeatable)
   --containerd          pull with a real \`ctr images pull\` from a containerd per node (fresh for every round)
   --mtu N               MTU of every veth (default ${JUMBO_MTU})
+  --tcp-cc NAME         TCP congestion control of every host (default: what the machine sets)
   --queue-ms N          queue of the nodes' and the origin's uplinks, in ms of their rate; beyond it
                         packets are dropped (default ${DEFAULT_QUEUE_MS})
   --down-queue-ms N     queue of the nodes' downlinks, in ms of their rate; 0: htb's 1,000 frames, the
@@ -80,6 +81,8 @@ interface Options {
   agentArgs: string[]
   registryArgs: string[]
   mtu: number
+  /** TCP congestion control of every host; undefined keeps the machine's. */
+  tcpCongestionControl: string | undefined
   queueMs: number | undefined
   downQueueMs: number | undefined
   jsonPath: string
@@ -104,6 +107,7 @@ function parseOptions(argv: string[]): Options {
       'agent-arg': { type: 'string', multiple: true, default: [] },
       'registry-arg': { type: 'string', multiple: true, default: [] },
       mtu: { type: 'string', default: String(JUMBO_MTU) },
+      'tcp-cc': { type: 'string' },
       'queue-ms': { type: 'string' },
       'down-queue-ms': { type: 'string' },
       json: { type: 'string' },
@@ -147,6 +151,7 @@ function parseOptions(argv: string[]): Options {
     agentArgs: values['agent-arg'],
     registryArgs: values['registry-arg'],
     mtu: Math.round(positive('mtu', values.mtu)),
+    tcpCongestionControl: values['tcp-cc'],
     queueMs: values['queue-ms'] === undefined ? undefined : positive('queue-ms', values['queue-ms']),
     downQueueMs:
       values['down-queue-ms'] === undefined
@@ -436,6 +441,9 @@ async function main(): Promise<void> {
         originMbit: options.originMbit,
         workDir,
         mtu: options.mtu,
+        ...(options.tcpCongestionControl === undefined
+          ? {}
+          : { tcpCongestionControl: options.tcpCongestionControl }),
         ...(options.queueMs === undefined ? {} : { queueMs: options.queueMs }),
         ...(options.downQueueMs === undefined ? {} : { downQueueMs: options.downQueueMs }),
       },
@@ -443,7 +451,7 @@ async function main(): Promise<void> {
     )
     const tb = testbed
     progress(
-      `namespaces ${tb.topology.prefix}*; writing a ${options.imageBytes / 1e6} MB image of ${options.layers} layers`,
+      `namespaces ${tb.topology.prefix}*, TCP congestion control ${tb.topology.tcpCongestionControl}; writing a ${options.imageBytes / 1e6} MB image of ${options.layers} layers`,
     )
     const image = await writeBenchImage({
       dir: join(workDir, 'image'),
@@ -557,7 +565,7 @@ async function main(): Promise<void> {
         round.cpuSpeedMBps = cpuSpeed
         rounds.push(round)
         progress(
-          `${system} N=${n}: last node ${round.maxSeconds?.toFixed(1) ?? '—'} s (${round.ratioToBound?.toFixed(2) ?? '—'}x bound), origin sent ${(round.originEgressBytes / 1e6).toFixed(1)} MB (${round.originEgressRatio.toFixed(2)}x image), CPU ${(round.machineCpu * 100).toFixed(0)}% (registry/agents: ${round.serviceCpuSeconds?.toFixed(0)} CPU-s over ${round.wallSeconds.toFixed(0)} s), one core's sha256 ${cpuSpeed.toFixed(0)} MB/s before the round`,
+          `${system} N=${n}: last node ${round.maxSeconds?.toFixed(1) ?? '—'} s (${round.ratioToBound?.toFixed(2) ?? '—'}x bound), origin sent ${(round.originEgressBytes / 1e6).toFixed(1)} MB (${round.originEgressRatio.toFixed(2)}x image), CPU ${(round.machineCpu * 100).toFixed(0)}% (registry/agents: ${round.serviceCpuSeconds?.toFixed(0)} CPU-s, pull clients: ${round.clientCpuSeconds.toFixed(0)} CPU-s, over ${round.wallSeconds.toFixed(0)} s), one core's sha256 ${cpuSpeed.toFixed(0)} MB/s before the round`,
         )
         for (const error of round.errors.slice(0, 5)) progress(`  failed: ${error}`)
         return round
@@ -623,6 +631,9 @@ async function main(): Promise<void> {
           }
           const idleBefore =
             options.idleSeconds > 0 ? await idleCores(rolePids, options.idleSeconds) : undefined
+          // What the agents had done before the pull (connections opened while they
+          // joined the cluster, say), so the totals after it can be told apart.
+          const agentsBefore = await scrapeAgents(nodes)
           const counters0 = byRole(rolePids, sumCounters)
           const threads0 = byRole(rolePids, sumThreadCpu)
           const round = await measure(
@@ -669,12 +680,14 @@ async function main(): Promise<void> {
             progress(`shoal N=${n}: idle cores before/after the pulls ${JSON.stringify(round.idleCores)}`)
           }
           progress(`shoal N=${n}: CPU-s by role during the pulls ${JSON.stringify(round.serviceCpuByRole)}`)
+          round.agentsBeforePull = agentsBefore
           round.agents = await scrapeAgents(nodes)
           round.seed = seedCounters(
             await curlIn(tb.topology.origin, `${cluster.registry.url}/metrics`).catch(() => ''),
           )
           progress(`shoal N=${n}: seed's counters ${JSON.stringify(round.seed)}`)
           progress(`shoal N=${n}: agents' counters ${JSON.stringify(round.agents)}`)
+          progress(`shoal N=${n}: agents' counters before the pull ${JSON.stringify(round.agentsBeforePull)}`)
         } finally {
           await cluster.stop()
         }
@@ -700,6 +713,7 @@ async function main(): Promise<void> {
         imageBytes: image.totalBytes,
         layers: options.layers,
         mtu: options.mtu,
+        tcpCongestionControl: tb.topology.tcpCongestionControl,
         queueMs: options.queueMs ?? null,
         downQueueMs: options.downQueueMs ?? DEFAULT_DOWN_QUEUE_MS,
         trackerArgs: options.trackerArgs,

@@ -12,6 +12,7 @@ function round(system: 'shoal' | 'distribution', nodes: number, lastMs: number, 
     completionMs: Math.round((lastMs * (i + 1)) / nodes),
     bytes: IMAGE,
     retries: 0,
+    cpuSeconds: 0.25,
   }))
   return summarizeRound({
     system,
@@ -32,6 +33,7 @@ describe('cluster report', () => {
     expect(r10.maxSeconds).toBe(9)
     expect(r10.p50Seconds).toBe(4.5)
     expect(r10.ratioToBound).toBeCloseTo(9 / 8, 6)
+    expect(r10.clientCpuSeconds).toBe(2.5)
     const r50 = round('shoal', 50, 11_000, 1.2 * IMAGE)
     const verdicts = judgeTargets([r10, r50, round('distribution', 50, 400_000, 50 * IMAGE)])
     expect(verdicts.map((v) => v.pass)).toEqual([true, false, true, true])

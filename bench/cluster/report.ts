@@ -61,9 +61,16 @@ export interface RoundResult {
   timeline?: TimelineSample[]
   /** Blob requests the clients resumed with Range after a broken connection. */
   retries: number
+  /**
+   * CPU time of the pull clients, summed (they share the machine with what they pull
+   * from: a reader can see how much of it the test harness took).
+   */
+  clientCpuSeconds: number
   errors: string[]
   /** shoal: the agents' own counters summed (bytes by source, uploads, fallbacks). */
   agents?: Record<string, number>
+  /** shoal: the same counters read just before the pull (what joining the cluster cost). */
+  agentsBeforePull?: Record<string, number>
   /** The seed's piece counters since it started (a warm-up pull included): sent, deferred (first-copy rule), sent again by reason. */
   seed?: Record<string, number>
 }
@@ -139,6 +146,7 @@ export function summarizeRound(init: {
     machineCpu: init.machineCpu,
     wallSeconds: init.wallSeconds,
     retries: init.results.reduce((sum, r) => sum + r.retries, 0),
+    clientCpuSeconds: Math.round(init.results.reduce((sum, r) => sum + r.cpuSeconds, 0) * 100) / 100,
     errors: init.results.filter((r) => !r.ok).map((r) => `${r.node}: ${r.error ?? 'failed'}`),
   }
 }

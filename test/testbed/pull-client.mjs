@@ -4,7 +4,8 @@
 // same moment for every node), then pulls the manifest of --repo:--ref from --url and
 // every blob it lists, in parallel, checking each blob's sha256, and discards the bytes.
 // With --ns it adds `?ns=<host>` as containerd does through a mirror. It writes JSON
-// lines to stdout: ready, progress (bytes so far, every 500 ms), then done or error.
+// lines to stdout: ready, progress (bytes so far, every 500 ms), then done or error
+// (with cpuMs, the client's own CPU time since the start).
 // With --exec it runs the command after `--` at the start time instead (e.g. a real
 // `ctr images pull`) and reports when it exits (bytes are then unknown: 0).
 import { spawn } from 'node:child_process'
@@ -151,6 +152,12 @@ const startAt = Number(values['start-at'] ?? Date.now())
 const wait = startAt - Date.now()
 if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
 const startedAt = Date.now()
+// The client's own CPU from the start on (what pulling cost it), reported at the end.
+const cpuAtStart = process.cpuUsage()
+const cpuMs = () => {
+  const used = process.cpuUsage(cpuAtStart)
+  return Math.round((used.user + used.system) / 1000)
+}
 const ticker = setInterval(() => emit({ event: 'progress', bytes }), 500)
 const deadline = setTimeout(() => {
   emit({ event: 'error', message: 'timed out', startedAt, finishedAt: Date.now(), bytes })
@@ -158,10 +165,17 @@ const deadline = setTimeout(() => {
 }, Number(values['timeout-ms']))
 try {
   await pull()
-  emit({ event: 'done', startedAt, finishedAt: Date.now(), bytes, retries })
+  emit({ event: 'done', startedAt, finishedAt: Date.now(), bytes, retries, cpuMs: cpuMs() })
   process.exitCode = 0
 } catch (err) {
-  emit({ event: 'error', message: String(err?.message ?? err), startedAt, finishedAt: Date.now(), bytes })
+  emit({
+    event: 'error',
+    message: String(err?.message ?? err),
+    startedAt,
+    finishedAt: Date.now(),
+    bytes,
+    cpuMs: cpuMs(),
+  })
   process.exitCode = 1
 } finally {
   clearInterval(ticker)

@@ -201,6 +201,8 @@ export interface PullResult {
   bytes: number
   /** Blob requests resumed with Range after a broken connection. */
   retries: number
+  /** The client's own CPU time from the start to its end, s (0 when it did not say). */
+  cpuSeconds: number
   error?: string
 }
 
@@ -311,6 +313,7 @@ export async function runPulls(
             completionMs: Number(record.finishedAt) - startAt,
             bytes: Number(record.bytes),
             retries: Number(record.retries ?? 0),
+            cpuSeconds: Number(record.cpuMs ?? 0) / 1000,
             ...(record.event === 'error' ? { error: String(record.message) } : {}),
           }
         } catch (err) {
@@ -321,6 +324,7 @@ export async function runPulls(
             completionMs: Date.now() - startAt,
             bytes: 0,
             retries: 0,
+            cpuSeconds: 0,
             error: (err as Error).message.split('\n')[0],
           }
         } finally {

@@ -5,6 +5,7 @@
  * `queueMs` says, and stopping removes every namespace it made, as does
  * cleanupLeftovers after a run that did not stop.
  */
+import { readFile } from 'node:fs/promises'
 import { afterEach, describe, expect, it } from 'vitest'
 import { listNetns } from '../helpers/netns.js'
 import {
@@ -16,6 +17,7 @@ import {
 } from '../helpers/processes.js'
 import { applyShaping, DEFAULT_DOWN_QUEUE_MS, queueBytes, readLinkCounters } from './shaping.js'
 import { createTestbed } from './testbed.js'
+import { availableCongestionControls, machineCongestionControl } from './congestion-control.js'
 import { cleanupLeftovers, createTopology, newRunPrefix } from './topology.js'
 
 const NODE_MBIT = 20
@@ -137,6 +139,32 @@ describe('cluster testbed', () => {
       await topology.switchNs.exec('tc', ['qdisc', 'del', 'dev', node.id, 'root'])
     await applyShaping(topology, { nodeMbit: 2, originMbit: 25, downQueueMs: 0 })
     expect((await downlink(topology.nodes[1]!.id)).map((q) => q.kind)).not.toContain('bfifo')
+  })
+
+  it('sets the TCP congestion control of every host when told, and reports what the hosts run', async () => {
+    requireBinaries(['ip', 'sysctl'])
+    // One the kernel has besides the machine's own, and outside the allowed list if
+    // there is one (reno is built into every kernel).
+    const machine = await machineCongestionControl()
+    const allowedBefore = await readFile('/proc/sys/net/ipv4/tcp_allowed_congestion_control', 'utf8')
+    const others = (await availableCongestionControls()).filter((cc) => cc !== machine)
+    const wanted = others.find((cc) => !allowedBefore.split(/\s+/).includes(cc)) ?? others[0]
+    expect(wanted).toBeDefined()
+    const topology = await createTopology({ nodes: 1, prefix: newRunPrefix(), tcpCongestionControl: wanted! })
+    cleanup.add(() => topology.destroy())
+    expect(topology.tcpCongestionControl).toBe(wanted)
+    for (const host of [topology.origin, topology.tracker, ...topology.nodes]) {
+      const read = await host.ns.exec('sysctl', ['-n', 'net.ipv4.tcp_congestion_control'])
+      expect(read.stdout.trim()).toBe(wanted)
+    }
+    const untouched = await createTopology({ nodes: 1, prefix: newRunPrefix() })
+    cleanup.add(() => untouched.destroy())
+    expect(untouched.tcpCongestionControl).toBe(machine)
+    await topology.destroy()
+    expect(await readFile('/proc/sys/net/ipv4/tcp_allowed_congestion_control', 'utf8')).toBe(allowedBefore)
+    await expect(createTopology({ nodes: 1, tcpCongestionControl: 'no-such-cc' })).rejects.toThrow(
+      /not available/,
+    )
   })
 
   it('removes the namespaces of a run that never stopped', async () => {

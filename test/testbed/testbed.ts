@@ -22,6 +22,8 @@ export interface TestbedInit extends ShapingPlan {
   /** Per-run namespace prefix (see topology.ts). */
   prefix?: string
   mtu?: number
+  /** TCP congestion control of every host (see TopologyInit); unset keeps the machine's. */
+  tcpCongestionControl?: string
 }
 
 /** The shoal side of a run: seed registry, tracker and one agent per node used. */
@@ -92,7 +94,15 @@ export async function createTestbed(
   init: TestbedInit,
   options: { signal?: AbortSignal } = {},
 ): Promise<Testbed> {
-  const topology = await createTopology({ nodes: init.nodes, prefix: init.prefix, mtu: init.mtu }, options)
+  const topology = await createTopology(
+    {
+      nodes: init.nodes,
+      prefix: init.prefix,
+      mtu: init.mtu,
+      ...(init.tcpCongestionControl === undefined ? {} : { tcpCongestionControl: init.tcpCongestionControl }),
+    },
+    options,
+  )
   const plan: ShapingPlan = {
     nodeMbit: init.nodeMbit,
     originMbit: init.originMbit,

@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto'
 import { createNetns, deleteNetns, listNetns, type NetworkNamespace } from '../helpers/netns.js'
 import { runCommand } from '../helpers/processes.js'
+import { allowCongestionControl } from './congestion-control.js'
 import { raiseNeighbourLimits } from './neighbour-table.js'
 
 /** Every testbed namespace name starts with this (then a run id and a dash). */
@@ -38,12 +39,19 @@ export interface TopologyInit {
   prefix?: string
   /** @default JUMBO_MTU */
   mtu?: number
+  /**
+   * TCP congestion control of every host (a per-namespace sysctl; the kernel must offer
+   * it). When unset, hosts keep what a new namespace inherits from the machine.
+   */
+  tcpCongestionControl?: string
 }
 
 /** The testbed network. */
 export interface Topology {
   readonly prefix: string
   readonly mtu: number
+  /** TCP congestion control of every host (what `net.ipv4.tcp_congestion_control` reads in them). */
+  readonly tcpCongestionControl: string
   /** The namespace holding the bridge `br0` and the switch-side veth ends. */
   readonly switchNs: NetworkNamespace
   readonly origin: TestbedHost
@@ -108,15 +116,20 @@ export async function createTopology(
   const made: NetworkNamespace[] = []
   let destroyed = false
   let restoreNeighbourLimits: (() => Promise<void>) | undefined
+  let restoreAllowedCongestionControl: (() => Promise<void>) | undefined
   const destroy = async (): Promise<void> => {
     if (destroyed) return
     destroyed = true
     await inBatches(made.splice(0), 8, (ns) => ns.delete())
     await restoreNeighbourLimits?.()
+    await restoreAllowedCongestionControl?.()
   }
   try {
     // Origin, tracker and nodes all talk to one another: see neighbour-table.ts.
     restoreNeighbourLimits = await raiseNeighbourLimits(init.nodes + 2)
+    if (init.tcpCongestionControl !== undefined) {
+      restoreAllowedCongestionControl = await allowCongestionControl(init.tcpCongestionControl)
+    }
     const switchNs = await createNetns({ name: `${prefix}sw` })
     made.push(switchNs)
     await ip(['-n', switchNs.name, 'link', 'add', 'br0', 'mtu', String(mtu), 'type', 'bridge'])
@@ -146,6 +159,9 @@ export async function createTopology(
       await ip(['-n', ns.name, 'link', 'set', 'eth0', 'up'])
       await ip(['-n', switchNs.name, 'link', 'set', id, 'master', 'br0'])
       await ip(['-n', switchNs.name, 'link', 'set', id, 'up'])
+      if (init.tcpCongestionControl !== undefined) {
+        await ns.exec('sysctl', ['-q', '-w', `net.ipv4.tcp_congestion_control=${init.tcpCongestionControl}`])
+      }
       return { role, id, ns, address }
     }
 
@@ -159,7 +175,10 @@ export async function createTopology(
         nodes[i - 1] = await join('node', `n${i}`, nodeAddress(i))
       },
     )
-    return { prefix, mtu, switchNs, origin, tracker, nodes, destroy }
+    const tcpCongestionControl = (
+      await origin.ns.exec('sysctl', ['-n', 'net.ipv4.tcp_congestion_control'])
+    ).stdout.trim()
+    return { prefix, mtu, tcpCongestionControl, switchNs, origin, tracker, nodes, destroy }
   } catch (err) {
     await destroy().catch(() => {})
     throw err
