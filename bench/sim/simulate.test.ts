@@ -254,6 +254,42 @@ describe('simulate', () => {
     expect(r.originBytes / c.imageBytes).toBeLessThan(1.15)
   })
 
+  it('sends one piece from one node no more than maxUploadsPerPiece times at once', () => {
+    // With one copy at a time, a node's copies of a piece land at least one piece's
+    // sending time apart (a copy alone needs that much of the uplink); without the
+    // limit, copies share the uplink and land together.
+    const c = config({
+      nodes: 20,
+      imageBytes: 8 * MiB,
+      layers: 1,
+      nodeUpMbit: 2,
+      originMbit: 25,
+      latencyMs: 1,
+    })
+    const closest = (maxUploadsPerPiece: number): { gapMs: number; pieceMs: number } => {
+      const landed = new Map<string, number[]>()
+      const r = simulate({
+        ...c,
+        maxUploadsPerPiece,
+        onPiece: (_node, layer, index, from, t) => {
+          if (from === c.nodes) return
+          const key = `${from}/${layer}/${index}`
+          landed.set(key, [...(landed.get(key) ?? []), t])
+        },
+      })
+      let gapMs = Number.POSITIVE_INFINITY
+      for (const times of landed.values()) {
+        times.sort((a, b) => a - b)
+        for (let k = 1; k < times.length; k++) gapMs = Math.min(gapMs, times[k]! - times[k - 1]!)
+      }
+      return { gapMs, pieceMs: (r.pieceSize[0]! * 8) / (c.nodeUpMbit * 1e3) }
+    }
+    const limited = closest(1)
+    expect(limited.gapMs).toBeGreaterThanOrEqual(limited.pieceMs * 0.999)
+    const unlimited = closest(0)
+    expect(unlimited.gapMs).toBeLessThan(unlimited.pieceMs / 2)
+  })
+
   it('lets only originSlots peers fetch from the origin at once', () => {
     const c = config({ nodes: 15, imageBytes: 16 * MiB, layers: 1, latencyMs: 1, originSlots: 1 })
     const fromOrigin: Array<{ node: number; t: number }> = []

@@ -66,7 +66,7 @@ import {
   wantsMorePeers,
 } from '../../peer-agent/src/transfer/piece-picker.js'
 import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
-import { PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
+import { MAX_UPLOADS_PER_PIECE, PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
 import { createUploadCap, type UploadCap } from '../../protocol/src/p2p/upload-cap.js'
 import { createFirstCopyRule, DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
 import type { Digest } from '../../protocol/src/index.js'
@@ -149,6 +149,12 @@ export interface SimConfig {
   minConcurrentUploads?: number
   /** Uploads the origin serves at once. @default 16 */
   originMaxConcurrentUploads?: number
+  /**
+   * Copies of one piece a node sends at once (the agent's `maxUploadsPerPiece`, the
+   * piece server's rule); a request beyond it is answered busy. Not applied to the
+   * origin, whose first-copy rule sends a piece once. 0: no limit. @default MAX_UPLOADS_PER_PIECE
+   */
+  maxUploadsPerPiece?: number
   /**
    * The seed's first-copy rule (registry/src/seeder/first-copy.ts, imported): a piece
    * already sent to another node is declined while some piece of the layer was never
@@ -456,6 +462,9 @@ export function simulate(config: SimConfig): SimResult {
         )
       : undefined
   const busyBackoff = config.busyBackoffMs ?? 1_000
+  const maxUploadsPerPiece = config.maxUploadsPerPiece ?? MAX_UPLOADS_PER_PIECE
+  /** Copies of a piece a node is sending now, by uploadKey (only with maxUploadsPerPiece). */
+  const uploadsOfPiece = new Map<number, number>()
   const firstCopyPriority = config.firstCopyPriority ?? FIRST_COPY_UPLOADS
   const priorityExtra = config.priorityExtraUploads ?? PRIORITY_EXTRA_UPLOADS
   const rng = createRng(config.seed)
@@ -464,6 +473,7 @@ export function simulate(config: SimConfig): SimResult {
   const sizes = layerSizes(config.imageBytes, L)
   const pieceSizes = sizes.map((s) => config.pieceSize ?? choosePieceSize(s))
   const pieceCounts = sizes.map((s, l) => pieceCountFor(s, pieceSizes[l]!))
+  const maxPieceCount = Math.max(...pieceCounts)
   /**
    * Nodes holding each piece of each layer, and when the seed last heard from the tracker
    * which pieces are spread (spreadBitfield): the seed announces every SEED_ANNOUNCE_MS,
@@ -1080,6 +1090,20 @@ export function simulate(config: SimConfig): SimResult {
     req.next = undefined
   }
 
+  /** One number per (sender, layer, piece), for uploadsOfPiece. */
+  function uploadKey(req: Req): number {
+    return (req.link.peer * L + req.dl.layer) * maxPieceCount + req.index
+  }
+
+  /** A node's upload of `req`'s piece ended (landed or cancelled). */
+  function uploadEnded(req: Req): void {
+    if (maxUploadsPerPiece <= 0 || req.link.peer === ORIGIN) return
+    const key = uploadKey(req)
+    const left = (uploadsOfPiece.get(key) ?? 1) - 1
+    if (left <= 0) uploadsOfPiece.delete(key)
+    else uploadsOfPiece.set(key, left)
+  }
+
   function onRequestArrive(req: Req): void {
     if (req.cancelled) return
     const sender = req.link.peer
@@ -1096,15 +1120,21 @@ export function simulate(config: SimConfig): SimResult {
     const uploading = net.outFlows(sender)
     // Only a sender at its cap looks at the first-copy priority: a piece it got from the
     // origin and has started fewer than firstCopyPriority uploads of.
+    // The piece server's per-piece rule: a copy beyond maxUploadsPerPiece is busy too.
+    const copiesFull =
+      maxUploadsPerPiece > 0 &&
+      sender !== ORIGIN &&
+      (uploadsOfPiece.get(uploadKey(req)) ?? 0) >= maxUploadsPerPiece
     const atCap =
-      uploading >= cap &&
-      !(
-        held >= 0 &&
-        firstCopyPriority > 0 &&
-        pieceState[held + P_FIRST_COPY]! >= 1 &&
-        pieceState[held + P_FIRST_COPY]! - 1 < firstCopyPriority &&
-        uploading < cap + priorityExtra
-      )
+      copiesFull ||
+      (uploading >= cap &&
+        !(
+          held >= 0 &&
+          firstCopyPriority > 0 &&
+          pieceState[held + P_FIRST_COPY]! >= 1 &&
+          pieceState[held + P_FIRST_COPY]! - 1 < firstCopyPriority &&
+          uploading < cap + priorityExtra
+        ))
     if (atCap) {
       // Busy: the answer travels back, then the peer is left alone for a while.
       busyAnswers++
@@ -1150,6 +1180,10 @@ export function simulate(config: SimConfig): SimResult {
       return
     }
     if (held >= 0 && pieceState[held + P_FIRST_COPY]! >= 1) pieceState[held + P_FIRST_COPY]!++
+    if (maxUploadsPerPiece > 0 && sender !== ORIGIN) {
+      const key = uploadKey(req)
+      uploadsOfPiece.set(key, (uploadsOfPiece.get(key) ?? 0) + 1)
+    }
     req.flow = net.start(sender, req.dl.node, pieceBytes(req.dl.layer, req.index), now, req)
   }
 
@@ -1202,7 +1236,10 @@ export function simulate(config: SimConfig): SimResult {
     // Endgame duplicates of this piece are no longer needed.
     for (let o = dl.pending[index]; o !== undefined; o = dl.pending[index]) {
       o.cancelled = true
-      if (o.flow !== undefined) net.remove(o.flow, now)
+      if (o.flow !== undefined) {
+        net.remove(o.flow, now)
+        uploadEnded(o)
+      }
       // A send from the seed broken off frees the piece there.
       if (o.flow !== undefined && o.link.peer === ORIGIN) firstCopy.failed(layerDigest(dl.layer), index)
       release(o)
@@ -1316,6 +1353,7 @@ export function simulate(config: SimConfig): SimResult {
         const flow = ev.ref as Flow
         if (!net.due(flow, ev.version, now)) break
         net.remove(flow, now)
+        uploadEnded(flow.owner as Req)
         queue.push(now + lat, EV_DELIVER, flow.owner, 0, LANE_LATENCY)
         break
       }

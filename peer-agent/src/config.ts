@@ -6,6 +6,7 @@
  */
 import { z } from 'zod'
 import { ConfigError, labelSchema, multiaddrSchema, peerIdSchema } from '../../protocol/src/index.js'
+import { MAX_UPLOADS_PER_PIECE } from '../../protocol/src/p2p/index.js'
 import { MAX_IN_FLIGHT } from './transfer/piece-picker.js'
 
 const SECOND_MS = 1000
@@ -151,6 +152,11 @@ export const agentConfigSchema = z.strictObject({
     .default(0)
     .describe(
       'size the upload cap by the uplink: serve at most as many pieces at once as the upload rate reached can send in this many ms each, between minConcurrentUploads and maxConcurrentUploads (0: always maxConcurrentUploads)',
+    ),
+  maxUploadsPerPiece: nonNegativeInt()
+    .default(MAX_UPLOADS_PER_PIECE)
+    .describe(
+      'most copies of one piece served at once; more askers are answered busy and fetch it from a peer that got it meanwhile (0: no limit)',
     ),
   uploadRateBytesPerSec: nonNegativeInt()
     .default(0)

@@ -126,6 +126,7 @@ export async function createAgentSwarm(
     {
       maxConcurrentUploads: config.maxConcurrentUploads,
       minConcurrentUploads: config.minConcurrentUploads,
+      maxUploadsPerPiece: config.maxUploadsPerPiece,
       uploadPieceTargetMs: config.uploadPieceTargetMs,
       uploadBytesPerSecond: config.uploadRateBytesPerSec,
       ...(laneHost === undefined ? {} : { lane: { host: laneHost, port: config.p2pLanePort } }),

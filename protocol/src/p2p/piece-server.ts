@@ -48,6 +48,15 @@ import { createUploadCap } from './upload-cap.js'
 /** Requests for priority pieces served at once beyond the upload cap, by default. */
 export const PRIORITY_EXTRA_UPLOADS = 8
 
+/**
+ * Copies of one piece a node sends at once, by default (PieceServerInit's
+ * maxUploadsPerPiece); 0 is no limit, and the default. In the simulator a limit of 2
+ * started a pull sooner, but it helped the last node only together with the ahead rule
+ * (AHEAD_MAX_IN_FLIGHT), which the CPU-bound testbed made slower (docs/BENCHMARKS.md,
+ * simulator and cluster, session 21).
+ */
+export const MAX_UPLOADS_PER_PIECE = 0
+
 /** Reported after each piece sent, for metrics and announces. */
 export interface PieceSentEvent {
   peer: string
@@ -69,6 +78,16 @@ export interface PieceServerInit {
   uploadPieceTargetMs?: number
   /** Fewest uploads a cap sized by the uplink goes down to. @default 4 */
   minConcurrentUploads?: number
+  /**
+   * Copies of one piece sent at once; a request for a piece already going out this many
+   * times is answered busy (0: no limit). When a pull starts, the few peers that hold a
+   * piece are each asked for it by a dozen others; sent to all of them at once on one
+   * uplink, every copy takes a dozen times as long, and the piece reaches its next
+   * holders all together, late. Two at a time, each copy lands soon and its receiver
+   * passes it on, so the holders multiply (docs/BENCHMARKS.md, simulator, session 21).
+   * @default MAX_UPLOADS_PER_PIECE
+   */
+  maxUploadsPerPiece?: number
   /** Upload rate limit in bytes per second (node-wide); 0 means unlimited. @default 0 */
   uploadBytesPerSecond?: number
   /**
@@ -156,6 +175,9 @@ export function createPieceServer(
   const haveUpdateIntervalMs = init.haveUpdateIntervalMs ?? 100
   const bucket = createTokenBucket({ ratePerSecond: init.uploadBytesPerSecond ?? 0 })
   const streams = new Set<PieceStream>()
+  const maxUploadsPerPiece = init.maxUploadsPerPiece ?? MAX_UPLOADS_PER_PIECE
+  /** Copies of each piece being sent now, by `digest:index` (only when maxUploadsPerPiece is set). */
+  const copies = new Map<string, number>()
   let active = 0
   let sent = 0
   let running = false
@@ -282,6 +304,14 @@ export function createPieceServer(
     )
   }
 
+  /** Whether one of `indexes` is going out maxUploadsPerPiece times already. */
+  function copiesFull(digest: Digest, indexes: number[]): boolean {
+    return (
+      maxUploadsPerPiece > 0 &&
+      indexes.some((index) => (copies.get(`${digest}:${index}`) ?? 0) >= maxUploadsPerPiece)
+    )
+  }
+
   async function servePieces(stream: PieceStream, connection: { remotePeer: PeerId }): Promise<void> {
     const peer = connection.remotePeer.toString()
     const reader = createMessageReader(stream)
@@ -289,17 +319,28 @@ export function createPieceServer(
       const msg = await nextRequest(reader)
       if (msg === undefined) return
       if (msg.type !== 'piece-request') throw new DecodeError(`expected piece-request, got ${msg.type}`)
-      if (active >= uploadCap.current() && !prioritized(msg.digest, msg.indexes)) {
+      if (
+        (active >= uploadCap.current() && !prioritized(msg.digest, msg.indexes)) ||
+        copiesFull(msg.digest, msg.indexes)
+      ) {
         for (const index of msg.indexes) {
           await send(stream, encodeMessage({ type: 'piece-header', index, length: 0, status: 'busy' }))
         }
         continue
       }
       active++
+      // The request's pieces count as going out from now until it is done.
+      const keys = maxUploadsPerPiece > 0 ? msg.indexes.map((index) => `${msg.digest}:${index}`) : []
+      for (const key of keys) copies.set(key, (copies.get(key) ?? 0) + 1)
       try {
         for (const index of msg.indexes) await sendPiece(stream, peer, msg.digest, index)
       } finally {
         active--
+        for (const key of keys) {
+          const left = copies.get(key)! - 1
+          if (left === 0) copies.delete(key)
+          else copies.set(key, left)
+        }
       }
     }
   }

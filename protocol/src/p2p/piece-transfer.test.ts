@@ -446,6 +446,36 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
     await expect(slow.next()).rejects.toThrow('done')
   })
 
+  it('sends at most maxUploadsPerPiece copies of one piece at once; other pieces still go', async () => {
+    // Slots to spare, one copy per piece, and an uplink of 64 KiB/s after a first piece
+    // that leaves the slow request's piece 1 on its way.
+    const { seed, leecher, map, target, controller, slow } = await slotTaken([0, 1], {
+      maxConcurrentUploads: 4,
+      maxUploadsPerPiece: 1,
+    })
+    const deadline = Date.now() + 5_000
+    while (seed.server.activeUploads() === 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 10))
+    const other = await peer()
+    // Piece 1 is going out once already: a second asker hears busy, for it alone or with another.
+    await expect(other.client.fetchPiece(target, map.digest, 1)).rejects.toMatchObject({ status: 'busy' })
+    const both = []
+    for await (const r of other.client.fetchPieces(target, map.digest, [{ index: 2 }, { index: 1 }]))
+      both.push(r)
+    expect(both).toEqual([
+      { index: 2, status: 'busy' },
+      { index: 1, status: 'busy' },
+    ])
+    // Piece 0 went out and ended: asking for it again is fine, as is a piece nobody gets.
+    expect(pieceMatches(map, 3, await other.client.fetchPiece(target, map.digest, 3))).toBe(true)
+    controller.abort(new Error('done'))
+    await expect(slow.next()).rejects.toThrow('done')
+    // Once the slow copy is cancelled, piece 1 may go out again.
+    const free = Date.now() + 10_000
+    while (seed.server.activeUploads() > 0 && Date.now() < free) await new Promise((r) => setTimeout(r, 20))
+    expect(pieceMatches(map, 1, await leecher.client.fetchPiece(target, map.digest, 1))).toBe(true)
+  })
+
   it('moves 64 MiB between two nodes over one stream', async () => {
     const [seed, leecher] = [await peer(), await peer()]
     const { bytes, map } = blob(64 * 1024 * 1024, 4 * 1024 * 1024)
