@@ -447,8 +447,8 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
   })
 
   it('sends at most maxUploadsPerPiece copies of one piece at once; other pieces still go', async () => {
-    // Slots to spare, one copy per piece, and an uplink of 64 KiB/s after a first piece
-    // that leaves the slow request's piece 1 on its way.
+    // Slots to spare and one copy per piece; the slow request's piece 0 is through and
+    // its piece 1 crawls (64 KiB/s), so piece 1 is going out once.
     const { seed, leecher, map, target, controller, slow } = await slotTaken([0, 1], {
       maxConcurrentUploads: 4,
       maxUploadsPerPiece: 1,
@@ -466,7 +466,7 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
       { index: 2, status: 'busy' },
       { index: 1, status: 'busy' },
     ])
-    // Piece 0 went out and ended: asking for it again is fine, as is a piece nobody gets.
+    // A piece that is not going out is served meanwhile.
     expect(pieceMatches(map, 3, await other.client.fetchPiece(target, map.digest, 3))).toBe(true)
     controller.abort(new Error('done'))
     await expect(slow.next()).rejects.toThrow('done')
