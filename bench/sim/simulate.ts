@@ -1095,9 +1095,21 @@ export function simulate(config: SimConfig): SimResult {
     return (req.link.peer * L + req.dl.layer) * maxPieceCount + req.index
   }
 
+  /** Whether copies of `req`'s piece are counted: the per-piece rule is on and the sender is a node. */
+  function countsCopies(req: Req): boolean {
+    return maxUploadsPerPiece > 0 && req.link.peer !== ORIGIN
+  }
+
+  /** A node's upload of `req`'s piece starts. */
+  function uploadStarted(req: Req): void {
+    if (!countsCopies(req)) return
+    const key = uploadKey(req)
+    uploadsOfPiece.set(key, (uploadsOfPiece.get(key) ?? 0) + 1)
+  }
+
   /** A node's upload of `req`'s piece ended (landed or cancelled). */
   function uploadEnded(req: Req): void {
-    if (maxUploadsPerPiece <= 0 || req.link.peer === ORIGIN) return
+    if (!countsCopies(req)) return
     const key = uploadKey(req)
     const left = (uploadsOfPiece.get(key) ?? 1) - 1
     if (left <= 0) uploadsOfPiece.delete(key)
@@ -1118,13 +1130,10 @@ export function simulate(config: SimConfig): SimResult {
     const held =
       sender === ORIGIN ? -1 : (layerPieceBase[dl.layer]! + sender * dl.pc + req.index) * pieceStride
     const uploading = net.outFlows(sender)
+    // The piece server's per-piece rule: a copy beyond maxUploadsPerPiece is busy too.
+    const copiesFull = countsCopies(req) && (uploadsOfPiece.get(uploadKey(req)) ?? 0) >= maxUploadsPerPiece
     // Only a sender at its cap looks at the first-copy priority: a piece it got from the
     // origin and has started fewer than firstCopyPriority uploads of.
-    // The piece server's per-piece rule: a copy beyond maxUploadsPerPiece is busy too.
-    const copiesFull =
-      maxUploadsPerPiece > 0 &&
-      sender !== ORIGIN &&
-      (uploadsOfPiece.get(uploadKey(req)) ?? 0) >= maxUploadsPerPiece
     const atCap =
       copiesFull ||
       (uploading >= cap &&
@@ -1180,10 +1189,7 @@ export function simulate(config: SimConfig): SimResult {
       return
     }
     if (held >= 0 && pieceState[held + P_FIRST_COPY]! >= 1) pieceState[held + P_FIRST_COPY]!++
-    if (maxUploadsPerPiece > 0 && sender !== ORIGIN) {
-      const key = uploadKey(req)
-      uploadsOfPiece.set(key, (uploadsOfPiece.get(key) ?? 0) + 1)
-    }
+    uploadStarted(req)
     req.flow = net.start(sender, req.dl.node, pieceBytes(req.dl.layer, req.index), now, req)
   }
 
