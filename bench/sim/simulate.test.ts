@@ -307,6 +307,37 @@ describe('simulate', () => {
     }
     expect(fromOrigin.length).toBeGreaterThanOrEqual(r.pieces)
   })
+  it('gives a node one origin slot across layers with exclusiveOriginSlots', () => {
+    // Until the first node is done, who got pieces from the origin, and of which layers.
+    const receivers = (exclusiveOriginSlots: boolean): Map<number, Set<number>> => {
+      const c = config({ nodes: 30, imageBytes: 32 * MiB, layers: 2, latencyMs: 1, originSlots: 4, seed: 3 })
+      const got: Array<{ node: number; layer: number; t: number }> = []
+      const r = simulate({
+        ...c,
+        exclusiveOriginSlots,
+        onPiece: (node, layer, _i, from, t) => {
+          if (from === c.nodes) got.push({ node, layer, t })
+        },
+      })
+      const firstDone = Math.min(...r.completionMs)
+      const byNode = new Map<number, Set<number>>()
+      for (const g of got) {
+        if (g.t >= firstDone) continue
+        const layers = byNode.get(g.node) ?? new Set<number>()
+        layers.add(g.layer)
+        byNode.set(g.node, layers)
+      }
+      return byNode
+    }
+    const shared = receivers(false)
+    const exclusive = receivers(true)
+    // By default the first nodes to ask take both layers' 4 slots.
+    expect([...shared.values()].some((layers) => layers.size === 2)).toBe(true)
+    expect(shared.size).toBeLessThanOrEqual(8)
+    // Exclusive: each node one layer's slot, so 8 nodes share the origin.
+    expect([...exclusive.values()].every((layers) => layers.size === 1)).toBe(true)
+    expect(exclusive.size).toBe(8)
+  })
   it('uses peers beyond maxPeers only when half of them answered busy (busyExtraPeers), or to reach sought pieces', () => {
     // One upload at a time per node: peers answer busy all the time.
     const c = config({

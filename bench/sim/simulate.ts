@@ -74,6 +74,7 @@ import {
   grantsOriginSlot,
   type HandOutCandidate,
   handOut,
+  originSlotExclusive,
   spreadBitfield,
   wantsOrigin,
 } from '../../tracker/src/hand-out.js'
@@ -102,6 +103,11 @@ export interface SimConfig {
   startJitterMs?: number
   /** Tracker: peers that may fetch from the origin at once, per swarm. @default 8 */
   originSlots?: number
+  /**
+   * Tracker: at most one origin slot per node across swarms while others of a swarm want
+   * one (originSlotExclusive; the tracker's `exclusiveOriginSlots`). @default false
+   */
+  exclusiveOriginSlots?: boolean
   /** @default 30 */
   maxPeersPerAnswer?: number
   /** @default 10000 */
@@ -422,6 +428,7 @@ export function simulate(config: SimConfig): SimResult {
   const lat = config.latencyMs
   const haveDelay = config.haveDelayMs ?? lat
   const originSlots = config.originSlots ?? 8
+  const exclusiveOriginSlots = config.exclusiveOriginSlots ?? false
   const maxPerAnswer = config.maxPeersPerAnswer ?? 30
   const announceInterval = config.announceIntervalMs ?? 10_000
   const barrenRetry = config.barrenRetryMs ?? 1_000
@@ -499,6 +506,8 @@ export function simulate(config: SimConfig): SimResult {
   const downloads: Download[][] = []
   const members: number[][] = []
   const memberSet: Uint8Array[] = []
+  /** Per layer: members the tracker has seen complete. */
+  const completeMembers: number[] = []
   /**
    * Per layer and node: the links of the downloads that use that node as a peer, by their
    * slot in the per-link arrays (the download is slot / linksPer, the link slot % linksPer).
@@ -624,6 +633,7 @@ export function simulate(config: SimConfig): SimResult {
     downloads.push(row)
     members.push([])
     memberSet.push(new Uint8Array(N))
+    completeMembers.push(0)
     watchers.push(Array.from({ length: N }, () => []))
     slots.push(new Set())
   }
@@ -660,10 +670,13 @@ export function simulate(config: SimConfig): SimResult {
     const l = dl.layer
     const n = dl.node
     const c = dl.candidate
+    if (dl.complete && !c.complete) completeMembers[l]!++
     c.complete = dl.complete
     c.piecesHeld = dl.held
     c.uploadLoad = net.outFlows(n)
-    if (memberSet[l]![n] === 0) {
+    // A download's first announce is its 'started' one (the agent's tracker router).
+    const started = memberSet[l]![n] === 0
+    if (started) {
       memberSet[l]![n] = 1
       members[l]!.push(n)
     }
@@ -674,7 +687,16 @@ export function simulate(config: SimConfig): SimResult {
       ...(dl.complete ? { event: 'completed' as const } : {}),
     })
     if (wish) {
-      if (grantsOriginSlot(slots[l]!.has(n), slots[l]!.size, originSlots)) {
+      const exclusive =
+        exclusiveOriginSlots &&
+        originSlotExclusive({
+          ...(started ? { event: 'started' as const } : {}),
+          // Partial members other than this one (it is partial: it wants the origin).
+          otherPartialAgents: members[l]!.length - completeMembers[l]! > 1,
+        })
+      let elsewhere = false
+      for (let k = 0; exclusive && k < L; k++) if (k !== l && slots[k]!.has(n)) elsewhere = true
+      if (grantsOriginSlot(slots[l]!.has(n), slots[l]!.size, originSlots, elsewhere, exclusive)) {
         slots[l]!.add(n)
         allowOrigin = true
       }

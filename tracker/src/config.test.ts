@@ -10,6 +10,7 @@ describe('parseTrackerConfig', () => {
       peerTtlMs: 35_000,
       maxPeersPerAnswer: 30,
       originSlotsPerSwarm: 8,
+      exclusiveOriginSlots: false,
       badPeerReporters: 2,
       badPeerBanMs: 600_000,
       seedPeerIds: [],

@@ -93,6 +93,12 @@ export const trackerConfigSchema = z
       .describe(
         'how many peers of a swarm may fetch from the origin (seed) at once; the seed sends each piece once anyway (its first-copy rule), so more holders only spread its pieces faster',
       ),
+    exclusiveOriginSlots: z
+      .boolean()
+      .default(false)
+      .describe(
+        'give a node no origin slot while it holds one of another swarm and others of this swarm want one (a node pulling several layers at once then takes one slot, not one per layer, and the origin spreads over more downlinks); in the simulator it sped up slow links (2 Mbit/s nodes) and slowed the last node on fast ones, so it is off',
+      ),
     badPeerReporters: positiveInt()
       .default(2)
       .describe(

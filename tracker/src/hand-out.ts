@@ -86,12 +86,43 @@ export function wantsOrigin(a: OriginWish): boolean {
 /**
  * Back-to-origin rationing: whether a peer that wants the origin (wantsOrigin) gets an
  * origin slot of its swarm. A peer keeps the slot it holds; otherwise it takes one while
- * fewer than `limit` are held (expired slots not counted). The in-memory peer store and
- * the simulator call this; the Redis store's Lua script (shoalAcquireOrigin) states the
- * same rule, and the stores' conformance tests hold the two together.
+ * fewer than `limit` are held (expired slots not counted), unless the slot is
+ * `exclusive` (originSlotExclusive) and the peer holds one of another swarm already.
+ * The in-memory peer store and the simulator call this; the Redis store's Lua script
+ * (shoalAcquireOrigin) states the same rule, and the stores' conformance tests hold the
+ * two together.
  */
-export function grantsOriginSlot(holdsSlot: boolean, slotsInUse: number, limit: number): boolean {
-  return holdsSlot || slotsInUse < limit
+export function grantsOriginSlot(
+  holdsSlot: boolean,
+  slotsInUse: number,
+  limit: number,
+  holdsSlotElsewhere = false,
+  exclusive = false,
+): boolean {
+  if (holdsSlot) return true
+  return !(exclusive && holdsSlotElsewhere) && slotsInUse < limit
+}
+
+/**
+ * Whether an origin slot goes only to a peer that holds none of another swarm (the
+ * tracker's `exclusiveOriginSlots`, off by default). A node pulls an image's layers at
+ * once, one swarm each, and the first nodes to ask take the slots of every layer: in the
+ * simulator at 50 nodes of 2 Mbit/s and two layers the seed's 16 uploads went to 8
+ * nodes, two into each downlink beside the other peers' streams, and the seed ran at
+ * under half its uplink for its first 30 s. One slot per node spreads them over 16 and
+ * brings the median node 8-12% sooner at every bandwidth tried, but on fast links the
+ * first nodes to ask then get their second layer last, and the last node came later
+ * (docs/BENCHMARKS.md, simulator, session 22). A node that is the swarm's only partial
+ * agent may still take a second slot, from its second announce on (its first comes with
+ * the others' in a cluster-wide pull, before they show up): else a lone node pulling two
+ * layers would wait for the first before the seed sent it the second, and stall into
+ * its HTTP fallback.
+ */
+export function originSlotExclusive(a: {
+  event?: OriginWish['event']
+  otherPartialAgents: boolean
+}): boolean {
+  return a.event === 'started' || a.otherPartialAgents
 }
 
 /**

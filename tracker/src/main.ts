@@ -64,6 +64,7 @@ export async function createTrackerNode(
       peerTtlMs: config.peerTtlMs,
       maxPeersPerAnswer: config.maxPeersPerAnswer,
       originSlotsPerSwarm: config.originSlotsPerSwarm,
+      exclusiveOriginSlots: config.exclusiveOriginSlots,
       badPeerReporters: config.badPeerReporters,
       badPeerBanMs: config.badPeerBanMs,
       seedPeerIds: config.seedPeerIds,

@@ -24,9 +24,8 @@ function announce(peerId: string, over: Partial<AnnounceRequestInput> = {}): Ann
   })
 }
 
-beforeEach(() => {
-  clock = 1_000_000
-  tracker = createTracker(
+function createTestTracker(over: { exclusiveOriginSlots?: boolean } = {}): Tracker {
+  return createTracker(
     { store: createMemoryPeerStore(), now: () => clock },
     {
       announceIntervalMs: 10_000,
@@ -35,8 +34,19 @@ beforeEach(() => {
       originSlotsPerSwarm: 2,
       badPeerReporters: 2,
       badPeerBanMs: 60_000,
+      ...over,
     },
   )
+}
+
+/** A tracker with exclusive origin slots (one per node across swarms). */
+function exclusiveTracker(): Tracker {
+  return createTestTracker({ exclusiveOriginSlots: true })
+}
+
+beforeEach(() => {
+  clock = 1_000_000
+  tracker = createTestTracker()
 })
 
 describe('tracker announce', () => {
@@ -65,6 +75,50 @@ describe('tracker announce', () => {
     expect((await tracker.announce(announce('c'))).allowOrigin).toBe(true)
     const detail = await tracker.swarm(digest)
     expect(detail.peers.filter((p) => p.originSlot).map((p) => p.peerId)).toEqual(['b', 'c'])
+  })
+  it('gives a node an origin slot in each swarm by default', async () => {
+    const layer2 = digestOf('layer 2')
+    expect((await tracker.announce(announce('a', { event: 'started' }))).allowOrigin).toBe(true)
+    expect((await tracker.announce(announce('b', { digest: layer2, event: 'started' }))).allowOrigin).toBe(
+      true,
+    )
+    expect((await tracker.announce(announce('a', { digest: layer2, event: 'started' }))).allowOrigin).toBe(
+      true,
+    )
+  })
+  it('gives a node one origin slot across swarms while others of the swarm want one', async () => {
+    tracker = exclusiveTracker()
+    const layer2 = digestOf('layer 2')
+    const inLayer2 = (peerId: string, over: Partial<AnnounceRequestInput> = {}): AnnounceRequest =>
+      announce(peerId, { digest: layer2, ...over })
+    // A cluster-wide pull: a and b take the first layer's slots, then ask for the second's.
+    expect((await tracker.announce(announce('a', { event: 'started' }))).allowOrigin).toBe(true)
+    expect((await tracker.announce(announce('b', { event: 'started' }))).allowOrigin).toBe(true)
+    expect((await tracker.announce(inLayer2('a', { event: 'started' }))).allowOrigin).toBe(false)
+    expect((await tracker.announce(inLayer2('b', { event: 'started' }))).allowOrigin).toBe(false)
+    // The second layer's slots go to nodes that hold none elsewhere.
+    expect((await tracker.announce(inLayer2('c', { event: 'started' }))).allowOrigin).toBe(true)
+    expect((await tracker.announce(inLayer2('d', { event: 'started' }))).allowOrigin).toBe(true)
+    // Later announces of a and b: others of the swarm still pull, so still none.
+    expect((await tracker.announce(inLayer2('a'))).allowOrigin).toBe(false)
+    // Once a's first layer is done, its slot there is freed and it may take one here.
+    await tracker.announce(announce('a', { state: 'complete', event: 'completed' }))
+    await tracker.announce(inLayer2('c', { state: 'complete', event: 'completed' }))
+    expect((await tracker.announce(inLayer2('a'))).allowOrigin).toBe(true)
+  })
+  it("lets a lone node take a second swarm's origin slot from its second announce on", async () => {
+    tracker = exclusiveTracker()
+    const layer2 = digestOf('layer 2')
+    expect((await tracker.announce(announce('a', { event: 'started' }))).allowOrigin).toBe(true)
+    expect((await tracker.announce(announce('a', { digest: layer2, event: 'started' }))).allowOrigin).toBe(
+      false,
+    )
+    expect((await tracker.announce(announce('a', { digest: layer2 }))).allowOrigin).toBe(true)
+    // A complete agent of the swarm does not want a slot: the node is still alone.
+    const layer3 = digestOf('layer 3')
+    await tracker.announce(announce('done', { digest: layer3, state: 'complete' }))
+    await tracker.announce(announce('a', { digest: layer3, event: 'started' }))
+    expect((await tracker.announce(announce('a', { digest: layer3 }))).allowOrigin).toBe(true)
   })
   it('expires peers that stop announcing, and their origin slots', async () => {
     await tracker.announce(announce('a'))

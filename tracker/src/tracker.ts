@@ -17,7 +17,7 @@ import {
   SPREAD_HOLDERS,
   type SwarmList,
 } from '../../protocol/src/index.js'
-import { handOut, spreadBitfield, wantsOrigin } from './hand-out.js'
+import { handOut, originSlotExclusive, spreadBitfield, wantsOrigin } from './hand-out.js'
 import type { PeerRecord, PeerStore } from './peer-store/index.js'
 
 /** Events the tracker reports (for metrics); never needed for correctness. */
@@ -43,6 +43,11 @@ export interface TrackerInit {
   peerTtlMs: number
   maxPeersPerAnswer: number
   originSlotsPerSwarm: number
+  /**
+   * One origin slot per node across swarms while others of a swarm want one
+   * (originSlotExclusive in hand-out.ts). @default false
+   */
+  exclusiveOriginSlots?: boolean
   badPeerReporters: number
   badPeerBanMs: number
   /** Peer ids allowed to announce as seeds; empty lets any peer. @default [] */
@@ -147,20 +152,29 @@ export function createTracker(components: TrackerComponents, init: TrackerInit):
       if (req.rack !== undefined) record.rack = req.rack
       await store.upsertPeer(digest, record, init.peerTtlMs)
 
+      const members = await store.listPeers(digest, t)
       let allowOrigin = false
       if (wantsOrigin({ ...req, state: complete ? 'complete' : 'partial' })) {
+        const exclusive =
+          init.exclusiveOriginSlots === true &&
+          originSlotExclusive({
+            ...(req.event !== undefined ? { event: req.event } : {}),
+            otherPartialAgents: members.some(
+              (m) => m.role !== 'seed' && !m.complete && m.peerId !== req.peerId,
+            ),
+          })
         allowOrigin = await store.acquireOriginSlot(
           digest,
           req.peerId,
           init.originSlotsPerSwarm,
           t,
           init.peerTtlMs,
+          { exclusive },
         )
       } else if (req.role !== 'seed') {
         await store.releaseOriginSlot(digest, req.peerId)
       }
 
-      const members = await store.listPeers(digest, t)
       const seeds = members.filter((m) => m.role === 'seed' && m.peerId !== req.peerId)
       const others = members.filter((m) => m.role !== 'seed')
       const max = Math.min(req.numWant ?? init.maxPeersPerAnswer, init.maxPeersPerAnswer)

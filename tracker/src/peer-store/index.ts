@@ -46,6 +46,12 @@ export interface StoreOptions {
   signal?: AbortSignal
 }
 
+/** Options of PeerStore.acquireOriginSlot. */
+export interface AcquireOriginOptions extends StoreOptions {
+  /** Grant no slot to a peer holding one of another swarm (hand-out.ts, originSlotExclusive). */
+  exclusive?: boolean
+}
+
 /** Swarm state: peers, origin slots, bad-peer reports and bans, all with expiry. */
 export interface PeerStore {
   /** Inserts or refreshes a peer; it expires `ttlMs` after `peer.lastSeenMs` unless refreshed. */
@@ -57,7 +63,10 @@ export interface PeerStore {
   /**
    * Atomically grants an origin slot: true when `peerId` already holds one (its lease is
    * renewed until `nowMs + ttlMs`) or fewer than `limit` unexpired slots are held (it
-   * takes one); false otherwise.
+   * takes one); false otherwise. With `exclusive`, a peer that holds an unexpired slot of
+   * another swarm takes none here (one it holds here it keeps): hand-out.ts's
+   * grantsOriginSlot. Whether it holds one elsewhere is read just before, not in the
+   * same atomic step (the swarms may live on different Redis nodes).
    */
   acquireOriginSlot(
     digest: Digest,
@@ -65,7 +74,7 @@ export interface PeerStore {
     limit: number,
     nowMs: number,
     ttlMs: number,
-    options?: StoreOptions,
+    options?: AcquireOriginOptions,
   ): Promise<boolean>
   /** Frees a peer's origin slot, if it holds one. */
   releaseOriginSlot(digest: Digest, peerId: string, options?: StoreOptions): Promise<void>

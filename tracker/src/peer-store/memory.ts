@@ -40,6 +40,31 @@ export function createMemoryPeerStore(init: MemoryPeerStoreInit = {}): PeerStore
     return s
   }
 
+  /**
+   * The swarms in which each peer took an origin slot. An entry may outlive its slot
+   * (released with the peer, banned, expired): holdsSlotElsewhere checks the swarm and
+   * drops such entries.
+   */
+  const slotsByPeer = new Map<string, Set<Digest>>()
+
+  function forgetSlot(peerId: string, digest: Digest): void {
+    const held = slotsByPeer.get(peerId)
+    held?.delete(digest)
+    if (held?.size === 0) slotsByPeer.delete(peerId)
+  }
+
+  /** Whether `peerId` holds an unexpired origin slot of a swarm other than `digest`. */
+  function holdsSlotElsewhere(peerId: string, digest: Digest, nowMs: number): boolean {
+    let found = false
+    for (const other of slotsByPeer.get(peerId) ?? []) {
+      if (other === digest) continue
+      const until = swarms.get(other)?.origin.get(peerId)
+      if (until !== undefined && until > nowMs) found = true
+      else forgetSlot(peerId, other)
+    }
+    return found
+  }
+
   function prunePeers(s: Swarm, nowMs: number): void {
     for (const [id, p] of s.peers) if (p.expiresAtMs <= nowMs) s.peers.delete(id)
   }
@@ -56,6 +81,10 @@ export function createMemoryPeerStore(init: MemoryPeerStoreInit = {}): PeerStore
       if (s.peers.size === 0 && s.origin.size === 0 && s.banned.size === 0 && s.reports.size === 0) {
         swarms.delete(digest)
       }
+    }
+    for (const [peerId, held] of slotsByPeer) {
+      for (const digest of held)
+        if (swarms.get(digest)?.origin.has(peerId) !== true) forgetSlot(peerId, digest)
     }
   }
 
@@ -89,17 +118,25 @@ export function createMemoryPeerStore(init: MemoryPeerStoreInit = {}): PeerStore
       prunePeers(s, nowMs)
       return [...s.peers.values()].map((p) => structuredClone(p.record))
     },
-    async acquireOriginSlot(digest, peerId, limit, nowMs, ttlMs) {
+    async acquireOriginSlot(digest, peerId, limit, nowMs, ttlMs, options = {}) {
       const s = swarm(digest)
       prune(s.origin, nowMs)
-      if (grantsOriginSlot(s.origin.has(peerId), s.origin.size, limit)) {
+      const elsewhere = options.exclusive === true && holdsSlotElsewhere(peerId, digest, nowMs)
+      if (grantsOriginSlot(s.origin.has(peerId), s.origin.size, limit, elsewhere, options.exclusive)) {
         s.origin.set(peerId, nowMs + ttlMs)
+        let held = slotsByPeer.get(peerId)
+        if (held === undefined) {
+          held = new Set()
+          slotsByPeer.set(peerId, held)
+        }
+        held.add(digest)
         return true
       }
       return false
     },
     async releaseOriginSlot(digest, peerId) {
       swarms.get(digest)?.origin.delete(peerId)
+      forgetSlot(peerId, digest)
     },
     async listOriginSlots(digest, nowMs) {
       const s = swarms.get(digest)

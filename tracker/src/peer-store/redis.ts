@@ -12,6 +12,9 @@
  * P{d}:reports:<id>   zset  reporter -> report expiry (ms)
  * P{d}:banned         zset  peerId -> ban end (ms)
  * Pswarms             zset  digest -> latest peer expiry (ms), an index for listing
+ * P{peer:<id>}:origin zset  digest -> slot lease expiry (ms): the swarms in which the peer
+ *                           took an origin slot, for exclusive slots (checked against each
+ *                           swarm's origin zset, which is the truth)
  * ```
  */
 import { Redis } from 'ioredis'
@@ -153,6 +156,20 @@ export function createRedisPeerStore(init: RedisPeerStoreInit): PeerStore {
     }
   }
   const swarmsKey = `${prefix}swarms`
+  const peerSlotsKey = (peerId: string): string => `${prefix}{peer:${peerId}}:origin`
+
+  /** Whether `peerId` holds an unexpired origin slot of a swarm other than `digest`. */
+  async function holdsSlotElsewhere(peerId: string, digest: Digest, nowMs: number): Promise<boolean> {
+    const key = peerSlotsKey(peerId)
+    const others = ((await redis().zrangebyscore(key, `(${nowMs}`, '+inf')) as Digest[]).filter(
+      (d) => d !== digest,
+    )
+    if (others.length === 0) return false
+    const leases = await Promise.all(others.map((d) => redis().zscore(keys(d).origin, peerId)))
+    const gone = others.filter((_, i) => !(Number(leases[i] ?? 0) > nowMs))
+    if (gone.length > 0) await redis().zrem(key, ...gone)
+    return gone.length < others.length
+  }
 
   function parseRecords(values: unknown): PeerRecord[] {
     const out: PeerRecord[] = []
@@ -222,15 +239,37 @@ export function createRedisPeerStore(init: RedisPeerStoreInit): PeerStore {
       const k = keys(digest)
       return parseRecords(await redis().shoalListPeers(k.peers, k.exp, nowMs))
     },
-    async acquireOriginSlot(digest, peerId, limit, nowMs, ttlMs) {
+    async acquireOriginSlot(digest, peerId, limit, nowMs, ttlMs, options = {}) {
       const k = keys(digest)
       const ttl = Math.max(keyTtlMs, ttlMs * 2)
-      return (
-        Number(await redis().shoalAcquireOrigin(k.origin, peerId, limit, nowMs, nowMs + ttlMs, ttl)) === 1
-      )
+      // Held elsewhere, an exclusive slot is only kept: a limit of 0 grants no new one.
+      const elsewhere = options.exclusive === true && (await holdsSlotElsewhere(peerId, digest, nowMs))
+      const granted =
+        Number(
+          await redis().shoalAcquireOrigin(
+            k.origin,
+            peerId,
+            elsewhere ? 0 : limit,
+            nowMs,
+            nowMs + ttlMs,
+            ttl,
+          ),
+        ) === 1
+      if (granted) {
+        const key = peerSlotsKey(peerId)
+        const results =
+          (await redis()
+            .pipeline()
+            .zadd(key, nowMs + ttlMs, digest)
+            .pexpire(key, ttl)
+            .exec()) ?? []
+        for (const [err] of results) if (err) throw err
+      }
+      return granted
     },
     async releaseOriginSlot(digest, peerId) {
       await redis().zrem(keys(digest).origin, peerId)
+      await redis().zrem(peerSlotsKey(peerId), digest)
     },
     async listOriginSlots(digest, nowMs) {
       return (await redis().shoalLiveMembers(keys(digest).origin, nowMs)) as string[]
