@@ -155,21 +155,25 @@ export function createTracker(components: TrackerComponents, init: TrackerInit):
       const members = await store.listPeers(digest, t)
       let allowOrigin = false
       if (wantsOrigin({ ...req, state: complete ? 'complete' : 'partial' })) {
+        // Only with exclusiveOriginSlots on does the store record slots under their peers.
         const exclusive =
-          init.exclusiveOriginSlots === true &&
-          originSlotExclusive({
-            ...(req.event !== undefined ? { event: req.event } : {}),
-            otherPartialAgents: members.some(
-              (m) => m.role !== 'seed' && !m.complete && m.peerId !== req.peerId,
-            ),
-          })
+          init.exclusiveOriginSlots === true
+            ? {
+                exclusive: originSlotExclusive({
+                  ...(req.event !== undefined ? { event: req.event } : {}),
+                  otherPartialAgents: members.some(
+                    (m) => m.role !== 'seed' && !m.complete && m.peerId !== req.peerId,
+                  ),
+                }),
+              }
+            : {}
         allowOrigin = await store.acquireOriginSlot(
           digest,
           req.peerId,
           init.originSlotsPerSwarm,
           t,
           init.peerTtlMs,
-          { exclusive },
+          exclusive,
         )
       } else if (req.role !== 'seed') {
         await store.releaseOriginSlot(digest, req.peerId)

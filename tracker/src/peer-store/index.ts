@@ -48,7 +48,12 @@ export interface StoreOptions {
 
 /** Options of PeerStore.acquireOriginSlot. */
 export interface AcquireOriginOptions extends StoreOptions {
-  /** Grant no slot to a peer holding one of another swarm (hand-out.ts, originSlotExclusive). */
+  /**
+   * True: grant no slot to a peer holding one of another swarm (hand-out.ts,
+   * originSlotExclusive). Given at all (true or false), a slot granted is also recorded
+   * under its peer, where exclusive acquisitions look; left out (the tracker leaves it
+   * out unless its exclusiveOriginSlots is on), nothing more is written.
+   */
   exclusive?: boolean
 }
 

@@ -124,12 +124,14 @@ export function createMemoryPeerStore(init: MemoryPeerStoreInit = {}): PeerStore
       const elsewhere = options.exclusive === true && holdsSlotElsewhere(peerId, digest, nowMs)
       if (grantsOriginSlot(s.origin.has(peerId), s.origin.size, limit, elsewhere, options.exclusive)) {
         s.origin.set(peerId, nowMs + ttlMs)
-        let held = slotsByPeer.get(peerId)
-        if (held === undefined) {
-          held = new Set()
-          slotsByPeer.set(peerId, held)
+        if (options.exclusive !== undefined) {
+          let held = slotsByPeer.get(peerId)
+          if (held === undefined) {
+            held = new Set()
+            slotsByPeer.set(peerId, held)
+          }
+          held.add(digest)
         }
-        held.add(digest)
         return true
       }
       return false

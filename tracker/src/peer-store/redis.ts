@@ -255,7 +255,7 @@ export function createRedisPeerStore(init: RedisPeerStoreInit): PeerStore {
             ttl,
           ),
         ) === 1
-      if (granted) {
+      if (granted && options.exclusive !== undefined) {
         const key = peerSlotsKey(peerId)
         const results =
           (await redis()
@@ -268,8 +268,13 @@ export function createRedisPeerStore(init: RedisPeerStoreInit): PeerStore {
       return granted
     },
     async releaseOriginSlot(digest, peerId) {
-      await redis().zrem(keys(digest).origin, peerId)
-      await redis().zrem(peerSlotsKey(peerId), digest)
+      const results =
+        (await redis()
+          .pipeline()
+          .zrem(keys(digest).origin, peerId)
+          .zrem(peerSlotsKey(peerId), digest)
+          .exec()) ?? []
+      for (const [err] of results) if (err) throw err
     },
     async listOriginSlots(digest, nowMs) {
       return (await redis().shoalLiveMembers(keys(digest).origin, nowMs)) as string[]
