@@ -26,6 +26,12 @@ import {
 } from '../../test/testbed/services.js'
 import { createTestbed, type Testbed } from '../../test/testbed/testbed.js'
 import { DEFAULT_DOWN_QUEUE_MS, DEFAULT_QUEUE_MS } from '../../test/testbed/shaping.js'
+import {
+  readTcpCounters,
+  sumTcpCounters,
+  type TcpCounters,
+  tcpCountersDelta,
+} from '../../test/testbed/tcp-counters.js'
 import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX, type TestbedHost } from '../../test/testbed/topology.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
 import { type ProcessCounters, readProcessCounters, readThreadCpuSeconds } from '../lib/process-sampler.js'
@@ -360,6 +366,11 @@ async function scrapeAgents(nodes: readonly TestbedHost[]): Promise<Record<strin
       )) {
         add(`wastedRequests.${reason}`, v)
       }
+      for (const [reason, v] of Object.entries(
+        sampleByLabel(text, 'shoal_agent_swarm_wasted_bytes_total', 'reason'),
+      )) {
+        add(`wastedBytes.${reason}`, v)
+      }
       add('swarmUnavailable', sampleSum(text, 'shoal_agent_swarm_unavailable_total'))
       add('badPieces', sampleSum(text, 'shoal_agent_swarm_bad_pieces_total'))
       add('p2pConnections.opened', sampleSum(text, 'shoal_agent_p2p_connections_opened_total'))
@@ -487,6 +498,13 @@ async function main(): Promise<void> {
       progress(`N=${n}: fluid bound ${bound.seconds.toFixed(1)} s (${bound.limitedBy})`)
       const nodes = tb.topology.nodes.slice(0, n)
 
+      // The kernel's TCP counters of the nodes (summed) and of the origin: what was sent
+      // again. A read that fails leaves them out of the round rather than failing it.
+      const readRoundTcp = (): Promise<{ nodes: TcpCounters; origin: TcpCounters } | undefined> =>
+        Promise.all([sumTcpCounters(nodes), readTcpCounters(tb.topology.origin)])
+          .then(([n, o]) => ({ nodes: n, origin: o }))
+          .catch(() => undefined)
+
       const measure = async (
         system: 'shoal' | 'distribution',
         targets: PullTarget[],
@@ -498,6 +516,7 @@ async function main(): Promise<void> {
         const display = progressDisplay(`${system} N=${n}`)
         const tx0 = await tb.originTxBytes()
         const reg0 = registryBytes ? await registryBytes() : 0
+        const tcp0 = await readRoundTcp()
         const cpuSpeed = probeCpuSpeed()
         const cpu0 = readMachineCpuTimes()
         // With --containerd: fresh containerds (their content store would remember the
@@ -548,6 +567,7 @@ async function main(): Promise<void> {
         display.end()
         const tx1 = await tb.originTxBytes()
         const reg1 = registryBytes ? await registryBytes() : null
+        const tcp1 = await readRoundTcp()
         const round = summarizeRound({
           system,
           nodes: n,
@@ -563,6 +583,15 @@ async function main(): Promise<void> {
         round.timeline = alignTimeline(samples, startAt)
         round.serviceCpuSeconds = own1 - own0
         round.cpuSpeedMBps = cpuSpeed
+        if (tcp0 && tcp1) {
+          round.tcp = {
+            nodes: tcpCountersDelta(tcp0.nodes, tcp1.nodes),
+            origin: tcpCountersDelta(tcp0.origin, tcp1.origin),
+          }
+          progress(
+            `${system} N=${n}: TCP counters of the nodes ${JSON.stringify(round.tcp.nodes)}, of the origin ${JSON.stringify(round.tcp.origin)}`,
+          )
+        }
         rounds.push(round)
         progress(
           `${system} N=${n}: last node ${round.maxSeconds?.toFixed(1) ?? '—'} s (${round.ratioToBound?.toFixed(2) ?? '—'}x bound), origin sent ${(round.originEgressBytes / 1e6).toFixed(1)} MB (${round.originEgressRatio.toFixed(2)}x image), CPU ${(round.machineCpu * 100).toFixed(0)}% (registry/agents: ${round.serviceCpuSeconds?.toFixed(0)} CPU-s, pull clients: ${round.clientCpuSeconds.toFixed(0)} CPU-s, over ${round.wallSeconds.toFixed(0)} s), one core's sha256 ${cpuSpeed.toFixed(0)} MB/s before the round`,

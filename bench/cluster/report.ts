@@ -67,6 +67,11 @@ export interface RoundResult {
    */
   clientCpuSeconds: number
   errors: string[]
+  /**
+   * The kernel's TCP counters over the round (test/testbed/tcp-counters.ts): the nodes'
+   * summed, and the origin's. Segments sent again, timeouts, D-SACKs.
+   */
+  tcp?: { nodes: Record<string, number>; origin: Record<string, number> }
   /** shoal: the agents' own counters summed (bytes by source, uploads, fallbacks). */
   agents?: Record<string, number>
   /** shoal: the same counters read just before the pull (what joining the cluster cost). */

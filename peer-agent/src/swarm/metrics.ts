@@ -26,6 +26,8 @@ export interface SwarmMetrics {
   uploadedBytes: Counter
   /** Piece requests whose upload was spent for nothing, by reason (WasteReason). */
   wastedRequests: Counter<'reason'>
+  /** Piece bytes received for those requests before they were given up, by reason. */
+  wastedBytes: Counter<'reason'>
   haveWatches: Counter<'outcome'>
   /** libp2p connections opened, by direction (inbound, outbound). */
   connectionsOpened: Counter<'direction'>
@@ -74,6 +76,11 @@ export function createSwarmMetrics(registry: Registry, activeUploads: () => numb
     wastedRequests: counter(
       'shoal_agent_swarm_wasted_requests_total',
       'Piece requests whose upload was spent for nothing, by reason (duplicate, superseded, slow, timeout).',
+      ['reason'],
+    ),
+    wastedBytes: counter(
+      'shoal_agent_swarm_wasted_bytes_total',
+      'Piece bytes received for requests given up or whose piece came from another peer first, by reason (duplicate: the whole piece; superseded, slow, timeout: what had arrived).',
       ['reason'],
     ),
     haveWatches: counter(

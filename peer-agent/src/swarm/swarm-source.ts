@@ -206,9 +206,10 @@ export function createSwarmBlobSource(
       onHaveWatch(outcome) {
         metrics.haveWatches.inc({ outcome })
       },
-      onWaste(peer, index, reason) {
-        log?.trace({ digest, index, peer: peer.id, reason }, 'piece request wasted')
+      onWaste(peer, index, reason, bytes) {
+        log?.trace({ digest, index, peer: peer.id, reason, bytes }, 'piece request wasted')
         metrics.wastedRequests.inc({ reason })
+        metrics.wastedBytes.inc({ reason }, bytes)
       },
       onBadPiece(peer, index) {
         metrics.badPieces.inc()

@@ -373,7 +373,7 @@ describe('downloadBlob', () => {
     lagging.delayMs = 300
     const quick = swarm.peer('quick', map.pieces.keys())
     quick.delayMs = 20
-    const wasted: Array<{ peer: string; index: number; reason: string }> = []
+    const wasted: Array<{ peer: string; index: number; reason: string; bytes: number }> = []
     const c = await cache()
     const result = await downloadBlob(
       { cache: c, client: swarm.client },
@@ -381,10 +381,14 @@ describe('downloadBlob', () => {
         map,
         findPeers: async () => [lagging, quick],
         seed: 3,
-        onWaste: (peer, index, reason) => wasted.push({ peer: peer.id, index, reason }),
+        onWaste: (peer, index, reason, bytes) => wasted.push({ peer: peer.id, index, reason, bytes }),
       },
     )
     expect(c.has(map.digest)).toBe(true)
+    // A piece received twice counts whole.
+    for (const w of wasted.filter((x) => x.reason === 'duplicate')) {
+      expect(w.bytes).toBe(pieceRange(map, w.index).length)
+    }
     // Three pieces are all endgame: both peers are asked for the same pieces, and every
     // request that did not bring a stored piece is reported, none as slow or timed out.
     const stored = [...result.bytesByPeer.values()].reduce((a, b) => a + b, 0)
@@ -393,6 +397,39 @@ describe('downloadBlob', () => {
     expect(requests).toBeGreaterThan(3)
     expect(wasted.length).toBe(requests - 3)
     for (const w of wasted) expect(['duplicate', 'superseded']).toContain(w.reason)
+  })
+
+  it('reports what a request it gave up had brought, and a duplicate as the whole piece', async () => {
+    const { bytes, map } = blob(1)
+    const swarm = fakeSwarm(bytes, map)
+    // Both are asked for the one piece at once (endgame). The lagging one says 10 bytes
+    // came every 20 ms until the quick one's piece lands at 200 ms and it is cancelled.
+    const lagging = swarm.peer('lagging', [0])
+    lagging.delayMs = 5_000
+    lagging.progressEveryMs = 20
+    lagging.progressBytes = 10
+    const quick = swarm.peer('quick', [0])
+    quick.delayMs = 200
+    const wasted: Array<{ peer: string; reason: string; bytes: number }> = []
+    const c = await cache()
+    await downloadBlob(
+      { cache: c, client: swarm.client },
+      {
+        map,
+        findPeers: async () => [lagging, quick],
+        seed: 3,
+        onWaste: (peer, _index, reason, bytes) => wasted.push({ peer: peer.id, reason, bytes }),
+      },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    expect(lagging.requests).toEqual([0])
+    expect(wasted).toHaveLength(1)
+    const [w] = wasted
+    expect(w).toMatchObject({ peer: 'lagging', reason: 'superseded' })
+    // About ten reports of 10 bytes before the cancel (timers run late on a busy machine).
+    expect(w!.bytes % 10).toBe(0)
+    expect(w!.bytes).toBeGreaterThanOrEqual(30)
+    expect(w!.bytes).toBeLessThanOrEqual(100)
   })
 
   it('reads pieces into pooled buffers and gives each back only once nothing reads it', async () => {

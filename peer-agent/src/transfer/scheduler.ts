@@ -237,8 +237,10 @@ export interface DownloadInit {
    * peer first ('duplicate': it came in full anyway; 'superseded': it was cancelled), or
    * the request was abandoned as too slow or timed out. The peer's uplink carried what
    * it sent of it, so a swarm that wastes much of its upload is asking too much at once.
+   * `bytes` is what had arrived of the piece when it was given up (the whole piece for a
+   * duplicate); bytes still on their way then are not counted.
    */
-  onWaste?: (peer: SwarmPeer, index: number, reason: WasteReason) => void
+  onWaste?: (peer: SwarmPeer, index: number, reason: WasteReason, bytes: number) => void
   /**
    * Called when a have watch ends: 'followed' when it ran until the peer held every
    * piece or the download or the peer was done with it, 'fell-back' when it failed or
@@ -257,6 +259,8 @@ interface PendingRequest {
   startedAt: number
   /** When its last byte came; startedAt until the first. */
   lastByteAt: number
+  /** Bytes of the piece that have arrived so far. */
+  bytes: number
   /** Aborted by its own deadline (a failure of the peer), not by the download. */
   timedOut: boolean
   /** Reported to onWaste already (a cancelled request may still bring its piece). */
@@ -634,7 +638,7 @@ export async function downloadBlob(
   function wasted(r: PendingRequest, reason: WasteReason): void {
     if (r.wasted) return
     r.wasted = true
-    init.onWaste?.(r.state.peer, r.index, reason)
+    init.onWaste?.(r.state.peer, r.index, reason, r.bytes)
   }
 
   async function request(state: PeerState, index: number): Promise<void> {
@@ -646,6 +650,7 @@ export async function downloadBlob(
       index,
       startedAt: now,
       lastByteAt: now,
+      bytes: 0,
       timedOut: false,
       wasted: false,
     }
@@ -674,7 +679,8 @@ export async function downloadBlob(
           expectedSha256: map.pieces[index] ?? '',
           signal: controller.signal,
           // The deadline counts from the last byte that arrived, not from the request.
-          onProgress: () => {
+          onProgress: (received) => {
+            pending.bytes += received
             deadline.refresh()
             lastByte = Date.now()
             pending.lastByteAt = lastByte
@@ -699,6 +705,7 @@ export async function downloadBlob(
       state.failures = 0
       if (bytes.byteLength > 0) recordPieceTime((Date.now() - pending.startedAt) / bytes.byteLength)
       if (have.get(index)) {
+        pending.bytes = bytes.byteLength
         wasted(pending, 'duplicate')
         return
       }

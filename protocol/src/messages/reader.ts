@@ -24,11 +24,15 @@ export interface MessageReader {
    * DecodeError when the stream ends first. After each run of chunks copied, `onCopied`
    * is called with the part of `target` just filled (in order, together covering all of
    * it: e.g. to hash a piece while it arrives, on bytes still in the CPU's cache), then
-   * `onProgress`.
+   * `onProgress` with the number of bytes that run added.
    */
   readInto(
     target: Uint8Array,
-    options?: { signal?: AbortSignal; onProgress?: () => void; onCopied?: (part: Uint8Array) => void },
+    options?: {
+      signal?: AbortSignal
+      onProgress?: (bytes: number) => void
+      onCopied?: (part: Uint8Array) => void
+    },
   ): Promise<void>
   /** Bytes taken from the stream so far. */
   received(): number
@@ -152,7 +156,7 @@ export function createMessageReader(
           }
           buffer.consume(take)
           options.onCopied?.(target.subarray(from, at))
-          options.onProgress?.()
+          options.onProgress?.(at - from)
         }
         if (at === n) return
         if (landing !== undefined && !ended) {
@@ -165,7 +169,7 @@ export function createMessageReader(
               at = base + end
               received += at - from
               options.onCopied?.(target.subarray(from, at))
-              options.onProgress?.()
+              options.onProgress?.(at - from)
             },
           })
           if (base + got === n) return

@@ -48,8 +48,11 @@ export type PieceResult =
 /** Options of one piece request. */
 export interface PieceFetchOptions {
   signal?: AbortSignal
-  /** Called as piece bytes arrive (a chunk at a time), so a caller can tell slow from stuck. */
-  onProgress?: () => void
+  /**
+   * Called as piece bytes arrive (a chunk at a time) with how many came, so a caller can
+   * tell slow from stuck and count what a request it gives up had cost.
+   */
+  onProgress?: (bytes: number) => void
   /**
    * Supplies the memory each piece is read into, called with the piece's length from
    * its header (e.g. a PieceBufferPool's take, so the caller can reuse buffers). It must
@@ -361,14 +364,14 @@ export function createPieceClient(
     protocol: string,
     request: Uint8Array,
     callerSignal: AbortSignal | undefined,
-    onProgress: (() => void) | undefined,
-    use: (reader: MessageReader, signal: AbortSignal, progress: () => void) => AsyncGenerator<T>,
+    onProgress: ((bytes: number) => void) | undefined,
+    use: (reader: MessageReader, signal: AbortSignal, progress: (bytes: number) => void) => AsyncGenerator<T>,
   ): AsyncGenerator<T> {
     const deadline = deadlineSignal(callerSignal, timeoutMs)
     const signal = deadline.signal
-    const progress = (): void => {
+    const progress = (bytes: number): void => {
       deadline.refresh()
-      onProgress?.()
+      onProgress?.(bytes)
     }
     try {
       const who = peerKey(peer)

@@ -84,10 +84,16 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
 
     // The middle peer fetches two pieces from the seed, checks them and stores them.
     for (const index of [1, 4]) {
+      // onProgress says how many bytes came each time: together, the piece.
+      let progressed = 0
       const piece = await middle.client.fetchPiece(seedAddr, digest, index, {
         expectedLength: pieceRange(map, index).length,
+        onProgress: (n) => {
+          progressed += n
+        },
       })
       expect(pieceMatches(map, index, piece)).toBe(true)
+      expect(progressed).toBe(pieceRange(map, index).length)
       middle.source.putPiece(digest, map, index, piece)
     }
     expect((await leecher.client.fetchHave(middleAddr, digest))?.encode()).toEqual(Uint8Array.of(0b0100_1000))

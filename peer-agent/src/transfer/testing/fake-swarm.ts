@@ -40,6 +40,8 @@ export interface FakePeer extends SwarmPeer {
   delayMs?: number
   /** While delayMs runs, tell the caller every this many ms that bytes came (onProgress). */
   progressEveryMs?: number
+  /** How many bytes each of those calls says came (default 1024). */
+  progressBytes?: number
   /** Pieces it holds (and says so) but answers not-held, as the seed's first-copy rule does. */
   declines?: Set<number>
   /** While true, every piece request is answered busy (all upload slots taken). */
@@ -151,7 +153,7 @@ export function fakeSwarm(bytes: Buffer, map: PieceMap, options: { watch?: boole
     const ticker =
       p.progressEveryMs === undefined
         ? undefined
-        : setInterval(() => options.onProgress?.(), p.progressEveryMs)
+        : setInterval(() => options.onProgress?.(p.progressBytes ?? 1024), p.progressEveryMs)
     try {
       // As a real exchange, the wait ends with the signal's reason when it aborts.
       if (p.delayMs) await sleep(p.delayMs, options.signal)
