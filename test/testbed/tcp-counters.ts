@@ -27,6 +27,18 @@ export const TCP_COUNTERS = [
   // Segments this end received twice and said so.
   'TcpExt.TCPDSACKOldSent',
   'TcpExt.TCPDSACKOfoSent',
+  // Recoveries undone once the kernel saw they were not needed.
+  'TcpExt.TCPDSACKUndo',
+  'TcpExt.TCPLossUndo',
+  // A retransmission skipped because the first copy still sat in this host's queue.
+  'TcpExt.TCPSpuriousRtxHostQueues',
+  // Connection attempts whose SYN was sent again (a connect that waited a second or more).
+  'TcpExt.TCPSynRetrans',
+  // Receive windows closed because the application did not read (a starved reader).
+  'TcpExt.TCPToZeroWindowAdv',
+  'TcpExt.TCPRcvQDrop',
+  // Segments delivered to the far end (acknowledged), for scale.
+  'TcpExt.TCPDelivered',
   // Connections closed or reset with unread or unsent data.
   'TcpExt.TCPAbortOnData',
   'TcpExt.TCPAbortOnClose',
