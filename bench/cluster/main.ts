@@ -25,7 +25,12 @@ import {
   sampleSum,
 } from '../../test/testbed/services.js'
 import { createTestbed, type Testbed } from '../../test/testbed/testbed.js'
-import { DEFAULT_DOWN_QUEUE_MS, DEFAULT_QUEUE_MS } from '../../test/testbed/shaping.js'
+import {
+  DEFAULT_DOWN_QUEUE_MS,
+  DEFAULT_QUEUE_MS,
+  type QdiscCounters,
+  readQdiscCounters,
+} from '../../test/testbed/shaping.js'
 import {
   readTcpCounters,
   sumTcpCounters,
@@ -504,6 +509,39 @@ async function main(): Promise<void> {
         Promise.all([sumTcpCounters(nodes), readTcpCounters(tb.topology.origin)])
           .then(([n, o]) => ({ nodes: n, origin: o }))
           .catch(() => undefined)
+      // The shaping queues' counters: what the nodes' uplinks (tbf on their eth0), their
+      // downlinks (htb on the switch's ports) and the origin's uplink sent and dropped.
+      const readRoundQueues = async (): Promise<Record<string, QdiscCounters> | undefined> => {
+        try {
+          const sum = (list: QdiscCounters[]): QdiscCounters =>
+            list.reduce(
+              (a, c) => ({
+                bytes: a.bytes + c.bytes,
+                packets: a.packets + c.packets,
+                drops: a.drops + c.drops,
+                overlimits: a.overlimits + c.overlimits,
+              }),
+              { bytes: 0, packets: 0, drops: 0, overlimits: 0 },
+            )
+          const pick = (m: Map<string, QdiscCounters>, dev: string): QdiscCounters => {
+            const c = m.get(dev)
+            if (c === undefined) throw new Error(`no queue on ${dev}`)
+            return c
+          }
+          const [ups, downs, origin] = await Promise.all([
+            Promise.all(nodes.map(async (h) => pick(await readQdiscCounters(h.ns.name, 'eth0'), 'eth0'))),
+            readQdiscCounters(tb.topology.switchNs.name),
+            readQdiscCounters(tb.topology.origin.ns.name, 'eth0'),
+          ])
+          return {
+            nodesUp: sum(ups),
+            nodesDown: sum(nodes.map((h) => pick(downs, h.id))),
+            originUp: pick(origin, 'eth0'),
+          }
+        } catch {
+          return undefined
+        }
+      }
 
       const measure = async (
         system: 'shoal' | 'distribution',
@@ -517,6 +555,7 @@ async function main(): Promise<void> {
         const tx0 = await tb.originTxBytes()
         const reg0 = registryBytes ? await registryBytes() : 0
         const tcp0 = await readRoundTcp()
+        const queues0 = await readRoundQueues()
         const cpuSpeed = probeCpuSpeed()
         const cpu0 = readMachineCpuTimes()
         // With --containerd: fresh containerds (their content store would remember the
@@ -568,6 +607,7 @@ async function main(): Promise<void> {
         const tx1 = await tb.originTxBytes()
         const reg1 = registryBytes ? await registryBytes() : null
         const tcp1 = await readRoundTcp()
+        const queues1 = await readRoundQueues()
         const round = summarizeRound({
           system,
           nodes: n,
@@ -591,6 +631,23 @@ async function main(): Promise<void> {
           progress(
             `${system} N=${n}: TCP counters of the nodes ${JSON.stringify(round.tcp.nodes)}, of the origin ${JSON.stringify(round.tcp.origin)}`,
           )
+        }
+        if (queues0 && queues1) {
+          round.queues = Object.fromEntries(
+            Object.entries(queues1).map(([link, c]) => {
+              const b = queues0[link]!
+              return [
+                link,
+                {
+                  bytes: c.bytes - b.bytes,
+                  packets: c.packets - b.packets,
+                  drops: c.drops - b.drops,
+                  overlimits: c.overlimits - b.overlimits,
+                },
+              ]
+            }),
+          )
+          progress(`${system} N=${n}: shaping queues ${JSON.stringify(round.queues)}`)
         }
         rounds.push(round)
         progress(

@@ -72,6 +72,11 @@ export interface RoundResult {
    * summed, and the origin's. Segments sent again, timeouts, D-SACKs.
    */
   tcp?: { nodes: Record<string, number>; origin: Record<string, number> }
+  /**
+   * The shaping queues over the round: the nodes' uplinks and downlinks (summed) and the
+   * origin's uplink, with what each sent and dropped.
+   */
+  queues?: Record<string, { bytes: number; packets: number; drops: number; overlimits: number }>
   /** shoal: the agents' own counters summed (bytes by source, uploads, fallbacks). */
   agents?: Record<string, number>
   /** shoal: the same counters read just before the pull (what joining the cluster cost). */

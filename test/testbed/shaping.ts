@@ -183,3 +183,44 @@ export function parseLinkCounters(json: string): Map<string, LinkCounters> {
   }
   return counters
 }
+
+/** What a link's shaping queue did: bytes and packets it sent, packets it dropped. */
+export interface QdiscCounters {
+  bytes: number
+  packets: number
+  drops: number
+  overlimits: number
+}
+
+/**
+ * The root queue's counters of each device in `netns` (`tc -s -j qdisc show`), by device
+ * name. The root of an htb counts what its classes' queues dropped too.
+ */
+export async function readQdiscCounters(netns: string, dev?: string): Promise<Map<string, QdiscCounters>> {
+  const args = ['-n', netns, '-s', '-j', 'qdisc', 'show', ...(dev === undefined ? [] : ['dev', dev])]
+  return parseQdiscCounters((await runCommand('tc', args)).stdout, dev)
+}
+
+/** Root qdisc counters by device from the JSON of `tc -s -j qdisc show` (`dev` names the device when the output does not). */
+export function parseQdiscCounters(json: string, dev?: string): Map<string, QdiscCounters> {
+  const qdiscs = JSON.parse(json) as Array<{
+    dev?: string
+    root?: boolean
+    bytes?: number
+    packets?: number
+    drops?: number
+    overlimits?: number
+  }>
+  const counters = new Map<string, QdiscCounters>()
+  for (const q of qdiscs) {
+    const name = q.dev ?? dev
+    if (q.root !== true || name === undefined) continue
+    counters.set(name, {
+      bytes: q.bytes ?? 0,
+      packets: q.packets ?? 0,
+      drops: q.drops ?? 0,
+      overlimits: q.overlimits ?? 0,
+    })
+  }
+  return counters
+}
