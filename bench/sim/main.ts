@@ -26,7 +26,7 @@ import {
   SOUGHT_EXTRA_PEERS,
 } from '../../peer-agent/src/transfer/piece-picker.js'
 import { DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
-import { MAX_UPLOADS_PER_PIECE } from '../../protocol/src/p2p/piece-server.js'
+import { MAX_CONCURRENT_UPLOADS, MAX_UPLOADS_PER_PIECE } from '../../protocol/src/p2p/piece-server.js'
 import type { Sharing } from './flow-network.js'
 import { type SimConfig, simulate } from './simulate.js'
 
@@ -47,7 +47,7 @@ const { values } = parseArgs({
     'have-delay-ms': { type: 'string' },
     'origin-slots': { type: 'string', default: '8' },
     'exclusive-origin-slots': { type: 'boolean', default: false },
-    'max-uploads': { type: 'string', default: '16' },
+    'max-uploads': { type: 'string', default: String(MAX_CONCURRENT_UPLOADS) },
     'origin-max-uploads': { type: 'string', default: '16' },
     'max-uploads-per-piece': { type: 'string', default: String(MAX_UPLOADS_PER_PIECE) },
     'upload-piece-target-ms': { type: 'string', default: '0' },
@@ -76,7 +76,7 @@ const { values } = parseArgs({
 if (values.help) {
   process.stdout.write(`usage: npm run sim -- [--preset scale|kraken] [--nodes 10,50] [--image-mb 256]
   [--layers 4] [--piece-mb N] [--node-mbit 100] [--node-down-mbit M] [--origin-mbit 100]
-  [--latency-ms 1] [--sharing proportional|max-min] [--have-delay-ms D] [--origin-slots 8] [--exclusive-origin-slots] [--max-uploads 16] [--origin-max-uploads 16] [--max-uploads-per-piece ${MAX_UPLOADS_PER_PIECE}]
+  [--latency-ms 1] [--sharing proportional|max-min] [--have-delay-ms D] [--origin-slots 8] [--exclusive-origin-slots] [--max-uploads ${MAX_CONCURRENT_UPLOADS}] [--origin-max-uploads 16] [--max-uploads-per-piece ${MAX_UPLOADS_PER_PIECE}]
   [--upload-piece-target-ms 0 (0: a fixed cap)] [--min-uploads 4]
   [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 1] [--origin-requests 1]
   [--min-requests-in-flight 4] [--max-peers 16]

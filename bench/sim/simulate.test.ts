@@ -4,6 +4,7 @@ import { fluidBound } from '../cluster/bound.js'
 import { EventQueue } from './event-queue.js'
 import { summarizeSim } from './report.js'
 import { type SimConfig, layerSizes, mbitToBytesPerMs, simulate } from './simulate.js'
+import { MAX_CONCURRENT_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
 
 const MiB = 2 ** 20
 
@@ -29,6 +30,9 @@ function config(over: Partial<SimConfig>): SimConfig {
     originMbit: 100,
     latencyMs: 5,
     seed: 7,
+    // The tests (and the pinned outcomes below) were written for 16 uploads per node,
+    // the agent's default until session 23; the default's own test says what it is now.
+    maxConcurrentUploads: 16,
     ...over,
   }
 }
@@ -399,6 +403,25 @@ describe('simulate, pickPiece over the pieces it may pick', () => {
       expect(outcome(true)).toEqual(outcome(false))
     })
   }
+})
+
+describe('simulate, upload slots', () => {
+  it("runs the agent's default upload cap when none is given", () => {
+    const hashOf = (over: Partial<SimConfig>): string => {
+      const hash = createHash('sha256')
+      const r = simulate({
+        ...config({ nodes: 12, imageBytes: 8 * MiB, layers: 2, nodeUpMbit: 20, latencyMs: 1, seed: 5 }),
+        ...over,
+        onPiece: (node, layer, index, from, simMs) =>
+          hash.update(`${node},${layer},${index},${from},${simMs};`),
+      })
+      return `${hash.digest('hex')}:${r.lastDoneMs}`
+    }
+    const byDefault = hashOf({ maxConcurrentUploads: undefined })
+    expect(byDefault).toBe(hashOf({ maxConcurrentUploads: MAX_CONCURRENT_UPLOADS }))
+    // And the cap matters here: with 16 the pieces travel differently.
+    expect(byDefault).not.toBe(hashOf({ maxConcurrentUploads: 16 }))
+  })
 })
 
 describe('simulate, pinned runs', () => {

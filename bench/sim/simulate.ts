@@ -66,7 +66,11 @@ import {
   wantsMorePeers,
 } from '../../peer-agent/src/transfer/piece-picker.js'
 import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
-import { MAX_UPLOADS_PER_PIECE, PRIORITY_EXTRA_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
+import {
+  MAX_CONCURRENT_UPLOADS,
+  MAX_UPLOADS_PER_PIECE,
+  PRIORITY_EXTRA_UPLOADS,
+} from '../../protocol/src/p2p/piece-server.js'
 import { createUploadCap, type UploadCap } from '../../protocol/src/p2p/upload-cap.js'
 import { createFirstCopyRule, DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
 import type { Digest } from '../../protocol/src/index.js'
@@ -144,6 +148,7 @@ export interface SimConfig {
    */
   streaming?: boolean
   endgameThreshold?: number
+  /** Uploads a node runs at once (the agent's maxConcurrentUploads). @default MAX_CONCURRENT_UPLOADS */
   maxConcurrentUploads?: number
   /**
    * Size each node's upload cap by the rate its uploads reached (the agent's
@@ -453,7 +458,7 @@ export function simulate(config: SimConfig): SimResult {
   const windowSize = config.windowSize ?? 4
   const streaming = config.streaming ?? false
   const endgameThreshold = config.endgameThreshold ?? 4
-  const maxUploads = config.maxConcurrentUploads ?? 16
+  const maxUploads = config.maxConcurrentUploads ?? MAX_CONCURRENT_UPLOADS
   const originMaxUploads = config.originMaxConcurrentUploads ?? 16
   const uploadPieceTargetMs = config.uploadPieceTargetMs ?? 0
   /** Each node's upload cap, when it is sized by the uplink. */

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod'
 import { ConfigError, labelSchema, multiaddrSchema, peerIdSchema } from '../../protocol/src/index.js'
-import { MAX_UPLOADS_PER_PIECE } from '../../protocol/src/p2p/index.js'
+import { MAX_CONCURRENT_UPLOADS, MAX_UPLOADS_PER_PIECE } from '../../protocol/src/p2p/index.js'
 import { MAX_IN_FLIGHT } from './transfer/piece-picker.js'
 
 const SECOND_MS = 1000
@@ -140,8 +140,10 @@ export const agentConfigSchema = z.strictObject({
     .number()
     .int()
     .positive()
-    .default(16)
-    .describe('most pieces served to other peers at once'),
+    .default(MAX_CONCURRENT_UPLOADS)
+    .describe(
+      'most pieces served to other peers at once (each gets its share of the uplink, so fewer pass a piece on sooner)',
+    ),
   minConcurrentUploads: z
     .number()
     .int()

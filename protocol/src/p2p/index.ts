@@ -48,6 +48,7 @@ export {
 } from './piece-hasher.js'
 export {
   createPieceServer,
+  MAX_CONCURRENT_UPLOADS,
   MAX_UPLOADS_PER_PIECE,
   type PieceSentEvent,
   type PieceServer,

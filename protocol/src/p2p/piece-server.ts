@@ -45,6 +45,17 @@ import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 import { createTokenBucket } from './token-bucket.js'
 import { createUploadCap } from './upload-cap.js'
 
+/**
+ * Piece requests an agent serves at once, by default (PieceServerInit's
+ * maxConcurrentUploads; the seed keeps its own, 16). Each upload gets its share of the
+ * uplink, so the count sets how long one piece takes to reach its next holder: on the
+ * 2 Mbit/s testbed a 256 KiB piece took 17 s with 16 and 8 s with 8. At N = 50, 8 came
+ * first in six pairs of runs over two sessions, with less agent CPU and less sent for
+ * nothing; the simulator has the median node sooner with 8 at 2 and 20 Mbit/s, and the
+ * last one later at 2 Mbit/s (docs/BENCHMARKS.md, cluster, twenty-third round).
+ */
+export const MAX_CONCURRENT_UPLOADS = 8
+
 /** Requests for priority pieces served at once beyond the upload cap, by default. */
 export const PRIORITY_EXTRA_UPLOADS = 8
 
@@ -67,7 +78,7 @@ export interface PieceSentEvent {
 
 /** Options for createPieceServer. */
 export interface PieceServerInit {
-  /** Piece requests served at once (node-wide); more get `busy`. @default 16 */
+  /** Piece requests served at once (node-wide); more get `busy`. @default MAX_CONCURRENT_UPLOADS */
   maxConcurrentUploads?: number
   /**
    * Size the upload cap by the uplink (upload-cap.ts): serve at most as many pieces at
@@ -163,7 +174,7 @@ export function createPieceServer(
   const { libp2p, source } = components
   const servesPieceMaps = typeof source.signedPieceMap === 'function'
   const log = components.logger
-  const maxUploads = init.maxConcurrentUploads ?? 16
+  const maxUploads = init.maxConcurrentUploads ?? MAX_CONCURRENT_UPLOADS
   const uploadCap = createUploadCap({
     max: maxUploads,
     min: init.minConcurrentUploads ?? 4,
