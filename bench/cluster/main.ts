@@ -504,11 +504,14 @@ async function main(): Promise<void> {
       const nodes = tb.topology.nodes.slice(0, n)
 
       // The kernel's TCP counters of the nodes (summed) and of the origin: what was sent
-      // again. A read that fails leaves them out of the round rather than failing it.
+      // again. A read that fails leaves them out of the round, says so, and does not fail it.
       const readRoundTcp = (): Promise<{ nodes: TcpCounters; origin: TcpCounters } | undefined> =>
         Promise.all([sumTcpCounters(nodes), readTcpCounters(tb.topology.origin)])
           .then(([n, o]) => ({ nodes: n, origin: o }))
-          .catch(() => undefined)
+          .catch((err: unknown) => {
+            progress(`N=${n}: TCP counters not read, left out of the round: ${(err as Error).message}`)
+            return undefined
+          })
       // The shaping queues' counters: what the nodes' uplinks (tbf on their eth0), their
       // downlinks (htb on the switch's ports) and the origin's uplink sent and dropped.
       const readRoundQueues = async (): Promise<Record<string, QdiscCounters> | undefined> => {
@@ -538,7 +541,8 @@ async function main(): Promise<void> {
             nodesDown: sum(nodes.map((h) => pick(downs, h.id))),
             originUp: pick(origin, 'eth0'),
           }
-        } catch {
+        } catch (err) {
+          progress(`N=${n}: shaping queues not read, left out of the round: ${(err as Error).message}`)
           return undefined
         }
       }
