@@ -31,12 +31,7 @@ import {
   type QdiscCounters,
   readQdiscCounters,
 } from '../../test/testbed/shaping.js'
-import {
-  readTcpCounters,
-  sumTcpCounters,
-  type TcpCounters,
-  tcpCountersDelta,
-} from '../../test/testbed/tcp-counters.js'
+import { readTcpCounters, sumTcpCounters, type TcpCounters } from '../../test/testbed/tcp-counters.js'
 import { cleanupLeftovers, JUMBO_MTU, TESTBED_PREFIX, type TestbedHost } from '../../test/testbed/topology.js'
 import { defaultResultPath, writeJsonResult } from '../lib/json-output.js'
 import { type ProcessCounters, readProcessCounters, readThreadCpuSeconds } from '../lib/process-sampler.js'
@@ -558,8 +553,7 @@ async function main(): Promise<void> {
         const display = progressDisplay(`${system} N=${n}`)
         const tx0 = await tb.originTxBytes()
         const reg0 = registryBytes ? await registryBytes() : 0
-        const tcp0 = await readRoundTcp()
-        const queues0 = await readRoundQueues()
+        const [tcp0, queues0] = await Promise.all([readRoundTcp(), readRoundQueues()])
         const cpuSpeed = probeCpuSpeed()
         const cpu0 = readMachineCpuTimes()
         // With --containerd: fresh containerds (their content store would remember the
@@ -610,8 +604,7 @@ async function main(): Promise<void> {
         display.end()
         const tx1 = await tb.originTxBytes()
         const reg1 = registryBytes ? await registryBytes() : null
-        const tcp1 = await readRoundTcp()
-        const queues1 = await readRoundQueues()
+        const [tcp1, queues1] = await Promise.all([readRoundTcp(), readRoundQueues()])
         const round = summarizeRound({
           system,
           nodes: n,
@@ -629,8 +622,8 @@ async function main(): Promise<void> {
         round.cpuSpeedMBps = cpuSpeed
         if (tcp0 && tcp1) {
           round.tcp = {
-            nodes: tcpCountersDelta(tcp0.nodes, tcp1.nodes),
-            origin: tcpCountersDelta(tcp0.origin, tcp1.origin),
+            nodes: subtract(tcp1.nodes, tcp0.nodes),
+            origin: subtract(tcp1.origin, tcp0.origin),
           }
           progress(
             `${system} N=${n}: TCP counters of the nodes ${JSON.stringify(round.tcp.nodes)}, of the origin ${JSON.stringify(round.tcp.origin)}`,
@@ -638,18 +631,7 @@ async function main(): Promise<void> {
         }
         if (queues0 && queues1) {
           round.queues = Object.fromEntries(
-            Object.entries(queues1).map(([link, c]) => {
-              const b = queues0[link]!
-              return [
-                link,
-                {
-                  bytes: c.bytes - b.bytes,
-                  packets: c.packets - b.packets,
-                  drops: c.drops - b.drops,
-                  overlimits: c.overlimits - b.overlimits,
-                },
-              ]
-            }),
+            Object.entries(queues1).map(([link, c]) => [link, subtract(c, queues0[link])]),
           )
           progress(`${system} N=${n}: shaping queues ${JSON.stringify(round.queues)}`)
         }

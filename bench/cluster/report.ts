@@ -76,7 +76,7 @@ export interface RoundResult {
    * The shaping queues over the round: the nodes' uplinks and downlinks (summed) and the
    * origin's uplink, with what each sent and dropped.
    */
-  queues?: Record<string, { bytes: number; packets: number; drops: number; overlimits: number }>
+  queues?: Record<string, Record<string, number>>
   /** shoal: the agents' own counters summed (bytes by source, uploads, fallbacks). */
   agents?: Record<string, number>
   /** shoal: the same counters read just before the pull (what joining the cluster cost). */

@@ -92,10 +92,3 @@ export async function sumTcpCounters(hosts: ReadonlyArray<Pick<TestbedHost, 'ns'
   for (const c of each) for (const name of TCP_COUNTERS) sum[name] = (sum[name] ?? 0) + (c[name] ?? 0)
   return sum
 }
-
-/** `after - before`, counter by counter. */
-export function tcpCountersDelta(before: TcpCounters, after: TcpCounters): TcpCounters {
-  return Object.fromEntries(
-    Object.keys(after).map((name) => [name, (after[name] ?? 0) - (before[name] ?? 0)]),
-  )
-}
