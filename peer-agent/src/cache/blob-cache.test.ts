@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -34,6 +34,16 @@ async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
 async function writeEveryPiece(cache: BlobCache, f: Fixture): Promise<void> {
   await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
   for (const [i, piece] of f.pieces.entries()) await cache.writePiece(f.digest, i, piece)
+}
+
+/** This process's open file descriptors on `files` (from /proc/self/fd; Linux only). */
+async function openDescriptors(files: string[]): Promise<number> {
+  let n = 0
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(join('/proc/self/fd', fd)).catch(() => '')
+    if (files.some((f) => target === f || target === `${f} (deleted)`)) n++
+  }
+  return n
 }
 
 async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
@@ -74,6 +84,38 @@ describe('blob cache', () => {
     expect(await readAll(cache.readRange(f.digest, PIECE + 5, 2 * PIECE))).toEqual(
       f.bytes.subarray(PIECE + 5, 2 * PIECE),
     )
+  })
+
+  it('shares one read handle among the readers of a blob and closes it once they are done', async () => {
+    const cache = await makeCache({ readHandleIdleMs: 1_000 })
+    const f = fixture(4 * PIECE)
+    await cache.open(f.digest, { size: f.bytes.length, pieceSize: PIECE })
+    for (const i of [0, 1, 2]) await cache.writePiece(f.digest, i, f.pieces[i]!)
+    const paths = blobPaths(root, f.digest)
+    const files = [paths.partialData, paths.blob]
+    // The write handle is open while the download runs; readers add one handle between them.
+    const writing = await openDescriptors(files)
+    const readers = [0, 1, 2, 0, 1].map((i) => readAll(cache.readRange(f.digest, i * PIECE, (i + 1) * PIECE)))
+    const got = await Promise.all(readers)
+    for (const [k, i] of [0, 1, 2, 0, 1].entries()) expect(got[k]).toEqual(f.pieces[i])
+    expect(await openDescriptors(files)).toBe(writing + 1)
+    // A reader that waits for a piece holds the handle across the completion's rename.
+    const waiting = readAll(cache.readRange(f.digest, 2 * PIECE, 4 * PIECE, { wait: true }))
+    await cache.writePiece(f.digest, 3, f.pieces[3]!)
+    await cache.complete(f.digest)
+    expect(await waiting).toEqual(f.bytes.subarray(2 * PIECE))
+    expect(await openDescriptors(files)).toBe(1)
+    expect(await readAll(cache.readRange(f.digest, 0, f.bytes.length))).toEqual(f.bytes)
+    await new Promise((resolve) => setTimeout(resolve, 1_500))
+    expect(await openDescriptors(files)).toBe(0)
+    // Deleted while a reader waits on it: the handle goes when that reader does.
+    const paused = cache.readRange(f.digest, 0, f.bytes.length)[Symbol.asyncIterator]()
+    expect((await paused.next()).done).toBe(false)
+    await cache.delete(f.digest)
+    expect(await openDescriptors(files)).toBe(1)
+    await paused.return?.(undefined)
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(await openDescriptors(files)).toBe(0)
   })
 
   it('reads range chunks into the memory the caller supplies, when it fits', async () => {

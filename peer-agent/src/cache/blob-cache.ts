@@ -100,6 +100,11 @@ export interface BlobCacheInit {
   flushIntervalMs?: number
   /** Size of the chunks readRange yields. @default 1 MiB */
   readChunkBytes?: number
+  /**
+   * How long a blob's read handle stays open after its last reader finished, for the
+   * next one (see Entry.reader). @default READ_HANDLE_IDLE_MS
+   */
+  readHandleIdleMs?: number
 }
 
 /** The collaborators the cache uses. */
@@ -234,9 +239,26 @@ interface Entry {
   writing: Map<number, Promise<BlobStat>>
   completing: Promise<void> | undefined
   removed: boolean
+  /** The data file open for reading, shared by every reader of the blob (see acquireReader). */
+  reader: SharedReadHandle | undefined
+}
+
+/** One read-only handle on a blob's data file and the readers using it. */
+interface SharedReadHandle {
+  handle: Promise<FileHandle>
+  users: number
+  idleTimer: ReturnType<typeof setTimeout> | undefined
 }
 
 const TOUCH_PERSIST_INTERVAL_MS = 60_000
+
+/**
+ * How long a blob's read handle is kept open after its last reader. A swarm peer sends
+ * a piece every second or so, each through a reader of its own: opening and closing the
+ * file for every one of them was about 3% of an agent's CPU while it served (N = 50 testbed
+ * profile, docs/BENCHMARKS.md, cluster, twenty-fourth round).
+ */
+export const READ_HANDLE_IDLE_MS = 5_000
 
 function pieceCountOf(size: number, pieceSize: number | undefined): number {
   if (pieceSize === undefined) return 0
@@ -264,6 +286,7 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
   const durable = init.durable ?? true
   const flushIntervalMs = init.flushIntervalMs ?? 1_000
   const chunkBytes = init.readChunkBytes ?? 1 << 20
+  const readHandleIdleMs = init.readHandleIdleMs ?? READ_HANDLE_IDLE_MS
   const pieceSizeFor = init.pieceSizeFor ?? choosePieceSize
   const log = components.logger
   const events = new EventEmitter<BlobCacheEvents>()
@@ -333,6 +356,7 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
       writing: new Map(),
       completing: undefined,
       removed: false,
+      reader: undefined,
     }
     return entry
   }
@@ -351,6 +375,8 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
     usedBytes -= entry.size
     clearTimeout(entry.flushTimer)
     await closeWriter(entry)
+    // A reader still running closes the handle when it finishes (releaseReader).
+    if (entry.reader?.users === 0) closeReader(entry)
     await removeFiles(entry)
   }
 
@@ -533,6 +559,70 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
     return entry.writer
   }
 
+  /**
+   * Opens `entry`'s data file for reading. The partial file is renamed into place on
+   * completion, and an open handle keeps reading the same bytes either way; the entry is
+   * marked complete only after the rename and the clean-up that follows it, so a partial
+   * file that has gone means the blob file holds the bytes now.
+   */
+  async function openForReading(entry: Entry): Promise<FileHandle> {
+    if (entry.complete) return open(entry.paths.blob, 'r')
+    try {
+      return await open(entry.paths.partialData, 'r')
+    } catch (err) {
+      if (!isNotFound(err)) throw err
+      if (entry.removed)
+        throw new BlobUnknownError(`blob ${entry.digest} was removed`, { digest: entry.digest })
+      return open(entry.paths.blob, 'r')
+    }
+  }
+
+  /**
+   * The blob's read handle, opened by its first reader and shared with the readers that
+   * come while it is open (positional reads do not disturb each other). Each call is
+   * matched by one releaseReader.
+   */
+  function acquireReader(entry: Entry): SharedReadHandle {
+    let shared = entry.reader
+    if (shared === undefined) {
+      const handle = openForReading(entry)
+      const created: SharedReadHandle = { handle, users: 0, idleTimer: undefined }
+      shared = created
+      entry.reader = created
+      handle.catch(() => {
+        if (entry.reader === created) entry.reader = undefined
+      })
+    }
+    shared.users++
+    clearTimeout(shared.idleTimer)
+    shared.idleTimer = undefined
+    return shared
+  }
+
+  /** One reader is done with the handle: it closes after readHandleIdleMs unused, at once for a removed blob. */
+  function releaseReader(entry: Entry, shared: SharedReadHandle): void {
+    shared.users--
+    if (shared.users > 0 || entry.reader !== shared) return
+    if (entry.removed) {
+      closeReader(entry)
+      return
+    }
+    shared.idleTimer = setTimeout(() => closeReader(entry), readHandleIdleMs)
+    shared.idleTimer.unref?.()
+  }
+
+  /** Closes `entry`'s read handle (no reader uses it); errors are of no interest. */
+  function closeReader(entry: Entry): void {
+    const shared = entry.reader
+    if (shared === undefined || shared.users > 0) return
+    entry.reader = undefined
+    clearTimeout(shared.idleTimer)
+    shared.handle.then(
+      (fh) => fh.close().catch(() => {}),
+      () => {},
+    )
+  }
+
   /** Closes the partial's writer after its pending writes; errors are of no interest. */
   async function closeWriter(entry: Entry): Promise<void> {
     const writer = entry.writer
@@ -690,6 +780,8 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
               log?.warn({ err, digest: e.digest }, 'persisting pieces at stop failed')
             }
             await closeWriter(e)
+            // A reader still running closes it when it finishes.
+            closeReader(e)
           }),
         )
       })
@@ -896,6 +988,7 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
       }
       async function* generate(): AsyncGenerator<Uint8Array> {
         let fh: FileHandle | undefined
+        let shared: SharedReadHandle | undefined
         try {
           let position = start
           while (position < end) {
@@ -914,20 +1007,8 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
             }
             if (entry.removed) throw new BlobUnknownError(`blob ${digest} was removed`, { digest })
             if (!fh) {
-              // The partial file is renamed into place on completion; the open handle
-              // keeps reading the same bytes either way. The entry is marked complete
-              // only after the rename and the clean-up that follows it, so a partial
-              // file that has gone means the blob file holds the bytes now.
-              if (entry.complete) fh = await open(entry.paths.blob, 'r')
-              else {
-                try {
-                  fh = await open(entry.paths.partialData, 'r')
-                } catch (err) {
-                  if (!isNotFound(err)) throw err
-                  if (entry.removed) throw new BlobUnknownError(`blob ${digest} was removed`, { digest })
-                  fh = await open(entry.paths.blob, 'r')
-                }
-              }
+              shared = acquireReader(entry)
+              fh = await shared.handle
             }
             while (position < until) {
               const len = Math.min(chunkBytes, until - position)
@@ -943,7 +1024,7 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
             }
           }
         } finally {
-          await fh?.close()
+          if (shared !== undefined) releaseReader(entry, shared)
           release()
         }
       }
