@@ -155,10 +155,11 @@ export function createTracker(components: TrackerComponents, init: TrackerInit):
       const members = await store.listPeers(digest, t)
       let allowOrigin = false
       if (wantsOrigin({ ...req, state: complete ? 'complete' : 'partial' })) {
-        // Only with exclusiveOriginSlots on does the store record slots under their peers.
+        // Only with exclusiveOriginSlots on are slots recorded under their peers (and read).
         const exclusive =
           init.exclusiveOriginSlots === true
             ? {
+                recordHolder: true,
                 exclusive: originSlotExclusive({
                   ...(req.event !== undefined ? { event: req.event } : {}),
                   otherPartialAgents: members.some(

@@ -49,12 +49,16 @@ export interface StoreOptions {
 /** Options of PeerStore.acquireOriginSlot. */
 export interface AcquireOriginOptions extends StoreOptions {
   /**
-   * True: grant no slot to a peer holding one of another swarm (hand-out.ts,
-   * originSlotExclusive). Given at all (true or false), a slot granted is also recorded
-   * under its peer, where exclusive acquisitions look; left out (the tracker leaves it
-   * out unless its exclusiveOriginSlots is on), nothing more is written.
+   * Grant no slot to a peer holding one of another swarm (hand-out.ts,
+   * originSlotExclusive): only slots recorded with `recordHolder` count. @default false
    */
   exclusive?: boolean
+  /**
+   * Also record a slot granted under its peer, where `exclusive` acquisitions of other
+   * swarms look. The tracker records only with its exclusiveOriginSlots on: otherwise
+   * nothing reads the record. @default false
+   */
+  recordHolder?: boolean
 }
 
 /** Swarm state: peers, origin slots, bad-peer reports and bans, all with expiry. */

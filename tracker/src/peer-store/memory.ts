@@ -122,9 +122,11 @@ export function createMemoryPeerStore(init: MemoryPeerStoreInit = {}): PeerStore
       const s = swarm(digest)
       prune(s.origin, nowMs)
       const elsewhere = options.exclusive === true && holdsSlotElsewhere(peerId, digest, nowMs)
-      if (grantsOriginSlot(s.origin.has(peerId), s.origin.size, limit, elsewhere, options.exclusive)) {
+      if (
+        grantsOriginSlot(s.origin.has(peerId), s.origin.size, limit, elsewhere, options.exclusive === true)
+      ) {
         s.origin.set(peerId, nowMs + ttlMs)
-        if (options.exclusive !== undefined) {
+        if (options.recordHolder === true) {
           let held = slotsByPeer.get(peerId)
           if (held === undefined) {
             held = new Set()

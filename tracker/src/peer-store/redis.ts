@@ -255,7 +255,7 @@ export function createRedisPeerStore(init: RedisPeerStoreInit): PeerStore {
             ttl,
           ),
         ) === 1
-      if (granted && options.exclusive !== undefined) {
+      if (granted && options.recordHolder === true) {
         const key = peerSlotsKey(peerId)
         const results =
           (await redis()
