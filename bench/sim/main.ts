@@ -24,6 +24,8 @@ import {
   MAX_IN_FLIGHT,
   BUSY_EXTRA_PEERS,
   SOUGHT_EXTRA_PEERS,
+  STARTING_PEERS,
+  STARTING_PIECES,
 } from '../../peer-agent/src/transfer/piece-picker.js'
 import { DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
 import { MAX_CONCURRENT_UPLOADS, MAX_UPLOADS_PER_PIECE } from '../../protocol/src/p2p/piece-server.js'
@@ -63,6 +65,7 @@ const { values } = parseArgs({
     'sought-extra-peers': { type: 'string', default: String(SOUGHT_EXTRA_PEERS) },
     'repeat-piece-after-ms': { type: 'string', default: String(DEFAULT_REPEAT_AFTER_MS) },
     'max-peers': { type: 'string', default: '16' },
+    'starting-peers': { type: 'string', default: String(STARTING_PEERS) },
     'tracker-sample': { type: 'string', default: '200' },
     'start-jitter-ms': { type: 'string', default: '0' },
     streaming: { type: 'boolean', default: false },
@@ -79,7 +82,7 @@ if (values.help) {
   [--latency-ms 1] [--sharing proportional|max-min] [--have-delay-ms D] [--origin-slots 8] [--exclusive-origin-slots] [--max-uploads ${MAX_CONCURRENT_UPLOADS}] [--origin-max-uploads 16] [--max-uploads-per-piece ${MAX_UPLOADS_PER_PIECE}]
   [--upload-piece-target-ms 0 (0: a fixed cap)] [--min-uploads 4]
   [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 1] [--origin-requests 1]
-  [--min-requests-in-flight 4] [--max-peers 16]
+  [--min-requests-in-flight 4] [--max-peers 16] [--starting-peers ${STARTING_PEERS} (peers while a download holds fewer than ${STARTING_PIECES} pieces; 0: off)]
   [--max-in-flight ${MAX_IN_FLIGHT} (requests in flight per download; 0: no cap)]
   [--ahead-max-in-flight ${AHEAD_MAX_IN_FLIGHT} (requests in flight while ahead of the peers; 0: off)]
   [--busy-extra-peers ${BUSY_EXTRA_PEERS} (more peers once half answered busy; 0: off)]
@@ -146,6 +149,7 @@ function baseConfig(nodes: number): SimConfig {
     soughtExtraPeers: num('sought-extra-peers')!,
     repeatPieceAfterMs: num('repeat-piece-after-ms')!,
     maxPeers: num('max-peers')!,
+    startingPeers: num('starting-peers')!,
     startJitterMs: num('start-jitter-ms')!,
     streaming: values.streaming,
     ...(values.timeline ? { timelineMs: 1_000 } : {}),

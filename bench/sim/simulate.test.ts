@@ -5,6 +5,7 @@ import { EventQueue } from './event-queue.js'
 import { summarizeSim } from './report.js'
 import { type SimConfig, layerSizes, mbitToBytesPerMs, simulate } from './simulate.js'
 import { MAX_CONCURRENT_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
+import { STARTING_PEERS } from '../../peer-agent/src/transfer/piece-picker.js'
 
 const MiB = 2 ** 20
 
@@ -31,8 +32,10 @@ function config(over: Partial<SimConfig>): SimConfig {
     latencyMs: 5,
     seed: 7,
     // The tests (and the pinned outcomes below) were written for 16 uploads per node,
-    // the agent's default until session 23; the default's own test says what it is now.
+    // the agent's default until session 23, and for downloads that take all their peers
+    // from the start (before session 24); the defaults' own tests say what they are now.
     maxConcurrentUploads: 16,
+    startingPeers: 0,
     ...over,
   }
 }
@@ -424,10 +427,30 @@ describe('simulate, upload slots', () => {
   })
 })
 
+describe('simulate, starting peers', () => {
+  it("runs the agent's starting peer limit when none is given", () => {
+    const hashOf = (over: Partial<SimConfig>): string => {
+      const hash = createHash('sha256')
+      const r = simulate({
+        ...config({ nodes: 14, imageBytes: 8 * MiB, layers: 2, nodeUpMbit: 20, latencyMs: 1, seed: 5 }),
+        ...over,
+        onPiece: (node, layer, index, from, simMs) =>
+          hash.update(`${node},${layer},${index},${from},${simMs};`),
+      })
+      return `${hash.digest('hex')}:${r.lastDoneMs}`
+    }
+    const byDefault = hashOf({ startingPeers: undefined })
+    expect(byDefault).toBe(hashOf({ startingPeers: STARTING_PEERS }))
+    // With 13 peers per download the limit matters: without it the pieces travel differently.
+    expect(byDefault).not.toBe(hashOf({ startingPeers: 0 }))
+  })
+})
+
 describe('simulate, pinned runs', () => {
   // Each run's outcome as the simulator of session 11 (before the link state moved into
   // dense arrays and per-piece masks) computed it, pinned again in session 18 when the
-  // peer search took the scheduler's rules (wantsMorePeers, admitsPeer). A change made for speed must leave
+  // peer search took the scheduler's rules (wantsMorePeers, admitsPeer), and in session 24
+  // when a download crowded out by busy answers searched at once. A change made for speed must leave
   // these exactly as they are; a change of policy (piece-picker.ts, hand-out.ts, the
   // rules restated in simulate.ts) changes them on purpose, and then they are pinned again.
   const cases: Array<{ name: string; over: Partial<SimConfig>; expected: Record<string, number | string> }> =
@@ -436,12 +459,12 @@ describe('simulate, pinned runs', () => {
         name: 'defaults, two layers',
         over: { nodes: 30, imageBytes: 32 * MiB, layers: 2, nodeUpMbit: 100, latencyMs: 1, seed: 4 },
         expected: {
-          events: 36532,
-          busy: 1255,
-          declined: 318,
+          events: 37363,
+          busy: 1759,
+          declined: 323,
           origin: 33554432,
-          last: 5047.408627264095,
-          deliveries: 'f727134f41479817',
+          last: 4662.4430187828575,
+          deliveries: 'cd2ec45f69cd901e',
         },
       },
       {
@@ -457,12 +480,12 @@ describe('simulate, pinned runs', () => {
           maxInFlight: 8,
         },
         expected: {
-          events: 34796,
-          busy: 1147,
-          declined: 210,
+          events: 34236,
+          busy: 1317,
+          declined: 119,
           origin: 33554432,
-          last: 4615.869152016899,
-          deliveries: '7155238491dd55fb',
+          last: 4425.153669293571,
+          deliveries: '57ae53c762309a91',
         },
       },
       {
@@ -470,24 +493,24 @@ describe('simulate, pinned runs', () => {
         name: 'more than 32 peers per download, 4 uploads per agent',
         over: { nodes: 60, nodeUpMbit: 100, latencyMs: 1, seed: 2, maxPeers: 40, maxConcurrentUploads: 4 },
         expected: {
-          events: 30228,
-          busy: 3205,
+          events: 30257,
+          busy: 3363,
           declined: 216,
           origin: 16777216,
-          last: 3167.3015065267446,
-          deliveries: 'eb1191ab017b972e',
+          last: 3008.8563627176745,
+          deliveries: 'eee7db52645a480e',
         },
       },
       {
         name: 'streaming, ahead cap, start jitter',
         over: { ...STREAMING_RUN, haveDelayMs: 300 },
         expected: {
-          events: 42401,
-          busy: 3051,
-          declined: 574,
+          events: 42550,
+          busy: 3192,
+          declined: 523,
           origin: 25165824,
-          last: 8186.352642250191,
-          deliveries: 'bfcb1f9645396b86',
+          last: 8230.237122845985,
+          deliveries: 'be26ffdade171abe',
         },
       },
     ]

@@ -17,7 +17,8 @@
  *   every `announceIntervalMs`; the scheduler looks for peers every 2 s (1 s with none) while
  *   it has fewer than `maxPeers`, and gets the router's cached answer, which is renewed
  *   early only when it held nothing (no peers, no origin) and is `barrenRetryMs` old.
- * - The scheduler's pure rules: at most `maxPeers` peers per download (up to
+ * - The scheduler's pure rules: at most `maxPeers` peers per download (`startingPeers`
+ *   while it holds fewer than STARTING_PIECES pieces; up to
  *   `busyExtraPeers` more once half of them answered busy: crowdedByBusy), `requestsPerPeer`
  *   requests in flight per peer and `originRequests` to the origin, at most `maxInFlight`
  *   in all and `aheadMaxInFlight` while the download holds more than its peers do on
@@ -63,6 +64,9 @@ import {
   sourceOrder,
   SOUGHT_EXTRA_PEERS,
   sourcePickRules,
+  STARTING_PEERS,
+  STARTING_PIECES,
+  startingPeerLimit,
   wantsMorePeers,
 } from '../../peer-agent/src/transfer/piece-picker.js'
 import { FIRST_COPY_UPLOADS } from '../../peer-agent/src/swarm/swarm-source.js'
@@ -122,6 +126,8 @@ export interface SimConfig {
   trackerSample?: number
   /** Agent scheduler settings (defaults as in peer-agent/src/transfer/scheduler.ts). */
   maxPeers?: number
+  /** Peers while a download holds fewer than STARTING_PIECES pieces (0: maxPeers). @default STARTING_PEERS */
+  startingPeers?: number
   /** @default 2000 */
   peerSearchIntervalMs?: number
   requestsPerPeer?: number
@@ -447,7 +453,9 @@ export function simulate(config: SimConfig): SimResult {
   const aheadMaxInFlight = config.aheadMaxInFlight ?? AHEAD_MAX_IN_FLIGHT
   const busyExtraPeers = config.busyExtraPeers ?? BUSY_EXTRA_PEERS
   const soughtExtraPeers = Math.max(0, config.soughtExtraPeers ?? SOUGHT_EXTRA_PEERS)
-  const limitOf = (dl: Download): number => peerLimit(maxPeers, dl.busyCrowded, busyExtraPeers)
+  const startingPeers = config.startingPeers ?? STARTING_PEERS
+  const limitOf = (dl: Download): number =>
+    startingPeerLimit(peerLimit(maxPeers, dl.busyCrowded, busyExtraPeers), dl.held, startingPeers)
   const originDefer = config.originDeferMs ?? ORIGIN_DEFER_MS
   const firstCopy = createFirstCopyRule({
     repeatAfterMs: config.repeatPieceAfterMs ?? DEFAULT_REPEAT_AFTER_MS,
@@ -851,6 +859,15 @@ export function simulate(config: SimConfig): SimResult {
     else queue.push(now + peerSearchInterval, EV_FIND, dl, 0, LANE_FIND)
   }
 
+  /**
+   * The scheduler searches at once when its peer limit rises (the download left its
+   * start, or half of its peers answered busy) rather than at the next interval.
+   */
+  function findNow(dl: Download): void {
+    if (dl.complete || !wantsPeers(dl)) return
+    queue.push(now, EV_FIND, dl, 0, LANE_FIND)
+  }
+
   function onFind(dl: Download): void {
     dl.findScheduled = false
     if (dl.complete || !wantsPeers(dl) || dl.awaitingAnswer) return
@@ -1187,7 +1204,7 @@ export function simulate(config: SimConfig): SimResult {
         }
         if (crowdedByBusy(live, busy, maxPeers)) {
           dl.busyCrowded = true
-          scheduleFind(dl)
+          findNow(dl)
         }
       }
       queue.push(until, EV_WAKE, dl, 0, LANE_BUSY)
@@ -1251,6 +1268,7 @@ export function simulate(config: SimConfig): SimResult {
     pieceState[r + P_HAVE] = 1
     missingBits[dl.bits + (index >>> 5)]! &= ~(1 << (index & 31))
     dl.held++
+    if (dl.held === STARTING_PIECES && startingPeers > 0) findNow(dl)
     dlState[dl.id * DL_STATE + DL_MISSING]!--
     if (pieceState[r + P_IN_FLIGHT] === 0) claim(dl, index, -1)
     // Every link whose peer has it can give one piece less.

@@ -7,7 +7,7 @@
 import { z } from 'zod'
 import { ConfigError, labelSchema, multiaddrSchema, peerIdSchema } from '../../protocol/src/index.js'
 import { MAX_CONCURRENT_UPLOADS, MAX_UPLOADS_PER_PIECE } from '../../protocol/src/p2p/index.js'
-import { MAX_IN_FLIGHT } from './transfer/piece-picker.js'
+import { MAX_IN_FLIGHT, STARTING_PEERS, STARTING_PIECES } from './transfer/piece-picker.js'
 
 const SECOND_MS = 1000
 const GIB = 1024 * 1024 * 1024
@@ -204,6 +204,15 @@ export const agentConfigSchema = z.strictObject({
     .default(16)
     .describe(
       'agents one download takes pieces from at once (plus the seed, and up to 4 more for pieces no peer in use holds); fewer costs less CPU per byte, more finds pieces sooner',
+    ),
+  swarmStartingPeers: z
+    .number()
+    .int()
+    .min(0)
+    .max(64)
+    .default(STARTING_PEERS)
+    .describe(
+      `agents one download takes pieces from while it holds fewer than ${STARTING_PIECES} pieces (0: swarmMaxPeers from the start); a whole cluster sets up its peers at the same moment, and fewer at first leaves CPU for the first pieces`,
     ),
   swarmMaxInFlight: z
     .number()

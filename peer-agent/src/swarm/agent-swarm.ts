@@ -204,6 +204,7 @@ export async function createAgentSwarm(
       minBlobBytes: config.swarmMinBlobBytes,
       haveRefreshMs: config.swarmHaveRefreshMs,
       maxPeers: config.swarmMaxPeers,
+      startingPeers: config.swarmStartingPeers,
       maxInFlight: config.swarmMaxInFlight,
     },
   )

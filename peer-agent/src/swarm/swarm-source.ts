@@ -56,6 +56,8 @@ export interface SwarmBlobSourceInit {
   stallTimeoutMs?: number
   /** Agents used at once per download (the seed not counted). @default 16 */
   maxPeers?: number
+  /** Agents used at once while a download starts (DownloadInit.startingPeers). @default STARTING_PEERS */
+  startingPeers?: number
   /** Piece requests in flight per download, in all (0: no cap). @default MAX_IN_FLIGHT (0) */
   maxInFlight?: number
   /** Deadline of one piece request. @default 30000 */
@@ -184,6 +186,7 @@ export function createSwarmBlobSource(
       findPeers: peersFor(map),
       ...(init.stallTimeoutMs === undefined ? {} : { stallTimeoutMs: init.stallTimeoutMs }),
       ...(init.maxPeers === undefined ? {} : { maxPeers: init.maxPeers }),
+      ...(init.startingPeers === undefined ? {} : { startingPeers: init.startingPeers }),
       ...(init.maxInFlight === undefined ? {} : { maxInFlight: init.maxInFlight }),
       ...(init.pieceTimeoutMs === undefined ? {} : { pieceTimeoutMs: init.pieceTimeoutMs }),
       ...(init.haveRefreshMs === undefined ? {} : { haveRefreshMs: init.haveRefreshMs }),

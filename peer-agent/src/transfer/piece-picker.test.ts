@@ -13,6 +13,9 @@ import {
   pieceSetOf,
   countsTowardPeerLimit,
   peerLimit,
+  STARTING_PEERS,
+  STARTING_PIECES,
+  startingPeerLimit,
   requestSlots,
   sourceOrder,
   SOUGHT_EXTRA_PEERS,
@@ -248,6 +251,19 @@ describe('peerLimit and countsTowardPeerLimit', () => {
     expect(countsTowardPeerLimit({})).toBe(true)
     expect(countsTowardPeerLimit({ origin: false })).toBe(true)
     expect(countsTowardPeerLimit({ origin: true })).toBe(false)
+  })
+})
+
+describe('startingPeerLimit', () => {
+  it('holds a download to STARTING_PEERS peers until it holds STARTING_PIECES pieces', () => {
+    expect(startingPeerLimit(16, 0)).toBe(STARTING_PEERS)
+    expect(startingPeerLimit(16, STARTING_PIECES - 1)).toBe(STARTING_PEERS)
+    expect(startingPeerLimit(16, STARTING_PIECES)).toBe(16)
+    expect(startingPeerLimit(24, STARTING_PIECES + 5)).toBe(24)
+    // Never above the limit it is given, and 0 switches it off.
+    expect(startingPeerLimit(4, 0)).toBe(4)
+    expect(startingPeerLimit(16, 0, 0)).toBe(16)
+    expect(startingPeerLimit(16, 0, 12)).toBe(12)
   })
 })
 

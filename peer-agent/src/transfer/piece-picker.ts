@@ -306,6 +306,34 @@ export function peerLimit(maxPeers: number, crowded: boolean, extra: number = BU
 }
 
 /**
+ * Agents a download uses while it holds fewer than STARTING_PIECES pieces. At the start
+ * of a pull every node sets up its peers at once: a libp2p connection to those it is not
+ * connected to yet, a lane session, a have watch (a TLS socket each) and the first piece
+ * sockets. On the 2-core N = 50 testbed that set-up kept the machine 100% busy for the
+ * first 25-40 s while the nodes' links carried a few MB/s. A download that starts with 8
+ * peers and takes the rest once it holds a few pieces (and has something to give) moved
+ * twice as many bytes in the first minute, and its last node came sooner
+ * (docs/BENCHMARKS.md, cluster, twenty-fourth round).
+ */
+export const STARTING_PEERS = 8
+
+/** Pieces a download holds before it uses more than STARTING_PEERS agents. */
+export const STARTING_PIECES = 8
+
+/**
+ * The peer limit of a download holding `held` pieces: `limit` (peerLimit), at most
+ * `startingPeers` (STARTING_PEERS; 0: no starting limit) while it holds fewer than
+ * STARTING_PIECES.
+ */
+export function startingPeerLimit(
+  limit: number,
+  held: number,
+  startingPeers: number = STARTING_PEERS,
+): number {
+  return startingPeers > 0 && held < STARTING_PIECES ? Math.min(limit, startingPeers) : limit
+}
+
+/**
  * Whether a source takes one of a download's peerLimit places: every agent does, the
  * origin does not (it is asked last, and only for what the agents cannot give).
  */

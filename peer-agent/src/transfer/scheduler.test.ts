@@ -13,6 +13,7 @@ import {
   createPieceServer,
 } from '../../../protocol/src/p2p/index.js'
 import { cachePieceSource } from '../p2p-adapter.js'
+import { STARTING_PEERS, STARTING_PIECES } from './piece-picker.js'
 import { type DownloadInit, downloadBlob, type SwarmPeer } from './scheduler.js'
 import { blob, fakeSwarm, PIECE, poisoningPool } from './testing/fake-swarm.js'
 
@@ -712,6 +713,52 @@ describe('downloadBlob', () => {
     // No cap (0, the default): every peer is asked at once.
     expect(await fromTwelvePeers(0)).toBe(12)
     expect(await fromTwelvePeers(undefined)).toBe(12)
+  })
+
+  /**
+   * Twelve peers holding all 40 pieces answer after 20 ms: which of them the download asked
+   * before it held STARTING_PIECES pieces, and how many it asked in all.
+   */
+  async function startingFromTwelve(startingPeers: number | undefined) {
+    const { bytes, map } = blob(40)
+    const swarm = fakeSwarm(bytes, map)
+    const peers = Array.from({ length: 12 }, (_, k) => {
+      const p = swarm.peer(`p${k}`, map.pieces.keys())
+      p.delayMs = 20
+      return p
+    })
+    const c = await cache()
+    const early = new Set<string>()
+    const all = new Set<string>()
+    const fetchPiece = swarm.client.fetchPiece
+    const client: typeof swarm.client = {
+      ...swarm.client,
+      fetchPiece(target, digest, index, options) {
+        const peer = peers.find((p) => p.target === target)?.id ?? '?'
+        all.add(peer)
+        if ((c.stat(digest)?.piecesHeld ?? 0) < STARTING_PIECES) early.add(peer)
+        return fetchPiece(target, digest, index, options)
+      },
+    }
+    await downloadBlob(
+      { cache: c, client },
+      {
+        map,
+        findPeers: async () => peers,
+        ...(startingPeers === undefined ? {} : { startingPeers }),
+        seed: 22,
+      },
+    )
+    expect(c.has(map.digest)).toBe(true)
+    return { early: early.size, all: all.size }
+  }
+
+  it('starts with STARTING_PEERS peers and takes the others once it holds a few pieces', async () => {
+    expect(STARTING_PEERS).toBeLessThan(12)
+    expect(await startingFromTwelve(undefined)).toEqual({ early: STARTING_PEERS, all: 12 })
+    expect(await startingFromTwelve(4)).toEqual({ early: 4, all: 12 })
+    // 0: no starting limit, every peer is asked from the start.
+    expect(await startingFromTwelve(0)).toEqual({ early: 12, all: 12 })
   })
 
   /** Two peers in use (maxPeers 2) that answer busy, and a third the tracker also handed out. */

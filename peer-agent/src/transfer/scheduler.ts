@@ -29,6 +29,8 @@ import {
   pickPiece,
   ORIGIN_DEFER_MS,
   peerLimit,
+  STARTING_PEERS,
+  startingPeerLimit,
   admitsPeer,
   requestSlots,
   sourceOrder,
@@ -101,6 +103,12 @@ export interface DownloadInit {
   readPosition?: () => number | undefined
   /** Agents used at once (the origin is not counted). @default 16 */
   maxPeers?: number
+  /**
+   * Agents used at once while the download holds fewer than STARTING_PIECES pieces
+   * (startingPeerLimit in piece-picker.ts); 0: maxPeers from the start.
+   * @default STARTING_PEERS (8)
+   */
+  startingPeers?: number
   /**
    * Piece requests in flight per peer. One: a second request to the same peer splits
    * its uplink further and, when that uplink is full, only earns a busy answer
@@ -330,6 +338,7 @@ export async function downloadBlob(
   const digest = map.digest
   const count = map.pieces.length
   const maxPeers = init.maxPeers ?? 16
+  const startingPeers = init.startingPeers ?? STARTING_PEERS
   const requestsPerPeer = init.requestsPerPeer ?? 1
   const originRequests = init.originRequests ?? 1
   const minRequestsInFlight = init.minRequestsInFlight ?? 4
@@ -394,6 +403,8 @@ export async function downloadBlob(
   /** When a peer in use was last seen holding more pieces than before (see stallTimeoutMs). */
   let lastSwarmGain = 0
   let lastSearch = 0
+  /** The peer limit when the last peer search began: a higher one now searches at once. */
+  let searchedLimit = 0
   let searching = false
   /** Half of the peers answered busy at some point: up to busyExtraPeers more may be added. */
   let busyCrowded = false
@@ -429,9 +440,12 @@ export async function downloadBlob(
     log?.debug({ peer: state.peer.id, digest, why }, 'dropped peer')
   }
 
-  /** Agents this download may use: maxPeers, more once its peers crowded it out (busyCrowded). */
+  /**
+   * Agents this download may use: maxPeers, more once its peers crowded it out
+   * (busyCrowded), fewer while it starts (startingPeerLimit).
+   */
   function limit(): number {
-    return peerLimit(maxPeers, busyCrowded, busyExtraPeers)
+    return startingPeerLimit(peerLimit(maxPeers, busyCrowded, busyExtraPeers), have.count(), startingPeers)
   }
 
   /** Usable agents, the origin not counted: it is asked last and only for what they lack. */
@@ -589,6 +603,7 @@ export async function downloadBlob(
   async function searchPeers(): Promise<void> {
     searching = true
     lastSearch = Date.now()
+    searchedLimit = limit()
     try {
       const found = await init.findPeers({ signal })
       for (const peer of found) {
@@ -948,8 +963,11 @@ export async function downloadBlob(
     }
     for (const index of sought) if (have.get(index) || agentHolds(index)) sought.delete(index)
     const interval = live === 0 ? Math.min(1_000, peerSearchIntervalMs) : peerSearchIntervalMs
-    const wanted = wantsMorePeers(live, limit(), sought.size)
-    if (!searching && wanted && now - lastSearch >= interval) void searchPeers()
+    const current = limit()
+    const wanted = wantsMorePeers(live, current, sought.size)
+    // A limit that just rose (the download left its start, or its peers crowded it out)
+    // takes the peers the tracker's answer already names without waiting for the interval.
+    if (!searching && wanted && (now - lastSearch >= interval || current > searchedLimit)) void searchPeers()
   }
 
   cache.pin(digest)
