@@ -408,41 +408,30 @@ describe('simulate, pickPiece over the pieces it may pick', () => {
   }
 })
 
-describe('simulate, upload slots', () => {
-  it("runs the agent's default upload cap when none is given", () => {
-    const hashOf = (over: Partial<SimConfig>): string => {
-      const hash = createHash('sha256')
-      const r = simulate({
-        ...config({ nodes: 12, imageBytes: 8 * MiB, layers: 2, nodeUpMbit: 20, latencyMs: 1, seed: 5 }),
-        ...over,
-        onPiece: (node, layer, index, from, simMs) =>
-          hash.update(`${node},${layer},${index},${from},${simMs};`),
-      })
-      return `${hash.digest('hex')}:${r.lastDoneMs}`
-    }
-    const byDefault = hashOf({ maxConcurrentUploads: undefined })
-    expect(byDefault).toBe(hashOf({ maxConcurrentUploads: MAX_CONCURRENT_UPLOADS }))
-    // And the cap matters here: with 16 the pieces travel differently.
-    expect(byDefault).not.toBe(hashOf({ maxConcurrentUploads: 16 }))
+/** A hash of who sent which piece to whom and when, and the last node's time, of one run. */
+function deliveriesOf(over: Partial<SimConfig>): string {
+  const hash = createHash('sha256')
+  const r = simulate({
+    ...config({ nodes: 14, imageBytes: 8 * MiB, layers: 2, nodeUpMbit: 20, latencyMs: 1, seed: 5 }),
+    ...over,
+    onPiece: (node, layer, index, from, simMs) => hash.update(`${node},${layer},${index},${from},${simMs};`),
   })
-})
+  return `${hash.digest('hex')}:${r.lastDoneMs}`
+}
 
-describe('simulate, starting peers', () => {
+describe('simulate, defaults', () => {
+  it("runs the agent's default upload cap when none is given", () => {
+    const byDefault = deliveriesOf({ maxConcurrentUploads: undefined })
+    expect(byDefault).toBe(deliveriesOf({ maxConcurrentUploads: MAX_CONCURRENT_UPLOADS }))
+    // And the cap matters here: with 16 the pieces travel differently.
+    expect(byDefault).not.toBe(deliveriesOf({ maxConcurrentUploads: 16 }))
+  })
+
   it("runs the agent's starting peer limit when none is given", () => {
-    const hashOf = (over: Partial<SimConfig>): string => {
-      const hash = createHash('sha256')
-      const r = simulate({
-        ...config({ nodes: 14, imageBytes: 8 * MiB, layers: 2, nodeUpMbit: 20, latencyMs: 1, seed: 5 }),
-        ...over,
-        onPiece: (node, layer, index, from, simMs) =>
-          hash.update(`${node},${layer},${index},${from},${simMs};`),
-      })
-      return `${hash.digest('hex')}:${r.lastDoneMs}`
-    }
-    const byDefault = hashOf({ startingPeers: undefined })
-    expect(byDefault).toBe(hashOf({ startingPeers: STARTING_PEERS }))
+    const byDefault = deliveriesOf({ startingPeers: undefined })
+    expect(byDefault).toBe(deliveriesOf({ startingPeers: STARTING_PEERS }))
     // With 13 peers per download the limit matters: without it the pieces travel differently.
-    expect(byDefault).not.toBe(hashOf({ startingPeers: 0 }))
+    expect(byDefault).not.toBe(deliveriesOf({ startingPeers: 0 }))
   })
 })
 

@@ -689,8 +689,8 @@ describe('downloadBlob', () => {
     expect(await aheadOfTenPeers(0)).toBeGreaterThanOrEqual(8)
   })
 
-  /** Most requests in flight at once while twelve peers holding all 40 pieces answer after 20 ms. */
-  async function fromTwelvePeers(maxInFlight: number | undefined): Promise<number> {
+  /** Twelve peers holding all 40 pieces of a blob, each answering after 20 ms. */
+  function twelvePeers() {
     const { bytes, map } = blob(40)
     const swarm = fakeSwarm(bytes, map)
     const peers = Array.from({ length: 12 }, (_, k) => {
@@ -698,6 +698,12 @@ describe('downloadBlob', () => {
       p.delayMs = 20
       return p
     })
+    return { map, swarm, peers }
+  }
+
+  /** Most requests in flight at once while twelve peers (twelvePeers) answer. */
+  async function fromTwelvePeers(maxInFlight: number | undefined): Promise<number> {
+    const { map, swarm, peers } = twelvePeers()
     const c = await cache()
     await downloadBlob(
       { cache: c, client: swarm.client },
@@ -710,23 +716,18 @@ describe('downloadBlob', () => {
   it('keeps at most maxInFlight requests in flight in all, however many peers could take one', async () => {
     expect(await fromTwelvePeers(5)).toBe(5)
     expect(await fromTwelvePeers(8)).toBe(8)
-    // No cap (0, the default): every peer is asked at once.
+    // No cap (0, the default): every peer is asked at once (all twelve once the download
+    // holds STARTING_PIECES pieces).
     expect(await fromTwelvePeers(0)).toBe(12)
     expect(await fromTwelvePeers(undefined)).toBe(12)
   })
 
   /**
-   * Twelve peers holding all 40 pieces answer after 20 ms: which of them the download asked
-   * before it held STARTING_PIECES pieces, and how many it asked in all.
+   * Which of twelve peers (twelvePeers) the download asked before it held STARTING_PIECES
+   * pieces, and how many it asked in all.
    */
   async function startingFromTwelve(startingPeers: number | undefined) {
-    const { bytes, map } = blob(40)
-    const swarm = fakeSwarm(bytes, map)
-    const peers = Array.from({ length: 12 }, (_, k) => {
-      const p = swarm.peer(`p${k}`, map.pieces.keys())
-      p.delayMs = 20
-      return p
-    })
+    const { map, swarm, peers } = twelvePeers()
     const c = await cache()
     const early = new Set<string>()
     const all = new Set<string>()
