@@ -498,19 +498,25 @@ async function main(): Promise<void> {
       progress(`N=${n}: fluid bound ${bound.seconds.toFixed(1)} s (${bound.limitedBy})`)
       const nodes = tb.topology.nodes.slice(0, n)
 
-      // The kernel's TCP counters of the nodes (summed) and of the origin: what was sent
-      // again. A read that fails leaves them out of the round, says so, and does not fail it.
+      // A counter read that fails leaves `what` out of the round, says so, and does not fail it.
+      const orLeftOut = <T>(what: string, read: () => Promise<T>): Promise<T | undefined> =>
+        read().catch((err: unknown) => {
+          progress(`N=${n}: ${what} not read, left out of the round: ${(err as Error).message}`)
+          return undefined
+        })
+      // The kernel's TCP counters of the nodes (summed) and of the origin: what was sent again.
       const readRoundTcp = (): Promise<{ nodes: TcpCounters; origin: TcpCounters } | undefined> =>
-        Promise.all([sumTcpCounters(nodes), readTcpCounters(tb.topology.origin)])
-          .then(([n, o]) => ({ nodes: n, origin: o }))
-          .catch((err: unknown) => {
-            progress(`N=${n}: TCP counters not read, left out of the round: ${(err as Error).message}`)
-            return undefined
-          })
+        orLeftOut('TCP counters', async () => {
+          const [nodeSum, origin] = await Promise.all([
+            sumTcpCounters(nodes),
+            readTcpCounters(tb.topology.origin),
+          ])
+          return { nodes: nodeSum, origin }
+        })
       // The shaping queues' counters: what the nodes' uplinks (tbf on their eth0), their
       // downlinks (htb on the switch's ports) and the origin's uplink sent and dropped.
-      const readRoundQueues = async (): Promise<Record<string, QdiscCounters> | undefined> => {
-        try {
+      const readRoundQueues = (): Promise<Record<string, QdiscCounters> | undefined> =>
+        orLeftOut('shaping queues', async () => {
           const sum = (list: QdiscCounters[]): QdiscCounters =>
             list.reduce(
               (a, c) => ({
@@ -536,11 +542,7 @@ async function main(): Promise<void> {
             nodesDown: sum(nodes.map((h) => pick(downs, h.id))),
             originUp: pick(origin, 'eth0'),
           }
-        } catch (err) {
-          progress(`N=${n}: shaping queues not read, left out of the round: ${(err as Error).message}`)
-          return undefined
-        }
-      }
+        })
 
       const measure = async (
         system: 'shoal' | 'distribution',

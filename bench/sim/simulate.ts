@@ -65,7 +65,6 @@ import {
   SOUGHT_EXTRA_PEERS,
   sourcePickRules,
   STARTING_PEERS,
-  STARTING_PIECES,
   startingPeerLimit,
   wantsMorePeers,
 } from '../../peer-agent/src/transfer/piece-picker.js'
@@ -1267,8 +1266,9 @@ export function simulate(config: SimConfig): SimResult {
     config.onPiece?.(dl.node, dl.layer, index, req.link.peer, now)
     pieceState[r + P_HAVE] = 1
     missingBits[dl.bits + (index >>> 5)]! &= ~(1 << (index & 31))
+    const limitBefore = limitOf(dl)
     dl.held++
-    if (dl.held === STARTING_PIECES && startingPeers > 0) findNow(dl)
+    if (limitOf(dl) > limitBefore) findNow(dl)
     dlState[dl.id * DL_STATE + DL_MISSING]!--
     if (pieceState[r + P_IN_FLIGHT] === 0) claim(dl, index, -1)
     // Every link whose peer has it can give one piece less.

@@ -376,7 +376,7 @@ export function createBlobCache(components: BlobCacheComponents, init: BlobCache
     clearTimeout(entry.flushTimer)
     await closeWriter(entry)
     // A reader still running closes the handle when it finishes (releaseReader).
-    if (entry.reader?.users === 0) closeReader(entry)
+    closeReader(entry)
     await removeFiles(entry)
   }
 

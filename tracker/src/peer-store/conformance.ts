@@ -88,46 +88,32 @@ export function describePeerStoreConformance(name: string, factory: PeerStoreFac
 
     it('grants an exclusive slot only to a peer holding none of another swarm', async () => {
       const c: Digest = digestOf('swarm c')
+      // What the tracker passes for an exclusive slot with exclusiveOriginSlots on.
+      const trackerExclusive = { exclusive: true, recordHolder: true }
       // A slot taken without `recordHolder` is not recorded under its peer: it counts for
       // nothing elsewhere (the tracker with exclusive slots off), exclusive or not.
       expect(await store.acquireOriginSlot(c, 'p9', 4, T0, 1000)).toBe(true)
-      expect(
-        await store.acquireOriginSlot(a, 'p9', 4, T0, 1000, { exclusive: true, recordHolder: true }),
-      ).toBe(true)
+      expect(await store.acquireOriginSlot(a, 'p9', 4, T0, 1000, trackerExclusive)).toBe(true)
       expect(await store.acquireOriginSlot(a, 'p1', 4, T0, 1000, { recordHolder: true })).toBe(true)
       // p1 holds a's slot: none of b for it, exclusive; p2 holds none, so it takes one.
-      expect(
-        await store.acquireOriginSlot(b, 'p1', 4, T0, 1000, { exclusive: true, recordHolder: true }),
-      ).toBe(false)
-      expect(
-        await store.acquireOriginSlot(b, 'p2', 4, T0, 1000, { exclusive: true, recordHolder: true }),
-      ).toBe(true)
+      expect(await store.acquireOriginSlot(b, 'p1', 4, T0, 1000, trackerExclusive)).toBe(false)
+      expect(await store.acquireOriginSlot(b, 'p2', 4, T0, 1000, trackerExclusive)).toBe(true)
       // Its own slot it keeps (renewed), exclusive or not; a's it still holds too.
-      expect(
-        await store.acquireOriginSlot(a, 'p1', 4, T0 + 100, 1000, { exclusive: true, recordHolder: true }),
-      ).toBe(true)
+      expect(await store.acquireOriginSlot(a, 'p1', 4, T0 + 100, 1000, trackerExclusive)).toBe(true)
       // Not exclusive (a lone agent's later announce): a second slot is granted.
       expect(await store.acquireOriginSlot(c, 'p1', 4, T0, 1000, { recordHolder: true })).toBe(true)
       expect((await store.listOriginSlots(b, T0)).sort()).toEqual(['p2'])
       // Once its other slots are released, or have expired, the peer may take one.
       await store.releaseOriginSlot(c, 'p1')
       await store.releaseOriginSlot(a, 'p1')
-      expect(
-        await store.acquireOriginSlot(b, 'p1', 4, T0 + 200, 1000, { exclusive: true, recordHolder: true }),
-      ).toBe(true)
-      expect(
-        await store.acquireOriginSlot(c, 'p2', 4, T0 + 200, 1000, { exclusive: true, recordHolder: true }),
-      ).toBe(false)
-      expect(
-        await store.acquireOriginSlot(c, 'p2', 4, T0 + 1000, 1000, { exclusive: true, recordHolder: true }),
-      ).toBe(true)
+      expect(await store.acquireOriginSlot(b, 'p1', 4, T0 + 200, 1000, trackerExclusive)).toBe(true)
+      expect(await store.acquireOriginSlot(c, 'p2', 4, T0 + 200, 1000, trackerExclusive)).toBe(false)
+      expect(await store.acquireOriginSlot(c, 'p2', 4, T0 + 1000, 1000, trackerExclusive)).toBe(true)
       // A slot that went with its peer counts no more either.
       await store.upsertPeer(a, peerRecord('p3'), 1000)
       expect(await store.acquireOriginSlot(a, 'p3', 4, T0, 1000, { recordHolder: true })).toBe(true)
       await store.removePeer(a, 'p3')
-      expect(
-        await store.acquireOriginSlot(c, 'p3', 4, T0, 1000, { exclusive: true, recordHolder: true }),
-      ).toBe(true)
+      expect(await store.acquireOriginSlot(c, 'p3', 4, T0, 1000, trackerExclusive)).toBe(true)
     })
 
     it('grants no more than the limit under concurrent acquisition', async () => {
