@@ -29,6 +29,7 @@ import {
 } from '../../peer-agent/src/transfer/piece-picker.js'
 import { DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
 import { MAX_CONCURRENT_UPLOADS, MAX_UPLOADS_PER_PIECE } from '../../protocol/src/p2p/piece-server.js'
+import { UPLOAD_TURN_HOLD_MS } from '../../protocol/src/p2p/upload-turns.js'
 import type { Sharing } from './flow-network.js'
 import { type SimConfig, simulate } from './simulate.js'
 
@@ -55,6 +56,7 @@ const { values } = parseArgs({
     'upload-piece-target-ms': { type: 'string', default: '0' },
     'min-uploads': { type: 'string', default: '4' },
     'busy-backoff-ms': { type: 'string', default: '1000' },
+    'upload-turn-hold-ms': { type: 'string', default: String(UPLOAD_TURN_HOLD_MS) },
     'first-copy-priority': { type: 'string', default: '2' },
     'requests-per-peer': { type: 'string', default: '1' },
     'origin-requests': { type: 'string', default: '1' },
@@ -81,7 +83,7 @@ if (values.help) {
   [--layers 4] [--piece-mb N] [--node-mbit 100] [--node-down-mbit M] [--origin-mbit 100]
   [--latency-ms 1] [--sharing proportional|max-min] [--have-delay-ms D] [--origin-slots 8] [--exclusive-origin-slots] [--max-uploads ${MAX_CONCURRENT_UPLOADS}] [--origin-max-uploads 16] [--max-uploads-per-piece ${MAX_UPLOADS_PER_PIECE}]
   [--upload-piece-target-ms 0 (0: a fixed cap)] [--min-uploads 4]
-  [--busy-backoff-ms 1000] [--first-copy-priority 2 (0: off)] [--requests-per-peer 1] [--origin-requests 1]
+  [--busy-backoff-ms 1000] [--upload-turn-hold-ms ${UPLOAD_TURN_HOLD_MS} (0: first come, first served)] [--first-copy-priority 2 (0: off)] [--requests-per-peer 1] [--origin-requests 1]
   [--min-requests-in-flight 4] [--max-peers 16] [--starting-peers ${STARTING_PEERS} (peers while a download holds fewer than ${STARTING_PIECES} pieces; 0: off)]
   [--max-in-flight ${MAX_IN_FLIGHT} (requests in flight per download; 0: no cap)]
   [--ahead-max-in-flight ${AHEAD_MAX_IN_FLIGHT} (requests in flight while ahead of the peers; 0: off)]
@@ -139,6 +141,7 @@ function baseConfig(nodes: number): SimConfig {
     minConcurrentUploads: num('min-uploads')!,
     trackerSample: num('tracker-sample')!,
     busyBackoffMs: num('busy-backoff-ms')!,
+    uploadTurnHoldMs: num('upload-turn-hold-ms')!,
     firstCopyPriority: num('first-copy-priority')!,
     requestsPerPeer: num('requests-per-peer')!,
     originRequests: num('origin-requests')!,

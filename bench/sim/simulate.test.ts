@@ -6,6 +6,7 @@ import { summarizeSim } from './report.js'
 import { type SimConfig, layerSizes, mbitToBytesPerMs, simulate } from './simulate.js'
 import { MAX_CONCURRENT_UPLOADS } from '../../protocol/src/p2p/piece-server.js'
 import { STARTING_PEERS } from '../../peer-agent/src/transfer/piece-picker.js'
+import { UPLOAD_TURN_HOLD_MS } from '../../protocol/src/p2p/upload-turns.js'
 
 const MiB = 2 ** 20
 
@@ -32,10 +33,12 @@ function config(over: Partial<SimConfig>): SimConfig {
     latencyMs: 5,
     seed: 7,
     // The tests (and the pinned outcomes below) were written for 16 uploads per node,
-    // the agent's default until session 23, and for downloads that take all their peers
-    // from the start (before session 24); the defaults' own tests say what they are now.
+    // the agent's default until session 23, for downloads that take all their peers
+    // from the start (before session 24), and for upload slots served first come, first
+    // served (before session 25); the defaults' own tests say what they are now.
     maxConcurrentUploads: 16,
     startingPeers: 0,
+    uploadTurnHoldMs: 0,
     ...over,
   }
 }
@@ -432,6 +435,40 @@ describe('simulate, defaults', () => {
     expect(byDefault).toBe(deliveriesOf({ startingPeers: STARTING_PEERS }))
     // With 13 peers per download the limit matters: without it the pieces travel differently.
     expect(byDefault).not.toBe(deliveriesOf({ startingPeers: 0 }))
+  })
+
+  it("runs the piece server's upload turns when none is given", () => {
+    const byDefault = deliveriesOf({ uploadTurnHoldMs: undefined })
+    expect(byDefault).toBe(deliveriesOf({ uploadTurnHoldMs: UPLOAD_TURN_HOLD_MS }))
+    expect(byDefault).not.toBe(deliveriesOf({ uploadTurnHoldMs: 0 }))
+  })
+
+  it('keeps the slowest node near the median by giving freed upload slots in turn', () => {
+    // The issue's testbed case at N = 25 with the agent's defaults. Served first come,
+    // first served, a node refused early stays refused: a download holding a slot asks
+    // for its next piece the moment its piece is done and takes the freed slot again.
+    const lastToMedian = (uploadTurnHoldMs: number | undefined): number => {
+      const r = simulate({
+        ...config({
+          nodes: 25,
+          imageBytes: 40 * MiB,
+          layers: 2,
+          nodeUpMbit: 2,
+          originMbit: 25,
+          latencyMs: 1,
+          haveDelayMs: 50,
+          sharing: 'max-min',
+          seed: 2,
+        }),
+        maxConcurrentUploads: undefined,
+        startingPeers: undefined,
+        uploadTurnHoldMs,
+      })
+      const done = [...r.completionMs].sort((a, b) => a - b)
+      return done[done.length - 1]! / done[done.length >> 1]!
+    }
+    expect(lastToMedian(undefined)).toBeLessThan(1.1)
+    expect(lastToMedian(0)).toBeGreaterThan(1.25)
   })
 })
 

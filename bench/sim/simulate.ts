@@ -28,7 +28,9 @@
  *   (streaming window at the first missing piece, rarest first, endgame).
  * - A request reaches the sender after one latency; a sender with
  *   `maxConcurrentUploads` uploads running answers busy and is left alone for
- *   `busyBackoffMs` (the piece server's cap), except for a piece it took from the origin
+ *   `busyBackoffMs` (the piece server's cap), and gives a freed slot first to the peers
+ *   it answered busy in the last `uploadTurnHoldMs`, in the order it refused them
+ *   (protocol/src/p2p/upload-turns.ts), except for a piece it took from the origin
  *   and has sent fewer than `firstCopyPriority` times (up to PRIORITY_EXTRA_UPLOADS
  *   uploads over the cap, as the agent's piece server). The piece flows at the rate the
  *   network gives it and arrives one latency after its last byte left.
@@ -75,6 +77,11 @@ import {
   PRIORITY_EXTRA_UPLOADS,
 } from '../../protocol/src/p2p/piece-server.js'
 import { createUploadCap, type UploadCap } from '../../protocol/src/p2p/upload-cap.js'
+import {
+  createUploadTurns,
+  UPLOAD_TURN_HOLD_MS,
+  type UploadTurns,
+} from '../../protocol/src/p2p/upload-turns.js'
 import { createFirstCopyRule, DEFAULT_REPEAT_AFTER_MS } from '../../registry/src/seeder/first-copy.js'
 import type { Digest } from '../../protocol/src/index.js'
 import {
@@ -181,6 +188,13 @@ export interface SimConfig {
   /** How long a node leaves a piece the origin declined before asking it again. @default 2000 */
   originDeferMs?: number
   busyBackoffMs?: number
+  /**
+   * Turns at the upload slots (protocol/src/p2p/upload-turns.ts, imported; the piece
+   * server's `uploadTurnHoldMs`): a sender keeps a free slot for a peer it answered busy
+   * in the last this many ms before any other, in the order it refused them. 0: first
+   * come, first served. @default UPLOAD_TURN_HOLD_MS
+   */
+  uploadTurnHoldMs?: number
   /**
    * The agent's first-copy priority (peer-agent/src/swarm/swarm-source.ts; the piece
    * server's `priority`): a node at its upload cap still serves a piece it got from the
@@ -481,6 +495,11 @@ export function simulate(config: SimConfig): SimResult {
         )
       : undefined
   const busyBackoff = config.busyBackoffMs ?? 1_000
+  const turnHold = config.uploadTurnHoldMs ?? UPLOAD_TURN_HOLD_MS
+  /** Each sender's upload turns (the origin's is ORIGIN's), made when it is first asked. */
+  const uploadTurns: Array<UploadTurns<number> | undefined> = new Array(N + 1)
+  const turnsOf = (sender: number): UploadTurns<number> =>
+    (uploadTurns[sender] ??= createUploadTurns({ holdMs: turnHold, now: () => now }))
   const maxUploadsPerPiece = config.maxUploadsPerPiece ?? MAX_UPLOADS_PER_PIECE
   /** Copies of a piece a node is sending now, by uploadKey (only with maxUploadsPerPiece). */
   const uploadsOfPiece = new Map<number, number>()
@@ -1179,7 +1198,7 @@ export function simulate(config: SimConfig): SimResult {
     // origin and has started fewer than firstCopyPriority uploads of.
     const atCap =
       copiesFull ||
-      (uploading >= cap &&
+      (!turnsOf(sender).admit(dl.node, uploading, cap) &&
         !(
           held >= 0 &&
           firstCopyPriority > 0 &&

@@ -6,7 +6,11 @@
  */
 import { z } from 'zod'
 import { ConfigError, labelSchema, multiaddrSchema, peerIdSchema } from '../../protocol/src/index.js'
-import { MAX_CONCURRENT_UPLOADS, MAX_UPLOADS_PER_PIECE } from '../../protocol/src/p2p/index.js'
+import {
+  MAX_CONCURRENT_UPLOADS,
+  MAX_UPLOADS_PER_PIECE,
+  UPLOAD_TURN_HOLD_MS,
+} from '../../protocol/src/p2p/index.js'
 import { MAX_IN_FLIGHT, STARTING_PEERS, STARTING_PIECES } from './transfer/piece-picker.js'
 
 const SECOND_MS = 1000
@@ -159,6 +163,11 @@ export const agentConfigSchema = z.strictObject({
     .default(MAX_UPLOADS_PER_PIECE)
     .describe(
       'most copies of one piece served at once; more askers are answered busy and fetch it from a peer that got it meanwhile (0: no limit)',
+    ),
+  uploadTurnHoldMs: nonNegativeInt()
+    .default(UPLOAD_TURN_HOLD_MS)
+    .describe(
+      'a free upload slot goes first to the peers answered busy in the last this many ms, in the order they were refused, rather than to whoever asks first (0: first come, first served)',
     ),
   uploadRateBytesPerSec: nonNegativeInt()
     .default(0)

@@ -128,6 +128,7 @@ export async function createAgentSwarm(
       minConcurrentUploads: config.minConcurrentUploads,
       maxUploadsPerPiece: config.maxUploadsPerPiece,
       uploadPieceTargetMs: config.uploadPieceTargetMs,
+      uploadTurnHoldMs: config.uploadTurnHoldMs,
       uploadBytesPerSecond: config.uploadRateBytesPerSec,
       ...(laneHost === undefined ? {} : { lane: { host: laneHost, port: config.p2pLanePort } }),
       onPieceSent: (event) => metrics.uploadedBytes.inc(event.bytes),

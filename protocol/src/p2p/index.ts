@@ -66,3 +66,9 @@ export {
 export { type PieceStream, sendWithBackpressure, waitDrain } from './stream-io.js'
 export { createTokenBucket, type TokenBucket, type TokenBucketInit } from './token-bucket.js'
 export { createUploadCap, type UploadCap, type UploadCapInit } from './upload-cap.js'
+export {
+  createUploadTurns,
+  UPLOAD_TURN_HOLD_MS,
+  type UploadTurns,
+  type UploadTurnsInit,
+} from './upload-turns.js'

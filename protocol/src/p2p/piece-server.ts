@@ -44,6 +44,7 @@ import { createPieceBufferPool } from './piece-buffers.js'
 import { type PieceStream, sendWithBackpressure } from './stream-io.js'
 import { createTokenBucket } from './token-bucket.js'
 import { createUploadCap } from './upload-cap.js'
+import { createUploadTurns, UPLOAD_TURN_HOLD_MS } from './upload-turns.js'
 
 /**
  * Piece requests an agent serves at once, by default (PieceServerInit's
@@ -99,6 +100,13 @@ export interface PieceServerInit {
    * @default MAX_UPLOADS_PER_PIECE
    */
   maxUploadsPerPiece?: number
+  /**
+   * Turns at the upload slots (upload-turns.ts): a free slot goes first to a peer
+   * answered busy in the last this many ms, in the order they were refused, so slots do
+   * not stick to the peers that got them first. 0: first come, first served.
+   * @default UPLOAD_TURN_HOLD_MS
+   */
+  uploadTurnHoldMs?: number
   /** Upload rate limit in bytes per second (node-wide); 0 means unlimited. @default 0 */
   uploadBytesPerSecond?: number
   /**
@@ -158,6 +166,8 @@ export interface PieceServer {
   stop(): Promise<void>
   /** Piece requests being served now (the upload load announced to the tracker). */
   activeUploads(): number
+  /** Peers answered busy that wait for a free upload slot (upload-turns.ts). */
+  waitingPeers(): number
   /** Piece bytes sent since start. */
   bytesSent(): number
   /** The piece lane's port, when it serves one. */
@@ -180,6 +190,7 @@ export function createPieceServer(
     min: init.minConcurrentUploads ?? 4,
     targetPieceMs: init.uploadPieceTargetMs ?? 0,
   })
+  const turns = createUploadTurns<string>({ holdMs: init.uploadTurnHoldMs ?? UPLOAD_TURN_HOLD_MS })
   const requestTimeoutMs = init.requestTimeoutMs ?? 60_000
   const stallTimeoutMs = init.sendStallTimeoutMs ?? 30_000
   const maxInboundStreams = init.maxInboundStreams ?? 64
@@ -331,8 +342,8 @@ export function createPieceServer(
       if (msg === undefined) return
       if (msg.type !== 'piece-request') throw new DecodeError(`expected piece-request, got ${msg.type}`)
       if (
-        (active >= uploadCap.current() && !prioritized(msg.digest, msg.indexes)) ||
-        copiesFull(msg.digest, msg.indexes)
+        copiesFull(msg.digest, msg.indexes) ||
+        (!turns.admit(peer, active, uploadCap.current()) && !prioritized(msg.digest, msg.indexes))
       ) {
         for (const index of msg.indexes) {
           await send(stream, encodeMessage({ type: 'piece-header', index, length: 0, status: 'busy' }))
@@ -549,6 +560,10 @@ export function createPieceServer(
 
     activeUploads() {
       return active
+    },
+
+    waitingPeers() {
+      return turns.waiting()
     },
 
     lanePort() {

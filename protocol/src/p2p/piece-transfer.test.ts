@@ -358,6 +358,13 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
     expect((await attacker.client.fetchHave(target, map.digest))?.count()).toBe(2)
   })
 
+  /** Waits until the server has no upload running (it counts one down after its last byte is sent). */
+  async function uploadsDone(server: PieceServer): Promise<void> {
+    const deadline = Date.now() + 10_000
+    while (server.activeUploads() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    expect(server.activeUploads()).toBe(0)
+  }
+
   /**
    * A seed with one upload slot at 64 KiB/s (with a 64 KiB bucket the first piece goes
    * at once, the next ones crawl), and a leecher whose slow request for `indexes` holds
@@ -389,12 +396,43 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
     })
     controller.abort(new Error('done'))
     await expect(slow.next()).rejects.toThrow('done')
-    const deadline = Date.now() + 10_000
-    while (seed.server.activeUploads() > 0 && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 20))
-    expect(seed.server.activeUploads()).toBe(0)
+    await uploadsDone(seed.server)
     // The abandoned piece's read was ended, not left open.
     expect(seed.source.openReads()).toBe(0)
+  })
+
+  /** Ends the slow request of slotTaken and waits until its slot is free. */
+  async function freeSlot(taken: Awaited<ReturnType<typeof slotTaken>>): Promise<void> {
+    taken.controller.abort(new Error('done'))
+    await expect(taken.slow.next()).rejects.toThrow('done')
+    await uploadsDone(taken.seed.server)
+  }
+
+  it('gives a freed upload slot to the peer it answered busy before the peer it served', async () => {
+    const taken = await slotTaken([0, 1])
+    const { leecher, map, target } = taken
+    const other = await peer()
+    await expect(other.client.fetchPiece(target, map.digest, 3)).rejects.toMatchObject({ status: 'busy' })
+    expect(taken.seed.server.waitingPeers()).toBe(1)
+    await freeSlot(taken)
+    // The peer that held the slot asks again at once: the slot is kept for the other.
+    await expect(leecher.client.fetchPiece(target, map.digest, 2)).rejects.toMatchObject({ status: 'busy' })
+    expect(pieceMatches(map, 3, await other.client.fetchPiece(target, map.digest, 3))).toBe(true)
+    // Its turn taken, the other no longer waits; the first one does, and is served next.
+    expect(taken.seed.server.waitingPeers()).toBe(1)
+    await uploadsDone(taken.seed.server)
+    expect(pieceMatches(map, 2, await leecher.client.fetchPiece(target, map.digest, 2))).toBe(true)
+    expect(taken.seed.server.waitingPeers()).toBe(0)
+  })
+
+  it('serves whoever asks first with uploadTurnHoldMs 0', async () => {
+    const taken = await slotTaken([0, 1], { uploadTurnHoldMs: 0 })
+    const { leecher, map, target } = taken
+    const other = await peer()
+    await expect(other.client.fetchPiece(target, map.digest, 3)).rejects.toMatchObject({ status: 'busy' })
+    expect(taken.seed.server.waitingPeers()).toBe(0)
+    await freeSlot(taken)
+    expect(pieceMatches(map, 2, await leecher.client.fetchPiece(target, map.digest, 2))).toBe(true)
   })
 
   it('sizes its upload cap by the rate its uploads reached', async () => {
@@ -474,8 +512,7 @@ describe.each(['libp2p', 'lane'] as const)('piece exchange over %s', (transport)
     controller.abort(new Error('done'))
     await expect(slow.next()).rejects.toThrow('done')
     // Once the slow copy is cancelled, piece 1 may go out again.
-    const free = Date.now() + 10_000
-    while (seed.server.activeUploads() > 0 && Date.now() < free) await new Promise((r) => setTimeout(r, 20))
+    await uploadsDone(seed.server)
     expect(pieceMatches(map, 1, await leecher.client.fetchPiece(target, map.digest, 1))).toBe(true)
   })
 
