@@ -10,6 +10,17 @@ import { UPLOAD_TURN_HOLD_MS } from '../../protocol/src/p2p/upload-turns.js'
 
 const MiB = 2 ** 20
 
+/** Issue 4's testbed case at N = 25: 2 Mbit/s nodes, a 25 Mbit/s origin, 2 layers (the image and seed are the test's). */
+const TESTBED_N25: Partial<SimConfig> = {
+  nodes: 25,
+  layers: 2,
+  nodeUpMbit: 2,
+  originMbit: 25,
+  latencyMs: 1,
+  haveDelayMs: 50,
+  sharing: 'max-min',
+}
+
 /** A streaming, ahead-capped, jittered run, used by the narrowed-pick and pinned tests. */
 const STREAMING_RUN: Partial<SimConfig> = {
   nodes: 40,
@@ -247,18 +258,7 @@ describe('simulate', () => {
   it('keeps the seed from sending a piece again after its hold while two agents hold it', () => {
     // A 60 s hold on 2 Mbit nodes: the pull outlasts it, and without the tracker's word
     // on spread pieces the seed sent 1.59x the image (seed 1, before that word existed).
-    const c = config({
-      nodes: 25,
-      imageBytes: 40 * 1e6,
-      layers: 2,
-      nodeUpMbit: 2,
-      originMbit: 25,
-      latencyMs: 1,
-      haveDelayMs: 50,
-      sharing: 'max-min',
-      seed: 1,
-      repeatPieceAfterMs: 60_000,
-    })
+    const c = config({ ...TESTBED_N25, imageBytes: 40 * 1e6, seed: 1, repeatPieceAfterMs: 60_000 })
     const r = simulate(c)
     expect(Math.max(...r.completionMs)).toBeGreaterThan(120_000)
     expect(r.originBytes / c.imageBytes).toBeLessThan(1.15)
@@ -443,23 +443,21 @@ describe('simulate, defaults', () => {
     expect(byDefault).not.toBe(deliveriesOf({ uploadTurnHoldMs: 0 }))
   })
 
+  it('keeps no slots for waiting peers where uploads are quick', () => {
+    // 100 Mbit/s: a 256 KiB piece among 8 uploads takes about 0.2 s, under the 2 s hold.
+    const fast = { nodeUpMbit: 100, maxConcurrentUploads: undefined }
+    expect(deliveriesOf({ ...fast, uploadTurnHoldMs: undefined })).toBe(
+      deliveriesOf({ ...fast, uploadTurnHoldMs: 0 }),
+    )
+  })
+
   it('keeps the slowest node near the median by giving freed upload slots in turn', () => {
     // The issue's testbed case at N = 25 with the agent's defaults. Served first come,
     // first served, a node refused early stays refused: a download holding a slot asks
     // for its next piece the moment its piece is done and takes the freed slot again.
     const lastToMedian = (uploadTurnHoldMs: number | undefined): number => {
       const r = simulate({
-        ...config({
-          nodes: 25,
-          imageBytes: 40 * MiB,
-          layers: 2,
-          nodeUpMbit: 2,
-          originMbit: 25,
-          latencyMs: 1,
-          haveDelayMs: 50,
-          sharing: 'max-min',
-          seed: 2,
-        }),
+        ...config({ ...TESTBED_N25, imageBytes: 40 * MiB, seed: 2 }),
         maxConcurrentUploads: undefined,
         startingPeers: undefined,
         uploadTurnHoldMs,

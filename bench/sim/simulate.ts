@@ -28,9 +28,10 @@
  *   (streaming window at the first missing piece, rarest first, endgame).
  * - A request reaches the sender after one latency; a sender with
  *   `maxConcurrentUploads` uploads running answers busy and is left alone for
- *   `busyBackoffMs` (the piece server's cap), and gives a freed slot first to the peers
- *   it answered busy in the last `uploadTurnHoldMs`, in the order it refused them
- *   (protocol/src/p2p/upload-turns.ts), except for a piece it took from the origin
+ *   `busyBackoffMs` (the piece server's cap), and while its uploads take
+ *   `uploadTurnHoldMs` or more gives a freed slot first to the peers it answered busy
+ *   in that time, in the order it refused them (protocol/src/p2p/upload-turns.ts),
+ *   except for a piece it took from the origin
  *   and has sent fewer than `firstCopyPriority` times (up to PRIORITY_EXTRA_UPLOADS
  *   uploads over the cap, as the agent's piece server). The piece flows at the rate the
  *   network gives it and arrives one latency after its last byte left.
@@ -190,9 +191,9 @@ export interface SimConfig {
   busyBackoffMs?: number
   /**
    * Turns at the upload slots (protocol/src/p2p/upload-turns.ts, imported; the piece
-   * server's `uploadTurnHoldMs`): a sender keeps a free slot for a peer it answered busy
-   * in the last this many ms before any other, in the order it refused them. 0: first
-   * come, first served. @default UPLOAD_TURN_HOLD_MS
+   * server's `uploadTurnHoldMs`): while its uploads take this many ms or more, a sender
+   * keeps a free slot for the peers it answered busy in the last this many ms, in the
+   * order it refused them. 0: first come, first served. @default UPLOAD_TURN_HOLD_MS
    */
   uploadTurnHoldMs?: number
   /**
@@ -419,6 +420,8 @@ interface Req {
   link: Link
   index: number
   flow: Flow | undefined
+  /** When the sender let it in (its upload's start). */
+  admittedAt: number
   cancelled: boolean
   /** The next request for the same piece of the same download. */
   next: Req | undefined
@@ -1101,7 +1104,7 @@ export function simulate(config: SimConfig): SimResult {
   }
 
   function request(dl: Download, link: Link, index: number): void {
-    const req: Req = { dl, link, index, flow: undefined, cancelled: false, next: undefined }
+    const req: Req = { dl, link, index, flow: undefined, admittedAt: 0, cancelled: false, next: undefined }
     linkState[link.slot * LINK_STATE + ASKED]!++
     const r = dl.pieces + index * pieceStride
     pieceState[r + pAskedOf + link.word]! |= link.bit
@@ -1162,15 +1165,17 @@ export function simulate(config: SimConfig): SimResult {
     return maxUploadsPerPiece > 0 && req.link.peer !== ORIGIN
   }
 
-  /** A node's upload of `req`'s piece starts. */
+  /** A sender's upload of `req`'s piece starts. */
   function uploadStarted(req: Req): void {
+    req.admittedAt = now
     if (!countsCopies(req)) return
     const key = uploadKey(req)
     uploadsOfPiece.set(key, (uploadsOfPiece.get(key) ?? 0) + 1)
   }
 
-  /** A node's upload of `req`'s piece ended (landed or cancelled). */
+  /** A sender's upload of `req`'s piece ended (landed or cancelled). */
   function uploadEnded(req: Req): void {
+    turnsOf(req.link.peer).ended(now - req.admittedAt)
     if (!countsCopies(req)) return
     const key = uploadKey(req)
     const left = (uploadsOfPiece.get(key) ?? 1) - 1

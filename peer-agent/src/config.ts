@@ -167,7 +167,7 @@ export const agentConfigSchema = z.strictObject({
   uploadTurnHoldMs: nonNegativeInt()
     .default(UPLOAD_TURN_HOLD_MS)
     .describe(
-      'a free upload slot goes first to the peers answered busy in the last this many ms, in the order they were refused, rather than to whoever asks first (0: first come, first served)',
+      'while uploads take this many ms or more, a free upload slot goes first to the peers answered busy in the last this many ms, in the order they were refused, rather than to whoever asks first (0: first come, first served)',
     ),
   uploadRateBytesPerSec: nonNegativeInt()
     .default(0)

@@ -101,10 +101,10 @@ export interface PieceServerInit {
    */
   maxUploadsPerPiece?: number
   /**
-   * Turns at the upload slots (upload-turns.ts): a free slot goes first to a peer
-   * answered busy in the last this many ms, in the order they were refused, so slots do
-   * not stick to the peers that got them first. 0: first come, first served.
-   * @default UPLOAD_TURN_HOLD_MS
+   * Turns at the upload slots (upload-turns.ts): while uploads take this long or more,
+   * a free slot goes first to the peers answered busy in the last this many ms, in the
+   * order they were refused, so slots do not stick to the peers that got them first.
+   * 0: first come, first served. @default UPLOAD_TURN_HOLD_MS
    */
   uploadTurnHoldMs?: number
   /** Upload rate limit in bytes per second (node-wide); 0 means unlimited. @default 0 */
@@ -351,6 +351,7 @@ export function createPieceServer(
         continue
       }
       active++
+      const admitted = performance.now()
       // The request's pieces count as going out from now until it is done.
       const keys = maxUploadsPerPiece > 0 ? msg.indexes.map((index) => `${msg.digest}:${index}`) : []
       for (const key of keys) copies.set(key, (copies.get(key) ?? 0) + 1)
@@ -358,6 +359,7 @@ export function createPieceServer(
         for (const index of msg.indexes) await sendPiece(stream, peer, msg.digest, index)
       } finally {
         active--
+        turns.ended(performance.now() - admitted)
         for (const key of keys) {
           const left = copies.get(key)! - 1
           if (left === 0) copies.delete(key)

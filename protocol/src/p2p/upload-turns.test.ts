@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest'
 import { createUploadTurns } from './upload-turns.js'
 
-/** Upload turns with a 2 s hold on a clock the test moves. */
+/** Upload turns with a 2 s hold on a clock the test moves, after an upload that took 8 s. */
 function turnsAt(holdMs = 2_000) {
   const clock = { t: 0 }
   const turns = createUploadTurns<string>({ holdMs, now: () => clock.t })
+  turns.ended(8_000)
   return { turns, clock }
 }
 
@@ -79,15 +80,37 @@ describe('createUploadTurns', () => {
     expect(turns.admit('c', 0, 1)).toBe(true)
   })
 
+  it('keeps slots for waiting peers only while uploads take at least minUploadMs', () => {
+    const clock = { t: 0 }
+    const turns = createUploadTurns<string>({ holdMs: 2_000, now: () => clock.t })
+    // No upload has ended yet: the first to ask gets a free slot, though 'a' waits.
+    expect(turns.keeping()).toBe(false)
+    expect(turns.admit('a', 1, 1)).toBe(false)
+    expect(turns.admit('b', 0, 1)).toBe(true)
+    // Uploads of 0.5 s: slots free often enough; still first come, first served.
+    for (let i = 0; i < 20; i++) turns.ended(500)
+    expect(turns.keeping()).toBe(false)
+    expect(turns.admit('b', 0, 1)).toBe(true)
+    // Uploads of 8 s: the average passes 2 s after a few, and 'a' (still waiting) has its turn.
+    turns.ended(8_000)
+    expect(turns.keeping()).toBe(false)
+    for (let i = 0; i < 3; i++) turns.ended(8_000)
+    expect(turns.keeping()).toBe(true)
+    expect(turns.admit('b', 0, 1)).toBe(false)
+    expect(turns.admit('a', 0, 1)).toBe(true)
+  })
+
   it('with no hold serves strictly by the cap', () => {
     const { turns } = turnsAt(0)
+    expect(turns.keeping()).toBe(false)
     expect(turns.admit('a', 1, 1)).toBe(false)
     expect(turns.admit('b', 0, 1)).toBe(true)
     expect(turns.waiting()).toBe(0)
   })
 
-  it('rejects a negative hold', () => {
+  it('rejects a negative hold or upload time', () => {
     expect(() => createUploadTurns({ holdMs: -1 })).toThrow(RangeError)
     expect(() => createUploadTurns({ holdMs: Number.NaN })).toThrow(RangeError)
+    expect(() => createUploadTurns({ holdMs: 2_000, minUploadMs: -1 })).toThrow(RangeError)
   })
 })
