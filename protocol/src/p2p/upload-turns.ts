@@ -71,6 +71,8 @@ export function createUploadTurns<P>(init: UploadTurnsInit): UploadTurns<P> {
   if (!(holdMs >= 0) || !(minUploadMs >= 0)) throw new RangeError('invalid upload turns')
   /** How long an upload takes, smoothed over the last few (0 until one ended). */
   let uploadMs = 0
+  /** When lapsed claims were last dropped. */
+  let swept = Number.NEGATIVE_INFINITY
   const keeping = (): boolean => holdMs > 0 && uploadMs > 0 && uploadMs >= minUploadMs
   /** Peers answered busy and until when they keep their claim, in the order they were first refused. */
   const waiting = new Map<P, number>()
@@ -93,6 +95,12 @@ export function createUploadTurns<P>(init: UploadTurnsInit): UploadTurns<P> {
     admit(peer, active, cap) {
       if (holdMs === 0) return active < cap
       const t = now()
+      // Claims that lapsed are dropped once a hold, so a sender that keeps no slots
+      // (it never looks at the queue) does not gather every peer it ever refused.
+      if (t - swept >= holdMs) {
+        swept = t
+        for (const [p, until] of waiting) if (until <= t) waiting.delete(p)
+      }
       if (active < cap && (!keeping() || hasTurn(peer, cap - active, t))) {
         waiting.delete(peer)
         return true
