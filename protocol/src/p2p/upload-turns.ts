@@ -77,6 +77,11 @@ export function createUploadTurns<P>(init: UploadTurnsInit): UploadTurns<P> {
   /** Peers answered busy and until when they keep their claim, in the order they were first refused. */
   const waiting = new Map<P, number>()
 
+  /** Drops the claims that lapsed by `t`. */
+  function dropLapsed(t: number): void {
+    for (const [p, until] of waiting) if (until <= t) waiting.delete(p)
+  }
+
   /** Whether `peer` is among the first `free` waiting peers whose claim holds at `t` (dropping lapsed ones on the way), or fewer than `free` wait. */
   function hasTurn(peer: P, free: number, t: number): boolean {
     let ahead = 0
@@ -99,19 +104,16 @@ export function createUploadTurns<P>(init: UploadTurnsInit): UploadTurns<P> {
       // (it never looks at the queue) does not gather every peer it ever refused.
       if (t - swept >= holdMs) {
         swept = t
-        for (const [p, until] of waiting) if (until <= t) waiting.delete(p)
+        dropLapsed(t)
       }
       if (active < cap && (!keeping() || hasTurn(peer, cap - active, t))) {
         waiting.delete(peer)
         return true
       }
-      // Refused: the peer waits, keeping its place in the queue if it had one.
-      const place = waiting.get(peer)
-      if (place !== undefined && place > t) waiting.set(peer, t + holdMs)
-      else {
-        waiting.delete(peer)
-        waiting.set(peer, t + holdMs)
-      }
+      // Refused: the peer waits, keeping its place in the queue if its claim still holds
+      // (a lapsed one goes to the end, where the newest are).
+      if (!((waiting.get(peer) ?? 0) > t)) waiting.delete(peer)
+      waiting.set(peer, t + holdMs)
       return false
     },
     ended(ms) {
@@ -120,8 +122,7 @@ export function createUploadTurns<P>(init: UploadTurnsInit): UploadTurns<P> {
     },
     keeping,
     waiting() {
-      const t = now()
-      for (const [p, until] of waiting) if (until <= t) waiting.delete(p)
+      dropLapsed(now())
       return waiting.size
     },
   }
